@@ -1,0 +1,1 @@
+"""Dataset readers and Lightning DataModules (installed as ``equimol.datasets``)."""

@@ -1,0 +1,30 @@
+"""The tensor-product interface and its backends.
+
+>>> from equimol.tp import TensorProduct, available_backends
+>>> tp = TensorProduct("8x0e + 8x1o", "0e + 1o + 2e", "8x0e + 8x1o + 8x2e", backend="cg")
+
+See :mod:`equimol.tp.interface` for the product, its normalization and the weight layouts.
+"""
+
+from equimol.tp import cg  # noqa: F401  (registers the "cg" backend)
+from equimol.tp.interface import (
+    TensorProduct,
+    TensorProductBackend,
+    available_backends,
+    get_backend,
+    register_backend,
+)
+from equimol.tp.irreps import from_channel_major, to_channel_major
+from equimol.tp.paths import Path, allowed_paths
+
+__all__ = [
+    "Path",
+    "TensorProduct",
+    "TensorProductBackend",
+    "allowed_paths",
+    "available_backends",
+    "from_channel_major",
+    "get_backend",
+    "register_backend",
+    "to_channel_major",
+]

@@ -1,0 +1,316 @@
+r"""The tensor-product interface every backend implements.
+
+A backend computes the channel-wise ("uvu") tensor product used by message-passing potentials:
+
+.. math::
+
+    z_{n,u,c_3} = \sum_{\text{paths } (l_1, l_2 \to l_3)} w_{n,\cdot}\;
+        \sum_{c_1, c_2} T^{(l_1 l_2 l_3)}_{c_1 c_2 c_3}\, x_{n,u,c_1}\, y_{n,c_2}
+
+with ``x`` = ``x1`` ``[N, irreps_in1.dim]`` (``C`` channels ``u`` per irrep), ``y`` = ``x2``
+``[N, irreps_in2.dim]`` (one copy per irrep, typically edge spherical harmonics) and the result
+``[N, irreps_out.dim]``. Paths that reach the same output irrep are summed, each with its weight.
+The backends differ in the coupling ``T`` and in how the weights ``w`` enter:
+
+========  =======================================================  ==================================
+backend   coupling                                                 ``weight_numel``
+========  =======================================================  ==================================
+``cg``    exact Clebsch-Gordan (e3nn), every parity-allowed path    ``C * n_paths`` (per path, channel)
+``gaunt`` Gaunt coefficients (``l1 + l2 + l3`` even, parity (-1)^l) ``C * (n1 + n2 + n_out)``
+``cp``    rank-R CP decomposition of the stacked CG tensor          ``C`` (path-weight sharing)
+========  =======================================================  ==================================
+
+**Normalization (all backends).** Inputs are "component" normalized: every component of ``x1``
+has unit variance, and ``x2`` holds component-normalized spherical harmonics (each component
+has unit mean square over the sphere, e3nn ``normalization="component"``). Weights have unit
+variance. Each output irrep is divided by the square root of its fan-in (the number of paths
+reaching it, e3nn's ``path_normalization="element"``), so every output component has variance
+of order one whichever backend is chosen; swapping the backend does not rescale activations.
+
+**dtype.** Coefficients are built in float64 and cast to the module's dtype. Float64 copies are
+kept, so ``.double()`` after construction in float32 restores float64-exact coefficients rather
+than up-casting rounded ones. torch's global default dtype is never changed for the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
+from equimol.tp.paths import Path, allowed_paths
+from equimol.utils.dtype import resolve_dtype
+
+_BACKENDS: dict[str, type[TensorProductBackend]] = {}
+
+
+def register_backend(name: str):
+    """Class decorator that registers a :class:`TensorProductBackend` subclass under ``name``."""
+
+    def decorator(cls: type[TensorProductBackend]) -> type[TensorProductBackend]:
+        if name in _BACKENDS and _BACKENDS[name] is not cls:
+            raise ValueError(f"tensor-product backend {name!r} is already registered")
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_backends() -> list[str]:
+    """Names of the registered tensor-product backends, sorted."""
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> type[TensorProductBackend]:
+    """Return the backend class registered as ``name``; ValueError listing the known ones if absent."""
+    if not isinstance(name, str) or name not in _BACKENDS:
+        raise ValueError(
+            f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
+        )
+    return _BACKENDS[name]
+
+
+def TensorProduct(  # noqa: N802 - reads as the class it constructs
+    irreps_in1: IrrepsLike,
+    irreps_in2: IrrepsLike,
+    irreps_out: IrrepsLike,
+    backend: str = "cg",
+    **options,
+) -> TensorProductBackend:
+    """Build the channel-wise tensor product ``irreps_in1 x irreps_in2 -> irreps_out``.
+
+    Args:
+        irreps_in1: node-feature irreps, ``C`` channels per irrep (e.g. ``"16x0e + 16x1o"``).
+        irreps_in2: one copy of each irrep (e.g. edge spherical harmonics ``"0e + 1o + 2e"``).
+        irreps_out: output irreps with the same ``C`` channels.
+        backend: one of :func:`available_backends` (``"cg"``, ``"gaunt"``, ``"cp"``).
+        **options: backend options (``internal_weights``, ``dtype``, ``device`` for all; e.g.
+            ``strategy`` for ``gaunt``, ``cp_rank`` for ``cp``).
+
+    Returns:
+        The backend module; call it as ``tp(x1, x2, weight)``.
+
+    Raises:
+        ValueError: unknown backend, unparsable irreps, irreps the backend cannot serve, or an
+            option the backend does not accept.
+    """
+    cls = get_backend(backend)
+    accepted = _accepted_options(cls)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
+        )
+    return cls(irreps_in1, irreps_in2, irreps_out, **options)
+
+
+def _accepted_options(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is nn.Module or not issubclass(klass, nn.Module):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return names
+
+
+class TensorProductBackend(nn.Module):
+    """Base class of the backends: validation, weights, dtype handling and message passing.
+
+    Subclasses build their coefficients as float64 buffers in ``__init__``, set
+    ``self.weight_numel``, call :meth:`_finish_construction` last, and implement :meth:`_product`.
+
+    Attributes:
+        irreps_in1, irreps_in2, irreps_out: parsed e3nn ``Irreps``.
+        channels: ``C``, the common multiplicity of ``irreps_in1`` and ``irreps_out``.
+        paths: the parity- and triangle-allowed :class:`~equimol.tp.paths.Path` list.
+        weight_numel: number of weights per sample.
+        weight: the shared weights ``[weight_numel]`` when ``internal_weights=True``, else None.
+    """
+
+    name: ClassVar[str] = "abstract"
+
+    def __init__(
+        self,
+        irreps_in1: IrrepsLike,
+        irreps_in2: IrrepsLike,
+        irreps_out: IrrepsLike,
+        *,
+        internal_weights: bool = True,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.irreps_in1 = parse_irreps(irreps_in1, "irreps_in1")
+        self.irreps_in2 = parse_irreps(irreps_in2, "irreps_in2")
+        self.irreps_out = parse_irreps(irreps_out, "irreps_out")
+        self.channels = uniform_multiplicity(self.irreps_in1, "irreps_in1")
+        out_channels = uniform_multiplicity(self.irreps_out, "irreps_out")
+        if out_channels != self.channels:
+            raise ValueError(
+                f"irreps_out={self.irreps_out} has {out_channels} channels but irreps_in1="
+                f"{self.irreps_in1} has {self.channels}; the channel-wise (uvu) product keeps the "
+                "channel count (mix channels with a linear layer before or after)"
+            )
+        if uniform_multiplicity(self.irreps_in2, "irreps_in2") != 1:
+            raise ValueError(
+                f"irreps_in2={self.irreps_in2} must hold one copy of each irrep (e.g. edge spherical "
+                "harmonics '1x0e + 1x1o + 1x2e')"
+            )
+        self.paths: list[Path] = allowed_paths(self.irreps_in1, self.irreps_in2, self.irreps_out)
+        self.internal_weights = internal_weights
+        self._dtype = resolve_dtype(dtype)
+        self._device = torch.device(device) if device is not None else None
+        self.weight_numel = 0
+        self._float64_constants: dict[str, torch.Tensor] = {}
+
+    # -- construction helpers ---------------------------------------------------------------
+
+    def _unsupported(self, reason: str, alternative: str = "cg") -> ValueError:
+        """A ValueError saying why this backend cannot serve the irreps and which backend can."""
+        return ValueError(
+            f"backend {self.name!r} cannot serve {self.irreps_in1} x {self.irreps_in2} -> "
+            f"{self.irreps_out}: {reason}; use backend={alternative!r} instead"
+        )
+
+    def _finish_construction(self) -> None:
+        """Create the internal weights, remember float64 constants, move to dtype and device."""
+        if self.internal_weights:
+            self.weight = nn.Parameter(torch.empty(self.weight_numel, dtype=torch.float64))
+            with torch.no_grad():
+                self.reset_parameters()
+        else:
+            self.register_parameter("weight", None)
+        self._float64_constants = {
+            name: buffer.detach().clone()
+            for name, buffer in self.named_buffers()
+            if buffer.dtype in (torch.float64, torch.complex128)
+        }
+        self.to(dtype=self._dtype, device=self._device)
+
+    def reset_parameters(self) -> None:
+        """Initialise the internal weights with unit variance (see the normalization convention)."""
+        if self.weight is not None:
+            nn.init.normal_(self.weight)
+
+    def _apply(self, fn, recurse: bool = True):
+        # Re-derive every constant from its float64 copy after a dtype or device change, so that
+        # float32 -> float64 gives float64-exact coefficients instead of up-cast rounded ones.
+        super()._apply(fn, recurse)
+        for name, master in self._float64_constants.items():
+            module_path, _, buffer_name = name.rpartition(".")
+            owner = self.get_submodule(module_path) if module_path else self
+            current = owner._buffers[buffer_name]
+            owner._buffers[buffer_name] = master.to(device=current.device, dtype=current.dtype)
+        return self
+
+    # -- the product ------------------------------------------------------------------------
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Channel-wise tensor product.
+
+        Args:
+            x1: ``[N, irreps_in1.dim]`` node features.
+            x2: ``[N, irreps_in2.dim]`` edge attributes (one channel per irrep).
+            weight: ``[N, weight_numel]`` per-sample weights, ``[weight_numel]`` shared weights,
+                or None for the internal weights.
+
+        Returns:
+            ``[N, irreps_out.dim]``.
+        """
+        weight = self._check_inputs(x1, x2, weight)
+        return self._product(x1, x2, weight)
+
+    def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``."""
+        raise NotImplementedError
+
+    def _check_inputs(
+        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None
+    ) -> torch.Tensor:
+        if x1.dim() != 2 or x1.shape[-1] != self.irreps_in1.dim:
+            raise ValueError(
+                f"x1 has shape {tuple(x1.shape)}; expected [N, {self.irreps_in1.dim}] for irreps_in1="
+                f"{self.irreps_in1}"
+            )
+        if x2.dim() != 2 or x2.shape[-1] != self.irreps_in2.dim:
+            raise ValueError(
+                f"x2 has shape {tuple(x2.shape)}; expected [N, {self.irreps_in2.dim}] for irreps_in2="
+                f"{self.irreps_in2}"
+            )
+        if x1.shape[0] != x2.shape[0]:
+            raise ValueError(f"x1 has {x1.shape[0]} rows but x2 has {x2.shape[0]}; they must match")
+        if x1.dtype != x2.dtype:
+            raise ValueError(f"x1 is {x1.dtype} but x2 is {x2.dtype}; cast both to the module's dtype")
+        if weight is None:
+            if self.weight is None:
+                raise ValueError(
+                    f"this {self.name!r} tensor product was built with internal_weights=False; pass "
+                    f"weight of shape [N, {self.weight_numel}]"
+                )
+            weight = self.weight
+        if weight.dim() == 1:
+            weight = weight.unsqueeze(0).expand(x1.shape[0], -1)
+        if weight.dim() != 2 or weight.shape != (x1.shape[0], self.weight_numel):
+            raise ValueError(
+                f"weight has shape {tuple(weight.shape)}; expected [{x1.shape[0]}, {self.weight_numel}] "
+                f"(per sample) or [{self.weight_numel}] (shared) for backend {self.name!r}"
+            )
+        return weight
+
+    # -- message passing --------------------------------------------------------------------
+
+    def message_passing(
+        self,
+        node_features: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        num_nodes: int,
+    ) -> torch.Tensor:
+        """Gather senders, take the product with edge attributes and weights, scatter-sum.
+
+        .. math:: m_i = \\sum_{e = (j \\to i)} \\mathrm{TP}(x_j, y_e, w_e)
+
+        This plain torch version is the reference; a fused kernel may replace it behind the
+        same call. No normalization by the neighbor count is applied here (the model does it).
+
+        Args:
+            node_features: ``[num_nodes, irreps_in1.dim]``.
+            edge_attrs: ``[E, irreps_in2.dim]`` (spherical harmonics of the edge vectors).
+            edge_weight: ``[E, weight_numel]`` per-edge weights, or None for the internal ones.
+            edge_src: ``[E]`` int64 index of the sending node of each edge.
+            edge_dst: ``[E]`` int64 index of the receiving node of each edge.
+            num_nodes: number of nodes in the output.
+
+        Returns:
+            ``[num_nodes, irreps_out.dim]``.
+        """
+        if edge_src.shape != edge_dst.shape or edge_src.dim() != 1:
+            raise ValueError(
+                f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D "
+                "and of equal length"
+            )
+        messages = self(node_features[edge_src], edge_attrs, edge_weight)
+        out = messages.new_zeros(num_nodes, self.irreps_out.dim)
+        return out.index_add(0, edge_dst, messages)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, backend={self.name!r}, "
+            f"weight_numel={self.weight_numel}, paths={len(self.paths)}"
+        )
+
+
+__all__ = [
+    "TensorProduct",
+    "TensorProductBackend",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+]

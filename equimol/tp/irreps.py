@@ -1,0 +1,79 @@
+"""Irreps parsing, validation and the channel-major layout shared by every backend.
+
+The TP interface works on the channel-wise ("uvu") product used by MLIP convolutions:
+
+* ``irreps_in1`` = ``C x l1 + C x l1' + ...``: node features, the same number ``C`` of channels in
+  every irrep (e.g. ``"16x0e + 16x1o + 16x2e"``);
+* ``irreps_in2`` = ``1 x l2 + 1 x l2' + ...``: one copy of each irrep (edge spherical harmonics);
+* ``irreps_out`` = ``C x l3 + ...``: the same ``C`` channels.
+
+e3nn stores a feature in the "mul_ir" layout: block ``i`` holds ``mul_i * (2 l_i + 1)`` numbers,
+channel-major inside the block. Channel-wise backends (``gaunt``, ``cp``) work on
+``[N, C, D]`` tensors with ``D = sum_i (2 l_i + 1)``; :func:`to_channel_major` and
+:func:`from_channel_major` convert between the two without copying more than once.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+IrrepsLike = o3.Irreps | str
+
+
+def parse_irreps(irreps: IrrepsLike, name: str) -> o3.Irreps:
+    """Parse ``irreps`` (an e3nn ``Irreps`` or a string) and name the argument in any error."""
+    if isinstance(irreps, o3.Irreps):
+        return irreps
+    try:
+        return o3.Irreps(irreps)
+    except (ValueError, TypeError, AssertionError) as error:
+        raise ValueError(
+            f"{name}={irreps!r} is not a valid irreps string; expected e.g. '16x0e + 16x1o + 16x2e' "
+            f"({error})"
+        ) from error
+
+
+def uniform_multiplicity(irreps: o3.Irreps, name: str) -> int:
+    """Return the common multiplicity of all irreps in ``irreps``; raise ValueError if they differ."""
+    muls = {mul for mul, _ in irreps}
+    if len(irreps) == 0:
+        raise ValueError(f"{name} is empty; expected at least one irrep")
+    if len(muls) != 1:
+        raise ValueError(
+            f"{name}={irreps} has different multiplicities {sorted(muls)}; the channel-wise (uvu) "
+            "product needs the same number of channels in every irrep, e.g. '16x0e + 16x1o'"
+        )
+    return muls.pop()
+
+
+def to_channel_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """Reorder ``x`` ``[N, irreps.dim]`` (mul_ir layout, uniform mul ``C``) into ``[N, C, D]``.
+
+    ``D = sum_i (2 l_i + 1)``; component ``d`` of the result runs over the irreps in order.
+    """
+    channels = irreps[0].mul
+    blocks = [
+        x[:, sl].reshape(x.shape[0], channels, ir.dim) for (_, ir), sl in zip(irreps, irreps.slices())
+    ]
+    return torch.cat(blocks, dim=-1)
+
+
+def from_channel_major(y: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """Inverse of :func:`to_channel_major`: ``[N, C, D]`` into ``[N, irreps.dim]`` (mul_ir layout)."""
+    blocks = []
+    start = 0
+    for _, ir in irreps:
+        blocks.append(y[:, :, start : start + ir.dim].reshape(y.shape[0], -1))
+        start += ir.dim
+    return torch.cat(blocks, dim=-1)
+
+
+def degree_offsets(irreps: o3.Irreps) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each irrep inside one channel of the channel-major layout."""
+    offsets = []
+    start = 0
+    for _, ir in irreps:
+        offsets.append((start, start + ir.dim))
+        start += ir.dim
+    return offsets

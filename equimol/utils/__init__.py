@@ -1,0 +1,1 @@
+"""Small shared utilities (dtype handling, machine description)."""

@@ -1,0 +1,1 @@
+"""Triton kernels for the message-passing hot path (installed as ``equimol.kernels``)."""

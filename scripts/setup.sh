@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv/ at the repository root and install equimol with its test extras.
+# torch is pinned to the CPU build 2.13.0 first: a bare "torch" requirement would make pip
+# pull a multi-GB CUDA build. pyproject.toml itself declares torch>=2.4 for real users.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+stamp=.venv/.equimol-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+  echo "$wanted" > "$stamp"
+fi

@@ -1,0 +1,63 @@
+"""Backend ``cg``: equivariance, gradients and agreement with a direct e3nn reference (float64)."""
+
+import pytest
+import torch
+from e3nn import o3
+from harness import EQUIVARIANCE_TOL, REFERENCE_TOL, check_gradients, random_inputs, tp_equivariance_error
+
+from equimol.tp import TensorProduct
+from equimol.utils.dtype import float64_construction
+
+MIXED_PARITY = [
+    ("3x0e + 3x1o", "0e + 1o", "3x0e + 3x1o + 3x1e"),
+    ("2x0e + 2x1o + 2x1e + 2x2e", "0e + 1o + 2e", "2x0e + 2x0o + 2x1o + 2x1e + 2x2e + 2x2o"),
+    ("2x0o + 2x2e + 2x3o + 2x4e", "1x0e + 1x1o + 1x2e + 1x3o + 1x4e", "2x0e + 2x1o + 2x2e + 2x3o + 2x4e + 2x4o"),
+]
+
+
+@pytest.mark.parametrize("irreps", MIXED_PARITY)
+def test_cg_equivariant_under_rotation_and_inversion(irreps):
+    tp = TensorProduct(*irreps, backend="cg", dtype=torch.float64)
+    assert tp_equivariance_error(tp) <= EQUIVARIANCE_TOL
+
+
+def test_cg_float64_exact_after_double_from_float32():
+    # Built in float32 then converted: the float64 copies of the coefficients must come back.
+    tp = TensorProduct(*MIXED_PARITY[2], backend="cg", dtype=torch.float32).double()
+    assert tp_equivariance_error(tp) <= EQUIVARIANCE_TOL
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_cg_matches_direct_e3nn_reference():
+    irreps_in1, irreps_in2, irreps_out = MIXED_PARITY[1]
+    tp = TensorProduct(irreps_in1, irreps_in2, irreps_out, backend="cg", dtype=torch.float64)
+    x1, x2, weight = random_inputs(tp, count=5)
+    # Independent reference: the sum over paths of sqrt(2 l3 + 1) C x1 x2 w / sqrt(fan-in).
+    in1, in2, out = o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out)
+    channels = in1[0].mul
+    weight = weight.view(5, len(tp.paths), channels)
+    fan_in = {i: sum(p.i_out == i for p in tp.paths) for i in range(len(out))}
+    expected = torch.zeros(5, out.dim, dtype=torch.float64)
+    for k, path in enumerate(tp.paths):
+        with float64_construction():
+            coupling = o3.wigner_3j(path.l1, path.l2, path.l3)
+        a = x1[:, in1.slices()[path.i1]].view(5, channels, -1)
+        b = x2[:, in2.slices()[path.i2]]
+        value = torch.einsum("ijk,nui,nj->nuk", coupling, a, b) * weight[:, k, :, None]
+        value = value * (2 * path.l3 + 1) ** 0.5 / fan_in[path.i_out] ** 0.5
+        expected[:, out.slices()[path.i_out]] += value.reshape(5, -1)
+    assert (tp(x1, x2, weight.reshape(5, -1)) - expected).abs().max() <= REFERENCE_TOL
+
+
+def test_cg_paths_include_parity_odd_products():
+    tp = TensorProduct("4x1o", "1o", "4x0e + 4x1e + 4x1o + 4x2e", backend="cg", dtype=torch.float64)
+    assert {(p.l1, p.l2, p.l3) for p in tp.paths} == {(1, 1, 0), (1, 1, 1), (1, 1, 2)}
+    assert tp.weight_numel == 3 * 4
+    x1, x2, weight = random_inputs(tp)
+    out = tp(x1, x2, weight)
+    assert out[:, 4 + 12 : 4 + 24].abs().max() == 0.0  # 1o x 1o has no 1o output
+
+
+@pytest.mark.parametrize("irreps", MIXED_PARITY[:2])
+def test_cg_gradcheck_and_gradgradcheck(irreps):
+    check_gradients(TensorProduct(*irreps, backend="cg", dtype=torch.float64))

@@ -1,0 +1,1 @@
+"""Training: LightningModule, losses and metrics (installed as ``equimol.train``)."""
