@@ -11,7 +11,11 @@ from equimol.utils.dtype import float64_construction
 MIXED_PARITY = [
     ("3x0e + 3x1o", "0e + 1o", "3x0e + 3x1o + 3x1e"),
     ("2x0e + 2x1o + 2x1e + 2x2e", "0e + 1o + 2e", "2x0e + 2x0o + 2x1o + 2x1e + 2x2e + 2x2o"),
-    ("2x0o + 2x2e + 2x3o + 2x4e", "1x0e + 1x1o + 1x2e + 1x3o + 1x4e", "2x0e + 2x1o + 2x2e + 2x3o + 2x4e + 2x4o"),
+    (
+        "2x0o + 2x2e + 2x3o + 2x4e",
+        "1x0e + 1x1o + 1x2e + 1x3o + 1x4e",
+        "2x0e + 2x1o + 2x2e + 2x3o + 2x4e + 2x4o",
+    ),
 ]
 
 

@@ -11,9 +11,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES: tuple[str, ...] = (
-    "equimol.cli.bench",
-)
+_COMMAND_MODULES: tuple[str, ...] = ("equimol.cli.bench",)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -229,9 +229,7 @@ class TensorProductBackend(nn.Module):
         """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``."""
         raise NotImplementedError
 
-    def _check_inputs(
-        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _check_inputs(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         if x1.dim() != 2 or x1.shape[-1] != self.irreps_in1.dim:
             raise ValueError(
                 f"x1 has shape {tuple(x1.shape)}; expected [N, {self.irreps_in1.dim}] for irreps_in1="

@@ -29,8 +29,7 @@ def parse_irreps(irreps: IrrepsLike, name: str) -> o3.Irreps:
         return o3.Irreps(irreps)
     except (ValueError, TypeError, AssertionError) as error:
         raise ValueError(
-            f"{name}={irreps!r} is not a valid irreps string; expected e.g. '16x0e + 16x1o + 16x2e' "
-            f"({error})"
+            f"{name}={irreps!r} is not a valid irreps string; expected e.g. '16x0e + 16x1o + 16x2e' ({error})"
         ) from error
 
 
@@ -53,9 +52,7 @@ def to_channel_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
     ``D = sum_i (2 l_i + 1)``; component ``d`` of the result runs over the irreps in order.
     """
     channels = irreps[0].mul
-    blocks = [
-        x[:, sl].reshape(x.shape[0], channels, ir.dim) for (_, ir), sl in zip(irreps, irreps.slices())
-    ]
+    blocks = [x[:, sl].reshape(x.shape[0], channels, ir.dim) for (_, ir), sl in zip(irreps, irreps.slices())]
     return torch.cat(blocks, dim=-1)
 
 

@@ -1,0 +1,96 @@
+"""Atoms to radius graphs: the one graph format every model, trainer and calculator uses.
+
+**Edge convention.** ``edge_index = [sender, receiver]`` (``[2, E]``, int64); the edge vector is
+
+.. math:: \\mathbf{r}_e = \\mathbf{x}_{\\mathrm{receiver}} - \\mathbf{x}_{\\mathrm{sender}}
+          + \\mathbf{S}_e \\cdot \\mathbf{h}
+
+with ``S_e = cell_offsets[e]`` (``[E, 3]``, integer-valued, stored in the position dtype) and the
+cell ``h`` whose rows are the lattice vectors. The list is full (both directions), excludes an
+atom's zero-shift self pair and keeps periodic self images. Positions in Å.
+
+**Graph fields** (a torch-geometric ``Data``; batches add ``batch`` and ``ptr``):
+
+==================  ===============  =========================================================
+``pos``             ``[n, 3]``       positions, Å, in the requested dtype
+``atomic_numbers``  ``[n]``          int64
+``cell``            ``[1, 3, 3]``    rows are lattice vectors, Å (zeros when not periodic)
+``pbc``             ``[1, 3]``       bool
+``edge_index``      ``[2, E]``       int64, ``[sender, receiver]``
+``cell_offsets``    ``[E, 3]``       integer lattice shifts, position dtype
+==================  ===============  =========================================================
+
+Labels (``energy`` ``[1]``, ``forces`` ``[n, 3]``, ``stress`` ``[1, 3, 3]`` ...) are added by the
+readers in :mod:`equimol.datasets`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+from torch_geometric.data import Data
+
+
+def neighbor_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, radial_cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbor list within ``radial_cutoff`` (Å) through vesin.
+
+    Args:
+        positions: ``[n, 3]`` Å.
+        cell: ``[3, 3]`` rows are lattice vectors, Å (ignored along non-periodic directions).
+        pbc: ``[3]`` bool.
+        radial_cutoff: Å.
+
+    Returns:
+        ``sender`` ``[E]``, ``receiver`` ``[E]`` (int64) and ``cell_offsets`` ``[E, 3]`` (int64),
+        with ``pos[receiver] - pos[sender] + cell_offsets @ cell`` the edge vectors.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    box = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if not pbc.any():
+        box = np.zeros((3, 3))
+    calculator = vesin.NeighborList(cutoff=float(radial_cutoff), full_list=True)
+    first, second, shifts = calculator.compute(
+        points=positions, box=box, periodic=pbc.tolist(), quantities="ijS"
+    )
+    # vesin's vector is pos[j] - pos[i] + S @ box: i sends, j receives.
+    return first.astype(np.int64), second.astype(np.int64), shifts.astype(np.int64)
+
+
+def atoms_to_graph(atoms: Atoms, radial_cutoff: float, dtype: torch.dtype = torch.float64) -> Data:
+    """Build the radius graph of ``atoms`` (no labels) in the edge convention above.
+
+    Args:
+        atoms: an ASE ``Atoms``; its ``pbc`` and ``cell`` decide the periodic images.
+        radial_cutoff: Å.
+        dtype: floating dtype of ``pos``, ``cell`` and ``cell_offsets``.
+    """
+    positions = atoms.get_positions()
+    cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
+    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+    sender, receiver, offsets = neighbor_list(positions, cell, pbc, radial_cutoff)
+    return Data(
+        pos=torch.as_tensor(positions, dtype=dtype),
+        atomic_numbers=torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long),
+        cell=torch.as_tensor(cell if pbc.any() else np.zeros((3, 3)), dtype=dtype).unsqueeze(0),
+        pbc=torch.as_tensor(pbc).unsqueeze(0),
+        edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long),
+        cell_offsets=torch.as_tensor(offsets, dtype=dtype),
+        num_nodes=len(atoms),
+    )
+
+
+def edge_vectors(graph: Data) -> torch.Tensor:
+    """``[E, 3]`` edge vectors (Å) of a graph or batch, differentiable in ``pos`` and ``cell``."""
+    sender, receiver = graph.edge_index
+    vectors = graph.pos[receiver] - graph.pos[sender]
+    if graph.cell_offsets.numel():
+        batch = getattr(graph, "batch", None)
+        edge_graph = batch[sender] if batch is not None else torch.zeros_like(sender)
+        shifts = torch.einsum("ej,ejk->ek", graph.cell_offsets, graph.cell[edge_graph])
+        vectors = vectors + shifts
+    return vectors
