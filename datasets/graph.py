@@ -54,9 +54,7 @@ def neighbor_list(
     if not pbc.any():
         box = np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=float(radial_cutoff), full_list=True)
-    first, second, shifts = calculator.compute(
-        points=positions, box=box, periodic=pbc.tolist(), quantities="ijS"
-    )
+    first, second, shifts = calculator.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
     # vesin's vector is pos[j] - pos[i] + S @ box: i sends, j receives.
     return first.astype(np.int64), second.astype(np.int64), shifts.astype(np.int64)
 

@@ -65,9 +65,7 @@ def spherical_harmonics_features(irreps: o3.Irreps | str, count: int, seed: int 
     generator = torch.Generator().manual_seed(seed)
     vectors = torch.randn(count, 3, generator=generator, dtype=torch.float64)
     irreps = o3.Irreps(irreps)
-    blocks = [
-        o3.spherical_harmonics(ir.l, vectors, normalize=True, normalization="component") for _, ir in irreps
-    ]
+    blocks = [o3.spherical_harmonics(ir.l, vectors, normalize=True, normalization="component") for _, ir in irreps]
     # A parity (-1)^(l+1) irrep (e.g. 1e) is not a spherical harmonic; random data keeps it generic.
     for index, (_, ir) in enumerate(irreps):
         if ir.p != (-1) ** ir.l:
@@ -102,18 +100,13 @@ def equivariance_error(
     reference = function(*inputs)
     worst = 0.0
     for matrix in matrices:
-        rotated = [
-            x if irreps is None else x @ wigner_d(irreps, matrix).T
-            for x, irreps in zip(inputs, irreps_inputs)
-        ]
+        rotated = [x if irreps is None else x @ wigner_d(irreps, matrix).T for x, irreps in zip(inputs, irreps_inputs)]
         expected = reference @ wigner_d(irreps_output, matrix).T
         worst = max(worst, (function(*rotated) - expected).abs().max().item())
     return worst
 
 
-def tp_equivariance_error(
-    tp: TensorProductBackend, count: int = 6, rotations: int = 4, seed: int = 0
-) -> float:
+def tp_equivariance_error(tp: TensorProductBackend, count: int = 6, rotations: int = 4, seed: int = 0) -> float:
     """Equivariance error of a float64 tensor product with random per-sample weights."""
     x1, x2, weight = random_inputs(tp, count, seed)
     return equivariance_error(
@@ -150,8 +143,7 @@ def gaunt_coupling(l1: int, l2: int, l3: int) -> torch.Tensor:
         coupling = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
         direction = torch.tensor([0.3, -0.5, 0.81], dtype=torch.float64)
         y1, y2, y3 = (
-            o3.spherical_harmonics(l, direction, normalize=True, normalization="integral")
-            for l in (l1, l2, l3)
+            o3.spherical_harmonics(l, direction, normalize=True, normalization="integral") for l in (l1, l2, l3)
         )
     coupled = torch.einsum("ijk,i,j->k", coupling, y1, y2)
     scale = (2 * l3 + 1) * torch.dot(coupled, y3) / torch.dot(y3, y3)
@@ -199,9 +191,7 @@ def gaunt_reference(
     n1, n2, n3 = len(irreps_in1), len(irreps_in2), len(irreps_out)
     w1, w2, w3 = torch.split(weight, [channels * n1, channels * n2, channels * n3], dim=1)
     w1, w2, w3 = (w.reshape(count, channels, -1) for w in (w1, w2, w3))
-    blocks1 = [
-        x1[:, sl].reshape(count, channels, ir.dim) for (_, ir), sl in zip(irreps_in1, irreps_in1.slices())
-    ]
+    blocks1 = [x1[:, sl].reshape(count, channels, ir.dim) for (_, ir), sl in zip(irreps_in1, irreps_in1.slices())]
     blocks2 = [x2[:, sl] for sl in irreps_in2.slices()]
     outputs = []
     for i3, (_, ir3) in enumerate(irreps_out):

@@ -102,9 +102,7 @@ def TensorProduct(  # noqa: N802 - reads as the class it constructs
     accepted = _accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ValueError(
-            f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
-        )
+        raise ValueError(f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}")
     return cls(irreps_in1, irreps_in2, irreps_out, **options)
 
 
@@ -232,13 +230,11 @@ class TensorProductBackend(nn.Module):
     def _check_inputs(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         if x1.dim() != 2 or x1.shape[-1] != self.irreps_in1.dim:
             raise ValueError(
-                f"x1 has shape {tuple(x1.shape)}; expected [N, {self.irreps_in1.dim}] for irreps_in1="
-                f"{self.irreps_in1}"
+                f"x1 has shape {tuple(x1.shape)}; expected [N, {self.irreps_in1.dim}] for irreps_in1={self.irreps_in1}"
             )
         if x2.dim() != 2 or x2.shape[-1] != self.irreps_in2.dim:
             raise ValueError(
-                f"x2 has shape {tuple(x2.shape)}; expected [N, {self.irreps_in2.dim}] for irreps_in2="
-                f"{self.irreps_in2}"
+                f"x2 has shape {tuple(x2.shape)}; expected [N, {self.irreps_in2.dim}] for irreps_in2={self.irreps_in2}"
             )
         if x1.shape[0] != x2.shape[0]:
             raise ValueError(f"x1 has {x1.shape[0]} rows but x2 has {x2.shape[0]}; they must match")
@@ -291,8 +287,7 @@ class TensorProductBackend(nn.Module):
         """
         if edge_src.shape != edge_dst.shape or edge_src.dim() != 1:
             raise ValueError(
-                f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D "
-                "and of equal length"
+                f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D and of equal length"
             )
         messages = self(node_features[edge_src], edge_attrs, edge_weight)
         out = messages.new_zeros(num_nodes, self.irreps_out.dim)
