@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: where the read-only shared datasets live, and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# CI clones the repository next to a read-only copy of shared/; EQUIMOL_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("EQUIMOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ``shared/data`` (3BPA, OC20, OC22, extra DFT sets); fails loudly if it is missing."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared datasets not found at {SHARED_DATA}; set EQUIMOL_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point equimol's cache (fitted CP factors, dataset statistics) at a per-session folder."""
+    path = tmp_path_factory.mktemp("equimol-cache")
+    previous = os.environ.get("EQUIMOL_CACHE_DIR")
+    os.environ["EQUIMOL_CACHE_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("EQUIMOL_CACHE_DIR", None)
+    else:
+        os.environ["EQUIMOL_CACHE_DIR"] = previous
