@@ -1,0 +1,284 @@
+r"""Microbenchmark of the tensor-product backends (``equimol bench tp``).
+
+For every grid point ``(L, C, E)`` the benchmark builds, for each chosen backend (or backend
+variant, e.g. ``gaunt/fft``), the convolution-shaped product
+
+    ``C x (0e + 1o + ... + Le)``  ⊗  ``0e + 1o + ... + Le``  ->  ``C x (0e + 1o + ... + Le)``
+
+with per-sample weights, then times ``forward`` and ``forward + backward`` (gradients of all
+three inputs) on ``E`` samples. Backends are interleaved repeat by repeat inside one process so
+that drifting machine load affects them alike; medians are reported.
+
+Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU. On a CPU, where torch has no
+allocator statistics, it is the bytes of tensors saved for backward plus the output (the
+activation memory a training step holds), measured with saved-tensor hooks.
+
+The scaling exponent in ``L`` is the least-squares slope of ``log(time)`` against ``log(L)``
+over the measured ``L`` (for each backend, ``C`` and ``E``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from equimol.tp import TensorProduct, TensorProductBackend, get_backend
+from equimol.utils.dtype import resolve_dtype
+from equimol.utils.machine import describe_machine
+
+
+@dataclass(frozen=True)
+class Series:
+    """One timed line: a backend with fixed options, labelled ``backend`` or ``backend/variant``."""
+
+    label: str
+    backend: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """The result of one series at one grid point (times in seconds, memory in bytes)."""
+
+    label: str
+    backend: str
+    lmax: int
+    channels: int
+    edges: int
+    forward_s: float
+    forward_backward_s: float
+    peak_memory_bytes: int
+    setup_s: float
+    weight_numel: int
+    forward_all_s: list[float]
+    forward_backward_all_s: list[float]
+
+
+def parse_series(spec: str | Sequence[str]) -> list[Series]:
+    """Parse ``"cg,gaunt/fft,cp"`` into series.
+
+    A plain backend name with ``benchmark_variants`` on its class expands into one series per
+    variant (``gaunt`` -> ``gaunt/fft``, ``gaunt/grid``); ``name/variant`` picks one.
+    """
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise ValueError("--backends is empty; give e.g. 'cg,gaunt'")
+    series: list[Series] = []
+    for name in names:
+        backend, _, variant = name.partition("/")
+        variants: dict[str, dict] = getattr(get_backend(backend), "benchmark_variants", {}) or {}
+        if variant:
+            if variant not in variants:
+                raise ValueError(
+                    f"backend {backend!r} has no benchmark variant {variant!r}; known: {sorted(variants) or 'none'}"
+                )
+            series.append(Series(name, backend, dict(variants[variant])))
+        elif variants:
+            series.extend(Series(f"{backend}/{key}", backend, dict(opts)) for key, opts in variants.items())
+        else:
+            series.append(Series(backend, backend, {}))
+    return series
+
+
+def benchmark_irreps(lmax: int, channels: int) -> tuple[str, str, str]:
+    """The convolution-shaped irreps used at degree ``lmax`` with ``channels`` channels."""
+    degrees = [f"{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1)]
+    features = " + ".join(f"{channels}x{d}" for d in degrees)
+    return features, " + ".join(degrees), features
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(function: Callable[[], object], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    function()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _activation_bytes(function: Callable[[], torch.Tensor]) -> int:
+    """Bytes saved for backward plus the output, counting each storage once."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = function()
+    storage = output.untyped_storage()
+    storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def _peak_memory(function: Callable[[], object], device: torch.device, forward: Callable[[], torch.Tensor]) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        function()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - baseline)
+    return _activation_bytes(forward)
+
+
+def benchmark_point(
+    series: Sequence[Series],
+    lmax: int,
+    channels: int,
+    edges: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    warmup: int,
+    repeats: int,
+    seed: int = 0,
+) -> list[Measurement]:
+    """Time every series at one grid point, interleaved; see the module docstring."""
+    irreps = benchmark_irreps(lmax, channels)
+    generator = torch.Generator().manual_seed(seed)
+    modules: list[TensorProductBackend] = []
+    setup_times = []
+    for item in series:
+        start = time.perf_counter()
+        modules.append(
+            TensorProduct(
+                *irreps, backend=item.backend, internal_weights=False, dtype=dtype, device=device, **item.options
+            )
+        )
+        setup_times.append(time.perf_counter() - start)
+    dims = modules[0].irreps_in1.dim, modules[0].irreps_in2.dim
+    x1 = torch.randn(edges, dims[0], generator=generator, dtype=dtype).to(device).requires_grad_(True)
+    x2 = torch.randn(edges, dims[1], generator=generator, dtype=dtype).to(device).requires_grad_(True)
+    weights = [
+        torch.randn(edges, m.weight_numel, generator=generator, dtype=dtype).to(device).requires_grad_(True)
+        for m in modules
+    ]
+    grad_out = torch.randn(edges, modules[0].irreps_out.dim, generator=generator, dtype=dtype).to(device)
+
+    def forward_of(index: int) -> Callable[[], torch.Tensor]:
+        return lambda: modules[index](x1, x2, weights[index])
+
+    def forward_backward_of(index: int) -> Callable[[], object]:
+        def run():
+            out = modules[index](x1, x2, weights[index])
+            return torch.autograd.grad(out, (x1, x2, weights[index]), grad_out)
+
+        return run
+
+    forward_times: list[list[float]] = [[] for _ in series]
+    backward_times: list[list[float]] = [[] for _ in series]
+    for repeat in range(warmup + repeats):
+        for index in range(len(series)):
+            with torch.no_grad():
+                elapsed_forward = _timed(forward_of(index), device)
+            elapsed_backward = _timed(forward_backward_of(index), device)
+            if repeat >= warmup:
+                forward_times[index].append(elapsed_forward)
+                backward_times[index].append(elapsed_backward)
+    results = []
+    for index, item in enumerate(series):
+        peak = _peak_memory(forward_backward_of(index), device, forward_of(index))
+        results.append(
+            Measurement(
+                label=item.label,
+                backend=item.backend,
+                lmax=lmax,
+                channels=channels,
+                edges=edges,
+                forward_s=statistics.median(forward_times[index]),
+                forward_backward_s=statistics.median(backward_times[index]),
+                peak_memory_bytes=peak,
+                setup_s=setup_times[index],
+                weight_numel=modules[index].weight_numel,
+                forward_all_s=forward_times[index],
+                forward_backward_all_s=backward_times[index],
+            )
+        )
+    return results
+
+
+def scaling_exponents(measurements: Sequence[Measurement]) -> list[dict]:
+    """Least-squares slope of log(time) in log(L), per (label, channels, edges), for both timings."""
+    groups: dict[tuple[str, int, int], list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.label, m.channels, m.edges), []).append(m)
+    fits = []
+    for (label, channels, edges), group in groups.items():
+        if len({m.lmax for m in group}) < 2:
+            continue
+        fit = {"label": label, "channels": channels, "edges": edges}
+        for key in ("forward_s", "forward_backward_s"):
+            xs = [math.log(m.lmax) for m in group]
+            ys = [math.log(getattr(m, key)) for m in group]
+            x_mean, y_mean = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys)) / sum((x - x_mean) ** 2 for x in xs)
+            fit[key.replace("_s", "_exponent")] = slope
+        fits.append(fit)
+    return fits
+
+
+def run_benchmark(
+    backends: str | Sequence[str],
+    lmax_values: Sequence[int],
+    channels_values: Sequence[int],
+    edges_values: Sequence[int],
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    warmup: int = 2,
+    repeats: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the whole grid and return a JSON-ready record (machine, settings, measurements, fits)."""
+    if min(lmax_values) < 1:
+        raise ValueError(f"--lmax values must be >= 1, got {list(lmax_values)}")
+    torch_device = torch.device(device)
+    torch_dtype = resolve_dtype(dtype)
+    series = parse_series(backends)
+    measurements: list[Measurement] = []
+    for lmax in lmax_values:
+        for channels in channels_values:
+            for edges in edges_values:
+                points = benchmark_point(
+                    series,
+                    lmax,
+                    channels,
+                    edges,
+                    device=torch_device,
+                    dtype=torch_dtype,
+                    warmup=warmup,
+                    repeats=repeats,
+                )
+                measurements.extend(points)
+                if progress:
+                    progress(
+                        f"L={lmax} C={channels} E={edges}: "
+                        + ", ".join(f"{m.label} {1e3 * m.forward_backward_s:.2f} ms" for m in points)
+                    )
+    return {
+        "benchmark": "tp",
+        "machine": describe_machine(torch_device),
+        "settings": {
+            "backends": [asdict(s) for s in series],
+            "lmax": list(lmax_values),
+            "channels": list(channels_values),
+            "edges": list(edges_values),
+            "dtype": str(torch_dtype).removeprefix("torch."),
+            "warmup": warmup,
+            "repeats": repeats,
+            "memory": "cuda max_memory_allocated" if torch_device.type == "cuda" else "saved-for-backward + output",
+        },
+        "measurements": [asdict(m) for m in measurements],
+        "exponents": scaling_exponents(measurements),
+    }
