@@ -114,3 +114,14 @@ def test_message_passing_equals_gather_product_scatter(backend):
         expected[edge_dst[e]] += tp(nodes[edge_src[e], None], edge_attrs[e, None], weight[e, None])[0]
     assert (out - expected).abs().max() <= REFERENCE_TOL
     assert out[num_nodes - 1].abs().max() == 0.0
+
+
+def test_unknown_kernel_name_is_rejected():
+    with pytest.raises(ValueError, match=r"kernel='cuda' is not known; expected one of \['torch', 'triton'\]"):
+        TensorProduct(*NATURAL, kernel="cuda")
+
+
+def test_base_options_reach_every_backend():
+    for backend in available_backends():
+        tp = TensorProduct(*NATURAL, backend=backend, kernel="torch", deterministic=True, internal_weights=False)
+        assert tp.kernel == "torch" and tp.deterministic and tp.weight is None

@@ -13,6 +13,7 @@ from equimol.tp.interface import (
     available_backends,
     get_backend,
     register_backend,
+    register_message_kernel,
 )
 from equimol.tp.irreps import from_channel_major, to_channel_major
 from equimol.tp.paths import Path, allowed_paths
@@ -26,5 +27,6 @@ __all__ = [
     "from_channel_major",
     "get_backend",
     "register_backend",
+    "register_message_kernel",
     "to_channel_major",
 ]

@@ -32,9 +32,9 @@ class CGTensorProduct(TensorProductBackend):
 
     Args:
         irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`.
-        internal_weights: keep a shared ``[weight_numel]`` parameter used when no weight is passed.
-        dtype: module dtype (default: torch's default dtype); coefficients are built in float64.
-        device: module device.
+        **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
+            (see :class:`~equimol.tp.interface.TensorProductBackend`); coefficients are built in
+            float64 whatever the dtype.
     """
 
     def __init__(
@@ -42,14 +42,9 @@ class CGTensorProduct(TensorProductBackend):
         irreps_in1: IrrepsLike,
         irreps_in2: IrrepsLike,
         irreps_out: IrrepsLike,
-        *,
-        internal_weights: bool = True,
-        dtype: torch.dtype | str | None = None,
-        device: torch.device | str | None = None,
+        **base_options,
     ) -> None:
-        super().__init__(
-            irreps_in1, irreps_in2, irreps_out, internal_weights=internal_weights, dtype=dtype, device=device
-        )
+        super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
         instructions = [(p.i1, p.i2, p.i_out, "uvu", True) for p in self.paths]
         # e3nn computes its Wigner 3j constants in the default dtype: build them in float64.
         with float64_construction():

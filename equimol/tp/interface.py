@@ -34,7 +34,9 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -45,6 +47,41 @@ from equimol.tp.paths import Path, allowed_paths
 from equimol.utils.dtype import resolve_dtype
 
 _BACKENDS: dict[str, type[TensorProductBackend]] = {}
+
+# (backend name, kernel name) -> fused message-passing implementation. ``equimol.kernels``
+# fills it when imported; the interface imports that package only when a kernel is asked for.
+MessageKernel = Callable[..., "torch.Tensor"]
+_MESSAGE_KERNELS: dict[tuple[str, str], MessageKernel] = {}
+KERNELS = ("torch", "triton")
+
+
+def register_message_kernel(backend: str, kernel: str):
+    """Decorator registering a fused ``message_passing`` implementation for ``backend``.
+
+    The function is called as ``fn(tp, node_features, edge_attrs, edge_weight, edge_src,
+    edge_dst, num_nodes)`` with the arguments of :meth:`TensorProductBackend.message_passing`
+    and must return the same ``[num_nodes, irreps_out.dim]`` tensor as the torch reference.
+    """
+
+    def decorator(function: MessageKernel) -> MessageKernel:
+        _MESSAGE_KERNELS[(backend, kernel)] = function
+        return function
+
+    return decorator
+
+
+def _load_message_kernel(backend: str, kernel: str) -> MessageKernel:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is not known; expected one of {list(KERNELS)}")
+    # Importing equimol.kernels checks that Triton can run (a GPU, or TRITON_INTERPRET=1) and
+    # raises a clear error otherwise; it registers every fused kernel it provides.
+    importlib.import_module("equimol.kernels")
+    if (backend, kernel) not in _MESSAGE_KERNELS:
+        provided = sorted(b for b, k in _MESSAGE_KERNELS if k == kernel)
+        raise ValueError(
+            f"backend {backend!r} has no {kernel!r} message-passing kernel; backends with one: {provided or 'none'}"
+        )
+    return _MESSAGE_KERNELS[(backend, kernel)]
 
 
 def register_backend(name: str):
@@ -88,8 +125,11 @@ def TensorProduct(  # noqa: N802 - reads as the class it constructs
         irreps_in2: one copy of each irrep (e.g. edge spherical harmonics ``"0e + 1o + 2e"``).
         irreps_out: output irreps with the same ``C`` channels.
         backend: one of :func:`available_backends` (``"cg"``, ``"gaunt"``, ``"cp"``).
-        **options: backend options (``internal_weights``, ``dtype``, ``device`` for all; e.g.
-            ``strategy`` for ``gaunt``, ``cp_rank`` for ``cp``).
+        **options: backend options. For all backends: ``internal_weights`` (keep a shared
+            weight parameter, default True), ``dtype``, ``device``, ``kernel`` (``"torch"`` or
+            ``"triton"``: the implementation of :meth:`~TensorProductBackend.message_passing`)
+            and ``deterministic`` (kernels only: sorted segmented reduction instead of atomics).
+            Backend-specific: e.g. ``strategy`` for ``gaunt``, ``cp_rank`` for ``cp``.
 
     Returns:
         The backend module; call it as ``tp(x1, x2, weight)``.
@@ -119,8 +159,10 @@ def _accepted_options(cls: type) -> set[str]:
 class TensorProductBackend(nn.Module):
     """Base class of the backends: validation, weights, dtype handling and message passing.
 
-    Subclasses build their coefficients as float64 buffers in ``__init__``, set
-    ``self.weight_numel``, call :meth:`_finish_construction` last, and implement :meth:`_product`.
+    Subclasses take their own keyword-only options, pass ``**base_options`` on to this
+    constructor (so options added here reach every backend), build their coefficients as float64
+    buffers, set ``self.weight_numel``, call :meth:`_finish_construction` last, and implement
+    :meth:`_product`.
 
     Attributes:
         irreps_in1, irreps_in2, irreps_out: parsed e3nn ``Irreps``.
@@ -141,6 +183,8 @@ class TensorProductBackend(nn.Module):
         internal_weights: bool = True,
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
+        kernel: str = "torch",
+        deterministic: bool = False,
     ) -> None:
         super().__init__()
         self.irreps_in1 = parse_irreps(irreps_in1, "irreps_in1")
@@ -161,6 +205,9 @@ class TensorProductBackend(nn.Module):
             )
         self.paths: list[Path] = allowed_paths(self.irreps_in1, self.irreps_in2, self.irreps_out)
         self.internal_weights = internal_weights
+        self.kernel = kernel
+        self.deterministic = deterministic
+        self._message_kernel = None if kernel == "torch" else _load_message_kernel(self.name, kernel)
         self._dtype = resolve_dtype(dtype)
         self._device = torch.device(device) if device is not None else None
         self.weight_numel = 0
@@ -271,8 +318,11 @@ class TensorProductBackend(nn.Module):
 
         .. math:: m_i = \\sum_{e = (j \\to i)} \\mathrm{TP}(x_j, y_e, w_e)
 
-        This plain torch version is the reference; a fused kernel may replace it behind the
-        same call. No normalization by the neighbor count is applied here (the model does it).
+        With ``kernel="torch"`` this is the plain torch reference (gather, :meth:`forward`,
+        ``index_add``). With ``kernel="triton"`` a fused kernel registered through
+        :func:`register_message_kernel` computes the same sum; ``deterministic=True`` asks it
+        for a sorted-receiver segmented reduction instead of atomics. No normalization by the
+        neighbor count is applied here (the model does it).
 
         Args:
             node_features: ``[num_nodes, irreps_in1.dim]``.
@@ -289,6 +339,8 @@ class TensorProductBackend(nn.Module):
             raise ValueError(
                 f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D and of equal length"
             )
+        if self._message_kernel is not None:
+            return self._message_kernel(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
         messages = self(node_features[edge_src], edge_attrs, edge_weight)
         out = messages.new_zeros(num_nodes, self.irreps_out.dim)
         return out.index_add(0, edge_dst, messages)
@@ -306,4 +358,5 @@ __all__ = [
     "available_backends",
     "get_backend",
     "register_backend",
+    "register_message_kernel",
 ]
