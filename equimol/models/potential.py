@@ -1,0 +1,209 @@
+r"""The potential: an E(3)-equivariant message-passing model with a swappable tensor-product backend.
+
+.. math::
+
+    h^{(0)}_i = \mathrm{Embed}(Z_i) \,[+\, \mathrm{SPE}_i], \qquad
+    h^{(t+1)} = \mathrm{ManyBody}\big(\mathrm{Interaction}(h^{(t)})\big), \qquad
+    E = \sum_i \varepsilon_i\big(h^{(T)}_{i, 0e}\big)
+
+(:mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`, :mod:`equimol.nn.spe`,
+:mod:`equimol.nn.readout`). Forces and stress come from autograd:
+
+.. math::
+
+    F_i = -\frac{\partial E}{\partial x_i}, \qquad
+    \sigma = \frac{1}{V} \frac{\partial E}{\partial \varepsilon}\Big|_{\varepsilon = 0}
+
+where the symmetric strain ``epsilon`` deforms positions and cell as ``x -> x (I + epsilon)``,
+``h -> h (I + epsilon)`` (rows are vectors). This is ASE's convention (``stress = dE/d(strain) / V``,
+positive = tensile, eV/Å^3). For a structure without periodic directions or with a zero-volume cell
+the stress is defined as zero (no volume); nothing there is NaN.
+
+**Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.datasets.graph`
+(``pos``, ``atomic_numbers``, ``cell [B, 3, 3]``, ``pbc [B, 3]``, ``edge_index = [sender, receiver]``,
+``cell_offsets``, ``batch``), built with the model's ``radial_cutoff`` and ``dtype``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from equimol.datasets.graph import edge_vectors
+from equimol.models.config import ModelConfig
+from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex
+from equimol.nn.interaction import InteractionBlock
+from equimol.nn.linear import natural_irreps
+from equimol.nn.many_body import ManyBodyBlock
+from equimol.nn.radial import BesselBasis, PolynomialEnvelope
+from equimol.nn.readout import EnergyReadout
+from equimol.nn.spe import StablePositionalEncoding
+
+_REQUIRED_FIELDS = ("pos", "atomic_numbers", "cell", "pbc", "edge_index", "cell_offsets")
+
+
+class Potential(nn.Module):
+    """Equivariant interatomic potential; build it with :func:`equimol.models.build_model`.
+
+    Attributes:
+        config: the validated :class:`ModelConfig`.
+        radial_cutoff: Å; graphs must be built with it.
+        species: atomic numbers the model knows.
+        dtype: floating dtype of the parameters (and of the expected ``pos``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.radial_cutoff = float(config.radial_cutoff)
+        self.species = list(config.species)
+        self.irreps = natural_irreps(config.channels, config.lmax)
+        self.sh_irreps = o3.Irreps.spherical_harmonics(config.sh_lmax)
+        num_species = len(self.species)
+        self.species_index = SpeciesIndex(self.species)
+        self.embedding = SpeciesEmbedding(num_species, config.channels)
+        self.envelope = PolynomialEnvelope(config.radial_cutoff, config.envelope_exponent)
+        self.radial_basis = BesselBasis(config.radial_cutoff, config.num_radial_basis)
+        if config.spe.enabled:
+            scale = config.spe.spectral_scale or 2.0 * config.avg_num_neighbors
+            self.spe = StablePositionalEncoding(
+                num_species,
+                config.channels,
+                num_filters=config.spe.num_filters,
+                polynomial_degree=config.spe.polynomial_degree,
+                spectral_scale=scale,
+                hidden=config.spe.hidden,
+                mode=config.spe.mode,
+                avg_num_neighbors=config.avg_num_neighbors,
+            )
+        else:
+            self.spe = None
+        self.interactions = nn.ModuleList(
+            InteractionBlock(
+                config.channels,
+                config.lmax,
+                config.sh_lmax,
+                config.num_radial_basis,
+                config.radial_mlp_hidden,
+                config.avg_num_neighbors,
+                tp_backend=config.tp_backend,
+                tp_options=config.tp_options,
+            )
+            for _ in range(config.num_layers)
+        )
+        if config.many_body != "none":
+            self.many_body = nn.ModuleList(
+                ManyBodyBlock(config.many_body, config.channels, config.lmax, config.correlation, num_species)
+                for _ in range(config.num_layers)
+            )
+        else:
+            self.many_body = None
+        self.readout = EnergyReadout(
+            config.channels,
+            config.readout_hidden,
+            energy_scale=config.per_species("energy_scale", 1.0),
+            energy_shift=config.per_species("energy_shift", 0.0),
+            e0s=config.per_species("e0s", 0.0),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
+
+    def _check_graph(self, graph) -> None:
+        missing = [name for name in _REQUIRED_FIELDS if getattr(graph, name, None) is None]
+        if missing:
+            raise ValueError(
+                f"graph lacks field(s) {missing}; build it with equimol.datasets.graph.atoms_to_graph "
+                f"(radial_cutoff={self.radial_cutoff}, dtype={self.dtype})"
+            )
+        for name in ("pos", "cell", "cell_offsets"):
+            tensor = getattr(graph, name)
+            if tensor.dtype != self.dtype:
+                raise ValueError(
+                    f"graph.{name} is {tensor.dtype} but the model is {self.dtype}; build the graph with "
+                    f"dtype={self.dtype} or convert the model with .to({self.dtype})"
+                )
+
+    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, torch.Tensor]:
+        """Energy, per-atom energies, forces and (optionally) stress of a graph or batch.
+
+        Args:
+            graph: torch-geometric ``Data``/``Batch`` (see the module docstring).
+            compute_forces: add ``forces`` ``[n, 3]`` eV/Å (``-dE/dpos``; ``create_graph`` in training mode
+                so a force loss can be back-propagated).
+            compute_stress: add ``stress`` ``[B, 3, 3]`` eV/Å^3 (ASE sign; zero for non-periodic structures).
+
+        Returns:
+            ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, and ``forces`` / ``stress`` when asked.
+        """
+        self._check_graph(graph)
+        node_graph = getattr(graph, "batch", None)
+        if node_graph is None:
+            node_graph = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
+        num_graphs = graph.cell.view(-1, 3, 3).shape[0]
+        need_gradient = compute_forces or compute_stress
+        with torch.set_grad_enabled(torch.is_grad_enabled() or need_gradient):
+            positions = graph.pos
+            if need_gradient and not positions.requires_grad:
+                positions = positions.detach().requires_grad_(True)
+            cell = graph.cell.view(-1, 3, 3)
+            moved_positions, moved_cell = positions, cell
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(num_graphs, 3, 3, dtype=self.dtype, device=positions.device, requires_grad=True)
+                symmetric = 0.5 * (strain + strain.transpose(1, 2))
+                moved_positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[node_graph])
+                moved_cell = cell + torch.bmm(cell, symmetric)
+            node_energy = self._node_energies(graph, moved_positions, moved_cell, node_graph, num_graphs)
+            energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)
+            out = {"energy": energy, "node_energy": node_energy}
+            if need_gradient:
+                inputs = [positions] + ([strain] if compute_stress else [])
+                gradients = torch.autograd.grad(
+                    energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
+                )
+                if compute_forces:
+                    out["forces"] = -gradients[0]
+                if compute_stress:
+                    out["stress"] = self._stress(gradients[1], cell, graph.pbc.view(-1, 3))
+        return out
+
+    @staticmethod
+    def _stress(strain_gradient: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+        volume = torch.linalg.det(cell).abs()
+        valid = pbc.any(dim=1) & (volume > 0)
+        safe_volume = torch.where(valid, volume, torch.ones_like(volume))
+        stress = strain_gradient / safe_volume.view(-1, 1, 1)
+        return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
+
+    def _node_energies(
+        self,
+        graph,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        node_graph: torch.Tensor,
+        num_graphs: int,
+    ) -> torch.Tensor:
+        element_index = self.species_index(graph.atomic_numbers)
+        sender, receiver = graph.edge_index
+        view = SimpleNamespace(
+            pos=positions, cell=cell, edge_index=graph.edge_index, cell_offsets=graph.cell_offsets, batch=node_graph
+        )
+        vectors = edge_vectors(view)
+        lengths = vectors.norm(dim=-1)
+        envelope = self.envelope(lengths)
+        basis = self.radial_basis(lengths)
+        edge_sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="component")
+        scalars = self.embedding(element_index)
+        if self.spe is not None:
+            scalars = scalars + self.spe(element_index, envelope, sender, receiver, node_graph, num_graphs)
+        features = torch.cat([scalars, scalars.new_zeros(scalars.shape[0], self.irreps.dim - scalars.shape[1])], dim=-1)
+        for index, interaction in enumerate(self.interactions):
+            features = interaction(features, edge_sh, basis, envelope, sender, receiver)
+            if self.many_body is not None:
+                features = self.many_body[index](features, element_index)
+        return self.readout(features[:, : self.config.channels], element_index)

@@ -1,0 +1,102 @@
+r"""One interaction (message-passing) block with a swappable tensor-product backend.
+
+With node features ``h_i`` (``C x 0e + C x 1o + ... `` up to ``lmax``), edge spherical harmonics
+``Y(\hat r_e)`` and the radial basis ``b(r_e)`` of edge ``e = (j \to i)``:
+
+.. math::
+
+    m_i = \frac{1}{\bar N} \sum_{e = (j \to i)} \mathrm{TP}\big(W_{up} h_j,\; Y(\hat r_e),\;
+          u(r_e)\,\mathrm{MLP}(b(r_e))\big)
+
+    h_i' = h_i + \mathrm{Gate}\big(W_{down}\, m_i + W_{self}\, h_i\big)
+
+``TP`` is :func:`equimol.tp.TensorProduct` with ``backend = tp_backend`` (``cg``, ``gaunt``, ``cp``) and
+per-edge weights ``[E, weight_numel]``; ``\bar N`` is the average neighbor count of the training data
+(so the sum has order-one size whatever the density); ``W`` are :class:`EquivariantLinear` maps, the
+self-interaction ``W_self`` is linear, and the residual keeps the block near identity at initialisation.
+Every operation is equivariant, so ``h'`` transforms like ``h``.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from equimol.nn.gate import Gate
+from equimol.nn.linear import EquivariantLinear, natural_irreps
+from equimol.nn.radial import RadialMLP
+from equimol.tp import TensorProduct
+
+
+class InteractionBlock(nn.Module):
+    """Convolution through the TP interface, linear self-interaction, gate and residual.
+
+    Args:
+        channels: ``C``.
+        lmax: highest degree of the node features.
+        sh_lmax: highest degree of the edge spherical harmonics.
+        num_radial_basis: size of the radial basis.
+        radial_mlp_hidden: hidden widths of the radial MLP.
+        avg_num_neighbors: ``\\bar N``.
+        tp_backend: name of a registered tensor-product backend.
+        tp_options: extra keyword options for that backend (e.g. ``cp_rank``).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        lmax: int,
+        sh_lmax: int,
+        num_radial_basis: int,
+        radial_mlp_hidden: list[int],
+        avg_num_neighbors: float,
+        tp_backend: str = "cg",
+        tp_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.irreps = natural_irreps(channels, lmax)
+        sh_irreps = o3.Irreps.spherical_harmonics(sh_lmax)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.linear_up = EquivariantLinear(self.irreps, self.irreps)
+        self.tensor_product = TensorProduct(
+            self.irreps,
+            sh_irreps,
+            self.irreps,
+            backend=tp_backend,
+            internal_weights=False,
+            dtype=torch.float64,
+            **(tp_options or {}),
+        )
+        self.radial_mlp = RadialMLP(num_radial_basis, list(radial_mlp_hidden), self.tensor_product.weight_numel)
+        self.gate = Gate(channels, lmax)
+        self.linear_down = EquivariantLinear(self.irreps, self.gate.irreps_in)
+        self.self_interaction = EquivariantLinear(self.irreps, self.gate.irreps_in, bias=True)
+
+    def forward(
+        self,
+        node_features: torch.Tensor,
+        edge_sh: torch.Tensor,
+        radial_basis: torch.Tensor,
+        envelope: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        """One round of message passing.
+
+        Args:
+            node_features: ``[n, irreps.dim]``.
+            edge_sh: ``[E, (sh_lmax + 1)^2]`` component-normalized spherical harmonics.
+            radial_basis: ``[E, num_radial_basis]``.
+            envelope: ``[E]`` smooth cutoff.
+            sender, receiver: ``[E]`` int64.
+
+        Returns:
+            ``[n, irreps.dim]`` updated node features.
+        """
+        edge_weight = self.radial_mlp(radial_basis, envelope)
+        messages = self.tensor_product.message_passing(
+            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
+        )
+        update = self.linear_down(messages / self.avg_num_neighbors) + self.self_interaction(node_features)
+        return node_features + self.gate(update)
