@@ -20,8 +20,20 @@ atom's zero-shift self pair and keeps periodic self images. Positions in Å.
 ``cell_offsets``    ``[E, 3]``       integer lattice shifts, position dtype
 ==================  ===============  =========================================================
 
-Labels (``energy`` ``[1]``, ``forces`` ``[n, 3]``, ``stress`` ``[1, 3, 3]`` ...) are added by the
-readers in :mod:`equimol.datasets`.
+**Labels** (added by :func:`equimol.datasets.atoms_dataset.record_to_graph`; float labels in the
+requested dtype; a batch concatenates them along the first axis):
+
+==================  ===============  =========================================================
+``energy``          ``[1]``          eV; total, minus the per-system reference in adsorption
+                                     mode, minus the per-element references when configured
+``forces``          ``[n, 3]``       eV/Å (when the data have forces)
+``stress``          ``[1, 3, 3]``    eV/Å³, ASE sign: positive = tensile (when present)
+``fixed``           ``[n]``          bool, atoms held fixed in the DFT run (``FixAtoms``)
+``tags``            ``[n]``          int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
+``force_mask``      ``[n]``          bool, atoms whose forces enter the loss (all, or free only)
+``natoms``          ``[1]``          int64, number of atoms
+``sid``, ``fid``    scalar / ``[1]``  system id (a list in a batch), frame index (int64)
+==================  ===============  =========================================================
 """
 
 from __future__ import annotations
@@ -59,6 +71,33 @@ def neighbor_list(
     return first.astype(np.int64), second.astype(np.int64), shifts.astype(np.int64)
 
 
+def structure_to_graph(
+    positions: np.ndarray,
+    atomic_numbers: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    radial_cutoff: float,
+    dtype: torch.dtype = torch.float64,
+) -> Data:
+    """Build the radius graph (no labels) of ``[n, 3]`` positions (Å), ``[n]`` atomic numbers,
+    a ``[3, 3]`` cell (rows are lattice vectors, Å) and ``[3]`` pbc, in the edge convention above.
+    The cell is stored as zeros when no direction is periodic.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    sender, receiver, offsets = neighbor_list(positions, cell, pbc, radial_cutoff)
+    return Data(
+        pos=torch.as_tensor(positions, dtype=dtype),
+        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long).reshape(-1),
+        cell=torch.as_tensor(cell if pbc.any() else np.zeros((3, 3)), dtype=dtype).unsqueeze(0),
+        pbc=torch.as_tensor(pbc).unsqueeze(0),
+        edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long),
+        cell_offsets=torch.as_tensor(offsets, dtype=dtype),
+        num_nodes=positions.shape[0],
+    )
+
+
 def atoms_to_graph(atoms: Atoms, radial_cutoff: float, dtype: torch.dtype = torch.float64) -> Data:
     """Build the radius graph of ``atoms`` (no labels) in the edge convention above.
 
@@ -67,18 +106,8 @@ def atoms_to_graph(atoms: Atoms, radial_cutoff: float, dtype: torch.dtype = torc
         radial_cutoff: Å.
         dtype: floating dtype of ``pos``, ``cell`` and ``cell_offsets``.
     """
-    positions = atoms.get_positions()
-    cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
-    pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    sender, receiver, offsets = neighbor_list(positions, cell, pbc, radial_cutoff)
-    return Data(
-        pos=torch.as_tensor(positions, dtype=dtype),
-        atomic_numbers=torch.as_tensor(atoms.get_atomic_numbers(), dtype=torch.long),
-        cell=torch.as_tensor(cell if pbc.any() else np.zeros((3, 3)), dtype=dtype).unsqueeze(0),
-        pbc=torch.as_tensor(pbc).unsqueeze(0),
-        edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long),
-        cell_offsets=torch.as_tensor(offsets, dtype=dtype),
-        num_nodes=len(atoms),
+    return structure_to_graph(
+        atoms.get_positions(), atoms.get_atomic_numbers(), atoms.get_cell()[:], atoms.get_pbc(), radial_cutoff, dtype
     )
 
 

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES: tuple[str, ...] = ("equimol.cli.bench",)
+_COMMAND_MODULES: tuple[str, ...] = ("equimol.cli.bench", "equimol.cli.data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,176 @@
+"""Frame sources (ASE files, OC20 raw pairs, LMDBs) and the dataset that turns frames into labelled graphs.
+
+``open_source(path)`` picks the reader by name:
+
+- ``*.lmdb`` or a folder of them: :class:`~equimol.datasets.lmdb_dataset.LmdbFrames`, lazy (bounded memory);
+- ``*.extxyz[.xz]`` with a companion ``*.txt[.xz]``, or a folder of such pairs: OC20 raw S2EF;
+- anything else :mod:`ase.io` reads (extxyz, traj, ASE db, json, ...): read into memory once.
+  Convert large ASE files to LMDB with ``equimol data convert``.
+
+:func:`record_to_graph` builds the radius graph of :mod:`equimol.datasets.graph` and attaches the
+labels listed there, with the energy reference and force mask from :class:`LabelSettings`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from .graph import structure_to_graph
+from .lmdb_dataset import LmdbFrames, lmdb_files
+from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
+from .readers import DEFAULT_KEYS, LabelKeys, read_ase_records
+from .references import ElementReferences, SystemReferences
+
+
+class FrameList:
+    """Frame records held in memory, read once from an ASE-readable file or OC20 raw pairs."""
+
+    def __init__(self, records: list[Data], files: list[Path]) -> None:
+        self.records = records
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Data:
+        return self.records[index]
+
+
+def open_source(path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> LmdbFrames | FrameList:
+    """Open one data path with the reader its name calls for (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data path {str(path)!r} does not exist")
+    if path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb"))):
+        return LmdbFrames(path, keys)
+    if path.is_dir():
+        pairs = sorted(p for p in path.iterdir() if is_oc20_extxyz(p))
+        if not pairs:
+            raise FileNotFoundError(f"{path}: folder holds neither *.lmdb nor *.extxyz[.xz] files")
+        records: list[Data] = []
+        files = []
+        for extxyz in pairs:
+            records.extend(iter_oc20_s2ef_records(extxyz, keys=keys))
+            files += [extxyz, companion_txt(extxyz)]
+        return FrameList(records, files)
+    if is_oc20_extxyz(path) and companion_txt(path) is not None:
+        return FrameList(list(iter_oc20_s2ef_records(path, keys=keys)), [path, companion_txt(path)])
+    return FrameList(read_ase_records(path, keys), [path])
+
+
+def source_files(source: LmdbFrames | FrameList) -> list[Path]:
+    """Files a source was read from (for cache fingerprints)."""
+    return list(source.files) if isinstance(source, FrameList) else lmdb_files(source.path)
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """How frames become labelled graphs.
+
+    Attributes:
+        radial_cutoff: Å.
+        dtype: floating dtype of positions and float labels.
+        energy_target: ``"total"`` (energies as stored) or ``"adsorption"`` (minus the per-system reference).
+        element_references: subtract :math:`\\sum_i c_{Z_i}` when given.
+        system_references: per-system references for ``"adsorption"`` (frames' ``reference_energy`` first).
+        forces_on: ``"all"`` atoms or only ``"free"`` (not fixed) atoms count in the force loss.
+    """
+
+    radial_cutoff: float
+    dtype: torch.dtype = torch.float64
+    energy_target: Literal["total", "adsorption"] = "total"
+    element_references: ElementReferences | None = None
+    system_references: SystemReferences | None = None
+    forces_on: Literal["all", "free"] = "all"
+
+
+def reference_energy(record: Data, settings: LabelSettings, where: str) -> float:
+    """Energy subtracted from the stored energy of ``record`` (eV) under ``settings``."""
+    shift = 0.0
+    if settings.energy_target == "adsorption":
+        references = settings.system_references or SystemReferences()
+        stored = record.reference_energy if "reference_energy" in record else None
+        shift += references.energy(record.sid if "sid" in record else None, stored, where)
+    if settings.element_references is not None:
+        shift += settings.element_references.energy(record.atomic_numbers.numpy(), where)
+    return shift
+
+
+def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> Data:
+    """Radius graph of one frame record with the labels of :mod:`equimol.datasets.graph`."""
+    graph = structure_to_graph(
+        record.pos.numpy(),
+        record.atomic_numbers.numpy(),
+        record.cell.reshape(3, 3).numpy(),
+        record.pbc.reshape(3).numpy(),
+        settings.radial_cutoff,
+        settings.dtype,
+    )
+    n = graph.num_nodes
+    if "energy" in record:
+        energy = record.energy - reference_energy(record, settings, where)
+        graph.energy = torch.tensor([energy], dtype=settings.dtype)
+    if "forces" in record:
+        graph.forces = record.forces.to(settings.dtype)
+    if "stress" in record:
+        graph.stress = record.stress.reshape(1, 3, 3).to(settings.dtype)
+    graph.fixed = record.fixed.bool()
+    graph.tags = record.tags.long()
+    graph.force_mask = ~graph.fixed if settings.forces_on == "free" else torch.ones(n, dtype=torch.bool)
+    graph.natoms = torch.tensor([n], dtype=torch.long)
+    if "sid" in record and record.sid is not None:
+        graph.sid = record.sid
+    if "fid" in record and record.fid is not None:
+        graph.fid = torch.tensor([int(record.fid)], dtype=torch.long)
+    return graph
+
+
+class AtomsDataset(torch.utils.data.Dataset):
+    """Concatenation of frame sources, returning labelled graphs (``dataset[i]``) or raw records (``record(i)``)."""
+
+    def __init__(self, paths: Sequence[str | Path], settings: LabelSettings, keys: LabelKeys = DEFAULT_KEYS) -> None:
+        if isinstance(paths, str | Path):
+            paths = [paths]
+        if not paths:
+            raise ValueError("AtomsDataset needs at least one data path")
+        self.paths = [Path(p) for p in paths]
+        self.settings = settings
+        self.keys = keys
+        self.sources = [open_source(p, keys) for p in self.paths]
+        self._offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.sources])]).astype(np.int64).tolist()
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range [0, {len(self)})")
+        source = bisect.bisect_right(self._offsets, index) - 1
+        return source, index - self._offsets[source]
+
+    def record(self, index: int) -> Data:
+        """The frame record (no graph) of frame ``index``."""
+        source, local = self._locate(int(index))
+        return self.sources[source][local]
+
+    def where(self, index: int) -> str:
+        """``"<path>, frame <k>"`` for error messages."""
+        source, local = self._locate(int(index))
+        return f"{self.paths[source]}, frame {local}"
+
+    def __getitem__(self, index: int) -> Data:
+        return record_to_graph(self.record(index), self.settings, self.where(index))
+
+    def files(self) -> list[Path]:
+        """Every file the dataset reads (for cache fingerprints)."""
+        return [file for source in self.sources for file in source_files(source)]

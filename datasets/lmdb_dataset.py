@@ -1,0 +1,275 @@
+"""OC20/OC22 LMDBs: lazy reading of pickled torch-geometric ``Data`` frames; the writer of ``equimol data convert``.
+
+**Layout** (fairchem's, so its published LMDBs read directly): an LMDB file (``subdir=False``) or a
+folder of ``*.lmdb`` files, concatenated in name order. Keys are ASCII integers ``"0" .. "n-1"``
+plus, in S2EF sets, ``"length"`` (a pickled int); values are ``pickle``d ``Data`` with ``pos``,
+``cell`` ``[1, 3, 3]``, ``atomic_numbers``, ``natoms``, ``tags``, ``fixed``, ``sid``, ``fid`` and the
+labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legacy); IS2RE sets hold
+``y_init``, ``y_relaxed`` and ``pos_relaxed``. Only ``lmdb``, ``torch`` and ``torch_geometric`` are
+needed to read them (not fairchem).
+
+**Bounded memory.** Environments open lazily in each process (DataLoader workers fork after the
+dataset is built; an LMDB environment must not cross a fork), read-only, without locks or
+read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory; the
+file's pages are mapped, not copied, and the kernel may drop them at any time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
+
+_LEGACY_NAMES = {"energy": "y", "forces": "force"}
+
+
+def lmdb_files(path: str | Path) -> list[Path]:
+    """The LMDB files behind ``path`` (a ``.lmdb`` file, or a folder of them), in read order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"LMDB path {str(path)!r} does not exist")
+    if path.is_dir():
+        files = sorted(path.glob("*.lmdb"))
+        if not files:
+            raise DataFormatError(f"{path}: folder holds no *.lmdb files")
+        return files
+    return [path]
+
+
+def _open(path: Path) -> lmdb.Environment:
+    try:
+        env = lmdb.open(
+            str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256
+        )
+    except lmdb.Error as error:
+        raise DataFormatError(f"{path}: not a readable LMDB file ({type(error).__name__}: {error})") from error
+    # A truncated file still opens (its meta pages are at the start) but reading past its end would
+    # kill the process with SIGBUS, so compare the pages LMDB expects with the bytes on disk.
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = path.stat().st_size
+    if size < needed:
+        env.close()
+        raise DataFormatError(f"{path}: corrupt LMDB, file has {size} bytes but its pages need {needed}")
+    return env
+
+
+def _frame_count(env: lmdb.Environment, path: Path) -> int:
+    with env.begin() as txn:
+        raw = txn.get(b"length")
+        if raw is None:
+            return int(env.stat()["entries"])
+        try:
+            return int(pickle.loads(raw))
+        except Exception as error:
+            raise DataFormatError(f"{path}: corrupt 'length' key ({type(error).__name__}: {error})") from error
+
+
+def _get(record: Data, name: str):
+    return record[name] if name in record else None
+
+
+def normalize_record(record: object, keys: LabelKeys, source: str, index: int) -> Data:
+    """Bring a stored frame to the frame-record layout of :mod:`equimol.datasets.readers`.
+
+    Maps legacy ``y``/``force`` to ``energy``/``forces`` (and ``keys.energy_key`` such as
+    ``y_relaxed`` to ``energy``), rebuilds PyG-1.x pickles, and validates the structure.
+    """
+    if not isinstance(record, Data):
+        raise DataFormatError(f"{source}, frame {index}: value is a {type(record).__name__}, expected a PyG Data")
+    if "_store" not in record.__dict__:  # pickled under PyG 1.x: fields sit directly in __dict__
+        record = Data(**{k: v for k, v in record.__dict__.items() if v is not None and not k.startswith("__")})
+    pos = torch.as_tensor(_get(record, "pos"), dtype=torch.float64) if "pos" in record else None
+    numbers = _get(record, "atomic_numbers")
+    if pos is None or numbers is None or "cell" not in record:
+        raise DataFormatError(
+            f"{source}, frame {index}: needs pos, cell and atomic_numbers; keys present: {sorted(record.keys())}"
+        )
+    cell = torch.as_tensor(record.cell, dtype=torch.float64).reshape(1, 3, 3)
+    validate_structure(pos.numpy(), cell.numpy(), source, index)
+    n = pos.shape[0]
+    out = Data(
+        pos=pos,
+        cell=cell,
+        pbc=torch.as_tensor(record.pbc, dtype=torch.bool).reshape(1, 3)
+        if "pbc" in record
+        else torch.ones(1, 3, dtype=torch.bool),
+        atomic_numbers=torch.as_tensor(numbers).long().reshape(n),
+        natoms=n,
+        tags=torch.as_tensor(record.tags).long().reshape(n) if "tags" in record else torch.zeros(n, dtype=torch.long),
+        fixed=torch.as_tensor(record.fixed).bool().reshape(n)
+        if "fixed" in record
+        else torch.zeros(n, dtype=torch.bool),
+        sid=_get(record, "sid"),
+        fid=_get(record, "fid"),
+    )
+    for label, key, required in (
+        ("energy", keys.energy_key, keys.require_energy),
+        ("forces", keys.forces_key, keys.require_forces),
+        ("stress", keys.stress_key, keys.require_stress),
+    ):
+        if key is None:
+            continue
+        value = _get(record, key)
+        if value is None and key == label and label in _LEGACY_NAMES:
+            value = _get(record, _LEGACY_NAMES[label])
+        if value is None:
+            if required:
+                raise DataFormatError(
+                    f"{source}, frame {index}: {label} key {key!r} not found; keys present: {sorted(record.keys())}"
+                )
+            continue
+        value = torch.as_tensor(value, dtype=torch.float64)
+        if label == "energy":
+            out.energy = float(value.reshape(-1)[0])
+        elif label == "forces":
+            out.forces = value.reshape(n, 3)
+        else:
+            out.stress = value.reshape(3, 3)
+    if "reference_energy" in record:
+        out.reference_energy = float(torch.as_tensor(record.reference_energy).reshape(-1)[0])
+    for key in ("y_init", "y_relaxed", "pos_relaxed"):
+        if key in record and key != keys.energy_key:
+            out[key] = record[key]
+    return out
+
+
+class LmdbFrames:
+    """Random access to the frames of one LMDB path (a file or a folder of ``*.lmdb``), opened lazily.
+
+    ``len(frames)`` is the number of frames; ``frames[i]`` the normalized frame record.
+    """
+
+    def __init__(self, path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> None:
+        self.path = Path(path)
+        self.keys = keys
+        self.files = lmdb_files(self.path)
+        counts = []
+        for file in self.files:
+            env = _open(file)
+            try:
+                counts.append(_frame_count(env, file))
+            finally:
+                env.close()
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+        self._envs: list[lmdb.Environment | None] = [None] * len(self.files)
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_envs"] = [None] * len(self.files)  # environments never cross a process boundary
+        return state
+
+    def _env(self, file_index: int) -> lmdb.Environment:
+        if self._pid != os.getpid():  # forked into a worker: the parent's handles are not ours
+            self._envs = [None] * len(self.files)
+            self._pid = os.getpid()
+        if self._envs[file_index] is None:
+            self._envs[file_index] = _open(self.files[file_index])
+        return self._envs[file_index]
+
+    def raw(self, index: int) -> object:
+        """The unpickled stored value of frame ``index`` (no normalization)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.path}: frame {index} out of range [0, {len(self)})")
+        file_index = bisect.bisect_right(self._offsets, index) - 1
+        local = index - self._offsets[file_index]
+        file = self.files[file_index]
+        with self._env(file_index).begin() as txn:
+            raw = txn.get(str(local).encode("ascii"))
+        if raw is None:
+            raise DataFormatError(f"{file}: key {local!r} missing (frame {index}; the file claims {len(self)} frames)")
+        try:
+            return pickle.loads(raw)
+        except Exception as error:
+            raise DataFormatError(
+                f"{file}, key {local}: value cannot be unpickled ({type(error).__name__}: {error})"
+            ) from error
+
+    def __getitem__(self, index: int) -> Data:
+        file_index = bisect.bisect_right(self._offsets, index) - 1 if 0 <= index < len(self) else 0
+        return normalize_record(self.raw(index), self.keys, str(self.files[file_index]), index)
+
+    def close(self) -> None:
+        for env in self._envs:
+            if env is not None:
+                env.close()
+        self._envs = [None] * len(self.files)
+
+
+def write_lmdb(
+    records: Iterable[Data],
+    path: str | Path,
+    legacy_names: bool = False,
+    progress: bool = True,
+    total: int | None = None,
+    map_size: int = 1 << 30,
+) -> int:
+    """Write frame records to one LMDB file in the OC20 layout; returns the number of frames.
+
+    Args:
+        records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
+        path: output file (must not exist; a partial file is removed if writing fails).
+        legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
+        progress: show a tqdm progress bar.
+        total: number of records, for the progress bar.
+        map_size: initial map size in bytes; doubled whenever it fills up.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # sync=False: one fsync at the end (env.sync) instead of one per commit.
+    env = lmdb.open(str(path), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    count = 0
+    pending: list[tuple[bytes, bytes]] = []
+    try:
+        for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
+            stored = record.clone()
+            if legacy_names:
+                for name, legacy in _LEGACY_NAMES.items():
+                    if name in stored:
+                        stored[legacy] = stored[name]
+                        del stored[name]
+            value = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
+            pending.append((str(count).encode("ascii"), value))
+            count += 1
+            if len(pending) >= 256:
+                _put(env, pending)
+                pending = []
+        pending.append((b"length", pickle.dumps(count, protocol=pickle.HIGHEST_PROTOCOL)))
+        _put(env, pending)
+        env.sync(True)
+    except BaseException:
+        env.close()
+        for leftover in (path, Path(f"{path}-lock")):
+            leftover.unlink(missing_ok=True)
+        raise
+    env.close()
+    Path(f"{path}-lock").unlink(missing_ok=True)
+    return count
+
+
+def _put(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
+    """Commit ``items`` in one transaction, growing the map when it is full (the transaction is retried)."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key, value in items:
+                    txn.put(key, value)
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)

@@ -1,0 +1,111 @@
+"""``equimol data``: convert datasets to OC20-layout LMDBs and print their statistics.
+
+- ``equimol data convert IN [IN ...] OUT``: any ASE-readable file (extxyz, traj, ASE db, ...) or
+  OC20 raw ``*.extxyz[.xz]`` with its ``*.txt[.xz]`` to one LMDB file in the OC20 layout, with a
+  progress bar. Frames are streamed (memory holds one frame); an unreadable frame stops the
+  conversion with an error naming the file and frame, and the partial output is removed.
+- ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+
+def _keys(args: argparse.Namespace):
+    from equimol.datasets.readers import LabelKeys
+
+    forces = None if args.forces_key in ("", "none") else args.forces_key
+    stress = None if args.stress_key in ("", "none") else args.stress_key
+    return LabelKeys(args.energy_key, forces, stress, require_forces=forces is not None)
+
+
+def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--energy-key", default="energy", help="energy label name (default: energy)")
+    parser.add_argument("--forces-key", default="forces", help="forces label name, or 'none' (default: forces)")
+    parser.add_argument("--stress-key", default="stress", help="stress label name, or 'none' (default: stress)")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Stream every input frame into one LMDB file."""
+    from equimol.datasets.lmdb_dataset import write_lmdb
+    from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
+    from equimol.datasets.readers import iter_ase_records
+
+    keys = _keys(args)
+    streams = []
+    for path in args.inputs:
+        if not Path(path).exists():
+            print(f"equimol data convert: input {path!r} does not exist", file=sys.stderr)
+            return 1
+        if is_oc20_extxyz(path) and companion_txt(path) is not None:
+            streams.append(iter_oc20_s2ef_records(path, keys=keys))
+        else:
+            streams.append(iter_ase_records(path, keys))
+    count = write_lmdb(
+        itertools.chain.from_iterable(streams), args.output, legacy_names=args.legacy_names, progress=not args.quiet
+    )
+    print(f"wrote {count} frames to {args.output}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print the statistics of the inputs (cached; recomputed when a file changes)."""
+    from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
+    from equimol.datasets.references import load_element_references
+    from equimol.datasets.statistics import cached_statistics
+
+    settings = LabelSettings(
+        radial_cutoff=args.radial_cutoff,
+        element_references=load_element_references(args.element_references, args.energy_key),
+        forces_on=args.forces_on,
+    )
+    dataset = AtomsDataset(args.inputs, settings, _keys(args))
+    statistics = cached_statistics(dataset, progress=not args.quiet)
+    print(f"cutoff                     {args.radial_cutoff} A")
+    print(statistics.summary())
+    return 0
+
+
+def _reporting_errors(command):
+    """Run ``command``; print data errors (which name the file, frame or key) without a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from equimol.datasets.readers import DataFormatError
+
+        try:
+            return command(args)
+        except (DataFormatError, FileNotFoundError, FileExistsError) as error:
+            print(f"equimol data {args.data_command}: {error}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data convert`` and ``data stats`` to the ``equimol`` parser."""
+    data = subparsers.add_parser("data", help="convert datasets and print their statistics")
+    commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    convert = commands.add_parser(
+        "convert",
+        help="write ASE-readable files to an OC20-layout LMDB",
+        description="Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
+        "in the OC20 layout (pickled torch-geometric Data, keys '0'..'n-1' and 'length').",
+    )
+    convert.add_argument("inputs", nargs="+", help="input files")
+    convert.add_argument("output", help="output .lmdb file (must not exist)")
+    _add_key_arguments(convert)
+    convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert.set_defaults(func=_reporting_errors(run_convert))
+    stats = commands.add_parser("stats", help="print counts, species, energy/force statistics, neighbors")
+    stats.add_argument("inputs", nargs="+", help="input files (any format equimol reads, LMDB included)")
+    stats.add_argument("--radial-cutoff", type=float, default=5.0, help="graph cutoff in Å (default 5.0)")
+    stats.add_argument("--element-references", help="E0s: .npz with coeff[Z] or an isolated-atoms file")
+    stats.add_argument("--forces-on", choices=["all", "free"], default="all", help="atoms in force statistics")
+    _add_key_arguments(stats)
+    stats.add_argument("--quiet", action="store_true", help="no progress bar")
+    stats.set_defaults(func=_reporting_errors(run_stats))
