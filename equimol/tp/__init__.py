@@ -6,7 +6,7 @@
 See :mod:`equimol.tp.interface` for the product, its normalization and the weight layouts.
 """
 
-from equimol.tp import cg  # noqa: F401  (registers the "cg" backend)
+from equimol.tp import cg, gaunt  # noqa: F401  (register the "cg" and "gaunt" backends)
 from equimol.tp.interface import (
     TensorProduct,
     TensorProductBackend,

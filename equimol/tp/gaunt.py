@@ -1,0 +1,266 @@
+r"""Backend ``gaunt``: the Gaunt tensor product (Luo, Chen and Krishnapriyan, ICLR 2024), in O(L^3).
+
+Each channel ``u`` of the inputs becomes a function on the sphere, the two functions are
+multiplied, and the product is projected back onto the output degrees:
+
+.. math::
+
+    f_1(s) = \sum_{i_1} w_{1,n u i_1}\, x^{(i_1)}_{n u} \cdot Y_{l_{i_1}}(s), \qquad
+    f_2(s) = \sum_{i_2} w_{2,n u i_2}\, y^{(i_2)}_{n} \cdot Y_{l_{i_2}}(s),
+
+    z^{(i_3)}_{n u m_3} = w_{3,n u i_3}\, \frac{\sqrt{4\pi}}{\sqrt{F_{i_3}}}
+        \int_{S^2} f_1 f_2\, Y_{l_3 m_3}\, d\Omega
+      = w_3 \frac{\sqrt{4\pi}}{\sqrt{F_{i_3}}} \sum G^{l_1 l_2 l_3}_{m_1 m_2 m_3} a_1 a_2,
+
+with e3nn's orthonormal real harmonics ``Y`` and the Gaunt coefficients ``G = int Y Y Y``. This is
+the uvu product with coupling ``G`` (a CG coefficient times a per-path scalar, nonzero only for
+even ``l1 + l2 + l3``). ``F_{i3} = sum_paths (2 l1 + 1)(2 l2 + 1) (l1 l2 l3; 0 0 0)^2`` sums over
+the even paths into output irrep ``i3``: with unit-variance inputs, spherical-harmonic ``x2`` and
+unit weights every output component has unit variance (the interface's convention); outputs no
+path reaches are zero. The ground truth is ``tests/harness.py::gaunt_reference``.
+
+**Irreps**: parity ``(-1)^l`` only (``0e, 1o, 2e, ...``) in all three; no odd path (no cross
+product ``1o x 1o -> 1e``). Other irreps raise ValueError pointing to ``cg``.
+
+**Weights**: per (channel, irrep) on each input and the output, not per path:
+``weight_numel = C * (len(irreps_in1) + len(irreps_in2) + len(irreps_out))``, laid out as
+``cat(w1.flatten(1), w2.flatten(1), w3.flatten(1))`` with ``w1`` ``[N, C, n1]`` (channel-major), etc.
+Internal weights start standard normal (unit variance, as for every backend).
+
+**Strategies** (same result to round-off; both O(L^3) per channel for degrees ``L``):
+
+* ``"fft"``: harmonics -> 2D Fourier grid in ``(theta, phi)`` (:mod:`~equimol.tp.sphere_fourier`,
+  O(L^3) since ``Y_lm`` only touches ``v = +-m``), zero-padded 2D FFT linear convolution of the two
+  grids (Hermitian transforms ``hfftn``/``ihfftn``, real functions), projection back.
+* ``"grid"``: evaluate both functions on a Gauss-Legendre x uniform grid exact for the product up
+  to the output degree (:mod:`~equimol.tp.sphere_grid`), multiply, project back; separable
+  matrix products only.
+* ``"auto"``: :func:`choose_strategy`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from e3nn import o3
+
+from equimol.tp.interface import TensorProductBackend, register_backend
+from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
+from equimol.tp.sphere_fourier import fourier_factors, fourier_projection, product_fft_size
+from equimol.tp.sphere_grid import grid_factors, product_grid_size
+
+STRATEGIES = ("auto", "fft", "grid")
+
+
+def choose_strategy(lmax1: int, lmax2: int, lmax_out: int) -> str:
+    """The faster strategy for these degrees, from ``equimol bench tp`` on a CPU (see below).
+
+    Measured (``benchmarks/tp_gaunt_vs_cg_cpu.json``): 32 channels, 2000 edges, float32,
+    ``C x (0e..Le) x (0e..Le) -> C x (0e..Le)``, 2-core CPU shared with other jobs.
+    """
+    return "grid"
+
+
+def three_j_zero_squared(l1: int, l2: int, l3: int) -> float:
+    """``(l1 l2 l3; 0 0 0)^2`` (Racah's closed form); zero for odd ``l1 + l2 + l3`` or outside the triangle."""
+    total = l1 + l2 + l3
+    if total % 2 or l3 > l1 + l2 or l3 < abs(l1 - l2):
+        return 0.0
+    g = total // 2
+    f = math.factorial
+    value = f(2 * g - 2 * l1) * f(2 * g - 2 * l2) * f(2 * g - 2 * l3) / f(2 * g + 1)
+    return value * (f(g) / (f(g - l1) * f(g - l2) * f(g - l3))) ** 2
+
+
+def gaunt_fan_in(degrees_in1: list[int], degrees_in2: list[int], l3: int) -> float:
+    """``F = sum (2 l1 + 1)(2 l2 + 1)(l1 l2 l3; 0 0 0)^2`` over all input pairs: the variance of the raw product."""
+    return sum(
+        (2 * l1 + 1) * (2 * l2 + 1) * three_j_zero_squared(l1, l2, l3) for l1 in degrees_in1 for l2 in degrees_in2
+    )
+
+
+def check_natural_parity(tp: TensorProductBackend, irreps: o3.Irreps, name: str) -> None:
+    """Raise the backend's ValueError for any irrep of ``irreps`` whose parity is not ``(-1)^l``."""
+    for _, ir in irreps:
+        if ir.p != (-1) ** ir.l:
+            raise tp._unsupported(
+                f"{name} contains {ir}, but the Gaunt product only serves parity (-1)^l irreps (0e, 1o, 2e, 3o, ...)"
+            )
+
+
+class SlotLayout:
+    """Map features in an irreps layout (``[..., D]``, channel-major) to and from the slot layouts.
+
+    ``canonical_index[c]`` is the canonical position ``l^2 + l + m`` of irreps component ``c``;
+    ``unique`` says whether every degree appears at most once (then slots gather directly).
+    """
+
+    def __init__(self, irreps: o3.Irreps) -> None:
+        self.lmax = max(ir.l for _, ir in irreps)
+        self.degrees = [ir.l for _, ir in irreps]
+        self.unique = len(set(self.degrees)) == len(self.degrees)
+        canonical, irrep_of = [], []
+        for i, (_, ir) in enumerate(irreps):
+            canonical.extend(range(ir.l * ir.l, (ir.l + 1) ** 2))
+            irrep_of.extend([i] * ir.dim)
+        self.dim = len(canonical)
+        self.canonical_index = torch.tensor(canonical, dtype=torch.long)
+        self.irrep_of_component = torch.tensor(irrep_of, dtype=torch.long)
+
+    def source_index(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
+        """Index into ``cat(features, 0)`` (unique degrees) or ``cat(canonical, 0)`` for every slot."""
+        canonical_count = (self.lmax + 1) ** 2
+        if not self.unique:
+            return slot_to_canonical.flatten()
+        component_of_canonical = torch.full((canonical_count + 1,), self.dim, dtype=torch.long)
+        component_of_canonical[self.canonical_index] = torch.arange(self.dim)
+        return component_of_canonical[slot_to_canonical.flatten()]
+
+    def to_slots(self, features: torch.Tensor, source_index: torch.Tensor, slot_shape: tuple[int, int]) -> torch.Tensor:
+        """``[..., D]`` in the irreps layout -> ``[..., *slot_shape]`` (repeated degrees are summed)."""
+        if not self.unique:
+            canonical = features.new_zeros(*features.shape[:-1], (self.lmax + 1) ** 2)
+            features = canonical.index_add(-1, self.canonical_index.to(features.device), features)
+        padded = torch.cat([features, features.new_zeros(*features.shape[:-1], 1)], dim=-1)
+        return padded[..., source_index].unflatten(-1, slot_shape)
+
+
+@register_backend("gaunt")
+class GauntTensorProduct(TensorProductBackend):
+    """Gaunt channel-wise tensor product (see the module docstring for the mathematics).
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`; parity ``(-1)^l`` only.
+        strategy: ``"fft"``, ``"grid"`` or ``"auto"`` (:func:`choose_strategy`).
+        **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
+            (see :class:`~equimol.tp.interface.TensorProductBackend`); constants are built in float64.
+
+    Attributes:
+        strategy: the strategy in use (``"auto"`` resolved).
+        weight_numel: ``C * (n1 + n2 + n_out)``.
+    """
+
+    benchmark_variants: ClassVar[dict[str, dict]] = {"fft": {"strategy": "fft"}, "grid": {"strategy": "grid"}}
+
+    def __init__(
+        self,
+        irreps_in1: IrrepsLike,
+        irreps_in2: IrrepsLike,
+        irreps_out: IrrepsLike,
+        *,
+        strategy: str = "auto",
+        **base_options,
+    ) -> None:
+        super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
+        for irreps, name in (
+            (self.irreps_in1, "irreps_in1"),
+            (self.irreps_in2, "irreps_in2"),
+            (self.irreps_out, "irreps_out"),
+        ):
+            check_natural_parity(self, irreps, name)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy={strategy!r} is not one of {STRATEGIES} for backend 'gaunt'")
+        self.layout1, self.layout2, self.layout_out = (
+            SlotLayout(irreps) for irreps in (self.irreps_in1, self.irreps_in2, self.irreps_out)
+        )
+        l1, l2, l3 = self.layout1.lmax, self.layout2.lmax, self.layout_out.lmax
+        self.strategy = choose_strategy(l1, l2, l3) if strategy == "auto" else strategy
+        counts = (len(self.irreps_in1), len(self.irreps_in2), len(self.irreps_out))
+        self.weight_split = [self.channels * n for n in counts]
+        self.weight_numel = sum(self.weight_split)
+
+        scale = []
+        for _, ir in self.irreps_out:
+            fan_in = gaunt_fan_in(self.layout1.degrees, self.layout2.degrees, ir.l)
+            scale.append(math.sqrt(4 * math.pi / fan_in) if fan_in > 0 else 0.0)
+        self.register_buffer("output_scale", torch.tensor(scale, dtype=torch.float64))
+        # x2 is split by irrep before synthesis because w2 weighs each irrep per channel.
+        self._register_index("irrep_of_component1", self.layout1.irrep_of_component)
+        self._register_index("irrep_of_component_out", self.layout_out.irrep_of_component)
+        self.register_buffer("in2_irrep_mask", torch.nn.functional.one_hot(self.layout2.irrep_of_component).T.double())
+        if self.strategy == "grid":
+            self._build_grid(l1, l2, l3)
+        else:
+            self._build_fft(l1, l2, l3)
+        self._finish_construction()
+
+    def _register_index(self, name: str, index: torch.Tensor) -> None:
+        self.register_buffer(name, index, persistent=False)
+
+    def _build_grid(self, l1: int, l2: int, l3: int) -> None:
+        self.n_theta, self.n_phi = product_grid_size(l1 + l2 + l3)
+        for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
+            factors = grid_factors(lmax, self.n_theta, self.n_phi)
+            self._register_index(f"source{key}", layout.source_index(factors.index))
+            self.register_buffer(f"synthesis_theta{key}", factors.synthesis_theta)
+            self.register_buffer(f"synthesis_phi{key}", factors.synthesis_phi)
+        factors = grid_factors(l3, self.n_theta, self.n_phi)
+        self._register_index("output_index", self._output_gather(factors.index))
+        self.register_buffer("analysis_phi", factors.analysis_phi)
+        self.register_buffer("analysis_theta", factors.analysis_theta)
+
+    def _build_fft(self, l1: int, l2: int, l3: int) -> None:
+        self.s_theta, self.s_phi = product_fft_size(l1, l2, l3)
+        for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
+            factors = fourier_factors(lmax, self.s_theta)
+            self._register_index(f"source{key}", layout.source_index(factors.index))
+            self.register_buffer(f"to_fourier{key}", factors.matrix)
+        projection = fourier_projection(l3, self.s_theta)
+        self._register_index("output_index", self._output_gather(projection.index))
+        self.register_buffer("from_fourier", projection.matrix)
+
+    def _output_gather(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
+        """For each output component (irreps layout), its position in the flattened slot grid."""
+        slot_of_canonical = torch.empty((self.layout_out.lmax + 1) ** 2 + 1, dtype=torch.long)
+        slot_of_canonical[slot_to_canonical.flatten()] = torch.arange(slot_to_canonical.numel())
+        return slot_of_canonical[self.layout_out.canonical_index]
+
+    # -- sphere functions --------------------------------------------------------------------
+
+    def _slots(self, key: str, features: torch.Tensor) -> torch.Tensor:
+        layout = self.layout1 if key == "1" else self.layout2
+        if self.strategy == "grid":
+            shape = tuple(getattr(self, f"synthesis_theta{key}").shape[:2])
+        else:
+            shape = tuple(getattr(self, f"to_fourier{key}").shape[:2])
+        return layout.to_slots(features, getattr(self, f"source{key}"), shape)
+
+    def _samples(self, key: str, features: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` coefficients -> values of the sphere function, ``[..., grid]`` (grid flattened)."""
+        slots = self._slots(key, features)
+        if self.strategy == "grid":
+            polar = torch.einsum("...mk,mkt->...mt", slots, getattr(self, f"synthesis_theta{key}"))
+            values = torch.einsum("...mt,mp->...tp", polar, getattr(self, f"synthesis_phi{key}"))
+        else:
+            rows = torch.einsum("...vk,vkx->...vx", slots, getattr(self, f"to_fourier{key}"))
+            rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
+            values = torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2))
+        return values.flatten(-2)
+
+    def _project(self, values: torch.Tensor) -> torch.Tensor:
+        """``[..., grid]`` values -> ``int h Y dOmega`` for each output component, ``[..., D_out]``."""
+        if self.strategy == "grid":
+            values = values.unflatten(-1, (self.n_theta, self.n_phi))
+            azimuthal = torch.einsum("...tp,pm->...mt", values, self.analysis_phi)
+            slots = torch.einsum("...mt,mtk->...mk", azimuthal, self.analysis_theta)
+        else:
+            values = values.unflatten(-1, (self.s_phi, self.s_theta))
+            grid = torch.fft.ihfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))
+            rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
+            slots = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier)
+        return slots.flatten(-2)[..., self.output_index]
+
+    # -- the product -------------------------------------------------------------------------
+
+    def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        count = x1.shape[0]
+        w1, w2, w3 = (w.unflatten(1, (self.channels, -1)) for w in torch.split(weight, self.weight_split, dim=1))
+        a1 = to_channel_major(x1, self.irreps_in1) * w1[..., self.irrep_of_component1]
+        f1 = self._samples("1", a1)  # [N, C, G]
+        per_irrep = self._samples("2", x2[:, None, :] * self.in2_irrep_mask)  # [N, n2, G]
+        f2 = torch.bmm(w2, per_irrep)  # [N, C, G]
+        projected = self._project(f1 * f2)  # [N, C, D_out]
+        scale = (w3 * self.output_scale)[..., self.irrep_of_component_out]
+        return from_channel_major(projected * scale, self.irreps_out).reshape(count, -1)

@@ -1,0 +1,155 @@
+r"""Real spherical harmonics on a (theta, phi) product grid, separated into polar and azimuthal factors.
+
+Directions use e3nn's axis convention (``y`` is the polar axis):
+
+.. math:: s(\theta, \phi) = (\sin\theta \sin\phi,\ \cos\theta,\ \sin\theta \cos\phi).
+
+e3nn's real spherical harmonic of degree ``l`` and component ``m = -l..l`` (canonical index
+``l^2 + l + m`` when the degrees ``0..L`` are concatenated) factorizes as
+
+.. math:: Y_{lm}(\theta, \phi) = \Theta_{lm}(\theta)\, \Phi_m(\phi), \qquad
+          \Phi_m = \cos(m \phi)\ (m > 0),\quad 1\ (m = 0),\quad \sin(|m| \phi)\ (m < 0).
+
+``Theta`` is read off e3nn's harmonics numerically (projection onto ``Phi_m`` with an exact
+uniform rule), so every constant comes from e3nn itself; the factorization is checked to 1e-12.
+
+**Quadrature.** Gauss-Legendre nodes in ``cos(theta)`` (``n_theta`` points, exact for polynomials
+of degree ``2 n_theta - 1``) times ``n_phi`` uniform nodes in ``phi`` (exact for frequencies below
+``n_phi``) integrate every spherical polynomial of degree ``<= min(2 n_theta - 1, n_phi - 1)``
+exactly. :func:`product_grid_size` returns the smallest such grid for a product of degrees.
+
+**Slot layout.** Synthesis and analysis work on an "m-major" layout ``[2L + 1, L + 1]``: row
+``m + L``, column ``l``; slots with ``l < |m|`` are empty. :func:`m_major_index` maps slots to
+canonical components, empty slots to the padding index ``(L + 1)^2``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from equimol.utils.dtype import float64_construction
+
+#: Max abs residual accepted when checking ``Y = Theta Phi`` against e3nn (float64 round-off is ~1e-15).
+FACTORIZATION_TOL = 1e-12
+
+
+def torus_directions(theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Unit vectors ``s(theta, phi)`` ``[T, P, 3]`` for ``theta`` ``[T]`` and ``phi`` ``[P]`` (any real angles)."""
+    theta, phi = theta[:, None], phi[None, :]
+    return torch.stack(
+        torch.broadcast_tensors(theta.sin() * phi.sin(), theta.cos(), theta.sin() * phi.cos()),
+        dim=-1,
+    )
+
+
+def spherical_harmonics_on_grid(lmax: int, theta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Orthonormal real harmonics ``Y_c(theta_t, phi_p)``, ``[(lmax + 1)^2, T, P]``, float64.
+
+    Orthonormal means ``\\int Y_c Y_c' dOmega = delta`` (e3nn ``normalization="integral"``).
+    """
+    directions = torus_directions(theta.to(torch.float64), phi.to(torch.float64))
+    with float64_construction():
+        values = o3.spherical_harmonics(list(range(lmax + 1)), directions, normalize=True, normalization="integral")
+    return values.permute(2, 0, 1).contiguous()
+
+
+def azimuthal_basis(lmax: int, phi: torch.Tensor) -> torch.Tensor:
+    """``Phi_m(phi_p)`` for ``m = -lmax..lmax``, ``[2 lmax + 1, P]``, float64."""
+    m = torch.arange(-lmax, lmax + 1, dtype=torch.float64)[:, None]
+    phi = phi.to(torch.float64)[None, :]
+    return torch.where(m > 0, torch.cos(m * phi), torch.where(m < 0, torch.sin(-m * phi), torch.ones_like(m * phi)))
+
+
+def degree_and_order(lmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Degree ``l`` and order ``m`` of every canonical component ``0..(lmax + 1)^2 - 1``."""
+    degrees = torch.cat([torch.full((2 * l + 1,), l) for l in range(lmax + 1)])
+    orders = torch.cat([torch.arange(-l, l + 1) for l in range(lmax + 1)])
+    return degrees, orders
+
+
+def m_major_index(lmax: int) -> torch.Tensor:
+    """``[2 lmax + 1, lmax + 1]`` canonical index of slot ``(m + lmax, l)``; ``(lmax + 1)^2`` if ``l < |m|``."""
+    index = torch.full((2 * lmax + 1, lmax + 1), (lmax + 1) ** 2, dtype=torch.long)
+    for l in range(lmax + 1):
+        for m in range(-l, l + 1):
+            index[m + lmax, l] = l * l + l + m
+    return index
+
+
+def polar_factors(lmax: int, theta: torch.Tensor) -> torch.Tensor:
+    """``Theta_lm(theta_t)`` in the m-major layout, ``[2 lmax + 1, lmax + 1, T]`` (zero in empty slots).
+
+    Raises:
+        RuntimeError: if e3nn's harmonics do not factorize as documented (a convention change).
+    """
+    n_phi = 2 * lmax + 2  # exact for the products Phi_m Phi_m' of frequency <= 2 lmax
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    values = spherical_harmonics_on_grid(lmax, theta, phi)  # [D, T, P]
+    basis = azimuthal_basis(lmax, phi)  # [2L+1, P]
+    _, orders = degree_and_order(lmax)
+    own_basis = basis[orders + lmax]  # [D, P]
+    norm = own_basis.pow(2).sum(-1)  # n_phi for m = 0, n_phi / 2 otherwise
+    theta_part = torch.einsum("dtp,dp->dt", values, own_basis) / norm[:, None]
+    residual = (theta_part[:, :, None] * own_basis[:, None, :] - values).abs().max().item()
+    if residual > FACTORIZATION_TOL:
+        raise RuntimeError(
+            f"e3nn's real spherical harmonics do not factorize as Theta_lm(theta) Phi_m(phi) (residual {residual:.2e})"
+        )
+    padded = torch.cat([theta_part, theta_part.new_zeros(1, theta_part.shape[1])])
+    return padded[m_major_index(lmax)]
+
+
+def gauss_legendre_polar(n_theta: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Polar angles ``theta_t = arccos(x_t)`` of the ``n_theta`` Gauss-Legendre nodes and their weights (sum 2)."""
+    nodes, weights = np.polynomial.legendre.leggauss(n_theta)
+    return torch.from_numpy(np.arccos(nodes)), torch.from_numpy(weights)
+
+
+def product_grid_size(total_degree: int) -> tuple[int, int]:
+    """Smallest ``(n_theta, n_phi)`` integrating spherical polynomials of degree ``total_degree`` exactly."""
+    return total_degree // 2 + 1, total_degree + 1
+
+
+@dataclass(frozen=True)
+class GridFactors:
+    """Synthesis and analysis matrices of degrees ``0..lmax`` on one Gauss-Legendre x uniform grid.
+
+    Attributes:
+        index: ``[2L + 1, L + 1]`` m-major slot -> canonical component (see :func:`m_major_index`).
+        synthesis_theta: ``[2L + 1, L + 1, T]``, ``Theta_lm(theta_t)``.
+        synthesis_phi: ``[2L + 1, P]``, ``Phi_m(phi_p)``.
+        analysis_phi: ``[P, 2L + 1]``, ``(2 pi / P) Phi_m(phi_p)``.
+        analysis_theta: ``[2L + 1, T, L + 1]``, ``w_t Theta_lm(theta_t)`` (Gauss-Legendre weights).
+
+    ``f(theta_t, phi_p) = sum_m (sum_l a_lm S_theta[m, l, t]) S_phi[m, p]`` evaluates a function with
+    coefficients ``a``; ``a_lm = sum_t A_theta[m, t, l] sum_p h(t, p) A_phi[p, m]`` projects ``h``
+    onto the orthonormal harmonics, exactly when ``h Y_lm`` is within the grid's exact degree.
+    """
+
+    index: torch.Tensor
+    synthesis_theta: torch.Tensor
+    synthesis_phi: torch.Tensor
+    analysis_phi: torch.Tensor
+    analysis_theta: torch.Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def grid_factors(lmax: int, n_theta: int, n_phi: int) -> GridFactors:
+    """Float64 CPU :class:`GridFactors` for degrees ``0..lmax`` on an ``n_theta x n_phi`` grid (cached)."""
+    theta, theta_weights = gauss_legendre_polar(n_theta)
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    polar = polar_factors(lmax, theta)  # [M, K, T]
+    azimuthal = azimuthal_basis(lmax, phi)  # [M, P]
+    return GridFactors(
+        index=m_major_index(lmax),
+        synthesis_theta=polar.contiguous(),
+        synthesis_phi=azimuthal.contiguous(),
+        analysis_phi=(azimuthal.T * (2 * math.pi / n_phi)).contiguous(),
+        analysis_theta=(polar * theta_weights[None, None, :]).transpose(1, 2).contiguous(),
+    )
