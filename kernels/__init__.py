@@ -1,1 +1,52 @@
-"""Triton kernels for the message-passing hot path (installed as ``equimol.kernels``)."""
+"""Triton kernels for the message-passing hot path (installed as ``equimol.kernels``).
+
+Importing this package checks that Triton can run and registers the fused message kernels with
+the TP interface (:func:`equimol.tp.register_message_kernel`). Select them with
+``TensorProduct(..., kernel="triton")`` (add ``deterministic=True`` for a sorted segmented
+reduction instead of atomics), or ``tp_options: {kernel: triton}`` in a model config.
+
+Triton runs on a CUDA GPU, or on the CPU through its interpreter when ``TRITON_INTERPRET=1`` is
+set in the environment before this package is imported (about 400x slower than torch: for
+tests). Without either, the import raises :class:`TritonUnavailableError` saying so.
+
+Kernels provided (backend, strategy): ``cp`` (see :mod:`equimol.kernels.cp`).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class TritonUnavailableError(RuntimeError):
+    """Raised on import when neither a CUDA GPU nor the Triton interpreter is available."""
+
+
+def _interpreter_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_triton_can_run() -> None:
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:
+        raise TritonUnavailableError(
+            "kernel='triton' needs the 'triton' package (pip install triton, Linux only); use kernel='torch' otherwise"
+        ) from error
+    if _interpreter_requested():
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TritonUnavailableError(
+            "kernel='triton' needs a CUDA GPU, or the Triton CPU interpreter: set the environment variable "
+            "TRITON_INTERPRET=1 before importing equimol (slow, meant for tests); otherwise use kernel='torch'"
+        )
+
+
+_check_triton_can_run()
+
+from equimol.kernels import cp  # noqa: E402, F401  (registers the "cp" triton kernel)
+from equimol.kernels.autograd import fused_message_passing  # noqa: E402
+from equimol.kernels.launch import FactoredProduct  # noqa: E402
+
+__all__ = ["FactoredProduct", "TritonUnavailableError", "fused_message_passing"]

@@ -1,0 +1,395 @@
+r"""Triton kernels of the fused message operation in factored (CP / sphere-grid) form.
+
+Both the ``cp`` backend and the Gaunt ``grid`` strategy compute, per edge ``e`` and channel ``c``,
+
+.. math::
+
+    o_{e,c,k} = w^{\mathrm{out}}_{e,c,\deg(k)} \sum_r F^{\mathrm{out}}_{r k}
+        \Big(\sum_i x_{s(e),c,i}\, w^{\mathrm{in}}_{e,c,\deg(i)} F^{\mathrm{in}}_{i r}\Big)
+        \Big(\sum_j y_{e,j}\, w^{\mathrm{attr}}_{e,c,\deg(j)} F^{\mathrm{attr}}_{j r}\Big)
+
+and the message ``m_n = sum_{e: t(e) = n} o_e``: three small dense products with an elementwise
+product in the middle (``cp``: ``A, B, C`` with ``R`` the CP rank and one weight per channel;
+``grid``: synthesis on ``R`` quadrature points, pointwise product, analysis, with weights per
+(channel, degree)). ``s(e)`` is the gathered row, ``t(e)`` the row scattered into.
+
+A program owns ``BLOCK_EDGES x C_P`` rows ``(edge, channel)`` and the whole ``[rows, R]``
+intermediate stays in registers: nothing per edge is written to memory. The reduction into the
+receivers is either
+
+* **atomic** (:func:`launch_message_atomic`): one program per block of edges, ``atomic_add`` into
+  the output. Summation order varies between runs on a GPU (floating-point non-associativity).
+* **deterministic** (:func:`launch_message_segmented`): edges sorted by receiver, one program per
+  receiver loops over its segment in a fixed order and writes its row once. Bitwise reproducible
+  for a fixed launch configuration (this kernel is never autotuned for that reason).
+
+The same kernels compute the gradient with respect to the gathered features: swap the roles of
+``F^in`` and ``F^out`` (transposed), of ``w^in`` and ``w^out``, and of ``s`` and ``t``.
+:func:`launch_edge_gradients` gives the per-edge gradients (``y`` and the three weight groups);
+they need no reduction across programs. Products use ``input_precision="ieee"`` so float32 stays
+float32 on GPUs that would otherwise round ``tl.dot`` inputs to TF32.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def autotune_configs() -> list[triton.Config]:
+    """Launch configurations tried by the autotuner: one under the interpreter, a sweep on a GPU."""
+    if INTERPRETING:
+        # The interpreter runs programs one after another; autotuning with several configs fails there.
+        return [triton.Config({"BLOCK_EDGES": 4}, num_warps=4)]
+    return [triton.Config({"BLOCK_EDGES": b}, num_warps=w) for b in (1, 2, 4, 8, 16) for w in (4, 8)]
+
+
+def prune_configs(configs, named_args, **kwargs):
+    """Keep configs whose row block ``BLOCK_EDGES * C_P`` is between 16 (``tl.dot``) and 256 (registers)."""
+    channels = kwargs.get("C_P", named_args.get("C_P") if isinstance(named_args, dict) else None)
+    if channels is None:
+        return configs
+    kept = [c for c in configs if 16 <= c.kwargs["BLOCK_EDGES"] * channels <= 256]
+    return kept or [min(configs, key=lambda c: abs(c.kwargs["BLOCK_EDGES"] * channels - 16))]
+
+
+def segmented_block_edges(channels_padded: int) -> int:
+    """Fixed edge block of the deterministic kernel: at least 16 rows, at most 4 edges per step."""
+    return max(1, min(4, 16 // channels_padded)) if channels_padded < 16 else 1
+
+
+@triton.jit
+def _rows_message(
+    edge,
+    channel,
+    valid,
+    feat_ptr,
+    feat_stride,
+    gather_ptr,
+    base_in_ptr,
+    stride_in_ptr,
+    attr_ptr,
+    w_in_ptr,
+    w_attr_ptr,
+    w_out_ptr,
+    deg_in_ptr,
+    deg_attr_ptr,
+    deg_out_ptr,
+    f_in_ptr,
+    f_attr_ptr,
+    f_out_ptr,
+    C,
+    D_IN,
+    D_ATTR,
+    D_OUT,
+    N_IN,
+    N_ATTR,
+    N_OUT,
+    D_IN_P: tl.constexpr,
+    D_ATTR_P: tl.constexpr,
+    RANK_P: tl.constexpr,
+    D_OUT_P: tl.constexpr,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_ATTR: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+):
+    """Messages ``o`` ``[rows, D_OUT_P]`` of the rows ``(edge, channel)``; invalid rows give zeros."""
+    k_in = tl.arange(0, D_IN_P)
+    k_attr = tl.arange(0, D_ATTR_P)
+    k_out = tl.arange(0, D_OUT_P)
+    rank = tl.arange(0, RANK_P)
+    row = edge * C + channel
+    node = tl.load(gather_ptr + edge, mask=valid, other=0)
+    columns = tl.load(base_in_ptr + k_in)[None, :] + channel[:, None] * tl.load(stride_in_ptr + k_in)[None, :]
+    in_mask = valid[:, None] & (k_in < D_IN)[None, :]
+    x = tl.load(feat_ptr + node[:, None] * feat_stride + columns, mask=in_mask, other=0.0)
+    if HAS_W_IN:
+        w_columns = row[:, None] * N_IN + tl.load(deg_in_ptr + k_in)[None, :]
+        x = x * tl.load(w_in_ptr + w_columns, mask=in_mask, other=0.0)
+    attr_mask = valid[:, None] & (k_attr < D_ATTR)[None, :]
+    y = tl.load(attr_ptr + edge[:, None] * D_ATTR + k_attr[None, :], mask=attr_mask, other=0.0)
+    if HAS_W_ATTR:
+        w_columns = row[:, None] * N_ATTR + tl.load(deg_attr_ptr + k_attr)[None, :]
+        y = y * tl.load(w_attr_ptr + w_columns, mask=attr_mask, other=0.0)
+    f_in = tl.load(f_in_ptr + k_in[:, None] * RANK_P + rank[None, :])
+    f_attr = tl.load(f_attr_ptr + k_attr[:, None] * RANK_P + rank[None, :])
+    f_out = tl.load(f_out_ptr + rank[:, None] * D_OUT_P + k_out[None, :])
+    product = tl.dot(x, f_in, input_precision="ieee") * tl.dot(y, f_attr, input_precision="ieee")
+    message = tl.dot(product, f_out, input_precision="ieee")
+    if HAS_W_OUT:
+        out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
+        w_columns = row[:, None] * N_OUT + tl.load(deg_out_ptr + k_out)[None, :]
+        message = message * tl.load(w_out_ptr + w_columns, mask=out_mask, other=0.0)
+    return message
+
+
+@triton.autotune(
+    configs=autotune_configs(),
+    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT"],
+    prune_configs_by={"early_config_prune": prune_configs},
+    reset_to_zero=["out_ptr"],
+)
+@triton.jit
+def message_atomic_kernel(
+    feat_ptr,
+    feat_stride,
+    gather_ptr,
+    base_in_ptr,
+    stride_in_ptr,
+    attr_ptr,
+    w_in_ptr,
+    w_attr_ptr,
+    w_out_ptr,
+    deg_in_ptr,
+    deg_attr_ptr,
+    deg_out_ptr,
+    f_in_ptr,
+    f_attr_ptr,
+    f_out_ptr,
+    scatter_ptr,
+    out_ptr,
+    out_stride,
+    base_out_ptr,
+    stride_out_ptr,
+    num_edges,
+    C,
+    D_IN,
+    D_ATTR,
+    D_OUT,
+    N_IN,
+    N_ATTR,
+    N_OUT,
+    C_P: tl.constexpr,
+    D_IN_P: tl.constexpr,
+    D_ATTR_P: tl.constexpr,
+    RANK_P: tl.constexpr,
+    D_OUT_P: tl.constexpr,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_ATTR: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+    BLOCK_EDGES: tl.constexpr,
+):
+    rows = tl.arange(0, BLOCK_EDGES * C_P)
+    edge = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + rows // C_P
+    channel = rows % C_P
+    valid = (edge < num_edges) & (channel < C)
+    message = _rows_message(
+        edge, channel, valid, feat_ptr, feat_stride, gather_ptr, base_in_ptr, stride_in_ptr, attr_ptr,
+        w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, f_in_ptr, f_attr_ptr, f_out_ptr,
+        C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT,
+        D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT,
+    )  # fmt: skip
+    k_out = tl.arange(0, D_OUT_P)
+    target = tl.load(scatter_ptr + edge, mask=valid, other=0)
+    columns = tl.load(base_out_ptr + k_out)[None, :] + channel[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
+    out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
+    tl.atomic_add(out_ptr + target[:, None] * out_stride + columns, message, mask=out_mask)
+
+
+@triton.jit
+def message_segmented_kernel(
+    feat_ptr,
+    feat_stride,
+    gather_ptr,
+    base_in_ptr,
+    stride_in_ptr,
+    attr_ptr,
+    w_in_ptr,
+    w_attr_ptr,
+    w_out_ptr,
+    deg_in_ptr,
+    deg_attr_ptr,
+    deg_out_ptr,
+    f_in_ptr,
+    f_attr_ptr,
+    f_out_ptr,
+    order_ptr,
+    segment_ptr,
+    out_ptr,
+    out_stride,
+    base_out_ptr,
+    stride_out_ptr,
+    C,
+    D_IN,
+    D_ATTR,
+    D_OUT,
+    N_IN,
+    N_ATTR,
+    N_OUT,
+    C_P: tl.constexpr,
+    D_IN_P: tl.constexpr,
+    D_ATTR_P: tl.constexpr,
+    RANK_P: tl.constexpr,
+    D_OUT_P: tl.constexpr,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_ATTR: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+    BLOCK_EDGES: tl.constexpr,
+):
+    receiver = tl.program_id(0).to(tl.int64)
+    start = tl.load(segment_ptr + receiver)
+    stop = tl.load(segment_ptr + receiver + 1)
+    rows = tl.arange(0, BLOCK_EDGES * C_P)
+    channel = rows % C_P
+    accumulator = tl.zeros((BLOCK_EDGES * C_P, D_OUT_P), dtype=out_ptr.dtype.element_ty)
+    for position in range(start, stop, BLOCK_EDGES):
+        slot = position + rows // C_P
+        valid = (slot < stop) & (channel < C)
+        edge = tl.load(order_ptr + slot, mask=valid, other=0)
+        accumulator += _rows_message(
+            edge, channel, valid, feat_ptr, feat_stride, gather_ptr, base_in_ptr, stride_in_ptr, attr_ptr,
+            w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, f_in_ptr, f_attr_ptr, f_out_ptr,
+            C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT,
+            D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT,
+        )  # fmt: skip
+    total = tl.sum(tl.reshape(accumulator, (BLOCK_EDGES, C_P, D_OUT_P)), axis=0)
+    channels = tl.arange(0, C_P)
+    k_out = tl.arange(0, D_OUT_P)
+    columns = tl.load(base_out_ptr + k_out)[None, :] + channels[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
+    out_mask = (channels < C)[:, None] & (k_out < D_OUT)[None, :]
+    tl.store(out_ptr + receiver * out_stride + columns, total, mask=out_mask)
+
+
+@triton.jit
+def _degree_sums(values, deg_ptr, D, D_P: tl.constexpr, N_P: tl.constexpr):
+    """Sum the columns of ``values`` ``[rows, D_P]`` that belong to each weight slot: ``[rows, N_P]``."""
+    k = tl.arange(0, D_P)
+    slots = tl.arange(0, N_P)
+    degree = tl.load(deg_ptr + k)
+    one_hot = ((degree[:, None] == slots[None, :]) & (k < D)[:, None]).to(values.dtype)
+    return tl.dot(values, one_hot, input_precision="ieee")
+
+
+@triton.autotune(
+    configs=autotune_configs(),
+    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT"],
+    prune_configs_by={"early_config_prune": prune_configs},
+)
+@triton.jit
+def edge_gradients_kernel(
+    feat_ptr,
+    feat_stride,
+    src_ptr,
+    base_in_ptr,
+    stride_in_ptr,
+    grad_ptr,
+    grad_stride,
+    dst_ptr,
+    base_out_ptr,
+    stride_out_ptr,
+    attr_ptr,
+    w_in_ptr,
+    w_attr_ptr,
+    w_out_ptr,
+    deg_in_ptr,
+    deg_attr_ptr,
+    deg_out_ptr,
+    f_in_ptr,
+    f_attr_ptr,
+    f_out_ptr,
+    grad_attr_ptr,
+    grad_w_in_ptr,
+    grad_w_attr_ptr,
+    grad_w_out_ptr,
+    num_edges,
+    C,
+    D_IN,
+    D_ATTR,
+    D_OUT,
+    N_IN,
+    N_ATTR,
+    N_OUT,
+    C_P: tl.constexpr,
+    D_IN_P: tl.constexpr,
+    D_ATTR_P: tl.constexpr,
+    RANK_P: tl.constexpr,
+    D_OUT_P: tl.constexpr,
+    N_IN_P: tl.constexpr,
+    N_ATTR_P: tl.constexpr,
+    N_OUT_P: tl.constexpr,
+    HAS_W_IN: tl.constexpr,
+    HAS_W_ATTR: tl.constexpr,
+    HAS_W_OUT: tl.constexpr,
+    NEED_ATTR: tl.constexpr,
+    NEED_W_IN: tl.constexpr,
+    NEED_W_ATTR: tl.constexpr,
+    NEED_W_OUT: tl.constexpr,
+    BLOCK_EDGES: tl.constexpr,
+):
+    """Per-edge gradients: ``y`` (summed over channels) and the three weight groups.
+
+    With ``g`` the upstream gradient gathered at the receiver, ``T = (g w_out) F_out^T``:
+    ``grad w_out = deg-sum(g * ((x F_in)(y F_attr)) F_out)``, ``grad y_s = (T (x F_in)) F_attr^T``,
+    ``grad x_s = (T (y F_attr)) F_in^T``, with ``_s`` the weight-scaled inputs.
+    """
+    rows = tl.arange(0, BLOCK_EDGES * C_P)
+    edge = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + rows // C_P
+    channel = rows % C_P
+    valid = (edge < num_edges) & (channel < C)
+    row = edge * C + channel
+    k_in = tl.arange(0, D_IN_P)
+    k_attr = tl.arange(0, D_ATTR_P)
+    k_out = tl.arange(0, D_OUT_P)
+    rank = tl.arange(0, RANK_P)
+
+    node = tl.load(src_ptr + edge, mask=valid, other=0)
+    columns = tl.load(base_in_ptr + k_in)[None, :] + channel[:, None] * tl.load(stride_in_ptr + k_in)[None, :]
+    in_mask = valid[:, None] & (k_in < D_IN)[None, :]
+    x = tl.load(feat_ptr + node[:, None] * feat_stride + columns, mask=in_mask, other=0.0)
+    x_scaled = x
+    if HAS_W_IN:
+        w_in = tl.load(w_in_ptr + row[:, None] * N_IN + tl.load(deg_in_ptr + k_in)[None, :], mask=in_mask, other=0.0)
+        x_scaled = x * w_in
+    attr_mask = valid[:, None] & (k_attr < D_ATTR)[None, :]
+    y = tl.load(attr_ptr + edge[:, None] * D_ATTR + k_attr[None, :], mask=attr_mask, other=0.0)
+    w_attr = tl.full((BLOCK_EDGES * C_P, D_ATTR_P), 1.0, dtype=y.dtype)
+    if HAS_W_ATTR:
+        w_columns = row[:, None] * N_ATTR + tl.load(deg_attr_ptr + k_attr)[None, :]
+        w_attr = tl.load(w_attr_ptr + w_columns, mask=attr_mask, other=0.0)
+    y_scaled = y * w_attr
+
+    receiver = tl.load(dst_ptr + edge, mask=valid, other=0)
+    columns = tl.load(base_out_ptr + k_out)[None, :] + channel[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
+    out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
+    grad = tl.load(grad_ptr + receiver[:, None] * grad_stride + columns, mask=out_mask, other=0.0)
+    grad_scaled = grad
+    if HAS_W_OUT:
+        w_columns = row[:, None] * N_OUT + tl.load(deg_out_ptr + k_out)[None, :]
+        grad_scaled = grad * tl.load(w_out_ptr + w_columns, mask=out_mask, other=0.0)
+
+    f_in = tl.load(f_in_ptr + k_in[:, None] * RANK_P + rank[None, :])
+    f_attr = tl.load(f_attr_ptr + k_attr[:, None] * RANK_P + rank[None, :])
+    f_out = tl.load(f_out_ptr + rank[:, None] * D_OUT_P + k_out[None, :])
+    projected_in = tl.dot(x_scaled, f_in, input_precision="ieee")
+    projected_attr = tl.dot(y_scaled, f_attr, input_precision="ieee")
+    pulled = tl.dot(grad_scaled, tl.trans(f_out), input_precision="ieee")
+
+    if NEED_W_OUT:
+        unweighted = tl.dot(projected_in * projected_attr, f_out, input_precision="ieee")
+        sums = _degree_sums(grad * unweighted, deg_out_ptr, D_OUT, D_OUT_P, N_OUT_P)
+        slots = tl.arange(0, N_OUT_P)
+        mask = valid[:, None] & (slots < N_OUT)[None, :]
+        tl.store(grad_w_out_ptr + row[:, None] * N_OUT + slots[None, :], sums, mask=mask)
+    if NEED_ATTR or NEED_W_ATTR:
+        grad_attr_scaled = tl.dot(pulled * projected_in, tl.trans(f_attr), input_precision="ieee")
+        if NEED_ATTR:
+            per_channel = tl.reshape(grad_attr_scaled * w_attr, (BLOCK_EDGES, C_P, D_ATTR_P))
+            per_edge = tl.sum(per_channel, axis=1)
+            edges = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + tl.arange(0, BLOCK_EDGES)
+            mask = (edges < num_edges)[:, None] & (k_attr < D_ATTR)[None, :]
+            tl.store(grad_attr_ptr + edges[:, None] * D_ATTR + k_attr[None, :], per_edge, mask=mask)
+        if NEED_W_ATTR:
+            sums = _degree_sums(grad_attr_scaled * y, deg_attr_ptr, D_ATTR, D_ATTR_P, N_ATTR_P)
+            slots = tl.arange(0, N_ATTR_P)
+            mask = valid[:, None] & (slots < N_ATTR)[None, :]
+            tl.store(grad_w_attr_ptr + row[:, None] * N_ATTR + slots[None, :], sums, mask=mask)
+    if NEED_W_IN:
+        grad_in_scaled = tl.dot(pulled * projected_attr, tl.trans(f_in), input_precision="ieee")
+        sums = _degree_sums(grad_in_scaled * x, deg_in_ptr, D_IN, D_IN_P, N_IN_P)
+        slots = tl.arange(0, N_IN_P)
+        mask = valid[:, None] & (slots < N_IN)[None, :]
+        tl.store(grad_w_in_ptr + row[:, None] * N_IN + slots[None, :], sums, mask=mask)
