@@ -9,7 +9,8 @@ Triton runs on a CUDA GPU, or on the CPU through its interpreter when ``TRITON_I
 set in the environment before this package is imported (about 400x slower than torch: for
 tests). Without either, the import raises :class:`TritonUnavailableError` saying so.
 
-Kernels provided (backend, strategy): ``cp`` (see :mod:`equimol.kernels.cp`).
+Kernels provided: ``cp`` (:mod:`equimol.kernels.cp`) and ``gaunt`` (:mod:`equimol.kernels.gaunt`, the
+sphere-grid form).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _check_triton_can_run() -> None:
 
 _check_triton_can_run()
 
-from equimol.kernels import cp  # noqa: E402, F401  (registers the "cp" triton kernel)
+from equimol.kernels import cp, gaunt  # noqa: E402, F401  (register the "cp" and "gaunt" triton kernels)
 from equimol.kernels.autograd import fused_message_passing  # noqa: E402
 from equimol.kernels.launch import FactoredProduct  # noqa: E402
 

@@ -128,3 +128,22 @@ def fused_message_passing(
     return _FusedMessage.apply(
         node_features, edge_attrs, w_in, w_attr, w_out, product, edge_src, edge_dst, num_nodes, deterministic, reference
     )
+
+
+def per_edge_weight(tp, edge_weight: torch.Tensor | None, edges: int) -> torch.Tensor:
+    """``[E, weight_numel]`` per-edge weights of ``tp``: ``edge_weight`` checked, or the internal ones expanded."""
+    if edge_weight is None:
+        if tp.weight is None:
+            raise ValueError(
+                f"this {tp.name!r} tensor product was built with internal_weights=False; pass edge_weight of "
+                f"shape [E, {tp.weight_numel}]"
+            )
+        edge_weight = tp.weight
+    if edge_weight.dim() == 1:
+        edge_weight = edge_weight.unsqueeze(0).expand(edges, -1)
+    if edge_weight.shape != (edges, tp.weight_numel):
+        raise ValueError(
+            f"edge_weight has shape {tuple(edge_weight.shape)}; expected [{edges}, {tp.weight_numel}] (per edge) "
+            f"or [{tp.weight_numel}] (shared) for backend {tp.name!r}"
+        )
+    return edge_weight

@@ -16,29 +16,10 @@ Per-path weights (``weight_sharing=False``) are not fused: asking for them with
 from __future__ import annotations
 
 import torch
-from equimol.kernels.autograd import fused_message_passing
+from equimol.kernels.autograd import fused_message_passing, per_edge_weight
 from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
-
-
-def _edge_weight(tp, edge_weight: torch.Tensor | None, edges: int) -> torch.Tensor:
-    """The per-edge per-channel weight ``[E, C]`` (internal weights expanded when None)."""
-    if edge_weight is None:
-        if tp.weight is None:
-            raise ValueError(
-                f"this {tp.name!r} tensor product was built with internal_weights=False; pass edge_weight of "
-                f"shape [E, {tp.weight_numel}]"
-            )
-        edge_weight = tp.weight
-    if edge_weight.dim() == 1:
-        edge_weight = edge_weight.unsqueeze(0).expand(edges, -1)
-    if edge_weight.shape != (edges, tp.weight_numel):
-        raise ValueError(
-            f"edge_weight has shape {tuple(edge_weight.shape)}; expected [{edges}, {tp.weight_numel}] (per edge) "
-            f"or [{tp.weight_numel}] (shared) for backend {tp.name!r}"
-        )
-    return edge_weight
 
 
 @register_message_kernel("cp", "triton")
@@ -72,7 +53,7 @@ def cp_message_passing(
     for name, tensor in (("node_features", node_features), ("edge_attrs", edge_attrs)):
         if tensor.dtype != factors[0].dtype:
             raise ValueError(f"{name} is {tensor.dtype} but the cp tensor product is {factors[0].dtype}; cast one")
-    weight = _edge_weight(tp, edge_weight, edges)
+    weight = per_edge_weight(tp, edge_weight, edges)
     product = FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *factors)
 
     def reference(features, attrs, _w_in, _w_attr, w_out):
