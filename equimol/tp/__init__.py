@@ -6,7 +6,7 @@
 See :mod:`equimol.tp.interface` for the product, its normalization and the weight layouts.
 """
 
-from equimol.tp import cg, gaunt  # noqa: F401  (register the "cg" and "gaunt" backends)
+from equimol.tp import cg, cp, gaunt  # noqa: F401  (register the "cg", "cp" and "gaunt" backends)
 from equimol.tp.interface import (
     TensorProduct,
     TensorProductBackend,

@@ -1,0 +1,191 @@
+r"""Backend ``cp``: the CP-decomposed tensor product (TDN), parity-exact, with path-weight sharing.
+
+The ``cg`` product of one channel is a bilinear map ``z_k = sum_ij M_ijk x_i y_j`` with the stacked
+coupling tensor ``M [d1, d2, d3]`` (:mod:`equimol.tp.cp_fit`). ``cp`` replaces ``M`` by a rank-``R``
+CP decomposition restricted to the parity-allowed entries,
+
+.. math:: \tilde M_{ijk} = \Pi_{ijk} \sum_r A_{ir} B_{jr} C_{rk}, \qquad \Pi_{ijk} = [p_i p_j p_k = 1],
+
+so that, with ``s`` and ``t`` the parities of the input components and ``X_s`` the components of
+parity ``s``,
+
+.. math::
+
+    u^{s}_{n,u,r} = \sum_{i \in X_s} x_{n,u,i} A_{ir}, \quad v^{t}_{n,r} = \sum_{j \in Y_t} y_{n,j} B_{jr}, \quad
+    z_{n,u,k} = w_{n,u} \sum_r C_{rk} \sum_{s t = p_k} u^{s}_{n,u,r}\, v^{t}_{n,r}.
+
+Per channel this costs ``O(R (d1 + d2 + d3))`` instead of ``O(L^6)``; with ``R = 7 L^2`` it is
+``O(L^4)``. Everything is a batched matrix product (the operation a fused kernel replaces).
+
+**Parity.** Every output that parity forbids is an exact zero (for instance ``1o x 1o`` has no
+``1o`` part): a forbidden output gets only products with an exactly-zero factor. TDN, in contrast,
+treats every irrep as even.
+
+**Weights.** ``weight_sharing=True`` (default): one weight per channel and sample, shared by all
+paths, ``weight_numel = C``, laid out as ``weight.view(N, C)``. ``weight_sharing=False``: one weight
+per path and channel as in ``cg``, ``weight_numel = n_paths * C``, ``weight.view(N, n_paths, C)``
+in :attr:`paths` order; every rank-one term then lies in one path's block and takes its weight.
+
+**Accuracy.** ``relative_error`` is ``epsilon = ||M - \tilde M||_F / ||M||_F``. At ``cp_rank="exact"``
+``epsilon ~ 1e-13`` and ``cp`` equals ``cg`` (all weights one with sharing; any weights per path).
+
+**Equivariance bound.** The exact product ``T`` is equivariant, so for orthogonal representation
+matrices ``D1, D2, D3`` (rotations and inversion) the defect of ``\tilde T = T + E`` is
+``\tilde T(D1 x, D2 y) - D3 \tilde T(x, y) = E(D1 x, D2 y) - D3 E(x, y)``. Cauchy-Schwarz gives
+``||E(a, b)||_2 <= ||E||_F ||a||_2 ||b||_2`` and the ``D`` preserve norms, hence for every sample
+``n`` and channel ``u``
+
+.. math:: \| \tilde T(D_1 x, D_2 y) - D_3 \tilde T(x, y) \|_2 \le 2\, \epsilon\, \|M\|_F\,
+          \|w_{n,\cdot,u}\|_2\, \|x_{n,u}\|_2\, \|y_n\|_2
+
+(``||w_{n,.,u}||_2 = |w_{n,u}|`` with sharing; with per-path weights the blocks of ``E`` are
+disjoint and Cauchy-Schwarz over paths gives the same form). ``tests/test_tp_cp_accuracy.py``
+asserts it; ``benchmarks/cp_rank_table.py`` measures the mean error over 50 random rotations.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import ClassVar
+
+import torch
+
+from equimol import __version__
+from equimol.tp.cp_fit import (
+    NORMALIZATION,
+    CPFactors,
+    cached_fit,
+    component_parities,
+    coupling_tensor,
+    fit_factors,
+    max_degree,
+    path_blocks,
+    resolve_rank,
+)
+from equimol.tp.interface import TensorProductBackend, register_backend
+from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
+
+
+@register_backend("cp")
+class CPTensorProduct(TensorProductBackend):
+    """Channel-wise tensor product through a parity-exact CP decomposition of the CG tensor.
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`.
+        cp_rank: an int ``R``; ``"7L2"`` (``7 L^2`` with ``L`` the largest degree, the TDN default);
+            or ``"exact"``, the rank of an exact decomposition (slice-wise SVDs). A rank at or above
+            the exact rank is replaced by the exact rank (:attr:`rank` is the one used).
+        weight_sharing: True: one weight per channel shared by all paths (``weight_numel = C``);
+            False: one weight per path and channel (``weight_numel = n_paths * C``).
+        fit_tolerance: target of the relative reconstruction error; ALS stops on reaching it
+            (or when it stops improving: check :attr:`relative_error`, a warning says so).
+        seed: seed of the deterministic ALS fit.
+        cache_dir: cache folder (default ``$EQUIMOL_CACHE_DIR``, ``$XDG_CACHE_HOME/equimol`` or
+            ``~/.cache/equimol``); factors live in its ``cp_factors/`` subfolder.
+        **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
+            (see :class:`~equimol.tp.interface.TensorProductBackend`); factors are fitted in float64.
+
+    Attributes:
+        rank: ``R``; ``relative_error``: ``||M - \\tilde M||_F / ||M||_F``; ``coupling_norm``: ``||M||_F``;
+        ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]``: the factors (buffers, float64 masters).
+    """
+
+    benchmark_variants: ClassVar[dict[str, dict]] = {"7L2": {"cp_rank": "7L2"}}
+
+    def __init__(
+        self,
+        irreps_in1: IrrepsLike,
+        irreps_in2: IrrepsLike,
+        irreps_out: IrrepsLike,
+        *,
+        cp_rank: int | str = "7L2",
+        weight_sharing: bool = True,
+        fit_tolerance: float = 1e-6,
+        seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        **base_options,
+    ) -> None:
+        super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
+        if not isinstance(fit_tolerance, float | int) or not 0 < fit_tolerance < 1:
+            raise ValueError(f"fit_tolerance={fit_tolerance!r} must be a number in (0, 1)")
+        if not isinstance(weight_sharing, bool):
+            raise ValueError(f"weight_sharing={weight_sharing!r} must be True or False")
+        if not self.paths:
+            raise self._unsupported("no parity- and triangle-allowed path connects them")
+        requested = resolve_rank(cp_rank, max_degree(self.irreps_in1, self.irreps_in2, self.irreps_out))
+        self.weight_sharing = weight_sharing
+        parities = tuple(component_parities(irreps) for irreps in (self.irreps_in1, self.irreps_in2, self.irreps_out))
+        M = coupling_tensor(self.irreps_in1, self.irreps_in2, self.irreps_out)
+        blocks = None if weight_sharing else path_blocks(self.paths, self.irreps_in1, self.irreps_in2, self.irreps_out)
+        key = {
+            "irreps": f"{_single(self.irreps_in1)} x {_single(self.irreps_in2)} -> {_single(self.irreps_out)}",
+            "rank": "exact" if requested is None else str(requested),
+            "weight_sharing": str(weight_sharing),
+            "fit_tolerance": repr(float(fit_tolerance)),
+            "seed": str(int(seed)),
+            "normalization": NORMALIZATION,
+            "dtype": "float64",
+            "equimol": __version__,
+        }
+        factors: CPFactors = cached_fit(
+            key,
+            M,
+            parities,
+            lambda: fit_factors(M, parities, requested, tolerance=float(fit_tolerance), seed=int(seed), blocks=blocks),
+            cache_dir,
+        )
+        if not factors.exact and factors.relative_error > fit_tolerance:
+            warnings.warn(
+                f"cp backend: rank {factors.rank} reaches relative reconstruction error "
+                f"{factors.relative_error:.2e}, above fit_tolerance={fit_tolerance:g}, for {key['irreps']}; "
+                "raise cp_rank for a closer (more equivariant) product",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.rank = factors.rank
+        self.relative_error = factors.relative_error
+        self.coupling_norm = M.norm().item()
+        self.fit_exact = factors.exact
+        self.weight_numel = self.channels * (1 if weight_sharing else len(self.paths))
+
+        self.register_buffer("A", factors.A)
+        self.register_buffer("B", factors.B)
+        self.register_buffer("C", factors.C)
+        self.register_buffer("term_path", factors.term_path)
+        # components sorted by parity (+ first): the projections then split into two dense products
+        for name, parity in zip(("1", "2", "out"), parities):
+            order = torch.argsort(-parity, stable=True)
+            self.register_buffer(f"order_{name}", order)
+            self.register_buffer(f"inverse_{name}", torch.argsort(order))
+            setattr(self, f"even_{name}", int((parity == 1).sum()))
+        self._finish_construction()
+
+    def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        count, channels = x1.shape[0], self.channels
+        x = to_channel_major(x1, self.irreps_in1).index_select(-1, self.order_1)  # [N, C, d1]
+        y = x2.index_select(-1, self.order_2)  # [N, d2]
+        A = self.A.index_select(0, self.order_1)
+        B = self.B.index_select(0, self.order_2)
+        C = self.C.index_select(1, self.order_out)
+        e1, e2, e3 = self.even_1, self.even_2, self.even_out
+        u_even, u_odd = x[..., :e1] @ A[:e1], x[..., e1:] @ A[e1:]  # [N, C, R]
+        v_even, v_odd = (y[:, None, :e2] @ B[:e2]), (y[:, None, e2:] @ B[e2:])  # [N, 1, R]
+        h_even = u_even * v_even + u_odd * v_odd  # feeds even outputs: (+)(+) and (-)(-)
+        h_odd = u_even * v_odd + u_odd * v_even  # feeds odd outputs: (+)(-) and (-)(+)
+        if not self.weight_sharing:
+            # [N, n_paths, C] -> weight of each term's path, [N, C, R]
+            term_weight = weight.view(count, -1, channels).index_select(1, self.term_path).transpose(1, 2)
+            h_even, h_odd = h_even * term_weight, h_odd * term_weight
+        z = torch.cat([h_even @ C[:, :e3], h_odd @ C[:, e3:]], dim=-1).index_select(-1, self.inverse_out)
+        if self.weight_sharing:
+            z = z * weight.view(count, channels, 1)
+        return from_channel_major(z, self.irreps_out)
+
+    def extra_repr(self) -> str:
+        mode = "shared" if self.weight_sharing else "per-path"
+        return f"{super().extra_repr()}, rank={self.rank}, weights={mode}, relative_error={self.relative_error:.2e}"
+
+
+def _single(irreps) -> str:
+    return " + ".join(str(ir) for _, ir in irreps)

@@ -1,0 +1,499 @@
+r"""Fitting and caching the CP factors of the stacked Clebsch-Gordan coupling tensor.
+
+**The coupling tensor.** ``M[i, j, k]`` maps one channel of ``irreps_in1`` (``i`` over the
+``d1 = sum (2 l1 + 1)`` channel-major components, :func:`equimol.tp.irreps.to_channel_major`) and
+``irreps_in2`` (``j``, ``d2`` components) to one channel of ``irreps_out`` (``k``, ``d3``):
+
+.. math:: z_k = \sum_{ij} M_{ijk}\, x_i\, y_j ,
+
+summed over every parity-allowed path with unit weight and exactly the ``cg`` backend's
+normalization (``sqrt(2 l3 + 1) / sqrt(fan_in)`` times e3nn's 3j symbols). It is obtained by
+evaluating the ``cg`` backend (one channel, float64, all weights one) on basis vectors.
+
+**Parity-coupled CP.** With component parities ``p1, p2, p3`` (``+1`` for ``e``, ``-1`` for ``o``)
+``M`` vanishes unless ``p1_i p2_j p3_k = 1``. The fitted tensor keeps these zeros exactly:
+
+.. math:: \tilde M_{ijk} = \Pi_{ijk} \sum_{r=1}^{R} A_{ir} B_{jr} C_{rk},
+          \qquad \Pi_{ijk} = [p1_i\, p2_j\, p3_k = 1],
+
+which is what the ``cp`` forward evaluates (it multiplies parity-split projections, so forbidden
+outputs are exact zeros, not small numbers). Alternating least squares (ALS) on this masked
+objective has closed-form updates: row ``i`` of ``A`` with parity ``a`` solves
+``A_i G_a = (M_(1) (B \odot C))_i`` with ``G_a = sum_{b c: a b c = 1} (B_b^T B_b) * (C_c^T C_c)``
+(``B_b``: rows of parity ``b``), and likewise for ``B`` and ``C``. Fitting is deterministic for a
+given seed: ``restarts`` random starts of ``warmup_iterations`` ALS sweeps, then the best is refined
+until the relative error ``||M - \tilde M||_F / ||M||_F`` reaches ``tolerance``, stops improving,
+or ``max_iterations`` is spent.
+
+**Exact rank.** Slicing a block of ``M`` along one mode and taking the SVD of every slice writes it
+exactly as a sum of rank-one terms; the exact rank is the smallest total over the three modes
+(summed over the parity sectors, or over the paths with per-path weights). Singular values below
+``1e-13 * max`` are dropped, so the exact factors reproduce ``M`` to about 1e-13 relative.
+
+**Per-path weights.** Each rank-one term then lies inside one path's block
+``M[l1 block, l2 block, l3 block]`` and carries that path's weight; blocks are fitted one by one
+with the rank split in proportion to their exact ranks.
+
+**Cache.** Factors are stored under ``cache_dir/cp_factors/<sha256 of the key>.pt``; the key holds
+the irreps, rank, weight mode, tolerance, seed, normalization, dtype and the equimol version.
+Writes are atomic (temporary file, then rename). A file is trusted only if it loads, its key
+matches, its shapes, dtype and checksum are right and the factors reproduce ``M`` to the stored
+error; otherwise it is refitted and overwritten (with a warning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from e3nn import o3
+
+NORMALIZATION = "irrep=component,path=element"
+_FORMAT = 1
+_DROP = 1e-13  # relative singular-value cutoff of the exact construction
+
+
+@dataclass
+class CPFactors:
+    """Fitted factors: ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]`` (float64) and the fit report.
+
+    ``term_path[r]`` is the path whose weight scales term ``r`` (all zero with weight sharing).
+    ``relative_error`` is ``||M - \\tilde M||_F / ||M||_F`` of the parity-masked reconstruction.
+    """
+
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    term_path: torch.Tensor
+    relative_error: float
+    exact: bool
+    iterations: int
+    fit_seconds: float
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[1]
+
+
+# --------------------------------------------------------------------------------------------
+# The coupling tensor
+# --------------------------------------------------------------------------------------------
+
+
+def single_channel(irreps: o3.Irreps) -> o3.Irreps:
+    """``irreps`` with every multiplicity set to one (the per-channel layout)."""
+    return o3.Irreps([(1, ir) for _, ir in irreps])
+
+
+def coupling_tensor(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> torch.Tensor:
+    """The stacked CG tensor ``M [d1, d2, d3]`` (float64) of the ``cg`` backend with unit weights.
+
+    Multiplicities are ignored (one channel). ``M`` is read off the ``cg`` backend applied to all
+    pairs of basis vectors, so its normalization is the ``cg`` backend's by construction.
+    """
+    from equimol.tp.interface import TensorProduct
+
+    tp = TensorProduct(
+        single_channel(irreps_in1),
+        single_channel(irreps_in2),
+        single_channel(irreps_out),
+        backend="cg",
+        internal_weights=False,
+        dtype=torch.float64,
+    )
+    d1, d2, d3 = tp.irreps_in1.dim, tp.irreps_in2.dim, tp.irreps_out.dim
+    x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)
+    x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)
+    weight = torch.ones(d1 * d2, tp.weight_numel, dtype=torch.float64)
+    with torch.no_grad():
+        return tp(x1, x2, weight).reshape(d1, d2, d3)
+
+
+def component_parities(irreps: o3.Irreps) -> torch.Tensor:
+    """``[sum (2l+1)]`` int64 parity (+1 / -1) of each per-channel component of ``irreps``."""
+    return torch.tensor([ir.p for _, ir in irreps for _ in range(ir.dim)], dtype=torch.int64)
+
+
+def parity_mask(p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor) -> torch.Tensor:
+    """``Pi [d1, d2, d3]`` float64: one where ``p1_i p2_j p3_k = 1`` (parity allows the entry)."""
+    return (p1[:, None, None] * p2[None, :, None] * p3[None, None, :] == 1).to(torch.float64)
+
+
+def reconstruct(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``Pi * sum_r A[:, r] x B[:, r] x C[r, :]``, ``[d1, d2, d3]``."""
+    return torch.einsum("ir,jr,rk->ijk", A, B, C) * mask
+
+
+def relative_error(M: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> float:
+    """``||M - Pi [[A, B, C]]||_F / ||M||_F``."""
+    return ((reconstruct(A, B, C, mask) - M).norm() / M.norm()).item()
+
+
+def max_degree(*irreps: o3.Irreps) -> int:
+    """Largest ``l`` over the given irreps (the ``L`` of the ``7 L^2`` default rank)."""
+    return max(ir.l for group in irreps for _, ir in group)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact construction and blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _sector_blocks(p1, p2, p3) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Index sets ``(I_a, J_b, K_ab)`` of the parity sectors that are not empty."""
+    blocks = []
+    for a in (1, -1):
+        for b in (1, -1):
+            rows = [torch.nonzero(p == s).flatten() for p, s in ((p1, a), (p2, b), (p3, a * b))]
+            if all(r.numel() for r in rows):
+                blocks.append(tuple(rows))
+    return blocks
+
+
+def _exact_terms(block: torch.Tensor, scale: float) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Rank-one terms ``(a, b, c)`` with ``sum a x b x c = block``, from SVDs of its slices.
+
+    The slicing mode with the fewest terms is used; singular values below ``_DROP * scale`` are dropped.
+    """
+    best = None
+    for mode in range(3):
+        moved = block.movedim(mode, 0)
+        terms = []
+        for index in range(moved.shape[0]):
+            U, S, Vh = torch.linalg.svd(moved[index], full_matrices=False)
+            for s in range(S.numel()):
+                if S[s] <= _DROP * scale:
+                    break
+                unit = torch.zeros(moved.shape[0], dtype=torch.float64)
+                unit[index] = 1.0
+                vectors = [unit, U[:, s] * S[s], Vh[s]]
+                # restore the order (i, j, k): slice axis `mode` holds the unit vector
+                ordered = vectors[1:]
+                ordered.insert(mode, unit)
+                terms.append(tuple(ordered))
+        if best is None or len(terms) < len(best):
+            best = terms
+    return best
+
+
+def _assemble(shape, blocks, terms_per_block, path_per_block):
+    """Stack block-local terms into zero-padded ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]`` and ``term_path``."""
+    d1, d2, d3 = shape
+    rank = sum(len(terms) for terms in terms_per_block)
+    A = torch.zeros(d1, rank, dtype=torch.float64)
+    B = torch.zeros(d2, rank, dtype=torch.float64)
+    C = torch.zeros(rank, d3, dtype=torch.float64)
+    term_path = torch.zeros(rank, dtype=torch.int64)
+    r = 0
+    for (rows1, rows2, rows3), terms, path in zip(blocks, terms_per_block, path_per_block):
+        for a, b, c in terms:
+            A[rows1, r], B[rows2, r], C[r, rows3], term_path[r] = a, b, c, path
+            r += 1
+    return A, B, C, term_path
+
+
+def _sub(M: torch.Tensor, rows1, rows2, rows3) -> torch.Tensor:
+    return M[rows1][:, rows2][:, :, rows3]
+
+
+# --------------------------------------------------------------------------------------------
+# Alternating least squares
+# --------------------------------------------------------------------------------------------
+
+
+def _als_update(M_unfolded_product, parities, gram_left, gram_right, parity_left, parity_right):
+    """Solve the normal equations of one factor, row parity by row parity."""
+    rank = M_unfolded_product.shape[1]
+    eye = torch.eye(rank, dtype=torch.float64)
+    grams_left = {s: gram_left[parity_left == s].T @ gram_left[parity_left == s] for s in (1, -1)}
+    grams_right = {s: gram_right[parity_right == s].T @ gram_right[parity_right == s] for s in (1, -1)}
+    new = torch.zeros_like(M_unfolded_product)
+    for t in (1, -1):
+        rows = parities == t
+        if not rows.any():
+            continue
+        # allowed when t * b * c = 1, i.e. c = t * b
+        gram = grams_left[1] * grams_right[t] + grams_left[-1] * grams_right[-t]
+        # tiny ridge keeps the solve defined when a factor column collapses; 1e-14 relative
+        # perturbs the fit far below any tolerance used (>= 1e-9)
+        ridge = 1e-14 * gram.diagonal().mean().clamp_min(1e-300)
+        new[rows] = torch.linalg.solve(gram + ridge * eye, M_unfolded_product[rows].T).T
+    return new
+
+
+def _als_sweeps(M, mask, p1, p2, p3, A, B, C, sweeps, tolerance, check_every=10):
+    """Run ALS sweeps (``C`` is ``[d3, R]`` here); stop at ``tolerance`` or on stagnation."""
+    error = relative_error(M, A, B, C.T, mask)
+    done = 0
+    last_check = error
+    while done < sweeps and error > tolerance:
+        for _ in range(min(check_every, sweeps - done)):
+            A = _als_update(torch.einsum("ijk,jr,kr->ir", M, B, C), p1, B, C, p2, p3)
+            B = _als_update(torch.einsum("ijk,ir,kr->jr", M, A, C), p2, A, C, p1, p3)
+            C = _als_update(torch.einsum("ijk,ir,jr->kr", M, A, B), p3, A, B, p1, p2)
+            # balance the column norms of the three factors (the product is unchanged); keeps
+            # the factors of comparable size and the float32 forward free of cancellation
+            norms = torch.stack([A.norm(dim=0), B.norm(dim=0), C.norm(dim=0)]).clamp_min(1e-150)
+            geometric = norms.prod(dim=0) ** (1 / 3)
+            A, B, C = A * geometric / norms[0], B * geometric / norms[1], C * geometric / norms[2]
+            done += 1
+        error = relative_error(M, A, B, C.T, mask)
+        if done % 200 == 0:  # stagnation: under 1% gain over the last 200 sweeps
+            if error > 0.99 * last_check:
+                break
+            last_check = error
+    return A, B, C, error, done
+
+
+def fit_als(
+    M: torch.Tensor,
+    rank: int,
+    parities: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    tolerance: float,
+    seed: int,
+    restarts: int = 4,
+    warmup_iterations: int = 40,
+    max_iterations: int = 3000,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
+    """Parity-coupled ALS fit of ``M [d1, d2, d3]`` at ``rank``; returns ``A, B, C [R, d3], error, sweeps``."""
+    p1, p2, p3 = parities
+    mask = parity_mask(p1, p2, p3)
+    generator = torch.Generator().manual_seed(seed)
+    d1, d2, d3 = M.shape
+    # unit-norm rank-one terms whose sum has roughly the norm of M
+    scale = (M.norm().item() / math.sqrt(rank)) ** (1 / 3)
+    best = None
+    sweeps = 0
+    for _ in range(max(1, restarts)):
+        start = [scale * torch.randn(d, rank, generator=generator, dtype=torch.float64) / math.sqrt(d) for d in M.shape]
+        result = _als_sweeps(M, mask, p1, p2, p3, *start, warmup_iterations, tolerance)
+        sweeps += result[4]
+        if best is None or result[3] < best[3]:
+            best = result
+        if best[3] <= tolerance:
+            break
+    A, B, C, error, refine = _als_sweeps(M, mask, p1, p2, p3, *best[:3], max_iterations, tolerance)
+    return A, B, C.T.contiguous(), error, sweeps + refine
+
+
+# --------------------------------------------------------------------------------------------
+# Rank and the complete fit
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_rank(cp_rank: int | str, lmax: int) -> int | None:
+    """``cp_rank`` as an int; ``"7L2"`` is ``max(1, 7 L^2)``; ``"exact"`` gives None (exact rank)."""
+    if isinstance(cp_rank, bool) or not isinstance(cp_rank, int | str):
+        raise ValueError(f"cp_rank={cp_rank!r} must be a positive int, '7L2' or 'exact'")
+    if isinstance(cp_rank, int):
+        if cp_rank < 1:
+            raise ValueError(f"cp_rank={cp_rank} must be a positive int, '7L2' or 'exact'")
+        return cp_rank
+    if cp_rank.upper() == "7L2":
+        return max(1, 7 * lmax**2)
+    if cp_rank.lower() == "exact":
+        return None
+    raise ValueError(f"cp_rank={cp_rank!r} must be a positive int, '7L2' (7 L^2, the TDN default) or 'exact'")
+
+
+def path_blocks(paths, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps):
+    """Index sets ``(rows1, rows2, rows3)`` of each path's block of ``M``, in ``paths`` order."""
+    from equimol.tp.irreps import degree_offsets
+
+    offsets = [degree_offsets(irreps) for irreps in (irreps_in1, irreps_in2, irreps_out)]
+    return [tuple(torch.arange(*offsets[n][index]) for n, index in enumerate((p.i1, p.i2, p.i_out))) for p in paths]
+
+
+def _allocate(rank: int, exact_ranks: list[int]) -> list[int]:
+    """Split ``rank`` over blocks in proportion to their exact ranks (each >= 1, <= its exact rank)."""
+    total = sum(exact_ranks)
+    shares = [rank * r / total for r in exact_ranks]
+    alloc = [min(r, max(1, math.floor(s))) for r, s in zip(exact_ranks, shares)]
+    # hand out what is left by largest remainder among blocks still below their exact rank
+    order = sorted(range(len(shares)), key=lambda b: shares[b] - math.floor(shares[b]), reverse=True)
+    while sum(alloc) < rank:
+        grown = False
+        for b in order:
+            if sum(alloc) < rank and alloc[b] < exact_ranks[b]:
+                alloc[b] += 1
+                grown = True
+        if not grown:
+            break
+    return alloc
+
+
+def fit_factors(
+    M: torch.Tensor,
+    parities: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    rank: int | None,
+    *,
+    tolerance: float,
+    seed: int,
+    blocks: list | None = None,
+) -> CPFactors:
+    """Fit parity-exact CP factors of ``M [d1, d2, d3]``.
+
+    Args:
+        M: the coupling tensor (:func:`coupling_tensor`), float64.
+        parities: component parities ``(p1 [d1], p2 [d2], p3 [d3])``.
+        rank: the rank ``R``, or None for the exact rank. A rank at or above the exact rank gives
+            the exact factors (at the exact rank, which is then the module's rank).
+        tolerance: target of the relative reconstruction error ``||M - \tilde M||_F / ||M||_F``.
+        seed: seed of the ALS starts.
+        blocks: per-path weights: the paths' index sets (:func:`path_blocks`); None shares one
+            weight over all terms and fits the whole tensor at once.
+
+    Returns:
+        :class:`CPFactors`; ``relative_error`` is measured on the assembled factors.
+    """
+    start = time.perf_counter()
+    scale = M.abs().max().item()
+    if scale == 0.0:
+        raise ValueError("the coupling tensor is zero: no parity-allowed path connects these irreps")
+    shared = blocks is None
+    if shared:
+        blocks = _sector_blocks(*parities)
+    exact_terms = [_exact_terms(_sub(M, *rows), scale) for rows in blocks]
+    exact_ranks = [len(terms) for terms in exact_terms]
+    block_paths = [0] * len(blocks) if shared else list(range(len(blocks)))
+    iterations = 0
+    exact = rank is None or rank >= sum(exact_ranks)
+    if exact:
+        A, B, C, term_path = _assemble(M.shape, blocks, exact_terms, block_paths)
+    elif shared:
+        A, B, C, _, iterations = fit_als(M, rank, parities, tolerance=tolerance, seed=seed)
+        term_path = torch.zeros(rank, dtype=torch.int64)
+    else:
+        if rank < len(blocks):
+            raise ValueError(
+                f"cp_rank={rank} is below the number of paths ({len(blocks)}); per-path weights "
+                "(weight_sharing=False) need at least one term per path"
+            )
+        terms_per_block = []
+        for index, (rows, alloc, terms) in enumerate(zip(blocks, _allocate(rank, exact_ranks), exact_terms)):
+            if alloc >= len(terms):
+                terms_per_block.append(terms)
+                continue
+            block = _sub(M, *rows)
+            uniform = tuple(torch.ones(n, dtype=torch.int64) for n in block.shape)
+            a, b, c, _, sweeps = fit_als(block, alloc, uniform, tolerance=tolerance, seed=seed + index)
+            iterations += sweeps
+            terms_per_block.append([(a[:, r], b[:, r], c[r]) for r in range(alloc)])
+        A, B, C, term_path = _assemble(M.shape, blocks, terms_per_block, block_paths)
+    error = relative_error(M, A, B, C, parity_mask(*parities))
+    return CPFactors(A, B, C, term_path, error, exact, iterations, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$EQUIMOL_CACHE_DIR``, else ``$XDG_CACHE_HOME/equimol``, else ``~/.cache/equimol``."""
+    if os.environ.get("EQUIMOL_CACHE_DIR"):
+        return Path(os.environ["EQUIMOL_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "equimol"
+    return Path.home() / ".cache" / "equimol"
+
+
+def cache_path(key: dict, cache_dir: str | os.PathLike | None) -> Path:
+    """``<cache_dir>/cp_factors/<sha256(key)>.pt``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:32]
+    return root / "cp_factors" / f"{digest}.pt"
+
+
+def _checksum(key: dict, tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.sha256(repr(sorted(key.items())).encode())
+    for tensor in tensors:
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_factors(path: Path, key: dict, factors: CPFactors) -> None:
+    """Write ``factors`` under ``path`` atomically (temporary file in the same folder, then rename)."""
+    tensors = [factors.A, factors.B, factors.C, factors.term_path]
+    payload = {
+        "format": _FORMAT,
+        "key": dict(key),
+        "A": factors.A,
+        "B": factors.B,
+        "C": factors.C,
+        "term_path": factors.term_path,
+        "relative_error": factors.relative_error,
+        "exact": factors.exact,
+        "iterations": factors.iterations,
+        "fit_seconds": factors.fit_seconds,
+        "checksum": _checksum(key, tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(buffer.getvalue())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_factors(path: Path, key: dict, M: torch.Tensor, parities) -> CPFactors:
+    """Read and validate cached factors; ValueError saying what is wrong with the file otherwise."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file is corrupt, whatever torch raises
+        raise ValueError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not an equimol CP-factor file of format {_FORMAT}")
+    if payload.get("key") != key:
+        raise ValueError(f"{path} is stale: its key {payload.get('key')} differs from {key}")
+    A, B, C, term_path = (payload.get(name) for name in ("A", "B", "C", "term_path"))
+    d1, d2, d3 = M.shape
+    if not all(isinstance(t, torch.Tensor) for t in (A, B, C, term_path)):
+        raise ValueError(f"{path} lacks one of the tensors A, B, C, term_path")
+    rank = A.shape[-1]
+    shapes_ok = A.shape == (d1, rank) and B.shape == (d2, rank) and C.shape == (rank, d3) and term_path.shape == (rank,)
+    if not shapes_ok or A.dtype != torch.float64 or term_path.dtype != torch.int64:
+        raise ValueError(f"{path} holds factors of the wrong shape or dtype for M of shape {tuple(M.shape)}")
+    if payload.get("checksum") != _checksum(key, [A, B, C, term_path]):
+        raise ValueError(f"{path} fails its checksum")
+    stored = float(payload.get("relative_error", math.inf))
+    measured = relative_error(M, A, B, C, parity_mask(*parities))
+    # the stored error was measured on the same float64 tensors: agreement to rounding is required
+    if not math.isfinite(measured) or abs(measured - stored) > 1e-9 + 1e-6 * stored:
+        raise ValueError(f"{path}: the factors reproduce M to {measured:.3e}, not the stored {stored:.3e}")
+    return CPFactors(
+        A, B, C, term_path, measured, bool(payload["exact"]), int(payload["iterations"]), float(payload["fit_seconds"])
+    )
+
+
+def cached_fit(key: dict, M: torch.Tensor, parities, fit, cache_dir: str | os.PathLike | None) -> CPFactors:
+    """Load the factors for ``key`` from the cache, or call ``fit()`` and store the result.
+
+    A corrupt or stale file is never trusted: it is reported with a warning, refitted and replaced.
+    """
+    path = cache_path(key, cache_dir)
+    if path.exists():
+        try:
+            return load_factors(path, key, M, parities)
+        except ValueError as error:
+            warnings.warn(f"refitting CP factors: {error}", RuntimeWarning, stacklevel=3)
+    factors = fit()
+    try:
+        save_factors(path, key, factors)
+    except OSError as error:  # a read-only cache must not stop the model from being built
+        warnings.warn(f"could not write the CP-factor cache {path}: {error}", RuntimeWarning, stacklevel=3)
+    return factors
