@@ -8,9 +8,9 @@ labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legac
 ``y_init``, ``y_relaxed`` and ``pos_relaxed``. Only ``lmdb``, ``torch`` and ``torch_geometric`` are
 needed to read them (not fairchem).
 
-**Bounded memory.** Environments open lazily in each process (DataLoader workers fork after the
-dataset is built; an LMDB environment must not cross a fork), read-only, without locks or
-read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory; the
+**Bounded memory.** Environments open lazily, once per file and process (DataLoader workers fork
+after the dataset is built; an LMDB environment must not cross a fork), read-only, without locks
+or read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory; the
 file's pages are mapped, not copied, and the kernel may drop them at any time.
 """
 
@@ -60,6 +60,39 @@ def _open(path: Path) -> lmdb.Environment:
         env.close()
         raise DataFormatError(f"{path}: corrupt LMDB, file has {size} bytes but its pages need {needed}")
     return env
+
+
+# LMDB forbids opening one file twice in a process, so every reader of a file in this process shares
+# one read-only environment. A forked DataLoader worker inherits the parent's environments (and
+# py-lmdb's record that they are open): it closes them and opens its own.
+_ENVIRONMENTS: dict[tuple[str, int, int], lmdb.Environment] = {}
+_ENVIRONMENTS_PID = os.getpid()
+
+
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_dev, stat.st_ino
+
+
+def shared_environment(path: Path) -> lmdb.Environment:
+    """This process's read-only environment of the LMDB file ``path``, opened on first use."""
+    global _ENVIRONMENTS_PID
+    if _ENVIRONMENTS_PID != os.getpid():
+        for inherited in _ENVIRONMENTS.values():
+            inherited.close()
+        _ENVIRONMENTS.clear()
+        _ENVIRONMENTS_PID = os.getpid()
+    identity = _file_identity(path)
+    if identity not in _ENVIRONMENTS:
+        _ENVIRONMENTS[identity] = _open(path)
+    return _ENVIRONMENTS[identity]
+
+
+def close_environment(path: Path) -> None:
+    """Close this process's environment of ``path`` (readers reopen it on their next access)."""
+    env = _ENVIRONMENTS.pop(_file_identity(path), None) if path.exists() else None
+    if env is not None:
+        env.close()
 
 
 def _frame_count(env: lmdb.Environment, path: Path) -> int:
@@ -152,32 +185,11 @@ class LmdbFrames:
         self.path = Path(path)
         self.keys = keys
         self.files = lmdb_files(self.path)
-        counts = []
-        for file in self.files:
-            env = _open(file)
-            try:
-                counts.append(_frame_count(env, file))
-            finally:
-                env.close()
+        counts = [_frame_count(shared_environment(file), file) for file in self.files]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
-        self._envs: list[lmdb.Environment | None] = [None] * len(self.files)
-        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return self._offsets[-1]
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_envs"] = [None] * len(self.files)  # environments never cross a process boundary
-        return state
-
-    def _env(self, file_index: int) -> lmdb.Environment:
-        if self._pid != os.getpid():  # forked into a worker: the parent's handles are not ours
-            self._envs = [None] * len(self.files)
-            self._pid = os.getpid()
-        if self._envs[file_index] is None:
-            self._envs[file_index] = _open(self.files[file_index])
-        return self._envs[file_index]
 
     def raw(self, index: int) -> object:
         """The unpickled stored value of frame ``index`` (no normalization)."""
@@ -186,7 +198,7 @@ class LmdbFrames:
         file_index = bisect.bisect_right(self._offsets, index) - 1
         local = index - self._offsets[file_index]
         file = self.files[file_index]
-        with self._env(file_index).begin() as txn:
+        with shared_environment(file).begin() as txn:
             raw = txn.get(str(local).encode("ascii"))
         if raw is None:
             raise DataFormatError(f"{file}: key {local!r} missing (frame {index}; the file claims {len(self)} frames)")
@@ -202,10 +214,9 @@ class LmdbFrames:
         return normalize_record(self.raw(index), self.keys, str(self.files[file_index]), index)
 
     def close(self) -> None:
-        for env in self._envs:
-            if env is not None:
-                env.close()
-        self._envs = [None] * len(self.files)
+        """Close the environments of this reader's files (shared by every reader of them in this process)."""
+        for file in self.files:
+            close_environment(file)
 
 
 def write_lmdb(

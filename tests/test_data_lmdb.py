@@ -17,7 +17,7 @@ import ase.io
 import lmdb
 import numpy as np
 import pytest
-from equimol.datasets.lmdb_dataset import LmdbFrames
+from equimol.datasets.lmdb_dataset import LmdbFrames, close_environment
 from equimol.datasets.readers import DataFormatError
 
 from equimol.cli import main
@@ -60,6 +60,7 @@ def test_oc20_lmdb_round_trips_exactly(oc20_lmdb: Path, shared_data: Path) -> No
 
 
 def test_stored_layout_is_fairchems(oc20_lmdb: Path) -> None:
+    close_environment(oc20_lmdb)  # LMDB forbids a second open of the file in this process
     env = lmdb.open(str(oc20_lmdb), subdir=False, readonly=True, lock=False)
     with env.begin() as txn:
         assert pickle.loads(txn.get(b"length")) == OC20_FRAMES
