@@ -26,7 +26,7 @@ from torch_geometric.data import Data
 from .graph import structure_to_graph
 from .lmdb_dataset import LmdbFrames, lmdb_files
 from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-from .readers import DEFAULT_KEYS, LabelKeys, read_ase_records
+from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, read_ase_records
 from .references import ElementReferences, SystemReferences
 
 
@@ -106,14 +106,15 @@ def reference_energy(record: Data, settings: LabelSettings, where: str) -> float
 
 def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> Data:
     """Radius graph of one frame record with the labels of :mod:`equimol.datasets.graph`."""
-    graph = structure_to_graph(
-        record.pos.numpy(),
-        record.atomic_numbers.numpy(),
-        record.cell.reshape(3, 3).numpy(),
-        record.pbc.reshape(3).numpy(),
-        settings.radial_cutoff,
-        settings.dtype,
-    )
+    cell, pbc = record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy()
+    try:
+        graph = structure_to_graph(
+            record.pos.numpy(), record.atomic_numbers.numpy(), cell, pbc, settings.radial_cutoff, settings.dtype
+        )
+    except RuntimeError as error:  # vesin: e.g. a periodic frame whose cell is singular
+        raise DataFormatError(
+            f"{where}: no neighbor list ({error}); pbc={pbc.tolist()}, cell={cell.tolist()}"
+        ) from error
     n = graph.num_nodes
     if "energy" in record:
         energy = record.energy - reference_energy(record, settings, where)

@@ -4,8 +4,10 @@ A batch's memory in message passing grows with its number of edges, so
 :class:`EdgeBudgetBatchSampler` fills each batch greedily, in (shuffled) order, while the sum of
 edge counts stays :math:`\\le` ``max_edges`` (and the structure count :math:`\\le` ``max_structures``
 when given). A structure that alone exceeds the budget is an error naming it, not a silent drop
-or an oversized batch. Orders are ``numpy.random.default_rng(seed + epoch)`` permutations, so a
-run is reproducible and each epoch differs; Lightning calls :meth:`set_epoch`.
+or an oversized batch. Orders are ``numpy.random.default_rng([seed, epoch])`` permutations, so a
+run is reproducible and each epoch differs. Each batch sampler keeps its order in ``.sampler``
+(a :class:`SeededOrder`), where Lightning looks for ``set_epoch`` at every epoch; outside
+Lightning call ``loader.batch_sampler.set_epoch(epoch)``.
 """
 
 from __future__ import annotations
@@ -22,20 +24,36 @@ def epoch_order(size: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
+class SeededOrder:
+    """Positions ``0 .. size-1`` in a seeded per-epoch order (identity order when not shuffling)."""
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0) -> None:
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class StructureBatchSampler:
     """Batches of ``batch_size`` positions ``0 .. size-1`` (the last one may be smaller unless ``drop_last``)."""
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.size, self.batch_size, self.shuffle, self.seed, self.drop_last = size, batch_size, shuffle, seed, drop_last
-        self.epoch = 0
+        self.size, self.batch_size, self.drop_last = size, batch_size, drop_last
+        self.sampler = SeededOrder(size, shuffle, seed)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = epoch_order(self.size, self.shuffle, self.seed, self.epoch).tolist()
+        order = list(self.sampler)
         for start in range(0, self.size, self.batch_size):
             batch = order[start : start + self.batch_size]
             if len(batch) == self.batch_size or not self.drop_last:
@@ -77,16 +95,16 @@ class EdgeBudgetBatchSampler:
                 f"({too_big.size} structure(s) exceed it); raise max_edges to at least {int(self.edge_counts.max())}"
             )
         self.max_edges, self.max_structures = int(max_edges), max_structures
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.sampler = SeededOrder(len(self.edge_counts), shuffle, seed)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
 
     def _batches(self) -> list[list[int]]:
         batches: list[list[int]] = []
         current: list[int] = []
         edges = 0
-        for position in epoch_order(len(self.edge_counts), self.shuffle, self.seed, self.epoch).tolist():
+        for position in self.sampler:
             count = int(self.edge_counts[position])
             full = self.max_structures is not None and len(current) >= self.max_structures
             if current and (edges + count > self.max_edges or full):

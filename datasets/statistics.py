@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .atoms_dataset import AtomsDataset, reference_energy
 from .graph import neighbor_list
+from .readers import DataFormatError
 
 _VERSION = 1
 
@@ -101,9 +102,12 @@ def compute_statistics(
     for index in tqdm(indices, disable=not progress, unit="frame", desc="statistics"):
         record = dataset.record(index)
         numbers = record.atomic_numbers.numpy()
-        sender, _, _ = neighbor_list(
-            record.pos.numpy(), record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy(), settings.radial_cutoff
-        )
+        cell, pbc = record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy()
+        try:
+            sender, _, _ = neighbor_list(record.pos.numpy(), cell, pbc, settings.radial_cutoff)
+        except RuntimeError as error:  # vesin: e.g. a periodic frame whose cell is singular
+            where = dataset.where(index)
+            raise DataFormatError(f"{where}: no neighbor list ({error}); pbc={pbc.tolist()}") from error
         numbers_list.append(numbers)
         atom_counts.append(int(numbers.shape[0]))
         edge_counts.append(int(sender.shape[0]))

@@ -15,6 +15,7 @@ import equimol.datasets.statistics as statistics_module
 import numpy as np
 import pytest
 import torch
+from ase.calculators.singlepoint import SinglePointCalculator
 from equimol.datasets import AtomsDataModule, OC20DataModule, OC22DataModule, ThreeBPADataModule
 from equimol.datasets.lmdb_dataset import write_lmdb
 from equimol.datasets.readers import DataFormatError, iter_ase_records, read_ase_records
@@ -93,6 +94,37 @@ def test_edge_bounded_batches(shared_data: Path) -> None:
     too_small = ThreeBPADataModule(data_dir=str(shared_data), max_edges=100)
     with pytest.raises(ValueError, match=r"max_edges=100 is smaller than .*train_300K\.xyz, frame \d+, which has"):
         too_small.train_dataloader()
+
+
+def test_lightning_reshuffles_every_epoch(shared_data: Path) -> None:
+    from lightning.fabric.utilities.data import _set_sampler_epoch  # the hook Lightning's fit loop calls
+
+    for max_edges in (None, 2500):
+        loader = ThreeBPADataModule(data_dir=str(shared_data), max_edges=max_edges).train_dataloader()
+        orders = []
+        for epoch in (0, 1, 0):
+            _set_sampler_epoch(loader, epoch)
+            orders.append([i for batch in loader.batch_sampler for i in batch])
+        assert orders[0] == orders[2] != orders[1]
+        assert sorted(orders[0]) == sorted(orders[1]) == list(range(475))
+
+
+def test_periodic_frame_with_singular_cell(tmp_path: Path) -> None:
+    from ase import Atoms
+
+    path = tmp_path / "flat.xyz"
+    frames = [Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]], cell=np.eye(3) * 8, pbc=True) for _ in range(2)]
+    frames[1].cell = np.zeros((3, 3))
+    for atoms in frames:
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((2, 3)))
+    ase.io.write(path, frames, format="extxyz")
+    module = AtomsDataModule(train=str(path))
+    module.setup()
+    module.datasets["train"][0]
+    with pytest.raises(DataFormatError, match=r"flat\.xyz, frame 1: no neighbor list"):
+        module.datasets["train"][1]
+    with pytest.raises(DataFormatError, match=r"flat\.xyz, frame 1: no neighbor list"):
+        module.statistics()
 
 
 def oxide_lmdb(shared_data: Path, folder: Path) -> Path:
