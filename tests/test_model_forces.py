@@ -1,0 +1,156 @@
+"""Forces and stress against central finite differences of the energy, SPE on, both modes and dtypes.
+
+Tolerances and why:
+
+* float64 forces: ``max |F_autograd - F_fd| <= 1e-6 max(max |F|, 1 eV/Å)`` on 6 random coordinates per
+  structure (the 1 eV/Å floor makes it an absolute 1e-6 eV/Å check where symmetry makes every force
+  vanish, as in the perfect fcc crystal; a non-vanishing SPE gradient at that structure is checked in
+  ``test_spe.py``).
+  Central differences with step ``h = 1e-5`` Å have truncation error ``h^2 E''' / 6`` (about 1e-11 eV/Å
+  here) and rounding error ``eps |E| / h`` (about 1e-10 eV/Å for |E| of a few eV), both far below the
+  1e-6 relative bound that the issue asks for.
+* float32 (same 1 eV/Å floor): rounding error ``eps32 |E| / h`` is about 1e-3 eV/Å at any useful
+  step, so 1e-6 relative is out of reach by finite differences. Instead the float32 model (the float64 model rounded, same seed)
+  must give forces within ``1e-4 max |F|`` of the float64 forces, which were checked against finite
+  differences; 1e-4 leaves about 10x room over float32 accumulation through two layers.
+* stress: ``max |sigma - sigma_fd| <= 1e-6 max |sigma|`` with strain step 1e-5 (same reasoning), and
+  against ASE's own numerical stress (``Atoms.get_stress`` convention: positive = tensile).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from test_model_structures import (  # noqa: F401  (single_thread: autouse fixture)
+    ALL_STRUCTURES,
+    build_structure,
+    graph_of,
+    single_thread,
+    tiny_model,
+)
+
+STEP = 1e-5
+FORCE_TOL = 1e-6
+
+
+def _energy_at(model, graph, positions: torch.Tensor) -> float:
+    moved = graph.clone()
+    moved.pos = positions
+    with torch.no_grad():
+        return float(model(moved, compute_forces=False)["energy"].sum())
+
+
+def _finite_difference_forces(model, graph, coordinates) -> torch.Tensor:
+    values = []
+    for atom, axis in coordinates:
+        plus = graph.pos.clone()
+        plus[atom, axis] += STEP
+        minus = graph.pos.clone()
+        minus[atom, axis] -= STEP
+        values.append(-(_energy_at(model, graph, plus) - _energy_at(model, graph, minus)) / (2 * STEP))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _coordinates(num_atoms: int, count: int = 6, seed: int = 0) -> list[tuple[int, int]]:
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(num_atoms * 3, size=min(count, num_atoms * 3), replace=False)
+    return [(int(i) // 3, int(i) % 3) for i in flat]
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+@pytest.mark.parametrize("name", ALL_STRUCTURES)
+def test_forces_match_finite_differences_float64(name, mode, shared_data):
+    model = tiny_model(spe={"mode": mode})
+    graph = graph_of(build_structure(name, shared_data))
+    forces = model(graph)["forces"].detach()
+    assert torch.isfinite(forces).all()
+    coordinates = _coordinates(graph.num_nodes)
+    reference = _finite_difference_forces(model, graph, coordinates)
+    computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
+    scale = max(float(forces.abs().max()), 1.0)
+    error = (computed - reference).abs().max() / scale
+    assert error <= FORCE_TOL, f"{name}/{mode}: relative FD error {error:.3e}"
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+@pytest.mark.parametrize("name", ALL_STRUCTURES)
+def test_float32_forces_match_float64(name, mode, shared_data):
+    atoms = build_structure(name, shared_data)
+    model64 = tiny_model(spe={"mode": mode})
+    model32 = tiny_model(spe={"mode": mode}, dtype="float32")
+    assert model32.dtype == torch.float32
+    assert torch.get_default_dtype() == torch.float32  # building a float64 model left the global default alone
+    out64 = model64(graph_of(atoms, torch.float64))
+    out32 = model32(graph_of(atoms, torch.float32))
+    assert out32["forces"].dtype == torch.float32 and torch.isfinite(out32["forces"]).all()
+    scale = max(float(out64["forces"].abs().max()), 1.0)  # 1 eV/Å floor: fcc forces vanish by symmetry
+    error = (out32["forces"].double() - out64["forces"]).abs().max() / scale
+    assert error <= 1e-4, f"{name}/{mode}: float32 vs float64 force error {error:.3e}"
+    energy_error = (out32["energy"].double() - out64["energy"]).abs().max() / out64["energy"].abs().max()
+    assert energy_error <= 1e-5
+
+
+def _strained_energy(model, atoms, strain: np.ndarray) -> float:
+    strained = atoms.copy()
+    strained.set_cell(atoms.cell[:] @ (np.eye(3) + strain), scale_atoms=True)
+    with torch.no_grad():
+        return float(model(graph_of(strained), compute_forces=False)["energy"].sum())
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+def test_stress_matches_strain_finite_differences(mode):
+    atoms = build_structure("cu_fcc")
+    atoms.rattle(0.05, seed=3)  # break the symmetry so every stress component is non-trivial
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.array([[0.01, 0.02, 0], [0.02, -0.01, 0.01], [0, 0.01, 0.0]])))
+    model = tiny_model(spe={"mode": mode})
+    stress = model(graph_of(atoms), compute_stress=True)["stress"][0].detach().numpy()
+    volume = atoms.get_volume()
+    reference = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            strain = np.zeros((3, 3))
+            strain[i, j] = strain[j, i] = 0.5 * STEP if i != j else STEP
+            plus = _strained_energy(model, atoms, strain)
+            minus = _strained_energy(model, atoms, -strain)
+            reference[i, j] = (plus - minus) / (2 * STEP * volume)
+    scale = np.abs(stress).max()
+    assert scale > 1e-4
+    assert np.abs(stress - stress.T).max() < 1e-12
+    assert np.abs(stress - reference).max() <= 1e-6 * scale
+
+
+class _ModelCalculator(Calculator):
+    """Minimal ASE calculator around the model, to compare with ASE's own numerical stress."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        out = self.model(graph_of(self.atoms), compute_stress=True)
+        stress = out["stress"][0].detach().numpy()
+        self.results = {
+            "energy": float(out["energy"][0]),
+            "free_energy": float(out["energy"][0]),
+            "forces": out["forces"].detach().numpy(),
+            "stress": stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]],  # Voigt xx yy zz yz xz xy
+        }
+
+
+def test_stress_sign_matches_ase_numerical_stress():
+    atoms = build_structure("cu_fcc")
+    atoms.rattle(0.05, seed=5)
+    atoms.calc = _ModelCalculator(tiny_model())
+    analytic = atoms.get_stress(voigt=True)
+    numerical = atoms.calc.calculate_numerical_stress(atoms, d=1e-5, voigt=True)
+    assert np.abs(analytic - numerical).max() <= 1e-6 * np.abs(analytic).max()
+
+
+def test_stress_is_zero_without_periodicity():
+    out = tiny_model()(graph_of(build_structure("ch4")), compute_stress=True)
+    assert torch.equal(out["stress"], torch.zeros(1, 3, 3, dtype=torch.float64))
