@@ -10,9 +10,10 @@ Tolerances and why:
   here) and rounding error ``eps |E| / h`` (about 1e-10 eV/Å for |E| of a few eV), both far below the
   1e-6 relative bound that the issue asks for.
 * float32 (same 1 eV/Å floor): rounding error ``eps32 |E| / h`` is about 1e-3 eV/Å at any useful
-  step, so 1e-6 relative is out of reach by finite differences. Instead the float32 model (the float64 model rounded, same seed)
-  must give forces within ``1e-4 max |F|`` of the float64 forces, which were checked against finite
-  differences; 1e-4 leaves about 10x room over float32 accumulation through two layers.
+  step, so 1e-6 relative is out of reach by finite differences. Instead the float32 model (the
+  float64 model rounded, same seed) must give forces within 1e-4 (relative, floored) of the float64
+  forces, which were checked against finite differences; 1e-4 leaves about 10x room over float32
+  accumulation through two layers.
 * stress: ``max |sigma - sigma_fd| <= 1e-6 max |sigma|`` with strain step 1e-5 (same reasoning), and
   against ASE's own numerical stress (``Atoms.get_stress`` convention: positive = tensile).
 """
