@@ -189,27 +189,32 @@ class GauntTensorProduct(TensorProductBackend):
     def _register_index(self, name: str, index: torch.Tensor) -> None:
         self.register_buffer(name, index, persistent=False)
 
+    def _register_constant(self, name: str, constant: torch.Tensor) -> None:
+        # A private copy of the cached float64 tensor: buffers that alias each other (same degree on
+        # both inputs) would share one float64 master and the second would stay rounded after .double().
+        self.register_buffer(name, constant.detach().clone())
+
     def _build_grid(self, l1: int, l2: int, l3: int) -> None:
         self.n_theta, self.n_phi = product_grid_size(l1 + l2 + l3)
         for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
             factors = grid_factors(lmax, self.n_theta, self.n_phi)
             self._register_index(f"source{key}", layout.source_index(factors.index))
-            self.register_buffer(f"synthesis_theta{key}", factors.synthesis_theta)
-            self.register_buffer(f"synthesis_phi{key}", factors.synthesis_phi)
+            self._register_constant(f"synthesis_theta{key}", factors.synthesis_theta)
+            self._register_constant(f"synthesis_phi{key}", factors.synthesis_phi)
         factors = grid_factors(l3, self.n_theta, self.n_phi)
         self._register_index("output_index", self._output_gather(factors.index))
-        self.register_buffer("analysis_phi", factors.analysis_phi)
-        self.register_buffer("analysis_theta", factors.analysis_theta)
+        self._register_constant("analysis_phi", factors.analysis_phi)
+        self._register_constant("analysis_theta", factors.analysis_theta)
 
     def _build_fft(self, l1: int, l2: int, l3: int) -> None:
         self.s_theta, self.s_phi = product_fft_size(l1, l2, l3)
         for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
             factors = fourier_factors(lmax, self.s_theta)
             self._register_index(f"source{key}", layout.source_index(factors.index))
-            self.register_buffer(f"to_fourier{key}", factors.matrix)
+            self._register_constant(f"to_fourier{key}", factors.matrix)
         projection = fourier_projection(l3, self.s_theta)
         self._register_index("output_index", self._output_gather(projection.index))
-        self.register_buffer("from_fourier", projection.matrix)
+        self._register_constant("from_fourier", projection.matrix)
 
     def _output_gather(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
         """For each output component (irreps layout), its position in the flattened slot grid."""
@@ -264,3 +269,6 @@ class GauntTensorProduct(TensorProductBackend):
         projected = self._project(f1 * f2)  # [N, C, D_out]
         scale = (w3 * self.output_scale)[..., self.irrep_of_component_out]
         return from_channel_major(projected * scale, self.irreps_out).reshape(count, -1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, strategy={self.strategy!r}"
