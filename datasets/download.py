@@ -34,7 +34,7 @@ SOURCES: dict[str, DatasetSource] = {
     "3bpa": DatasetSource(
         name="3BPA (Kovács et al., J. Chem. Theory Comput. 17, 7696, 2021)",
         folder="3bpa",
-        urls=("https://github.com/davkovacs/BOTNet-datasets/tree/main/dataset_3BPA",),
+        urls=("https://github.com/davkovacs/BOTNet-datasets (folder dataset_3BPA)",),
         licence="MIT",
         notes="extxyz; energy key 'energy', forces key 'forces'; isolated-atom E0s in iso_atoms.xyz.",
     ),
@@ -42,7 +42,7 @@ SOURCES: dict[str, DatasetSource] = {
         name="Open Catalyst 2020 (Chanussot et al., ACS Catal. 11, 6059, 2021)",
         folder="oc20",
         urls=(
-            "https://fair-chem.github.io/catalysts/datasets/oc20.html",
+            "https://facebookresearch.github.io/fairchem/oc20",
             "https://dl.fbaipublicfiles.com/opencatalystproject/data/s2ef_train_200K.tar",
             "https://dl.fbaipublicfiles.com/opencatalystproject/data/s2ef_val_id.tar",
         ),
@@ -54,7 +54,7 @@ SOURCES: dict[str, DatasetSource] = {
         name="Open Catalyst 2022 (Tran et al., ACS Catal. 13, 3066, 2023)",
         folder="oc22",
         urls=(
-            "https://fair-chem.github.io/catalysts/datasets/oc22.html",
+            "https://facebookresearch.github.io/fairchem/oc22",
             "https://dl.fbaipublicfiles.com/opencatalystproject/data/oc22/s2ef_total_train_val_test_lmdbs.tar.gz",
         ),
         licence="CC BY 4.0",

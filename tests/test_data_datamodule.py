@@ -258,3 +258,17 @@ def test_stats_command(shared_data: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "structures                 500" in out and "species                    H, C, N, O" in out
     assert "average neighbors" in out and "force rms" in out
+
+
+def test_download_helpers_only_describe(monkeypatch, tmp_path: Path) -> None:
+    from equimol.datasets.download import data_dir, describe
+
+    text = describe("oc22")
+    assert "s2ef_total_train_val_test_lmdbs.tar.gz" in text and "CC BY 4.0" in text and "EQUIMOL_DATA_DIR" in text
+    with pytest.raises(KeyError, match="unknown dataset 'md17'"):
+        describe("md17")
+    monkeypatch.setenv("EQUIMOL_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    monkeypatch.delenv("EQUIMOL_DATA_DIR")
+    with pytest.raises(FileNotFoundError, match="EQUIMOL_DATA_DIR"):
+        data_dir()
