@@ -168,3 +168,43 @@ def test_iterating_the_lmdb_datamodule_keeps_memory_bounded(oc20_lmdb: Path) -> 
     # batch or two plus allocator slack, so the growth must stay a small fraction of it. 0.25 leaves
     # room for allocator noise (measured: 8 MiB growth against 233 MiB of graphs).
     assert growth_kib < 0.25 * measured["all_graphs_kib"]
+
+
+def test_folder_of_lmdbs_and_pyg1_pickles(shared_data: Path, tmp_path: Path) -> None:
+    import torch
+    from equimol.datasets.lmdb_dataset import write_lmdb
+    from equimol.datasets.readers import iter_ase_records
+    from torch_geometric.data import Data
+
+    folder = tmp_path / "s2ef"
+    folder.mkdir()
+    first, second = trajectories(shared_data)[8:10]
+    write_lmdb(iter_ase_records(first), folder / "data.0000.lmdb", progress=False)
+    # A PyG 1.x pickle: fields sit in the object's __dict__ (no _store); no "length" key, legacy names.
+    env = lmdb.open(str(folder / "data.0001.lmdb"), subdir=False, map_size=1 << 26)
+    atoms_list = ase.io.read(second, ":3")
+    with env.begin(write=True) as txn:
+        for index, atoms in enumerate(atoms_list):
+            old = Data.__new__(Data)
+            old.__dict__.update(
+                pos=torch.tensor(atoms.get_positions(), dtype=torch.float32),
+                cell=torch.tensor(atoms.get_cell()[:], dtype=torch.float32).unsqueeze(0),
+                atomic_numbers=torch.tensor(atoms.get_atomic_numbers(), dtype=torch.float32),
+                natoms=len(atoms),
+                tags=torch.zeros(len(atoms)),
+                fixed=torch.zeros(len(atoms)),
+                y=atoms.get_potential_energy(),
+                force=torch.tensor(atoms.get_forces(apply_constraint=False), dtype=torch.float32),
+                sid=7,
+                fid=index,
+            )
+            txn.put(str(index).encode(), pickle.dumps(old))
+    env.close()
+    frames = LmdbFrames(folder)
+    first_count = len(ase.io.read(first, ":"))
+    assert len(frames) == first_count + 3
+    record = frames[first_count + 2]
+    assert record.energy == atoms_list[2].get_potential_energy()
+    expected = atoms_list[2].get_positions().astype(np.float32).astype(np.float64)  # stored in float32
+    np.testing.assert_array_equal(record.pos.numpy(), expected)
+    assert record.atomic_numbers.dtype == torch.int64 and record.fixed.dtype == torch.bool
