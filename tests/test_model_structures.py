@@ -2,7 +2,7 @@
 
 Real frames: a 3BPA molecule (27 atoms, non-periodic) and an OC20 slab (33 atoms, periodic in three
 directions). Built ones with degenerate Laplacian spectra, where naive eigenvector gradients are NaN
-(``shared/NOTES.md`` section 2): CH4, benzene, a 2x2x2 fcc Cu supercell (8 atoms, periodic) and a planar
+(``shared/NOTES.md`` section 2): CH4, benzene, a 2x2x2 fcc Cu supercell (cubic cell, 32 atoms, periodic) and a planar
 square of four atoms. Other test modules import the builders from here.
 """
 
@@ -53,7 +53,10 @@ def build_structure(name: str, shared_data: Path | None = None) -> Atoms:
     if name == "benzene":
         return ase.build.molecule("C6H6")
     if name == "cu_fcc":
-        return ase.build.bulk("Cu", "fcc", a=3.61).repeat(2)
+        # The cubic cell repeated: 32 atoms, 7.22 Å edges, so with a 3.5 Å cutoff no atom sees two images
+        # of the same neighbor (in the 8-atom primitive 2x2x2 cell, image pairs at +-r cancel every
+        # derivative of the Laplacian and all gradients vanish identically).
+        return ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     if name == "square":
         side = 1.4
         return Atoms("C4", positions=[[0, 0, 0], [side, 0, 0], [side, side, 0], [0, side, 0]])
