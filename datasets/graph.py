@@ -32,7 +32,8 @@ requested dtype; a batch concatenates them along the first axis):
 ``tags``            ``[n]``          int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
 ``force_mask``      ``[n]``          bool, atoms whose forces enter the loss (all, or free only)
 ``natoms``          ``[1]``          int64, number of atoms
-``sid``, ``fid``    scalar / ``[1]``  system id (a list in a batch), frame index (int64)
+``sid``             scalar           system id (a list in a batch when not an int)
+``fid``             ``[1]``          int64, frame index in its trajectory or file
 ==================  ===============  =========================================================
 """
 

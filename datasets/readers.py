@@ -5,20 +5,20 @@ Every reader in :mod:`equimol.datasets` (ASE files, OC20 raw S2EF pairs, OC20/OC
 it, :mod:`equimol.datasets.lmdb_dataset` stores it, and :mod:`equimol.datasets.atoms_dataset` turns
 it into a model graph:
 
-====================  ===========  ===========================================================
-``pos``               ``[n, 3]``   float64, Å
+====================  =============  =========================================================
+``pos``               ``[n, 3]``     float64, Å
 ``cell``              ``[1, 3, 3]``  float64, rows are lattice vectors, Å
-``pbc``               ``[1, 3]``   bool (absent in fairchem LMDBs: then periodic in 3D)
-``atomic_numbers``    ``[n]``      int64
-``natoms``            int          number of atoms
-``tags``              ``[n]``      int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
-``fixed``             ``[n]``      bool, True for atoms held fixed (ASE ``FixAtoms``)
-``sid`` / ``fid``     any / int    system id and frame index in its trajectory or file
-``energy``            float        eV, as stored (total unless the file says otherwise)
-``forces``            ``[n, 3]``   float64, eV/Å (optional)
-``stress``            ``[3, 3]``   float64, eV/Å³, ASE sign: positive = tensile (optional)
-``reference_energy``  float        per-system reference, eV (optional; OC20 adsorption mode)
-====================  ===========  ===========================================================
+``pbc``               ``[1, 3]``     bool (absent in fairchem LMDBs: then periodic in 3D)
+``atomic_numbers``    ``[n]``        int64
+``natoms``            int            number of atoms
+``tags``              ``[n]``        int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
+``fixed``             ``[n]``        bool, True for atoms held fixed (ASE ``FixAtoms``)
+``sid`` / ``fid``     any / int      system id and frame index in its trajectory or file
+``energy``            float          eV, as stored (total unless the file says otherwise)
+``forces``            ``[n, 3]``     float64, eV/Å (optional)
+``stress``            ``[3, 3]``     float64, eV/Å³, ASE sign: positive = tensile (optional)
+``reference_energy``  float          per-system reference, eV (optional; OC20 adsorption mode)
+====================  =============  =========================================================
 
 ASE >= 3.23 moves an extxyz frame's ``energy``/``forces``/``stress`` into a
 ``SinglePointCalculator``; a user's own keys (``REF_energy``, ``REF_forces``) stay in

@@ -183,12 +183,17 @@ def test_oc20_raw_pairs_in_adsorption_mode(shared_data: Path, tmp_path: Path) ->
     assert graph.energy.item() == second[2].get_potential_energy() - (-790.5)
     assert torch.equal(graph.force_mask, ~graph.fixed) and 0 < int(graph.fixed.sum()) < graph.num_nodes
 
-    # The same pair converted to LMDB keeps its reference energies.
+    # The pairs converted to LMDB (a file, and the whole folder) keep their reference energies.
     output = tmp_path / "raw.lmdb"
     assert main(["data", "convert", str(raw / "0.extxyz.xz"), str(output), "--quiet"]) == 0
     lmdb_module = OC20DataModule(train=str(output), energy_target="adsorption")
     lmdb_module.setup()
     assert lmdb_module.datasets["train"][5].energy.item() == first[5].get_potential_energy() + 60.25
+    assert main(["data", "convert", str(raw), str(tmp_path / "folder.lmdb"), "--quiet"]) == 0
+    folder_module = OC20DataModule(train=str(tmp_path / "folder.lmdb"), energy_target="adsorption")
+    folder_module.setup()
+    assert len(folder_module.datasets["train"]) == len(first) + len(second)
+    assert folder_module.datasets["train"][len(first)].energy.item() == second[0].get_potential_energy() + 790.5
 
     # A mismatched system file is an error naming both files.
     with lzma.open(raw / "1.txt.xz", "wt") as handle:

@@ -41,7 +41,13 @@ def run_convert(args: argparse.Namespace) -> int:
         if not Path(path).exists():
             print(f"equimol data convert: input {path!r} does not exist", file=sys.stderr)
             return 1
-        if is_oc20_extxyz(path) and companion_txt(path) is not None:
+        if Path(path).is_dir():  # a folder of OC20 raw pairs, in name order
+            pairs = sorted(p for p in Path(path).iterdir() if is_oc20_extxyz(p))
+            if not pairs:
+                print(f"equimol data convert: folder {path!r} holds no *.extxyz[.xz] files", file=sys.stderr)
+                return 1
+            streams += [iter_oc20_s2ef_records(pair, keys=keys) for pair in pairs]
+        elif is_oc20_extxyz(path) and companion_txt(path) is not None:
             streams.append(iter_oc20_s2ef_records(path, keys=keys))
         else:
             streams.append(iter_ase_records(path, keys))
@@ -95,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
         "in the OC20 layout (pickled torch-geometric Data, keys '0'..'n-1' and 'length').",
     )
-    convert.add_argument("inputs", nargs="+", help="input files")
+    convert.add_argument("inputs", nargs="+", help="input files, or folders of OC20 extxyz.xz + txt.xz pairs")
     convert.add_argument("output", help="output .lmdb file (must not exist)")
     _add_key_arguments(convert)
     convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
