@@ -208,3 +208,37 @@ def test_folder_of_lmdbs_and_pyg1_pickles(shared_data: Path, tmp_path: Path) -> 
     expected = atoms_list[2].get_positions().astype(np.float32).astype(np.float64)  # stored in float32
     np.testing.assert_array_equal(record.pos.numpy(), expected)
     assert record.atomic_numbers.dtype == torch.int64 and record.fixed.dtype == torch.bool
+
+
+def test_is2re_layout_with_relaxed_energy_target(shared_data: Path, tmp_path: Path) -> None:
+    import torch
+    from equimol.datasets import AtomsDataModule
+    from torch_geometric.data import Data
+
+    path = trajectories(shared_data)[3]
+    frames = ase.io.read(path, ":")
+    initial, relaxed = frames[0], frames[-1]
+    output = tmp_path / "is2re.lmdb"
+    env = lmdb.open(str(output), subdir=False, map_size=1 << 24)
+    with env.begin(write=True) as txn:  # IS2RE LMDBs: no "length" key, no forces
+        for index in range(2):
+            stored = Data(
+                pos=torch.tensor(initial.get_positions()),
+                cell=torch.tensor(initial.get_cell()[:]).unsqueeze(0),
+                atomic_numbers=torch.tensor(initial.get_atomic_numbers()),
+                natoms=len(initial),
+                tags=torch.zeros(len(initial), dtype=torch.long),
+                fixed=torch.zeros(len(initial)),
+                sid=index,
+                y_init=initial.get_potential_energy(),
+                y_relaxed=relaxed.get_potential_energy(),
+                pos_relaxed=torch.tensor(relaxed.get_positions()),
+            )
+            txn.put(str(index).encode(), pickle.dumps(stored))
+    env.close()
+    module = AtomsDataModule(train=str(output), energy_key="y_relaxed", forces_key=None, batch_size=2)
+    batch = next(iter(module.train_dataloader()))
+    assert batch.energy.tolist() == [relaxed.get_potential_energy()] * 2
+    assert "forces" not in batch
+    with pytest.raises(DataFormatError, match=r"is2re\.lmdb, frame 0: energy key 'energy' not found; keys present"):
+        LmdbFrames(output)[0]
