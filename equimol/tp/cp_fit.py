@@ -43,6 +43,7 @@ error; otherwise it is refitted and overwritten (with a warning).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -184,6 +185,19 @@ def _exact_terms(block: torch.Tensor, scale: float) -> list[tuple[torch.Tensor, 
     return best
 
 
+def _truncated_svd_terms(block: torch.Tensor, rank: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Best rank-``rank`` terms (Eckart-Young) of a block with a mode of size one."""
+    mode = block.shape.index(1)
+    U, S, Vh = torch.linalg.svd(block.movedim(mode, 0)[0], full_matrices=False)
+    one = torch.ones(1, dtype=torch.float64)
+    terms = []
+    for s in range(min(rank, S.numel())):
+        vectors = [U[:, s] * S[s], Vh[s]]
+        vectors.insert(mode, one)
+        terms.append(tuple(vectors))
+    return terms
+
+
 def _assemble(shape, blocks, terms_per_block, path_per_block):
     """Stack block-local terms into zero-padded ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]`` and ``term_path``."""
     d1, d2, d3 = shape
@@ -251,6 +265,21 @@ def _als_sweeps(M, mask, p1, p2, p3, A, B, C, sweeps, tolerance, check_every=10)
                 break
             last_check = error
     return A, B, C, error, done
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a block with one intra-op thread, then restore the caller's setting.
+
+    The ALS operands are tiny (at most ``49 x 252`` at L = 6): with several threads each op pays
+    the thread-pool hand-off, which on a loaded 2-core machine was measured 10-20x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit_als(
@@ -355,6 +384,11 @@ def fit_factors(
     Returns:
         :class:`CPFactors`; ``relative_error`` is measured on the assembled factors.
     """
+    with _one_thread():
+        return _fit_factors(M, parities, rank, tolerance=tolerance, seed=seed, blocks=blocks)
+
+
+def _fit_factors(M, parities, rank, *, tolerance, seed, blocks) -> CPFactors:
     start = time.perf_counter()
     scale = M.abs().max().item()
     if scale == 0.0:
@@ -384,6 +418,9 @@ def fit_factors(
                 terms_per_block.append(terms)
                 continue
             block = _sub(M, *rows)
+            if 1 in block.shape:  # a matrix (a path with l = 0): the truncated SVD is optimal
+                terms_per_block.append(_truncated_svd_terms(block, alloc))
+                continue
             uniform = tuple(torch.ones(n, dtype=torch.int64) for n in block.shape)
             a, b, c, _, sweeps = fit_als(block, alloc, uniform, tolerance=tolerance, seed=seed + index)
             iterations += sweeps
