@@ -121,6 +121,7 @@ class AtomsDataModule(L.LightningDataModule):
         if not _as_list(train):
             raise ValueError("train: at least one training data path is required")
         self.config = {key: value for key, value in locals().items() if key not in ("self", "__class__")}
+        self.save_hyperparameters(self.config)  # recorded in Lightning checkpoints
         self.data_dir = data_dir
         self.dtype = resolve_dtype(dtype)
         self.keys = LabelKeys(energy_key, forces_key, stress_key, require_forces=forces_key is not None)
@@ -219,15 +220,13 @@ class AtomsDataModule(L.LightningDataModule):
             raise ValueError(f"no {split} data: give {split}= files or a {split}_fraction")
         indices = self.indices[split]
         if self.max_edges is not None:
-            edge_counts = self.statistics(split).edge_counts
-            names = [dataset.where(int(i)) for i in indices]
             sampler = EdgeBudgetBatchSampler(
-                edge_counts,
+                self.statistics(split).edge_counts,
                 self.max_edges,
                 self.max_structures_per_batch,
                 shuffle=training,
                 seed=self.seed,
-                names=names,
+                describe=lambda position: dataset.where(int(indices[position])),
             )
         else:
             size = self.batch_size if training else self.eval_batch_size

@@ -12,7 +12,7 @@ Lightning call ``loader.batch_sampler.set_epoch(epoch)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class EdgeBudgetBatchSampler:
         max_edges: edge budget per batch.
         max_structures: optional cap on structures per batch.
         shuffle, seed: seeded order per epoch.
-        names: optional ``[size]`` descriptions used in the error for an oversized structure.
+        describe: optional ``position -> description`` for the error on an oversized structure.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class EdgeBudgetBatchSampler:
         max_structures: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
-        names: Sequence[str] | None = None,
+        describe: Callable[[int], str] | None = None,
     ) -> None:
         self.edge_counts = np.asarray(edge_counts, dtype=np.int64)
         if max_edges < 1:
@@ -89,7 +89,7 @@ class EdgeBudgetBatchSampler:
         too_big = np.flatnonzero(self.edge_counts > max_edges)
         if too_big.size:
             first = int(too_big[0])
-            name = names[first] if names is not None else f"structure {first}"
+            name = describe(first) if describe is not None else f"structure {first}"
             raise ValueError(
                 f"max_edges={max_edges} is smaller than {name}, which has {int(self.edge_counts[first])} edges "
                 f"({too_big.size} structure(s) exceed it); raise max_edges to at least {int(self.edge_counts.max())}"
