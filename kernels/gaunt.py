@@ -6,51 +6,92 @@ in its input, so with the dense matrices
 
 .. math::
 
-    S^{(1)}_{i g} = f_1\text{-sample at } g \text{ of the basis vector } e_i, \quad
-    S^{(2)}_{j g} = \text{same for } x_2, \quad
-    P_{g k} = \sqrt{4\pi / F_{i(k)}}\ \text{(projection of } e_g \text{ onto output component } k)
+    S^{(1)}_{i g} = Y_i(s_g), \quad S^{(2)}_{j g} = Y_j(s_g), \quad
+    P_{g k} = q_g\, Y_k(s_g) \sqrt{4\pi / F_{l(k)}}
 
+(orthonormal real harmonics ``Y``, quadrature points ``s_g`` and weights ``q_g``, ``F`` the output fan-in)
 the product of one channel is ``z_k = w3[deg k] sum_g P_gk (sum_i x_i w1[deg i] S1_ig)(sum_j y_j
 w2[deg j] S2_jg)``: the factored form of :mod:`equimol.kernels.factored` with rank ``R = G`` and
 weights per (channel, irrep) on both inputs and the output (``weight_numel = C (n1 + n2 + n_out)``).
 
-The matrices are read off the backend itself (its own synthesis and projection applied to basis
-vectors, in the module's dtype), so the kernel reproduces whichever strategy the module uses:
-``grid`` (Gauss-Legendre x uniform quadrature, ``G = n_theta n_phi``) or ``fft`` (the same
-functions sampled on the FFT's uniform torus grid, a larger ``G``). The ``grid`` strategy gives
-the smaller ``G`` and is the one this kernel targets. Dense synthesis costs ``O(D G)`` per channel,
-``O(L^4)``, against the separable ``O(L^3)`` of the torch path; at the degrees of MLIPs (``L <= 4``)
-the fused kernel avoids writing the ``[E, C, G]`` intermediates instead.
+The matrices are built here from the definition (orthonormal harmonics on a Gauss-Legendre x
+uniform grid that integrates ``f_1 f_2 Y_{l_3}`` exactly, ``G = (L_tot // 2 + 1)(L_tot + 1)`` points for
+``L_tot = l1_max + l2_max + l3_max``), not read off the module's internals; they reproduce either
+strategy of the torch path to round-off (both are exact quadratures of the same integral). Dense
+synthesis costs ``O(D G)`` per channel, ``O(L^4)``, against the separable ``O(L^3)`` of the torch path;
+at the degrees of MLIPs (``L <= 4``) the fused kernel avoids writing the ``[E, C, G]`` intermediates.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
+from e3nn import o3
 from equimol.kernels.autograd import fused_message_passing, per_edge_weight
 from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
+from equimol.tp.gaunt import gaunt_fan_in
+from equimol.utils.dtype import float64_construction
+
+
+def quadrature(total_degree: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``[G, 3]`` and weights ``[G]`` integrating every polynomial of degree ``<= total_degree`` exactly.
+
+    Gauss-Legendre in ``cos(theta)`` (``n`` nodes are exact to degree ``2n - 1``) times ``total_degree + 1``
+    uniform azimuths (exact for frequencies ``<= total_degree``); weights sum to ``4 pi``. float64.
+    """
+    n_theta = total_degree // 2 + 1
+    n_phi = total_degree + 1
+    cos_theta, gauss_weights = (torch.from_numpy(a) for a in np.polynomial.legendre.leggauss(n_theta))
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    sin_theta = (1 - cos_theta**2).sqrt()
+    points = torch.stack(
+        [
+            (sin_theta[:, None] * phi.cos()[None, :]),
+            (sin_theta[:, None] * phi.sin()[None, :]),
+            cos_theta[:, None].expand(-1, n_phi),
+        ],
+        dim=-1,
+    ).reshape(-1, 3)
+    weights = (gauss_weights[:, None] * (2 * math.pi / n_phi)).expand(-1, n_phi).reshape(-1)
+    return points, weights
+
+
+def _harmonics(irreps: o3.Irreps, points: torch.Tensor) -> torch.Tensor:
+    """Orthonormal real harmonics of every (one-channel) component of ``irreps`` at ``points``: ``[D, G]``."""
+    with float64_construction():
+        blocks = [o3.spherical_harmonics(ir.l, points, normalize=True, normalization="integral") for _, ir in irreps]
+    return torch.cat(blocks, dim=-1).T
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_factors_float64(irreps_in1: str, irreps_in2: str, irreps_out: str):
+    irreps = [o3.Irreps(s) for s in (irreps_in1, irreps_in2, irreps_out)]
+    degrees = [[ir.l for _, ir in group] for group in irreps]
+    points, weights = quadrature(sum(max(d) for d in degrees))
+    synthesis1, synthesis2, harmonics_out = (_harmonics(group, points) for group in irreps)
+    scale = []
+    for _, ir in irreps[2]:
+        fan_in = gaunt_fan_in(degrees[0], degrees[1], ir.l)
+        scale.extend([math.sqrt(4 * math.pi / fan_in) if fan_in > 0 else 0.0] * ir.dim)
+    projection = (weights[:, None] * harmonics_out.T) * torch.tensor(scale, dtype=torch.float64)[None, :]
+    return synthesis1, synthesis2, projection
 
 
 def grid_factors(tp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``S1 [d1, G]``, ``S2 [d2, G]`` and ``P [G, d_out]`` (output scale included) of a gaunt module.
+    """``S1 [d1, G]``, ``S2 [d2, G]`` and ``P [G, d_out]`` of a gaunt module, in its dtype and device.
 
-    Cached on the module per (dtype, device, buffer storage), so a dtype or device change rebuilds them.
+    ``S`` hold the orthonormal harmonics at the quadrature points, ``P`` the quadrature weights times the
+    output harmonics times the output normalization ``sqrt(4 pi / F_l3)``
+    (:func:`equimol.tp.gaunt.gaunt_fan_in`). Built in float64 and cached, then cast.
     """
-    probe = tp.output_scale
-    key = (probe.dtype, probe.device, probe.data_ptr(), tp.strategy)
-    cache = tp.__dict__.setdefault("_fused_grid_factors", {})
-    if key not in cache:
-        cache.clear()
-        eye = dict(dtype=probe.dtype, device=probe.device)
-        with torch.no_grad():
-            synthesis1 = tp._samples("1", torch.eye(tp.irreps_in1.dim // tp.channels, **eye))
-            synthesis2 = tp._samples("2", torch.eye(tp.irreps_in2.dim, **eye))
-            grid_points = synthesis1.shape[-1]
-            projection = tp._project(torch.eye(grid_points, **eye))
-            projection = projection * tp.output_scale[tp.irrep_of_component_out]
-        cache[key] = (synthesis1.contiguous(), synthesis2.contiguous(), projection.contiguous())
-    return cache[key]
+    factors = _grid_factors_float64(str(tp.irreps_in1), str(tp.irreps_in2), str(tp.irreps_out))
+    reference = tp.output_scale
+    return tuple(f.to(dtype=reference.dtype, device=reference.device) for f in factors)
 
 
 @register_message_kernel("gaunt", "triton")
