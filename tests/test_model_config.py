@@ -169,3 +169,18 @@ def test_many_body_gaunt_option():
     model = build_model(tiny_config(many_body="gaunt")).eval()
     out = model(graph_of(build_structure("benzene")))
     assert torch.isfinite(out["forces"]).all()
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+def test_isolated_atoms_have_zero_forces_and_no_nan(mode):
+    """No edges at all (empty Laplacian, empty message sums): energies are the per-atom baselines."""
+    from ase import Atoms
+
+    model = tiny_model(spe={"mode": mode})
+    far_apart = Atoms("HO", positions=[[0, 0, 0], [0, 0, 10.0]])
+    out = model(graph_of(far_apart), compute_stress=True)
+    assert torch.equal(out["forces"], torch.zeros(2, 3, dtype=torch.float64))
+    assert torch.equal(out["stress"], torch.zeros(1, 3, 3, dtype=torch.float64))
+    single = model(graph_of(Atoms("H", positions=[[0, 0, 0]])))
+    assert torch.isfinite(single["energy"]).all()
+    assert torch.allclose(out["node_energy"][0], single["node_energy"][0], rtol=0, atol=1e-12)
