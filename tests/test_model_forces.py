@@ -155,3 +155,18 @@ def test_stress_sign_matches_ase_numerical_stress():
 def test_stress_is_zero_without_periodicity():
     out = tiny_model()(graph_of(build_structure("ch4")), compute_stress=True)
     assert torch.equal(out["stress"], torch.zeros(1, 3, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("many_body", ["none", "gaunt"])
+def test_forces_match_finite_differences_other_many_body_options(many_body):
+    """The FD check of the CG many-body default above, repeated without a many-body block and with Gaunt's."""
+    if many_body == "gaunt":
+        pytest.importorskip("equimol.tp.gaunt_power", reason="the Gaunt self-product is not in this installation")
+    model = tiny_model(many_body=many_body, spe={"mode": "exact"})
+    graph = graph_of(build_structure("benzene"))
+    forces = model(graph)["forces"].detach()
+    coordinates = _coordinates(graph.num_nodes)
+    reference = _finite_difference_forces(model, graph, coordinates)
+    computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
+    error = (computed - reference).abs().max() / max(float(forces.abs().max()), 1.0)
+    assert error <= FORCE_TOL, f"{many_body}: relative FD error {error:.3e}"

@@ -104,8 +104,7 @@ class ManyBodyBlock(nn.Module):
                     "many_body='gaunt' needs equimol.tp.gaunt_power.GauntSelfProduct, which this installation "
                     "lacks; use many_body='cg'"
                 ) from error
-            with float64_construction():
-                self.product = GauntSelfProduct(irreps, correlation, num_elements=num_elements)
+            self.product = GauntSelfProduct(irreps, correlation, num_elements=num_elements, dtype=torch.float64)
         else:
             raise ValueError(f"many_body must be one of {MANY_BODY_KINDS}, got {kind!r}")
         self.kind = kind
