@@ -13,6 +13,11 @@ Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU. On a CPU, where tor
 allocator statistics, it is the bytes of tensors saved for backward plus the output (the
 activation memory a training step holds), measured with saved-tensor hooks.
 
+With ``kernels`` (``equimol bench tp --kernel torch,triton``) every series is timed once per
+message-passing implementation (labels ``backend[kernel]``), and the timed operation becomes the
+whole convolution ``tp.message_passing``: gather from ``E / MESSAGE_DEGREE`` nodes, product, and
+scatter-sum into random receivers (gradients of node features, edge attributes and weights).
+
 The scaling exponent in ``L`` is the least-squares slope of ``log(time)`` against ``log(L)``
 over the measured ``L`` (for each backend, ``C`` and ``E``).
 """
@@ -30,6 +35,9 @@ import torch
 from equimol.tp import TensorProduct, TensorProductBackend, get_backend
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine
+
+#: Edges per node of the random graph timed in message-passing mode (a typical MLIP neighbor count).
+MESSAGE_DEGREE = 16
 
 
 @dataclass(frozen=True)
@@ -158,20 +166,26 @@ def benchmark_point(
         )
         setup_times.append(time.perf_counter() - start)
     dims = modules[0].irreps_in1.dim, modules[0].irreps_in2.dim
-    x1 = torch.randn(edges, dims[0], generator=generator, dtype=dtype).to(device).requires_grad_(True)
+    message_mode = any("kernel" in item.options for item in series)
+    rows = max(1, edges // MESSAGE_DEGREE) if message_mode else edges
+    x1 = torch.randn(rows, dims[0], generator=generator, dtype=dtype).to(device).requires_grad_(True)
     x2 = torch.randn(edges, dims[1], generator=generator, dtype=dtype).to(device).requires_grad_(True)
     weights = [
         torch.randn(edges, m.weight_numel, generator=generator, dtype=dtype).to(device).requires_grad_(True)
         for m in modules
     ]
-    grad_out = torch.randn(edges, modules[0].irreps_out.dim, generator=generator, dtype=dtype).to(device)
+    grad_out = torch.randn(rows, modules[0].irreps_out.dim, generator=generator, dtype=dtype).to(device)
+    senders = torch.randint(0, rows, (edges,), generator=generator).to(device)
+    receivers = torch.randint(0, rows, (edges,), generator=generator).to(device)
 
     def forward_of(index: int) -> Callable[[], torch.Tensor]:
+        if message_mode:
+            return lambda: modules[index].message_passing(x1, x2, weights[index], senders, receivers, rows)
         return lambda: modules[index](x1, x2, weights[index])
 
     def forward_backward_of(index: int) -> Callable[[], object]:
         def run():
-            out = modules[index](x1, x2, weights[index])
+            out = forward_of(index)()
             return torch.autograd.grad(out, (x1, x2, weights[index]), grad_out)
 
         return run
@@ -239,13 +253,24 @@ def run_benchmark(
     warmup: int = 2,
     repeats: int = 5,
     progress: Callable[[str], None] | None = None,
+    kernels: Sequence[str] | None = None,
 ) -> dict:
-    """Run the whole grid and return a JSON-ready record (machine, settings, measurements, fits)."""
+    """Run the whole grid and return a JSON-ready record (machine, settings, measurements, fits).
+
+    ``kernels`` (e.g. ``["torch", "triton"]``) times each series per message-passing kernel, on the
+    whole convolution (see the module docstring); None times the bare product.
+    """
     if min(lmax_values) < 1:
         raise ValueError(f"--lmax values must be >= 1, got {list(lmax_values)}")
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype)
     series = parse_series(backends)
+    if kernels:
+        series = [
+            Series(f"{item.label}[{kernel}]", item.backend, {**item.options, "kernel": kernel})
+            for item in series
+            for kernel in kernels
+        ]
     measurements: list[Measurement] = []
     for lmax in lmax_values:
         for channels in channels_values:
@@ -278,6 +303,7 @@ def run_benchmark(
             "warmup": warmup,
             "repeats": repeats,
             "memory": "cuda max_memory_allocated" if torch_device.type == "cuda" else "saved-for-backward + output",
+            "operation": f"message_passing (E / {MESSAGE_DEGREE} nodes)" if kernels else "product",
         },
         "measurements": [asdict(m) for m in measurements],
         "exponents": scaling_exponents(measurements),

@@ -18,6 +18,14 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _kernel_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(values) - {"torch", "triton"})
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"expected kernels from 'torch,triton', got {text!r}")
+    return values
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench`` and its subcommands to the ``equimol`` parser."""
     bench = subparsers.add_parser("bench", help="microbenchmarks")
@@ -40,6 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     tp.add_argument("--warmup", type=int, default=2, help="untimed repeats before timing")
     tp.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
+    tp.add_argument(
+        "--kernel",
+        type=_kernel_list,
+        default=None,
+        help="message-passing kernels to time, e.g. 'triton' or 'torch,triton': times the whole convolution "
+        "(gather, product, scatter) per kernel instead of the bare product",
+    )
     tp.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     tp.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against L")
     tp.set_defaults(func=run_tp)
@@ -61,8 +76,9 @@ def run_tp(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             repeats=args.repeats,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            kernels=args.kernel,
         )
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # RuntimeError: kernel='triton' without a GPU or interpreter
         print(f"equimol bench tp: error: {error}", file=sys.stderr)
         return 2
     print(format_tp_table(record))
