@@ -1,4 +1,4 @@
-"""``equimol bench``: microbenchmarks (``bench tp`` times the tensor-product backends)."""
+"""``equimol bench``: microbenchmarks (``bench tp``: the tensor-product backends; ``bench model``: the potential)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     tp.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against L")
     tp.set_defaults(func=run_tp)
+    _register_model(bench_commands)
+
+
+def _register_model(bench_commands: argparse._SubParsersAction) -> None:
+    model = bench_commands.add_parser(
+        "model",
+        help="time the potential's energy and forces against system size",
+        description="Time model(graph, compute_forces=True) per structure for 3BPA, periodic Cu and water boxes "
+        "of growing size, for each backend and message-passing kernel, interleaved in one process.",
+    )
+    model.add_argument("--backends", default="cg,cp,gaunt/grid", help="comma-separated backends or backend/variant")
+    model.add_argument("--kernel", type=_kernel_list, default=["torch"], help="kernels, e.g. 'torch' or 'torch,triton'")
+    model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
+    model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
+    model.add_argument("--max-atoms", type=int, default=2200, help="largest box to time (atoms)")
+    model.add_argument("--channels", type=int, default=32, help="channels per irrep")
+    model.add_argument("--lmax", type=int, default=2, help="maximum degree of the node features")
+    model.add_argument("--radial-cutoff", type=float, default=5.0, help="radial cutoff in Å")
+    model.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    model.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    model.add_argument("--warmup", type=int, default=1, help="untimed repeats before timing")
+    model.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+    model.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
+    model.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against atoms")
+    model.set_defaults(func=run_model)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Run ``equimol bench model`` with parsed arguments; returns the exit code."""
+    from equimol.bench.model import format_model_table, plot_model, run_model_benchmark
+    from equimol.bench.report import write_json
+
+    try:
+        record = run_model_benchmark(
+            args.backends,
+            args.kernel,
+            [s.strip() for s in args.systems.split(",") if s.strip()],
+            max_atoms=args.max_atoms,
+            molecule_file=args.molecule_file,
+            channels=args.channels,
+            lmax=args.lmax,
+            radial_cutoff=args.radial_cutoff,
+            device=args.device,
+            dtype=args.dtype,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"equimol bench model: error: {error}", file=sys.stderr)
+        return 2
+    print(format_model_table(record))
+    if args.json_path:
+        write_json(record, args.json_path)
+        print(f"wrote {args.json_path}")
+    if args.plot_path:
+        plot_model(record, args.plot_path)
+        print(f"wrote {args.plot_path}")
+    return 0
 
 
 def run_tp(args: argparse.Namespace) -> int:
