@@ -22,8 +22,9 @@ to the species embedding.
 
 **Modes** (same values up to rounding; test tolerance 1e-10 relative in float64):
 
-* ``exact``: dense ``L`` per structure, float64 eigendecomposition, degenerate-safe backward
-  (:mod:`equimol.nn.spe_exact`). ``O(n^3)`` per structure: small molecules.
+* ``exact``: dense ``L`` per structure, float64 eigendecomposition, first and second derivatives
+  exact and finite at degenerate spectra (:mod:`equimol.nn.spe_exact`). ``O(n^3)`` per structure
+  (``O(m n^3)`` memory for second derivatives): small molecules.
 * ``chebyshev``: ``T_k(2L/s - I) H`` by the three-term recurrence with sparse products
   ``(L H)_i = sum_{e=(j->i)} u(r_e) (H_i - H_j)``: ``O(E K)``, no eigenvectors, plain autograd (exact
   to all derivative orders). Large and periodic structures.
