@@ -1,0 +1,75 @@
+"""``equimol bench tp --kernel`` and ``equimol bench model`` run end to end (Triton interpreter, tiny sizes).
+
+Timings are not asserted (shared CI machines); only that every series ran and the files were written.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before equimol.kernels is imported
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from equimol.bench.model import copper_box, structures, water_box  # noqa: E402
+from equimol.cli import main  # noqa: E402
+
+
+def test_bench_tp_times_each_kernel_on_the_convolution(tmp_path):
+    json_path = tmp_path / "tp.json"
+    code = main(
+        ["bench", "tp", "--backends", "gaunt/grid", "--lmax", "1", "--channels", "4", "--edges", "32",
+         "--warmup", "0", "--repeats", "1", "--kernel", "torch,triton", "--json", str(json_path)]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(json_path.read_text())
+    assert [m["label"] for m in record["measurements"]] == ["gaunt/grid[torch]", "gaunt/grid[triton]"]
+    assert record["settings"]["operation"].startswith("message_passing")
+    assert all(m["forward_backward_s"] > 0 for m in record["measurements"])
+
+
+def test_bench_tp_rejects_an_unknown_kernel(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "tp", "--kernel", "cuda"])
+    assert "expected kernels from 'torch,triton'" in capsys.readouterr().err
+
+
+def test_bench_model_writes_json_and_plot(tmp_path, shared_data):
+    json_path, plot_path = tmp_path / "model.json", tmp_path / "model.png"
+    code = main(
+        ["bench", "model", "--backends", "gaunt/grid", "--kernel", "torch,triton", "--systems", "3bpa,cu",
+         "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
+         "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1",
+         "--json", str(json_path), "--plot", str(plot_path)]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(json_path.read_text())
+    rows = [(m["label"], m["system"], m["atoms"]) for m in record["measurements"]]
+    assert rows == [
+        ("gaunt/grid[torch]", "3bpa", 27),
+        ("gaunt/grid[triton]", "3bpa", 27),
+        ("gaunt/grid[torch]", "cu", 32),
+        ("gaunt/grid[triton]", "cu", 32),
+    ]
+    assert all(m["energy_forces_s"] > 0 and m["edges"] > 0 for m in record["measurements"])
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_model_needs_the_3bpa_file(capsys):
+    assert main(["bench", "model", "--systems", "3bpa"]) == 2
+    assert "system '3bpa' needs --3bpa-file PATH" in capsys.readouterr().err
+
+
+def test_bench_model_rejects_unknown_systems():
+    with pytest.raises(ValueError, match=r"unknown system\(s\) \['argon'\]"):
+        structures(["cu", "argon"], 100, None)
+
+
+def test_benchmark_boxes_have_the_stated_sizes_and_density():
+    assert len(copper_box(3)) == 108
+    water = water_box(3)
+    assert len(water) == 81 and water.get_chemical_formula() == "H54O27"
+    grams_per_cm3 = water.get_masses().sum() / 6.02214076e23 / (water.get_volume() * 1e-24)
+    assert grams_per_cm3 == pytest.approx(1.0, abs=0.01)
+    oxygen, hydrogen = water.positions[0], water.positions[1]
+    assert ((oxygen - hydrogen) ** 2).sum() ** 0.5 == pytest.approx(0.9572, abs=1e-12)
