@@ -11,9 +11,10 @@ Tolerances and why:
   1e-6 relative bound that the issue asks for.
 * float32 (same 1 eV/Å floor): rounding error ``eps32 |E| / h`` is about 1e-3 eV/Å at any useful
   step, so 1e-6 relative is out of reach by finite differences. Instead the float32 model (the
-  float64 model rounded, same seed) must give forces within 1e-4 (relative, floored) of the float64
-  forces, which were checked against finite differences; 1e-4 leaves about 10x room over float32
-  accumulation through two layers.
+  float64 model rounded, same seed) must give forces within 2e-5 (relative, floored) and energies
+  within 5e-6 (relative) of the float64 model, which was checked against finite differences; measured
+  worst 1.9e-6 and 3.9e-7 (2-core CPU), so a 10x margin. A float32 end-to-end finite-difference check at 1e-2 eV/Å
+  (step 1e-2 Å) catches gross errors as well.
 * stress: ``max |sigma - sigma_fd| <= 1e-6 max |sigma|`` with strain step 1e-5 (same reasoning), and
   against ASE's own numerical stress (``Atoms.get_stress`` convention: positive = tensile).
 """
@@ -43,14 +44,14 @@ def _energy_at(model, graph, positions: torch.Tensor) -> float:
         return float(model(moved, compute_forces=False)["energy"].sum())
 
 
-def _finite_difference_forces(model, graph, coordinates) -> torch.Tensor:
+def _finite_difference_forces(model, graph, coordinates, step: float = STEP) -> torch.Tensor:
     values = []
     for atom, axis in coordinates:
         plus = graph.pos.clone()
-        plus[atom, axis] += STEP
+        plus[atom, axis] += step
         minus = graph.pos.clone()
-        minus[atom, axis] -= STEP
-        values.append(-(_energy_at(model, graph, plus) - _energy_at(model, graph, minus)) / (2 * STEP))
+        minus[atom, axis] -= step
+        values.append(-(_energy_at(model, graph, plus) - _energy_at(model, graph, minus)) / (2 * step))
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -88,9 +89,27 @@ def test_float32_forces_match_float64(name, mode, shared_data):
     assert out32["forces"].dtype == torch.float32 and torch.isfinite(out32["forces"]).all()
     scale = max(float(out64["forces"].abs().max()), 1.0)  # 1 eV/Å floor: fcc forces vanish by symmetry
     error = (out32["forces"].double() - out64["forces"]).abs().max() / scale
-    assert error <= 1e-4, f"{name}/{mode}: float32 vs float64 force error {error:.3e}"
+    assert error <= 2e-5, f"{name}/{mode}: float32 vs float64 force error {error:.3e}"
     energy_error = (out32["energy"].double() - out64["energy"]).abs().max() / out64["energy"].abs().max()
-    assert energy_error <= 1e-5
+    assert energy_error <= 5e-6
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+@pytest.mark.parametrize("name", ALL_STRUCTURES)
+def test_forces_match_finite_differences_float32(name, mode, shared_data):
+    """Float32 end to end (graph, model, finite differences): a coarse check that catches gross errors.
+
+    Step 1e-2 Å; the error is rounding-dominated (``eps32 |E| / h``, it grows as the step shrinks):
+    measured at most 2.0e-3 eV/Å (3BPA, |E| ~ 10-200 eV). Asserted: 1e-2 eV/Å.
+    """
+    model = tiny_model(spe={"mode": mode}, dtype="float32")
+    graph = graph_of(build_structure(name, shared_data), torch.float32)
+    forces = model(graph)["forces"].detach()
+    assert forces.dtype == torch.float32 and torch.isfinite(forces).all()
+    coordinates = _coordinates(graph.num_nodes)
+    reference = _finite_difference_forces(model, graph, coordinates, step=1e-2)
+    computed = torch.stack([forces[atom, axis] for atom, axis in coordinates]).double()
+    assert (computed - reference).abs().max() <= 1e-2
 
 
 def _strained_energy(model, atoms, strain: np.ndarray) -> float:
