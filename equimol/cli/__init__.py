@@ -11,7 +11,13 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES: tuple[str, ...] = ("equimol.cli.bench", "equimol.cli.data")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "equimol.cli.bench",
+    "equimol.cli.data",
+    "equimol.cli.train",
+    "equimol.cli.eval",
+    "equimol.cli.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,149 @@
+"""ASE calculator for equimol potentials: energy, forces, stress and per-atom energies.
+
+>>> from equimol.calculator import EquimolCalculator
+>>> atoms.calc = EquimolCalculator(model="runs/3bpa_quick/model.pt")   # doctest: +SKIP
+>>> atoms.get_forces()                                                   # doctest: +SKIP
+
+Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy),
+``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
+order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
+
+**Neighbor list.** The list is built (vesin, :func:`equimol.datasets.graph.neighbor_list`) with
+the cutoff plus a ``skin`` and reused while no atom has moved more than ``skin / 2`` since it was
+built and the atomic numbers, cell and pbc are unchanged: no pair can then have come from beyond
+``cutoff + skin`` to within ``cutoff``. At each call the pairs within the cutoff are selected from
+it, so results equal those of a fresh list (up to the order of summation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.data import chemical_symbols
+from torch import nn
+from torch_geometric.data import Data
+
+from equimol.datasets.graph import neighbor_list
+from equimol.utils.dtype import resolve_dtype
+
+
+class EquimolCalculator(Calculator):
+    """ASE calculator around an equimol potential.
+
+    Args:
+        model: a model file (:func:`equimol.export.export_model`, ``equimol export``) or an ``nn.Module``
+            with the :class:`~equimol.models.potential.Potential` interface (e.g. from ``build_model``).
+        device: torch device to run on.
+        dtype: ``"float32"``/``"float64"`` (or a torch dtype) to cast the model to; ``None`` keeps its own.
+        skin: neighbor-list skin in Å (see the module docstring); 0 rebuilds the list at every step.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(
+        self,
+        model: str | Path | nn.Module,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        skin: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(model, (str, Path)):
+            from equimol.export import load_model
+
+            model = load_model(model, device=device, dtype=dtype)
+        elif isinstance(model, nn.Module):
+            model = model.to(device)
+            if dtype is not None:
+                model = model.to(resolve_dtype(dtype))
+        else:
+            raise TypeError(f"model must be a model file path or an nn.Module, got {type(model).__name__}")
+        for attribute in ("radial_cutoff", "species"):
+            if not hasattr(model, attribute):
+                raise TypeError(f"model lacks .{attribute}; pass an equimol Potential (build_model) or a model file")
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.radial_cutoff = float(model.radial_cutoff)
+        self.skin = float(skin)
+        self.species = {int(z) for z in model.species}
+        self.neighbor_list_builds = 0  # how often the list was (re)built; for tests and diagnostics
+        self._list: dict | None = None
+
+    # ------------------------------------------------------------------------------------ neighbor list
+    def _list_is_valid(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        cached = self._list
+        if cached is None or self.skin == 0:
+            return False
+        if not (np.array_equal(cached["numbers"], numbers) and np.array_equal(cached["pbc"], pbc)):
+            return False
+        if not np.array_equal(cached["cell"], cell):
+            return False
+        displacement = np.linalg.norm(positions - cached["positions"], axis=1).max(initial=0.0)
+        return bool(displacement <= 0.5 * self.skin)
+
+    def _edges(self, numbers, positions, cell, pbc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self._list_is_valid(numbers, positions, cell, pbc):
+            sender, receiver, offsets = neighbor_list(positions, cell, pbc, self.radial_cutoff + self.skin)
+            self._list = {
+                "numbers": numbers.copy(),
+                "positions": positions.copy(),
+                "cell": cell.copy(),
+                "pbc": pbc.copy(),
+                "sender": sender,
+                "receiver": receiver,
+                "offsets": offsets,
+            }
+            self.neighbor_list_builds += 1
+        cached = self._list
+        sender, receiver, offsets = cached["sender"], cached["receiver"], cached["offsets"]
+        vectors = positions[receiver] - positions[sender] + offsets @ (cell if pbc.any() else np.zeros((3, 3)))
+        within = np.einsum("ij,ij->i", vectors, vectors) < self.radial_cutoff**2
+        return sender[within], receiver[within], offsets[within]
+
+    def _graph(self, atoms) -> Data:
+        numbers = atoms.get_atomic_numbers()
+        unknown = sorted(set(numbers.tolist()) - self.species)
+        if unknown:
+            names = [chemical_symbols[z] for z in unknown]
+            known = [chemical_symbols[z] for z in sorted(self.species)]
+            raise ValueError(f"EquimolCalculator: element(s) {names} are not among the model's species {known}")
+        positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+        cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
+        pbc = np.asarray(atoms.get_pbc(), dtype=bool)
+        sender, receiver, offsets = self._edges(numbers, positions, cell, pbc)
+        as_tensor = lambda array: torch.as_tensor(array, dtype=self.dtype, device=self.device)  # noqa: E731
+        return Data(
+            pos=as_tensor(positions),
+            atomic_numbers=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+            cell=as_tensor(cell if pbc.any() else np.zeros((3, 3))).unsqueeze(0),
+            pbc=torch.as_tensor(pbc, device=self.device).unsqueeze(0),
+            edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long, device=self.device),
+            cell_offsets=as_tensor(offsets),
+            num_nodes=len(numbers),
+        )
+
+    # ------------------------------------------------------------------------------------- calculation
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        want_stress = "stress" in properties
+        if want_stress and not self.atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
+            )
+        graph = self._graph(self.atoms)
+        output = self.model(graph, compute_forces=True, compute_stress=want_stress)
+        energy = float(output["energy"].detach().sum().cpu())
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = output["node_energy"].detach().cpu().double().numpy()
+        self.results["forces"] = output["forces"].detach().cpu().double().numpy()
+        if want_stress:
+            full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
+            self.results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]

@@ -1,0 +1,72 @@
+"""``equimol eval MODEL DATA``: errors of a model on labelled data, as a table, JSON and a parity plot.
+
+MODEL is a model file (``equimol export``, or ``run_dir/model.pt`` of ``equimol train``) or a
+training checkpoint (``*.ckpt``, exported on the fly with its EMA weights). DATA is any file
+equimol reads (extxyz, ASE trajectory/db, OC20 raw pairs, LMDB). Energies compared are the stored
+total energies. Metrics: energy RMSE/MAE per structure and per atom, force RMSE/MAE, stress
+RMSE/MAE when the data have stress (:mod:`equimol.train.evaluate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _load(model_path: str, device: str, dtype: str | None):
+    from equimol.export import export_checkpoint, load_model
+
+    if Path(model_path).suffix == ".ckpt":
+        with tempfile.TemporaryDirectory() as folder:
+            exported = export_checkpoint(model_path, Path(folder) / "model.pt")
+            return load_model(exported, device=device, dtype=dtype)
+    return load_model(model_path, device=device, dtype=dtype)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from torch_geometric.loader import DataLoader
+
+    from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
+    from equimol.datasets.readers import DataFormatError, LabelKeys
+    from equimol.export import ModelFileError
+    from equimol.train.evaluate import evaluate, write_report
+
+    try:
+        model = _load(args.model, args.device, args.dtype)
+        forces = None if args.forces_key in ("", "none") else args.forces_key
+        stress = None if args.stress_key in ("", "none") else args.stress_key
+        keys = LabelKeys(args.energy_key, forces, stress, require_forces=forces is not None)
+        settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype, forces_on=args.forces_on)
+        dataset = AtomsDataset(args.data, settings, keys)
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+        report = evaluate(model, loader, progress=not args.quiet)
+    except (FileNotFoundError, ModelFileError, DataFormatError, ValueError) as error:
+        print(f"equimol eval: {error}", file=sys.stderr)
+        return 1
+    stem = f"eval_{Path(args.data[0]).name.split('.')[0]}"
+    json_path = args.json or f"{stem}.json"
+    plot_path = args.plot or f"{stem}_parity.png"
+    extra = {"model": str(args.model), "data": [str(p) for p in args.data]}
+    write_report(report, json_path, plot_path, title=Path(args.data[0]).name, extra=extra)
+    print(f"wrote {json_path} and {plot_path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` to the ``equimol`` parser."""
+    parser = subparsers.add_parser("eval", help="energy/force/stress errors of a model on labelled data")
+    parser.add_argument("model", help="model file (equimol export) or training checkpoint (.ckpt)")
+    parser.add_argument("data", nargs="+", help="labelled data file(s)")
+    parser.add_argument("--json", help="metrics JSON to write (default eval_<data>.json)")
+    parser.add_argument("--plot", help="parity-plot PNG to write (default eval_<data>_parity.png)")
+    parser.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
+    parser.add_argument("--energy-key", default="energy", help="energy label name (default energy)")
+    parser.add_argument("--forces-key", default="forces", help="forces label name, or none (default forces)")
+    parser.add_argument("--stress-key", default="stress", help="stress label name, or none (default stress)")
+    parser.add_argument("--forces-on", choices=("all", "free"), default="all", help="atoms whose forces count")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_eval)

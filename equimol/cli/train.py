@@ -1,0 +1,46 @@
+"""``equimol train CONFIG.yaml [section.key=value ...] [--resume]``: train a potential from a YAML config.
+
+The configuration is read and checked in full first (:mod:`equimol.train.config`): an unknown key,
+a value of the wrong type or a missing data file stops the command at once, before any data are
+read, with a message naming the key (exit status 2). Then :func:`equimol.train.run.train` fits,
+exports ``run_dir/model.pt`` and reports the test-split errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from equimol.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"equimol train: config error: {error}", file=sys.stderr)
+        return 2
+    from equimol.train.run import train
+
+    try:
+        result = train(config, resume=args.resume)
+    except FileNotFoundError as error:
+        print(f"equimol train: {error}", file=sys.stderr)
+        return 1
+    if result["model"] is not None:
+        print(f"model written to {result['model']}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` to the ``equimol`` parser."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a potential from a YAML config",
+        description="Train from a YAML config with sections model, data, loss, optimizer, scheduler, trainer. "
+        "Overrides are dotted section.key=value pairs, values parsed as YAML (trainer.max_epochs=3).",
+    )
+    parser.add_argument("config", help="YAML configuration file (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    parser.add_argument("--resume", action="store_true", help="continue from trainer.run_dir/checkpoints/last.ckpt")
+    parser.set_defaults(func=run_train)

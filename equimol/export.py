@@ -1,0 +1,143 @@
+"""Self-contained model files: everything needed to rebuild a potential, nothing from the training config.
+
+A model file is a ``torch.save`` of a plain mapping (tensors, numbers, strings; loaded with
+``weights_only=True``, so opening one never runs code)::
+
+    format            "equimol-model"
+    format_version    FORMAT_VERSION (int); readers accept versions <= theirs
+    equimol_version   the writer's equimol version
+    model_config      ModelConfig.to_dict(): every hyperparameter (species, cutoff, backend, ...)
+    species           atomic numbers, radial_cutoff (Å), dtype ("float32"/"float64"): for a quick look
+    state_dict        the weights (EMA weights when exported from a training checkpoint)
+    metadata          free-form, e.g. the checkpoint it came from
+
+A file written by a newer format, or that is not an equimol model file, fails to load with a
+message that says which and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equimol import __version__
+from equimol.models import Potential, build_model
+
+FORMAT = "equimol-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read by this equimol (the message names the file and the reason)."""
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def export_model(model: Potential, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (its current weights) to ``path``, atomically. Returns the path."""
+    if not isinstance(model, Potential):
+        raise TypeError(f"export_model needs an equimol Potential (build_model), got {type(model).__name__}")
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "equimol_version": __version__,
+        "model_config": model.config.to_dict(),
+        "species": list(model.species),
+        "radial_cutoff": float(model.radial_cutoff),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    _atomic_save(payload, path)
+    return path
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The checked payload of a model file (see the module docstring).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ModelFileError: not an equimol model file, or one of a newer format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors of every kind: report them as "not a model file"
+        raise ModelFileError(f"{path}: not an equimol model file ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        hint = (
+            " (a training checkpoint? convert it with `equimol export CHECKPOINT OUT`)"
+            if isinstance(payload, dict) and "state_dict" in payload and "pytorch-lightning_version" in payload
+            else ""
+        )
+        raise ModelFileError(f"{path}: not an equimol model file{hint}")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model file format version {version!r} written by equimol {payload.get('equimol_version')}; "
+            f"this equimol {__version__} reads format versions up to {FORMAT_VERSION}. Upgrade equimol to load it."
+        )
+    for key in ("model_config", "state_dict"):
+        if key not in payload:
+            raise ModelFileError(f"{path}: model file lacks {key!r}; the file is damaged")
+    return payload
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+) -> Potential:
+    """Rebuild the potential stored in ``path`` (eval mode) on ``device``, cast to ``dtype`` if given.
+
+    Raises:
+        FileNotFoundError, ModelFileError: see :func:`read_model_file`.
+    """
+    from equimol.utils.dtype import resolve_dtype
+
+    payload = read_model_file(path)
+    try:
+        model = build_model(payload["model_config"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ModelFileError(f"{path}: the stored model cannot be rebuilt by equimol {__version__}: {error}") from error
+    if dtype is not None:
+        model = model.to(resolve_dtype(dtype))
+    return model.to(device).eval()
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
+    """Export the model of a training checkpoint (``equimol train``), with its EMA weights when it has them."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
+    # Lightning checkpoints hold optimizer and loop state besides tensors; they are our own training
+    # output, so they are loaded as trusted pickles (as Lightning itself does).
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model_config" not in state or "state_dict" not in state:
+        raise ModelFileError(f"{checkpoint}: not a checkpoint written by `equimol train`")
+    model = build_model(state["model_config"])
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(weights, strict=True)
+    if "ema" in state:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, average in state["ema"]["shadow"].items():
+                named[name].copy_(average.to(named[name].dtype))
+    metadata = {
+        "checkpoint": str(checkpoint.resolve()),
+        "epoch": int(state.get("epoch", -1)),
+        "global_step": int(state.get("global_step", -1)),
+        "ema": "ema" in state,
+    }
+    return export_model(model, path, metadata)

@@ -1,0 +1,203 @@
+"""The LightningModule that trains a :class:`~equimol.models.potential.Potential`.
+
+* loss: :func:`equimol.train.losses.weighted_loss` (energy per atom, forces, stress);
+* optimizer: Adam (AMSGrad by default) or AdamW; scheduler: ReduceLROnPlateau on ``val_loss``, or
+  linear warm-up followed by cosine decay (per epoch), or none;
+* EMA (:mod:`equimol.train.ema`) updated after every optimizer step and swapped in for validation
+  and testing; it is saved in, and restored from, every checkpoint (``checkpoint["ema"]``);
+* metrics (:mod:`equimol.train.metrics`) accumulated as sums and added over DDP processes, logged
+  as ``val/energy_rmse``, ``val/forces_rmse``, ... and ``val_loss`` (the loss of the whole split).
+
+**Energies.** The data module may subtract per-element references from the energy labels
+(``data.element_references``); the model always predicts *total* energies (its ``e0s`` hold the
+references when ``model.e0s: auto``), so the module adds the references back to the labels
+(``label_references``, ``{Z: eV}``) before comparing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from equimol.models import build_model
+from equimol.models.config import ModelConfig
+
+from .config import LossConfig, OptimizerConfig, SchedulerConfig
+from .ema import ExponentialMovingAverage
+from .losses import weighted_loss
+from .metrics import ErrorMetrics
+
+_NUM_ELEMENTS = 119
+
+
+class PotentialModule(L.LightningModule):
+    """Train a potential; every argument is a plain mapping (a config section), saved as hyperparameters.
+
+    Args:
+        model: the resolved ``model:`` section (no ``auto`` left), for :func:`equimol.models.build_model`.
+        loss: the ``loss:`` section (:class:`~equimol.train.config.LossConfig`).
+        optimizer: the ``optimizer:`` section (:class:`~equimol.train.config.OptimizerConfig`).
+        scheduler: the ``scheduler:`` section (:class:`~equimol.train.config.SchedulerConfig`).
+        label_references: ``{atomic number: eV}`` subtracted from the energy labels by the data module.
+        max_epochs: length of the cosine schedule when ``scheduler.cosine_epochs`` is unset.
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        loss: dict | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        label_references: dict | None = None,
+        max_epochs: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = ModelConfig.from_dict(model)
+        self.model = build_model(self.model_config)
+        self.loss_config = LossConfig(**(loss or {}))
+        self.optimizer_config = OptimizerConfig(**(optimizer or {}))
+        self.scheduler_config = SchedulerConfig(**(scheduler or {}))
+        table = torch.zeros(_NUM_ELEMENTS, dtype=torch.float64)
+        for number, energy in (label_references or {}).items():
+            table[int(number)] = float(energy)
+        self.register_buffer("reference_table", table, persistent=False)
+        decay = self.optimizer_config.ema_decay
+        self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None
+        self._ema_backup: dict | None = None
+        self._metrics: ErrorMetrics | None = None
+
+    # ----------------------------------------------------------------------------------------- energies
+    def target_energy(self, batch) -> torch.Tensor:
+        """``[B]`` total energies (eV): the labels plus the references the data module took off."""
+        batch_index = getattr(batch, "batch", None)
+        if batch_index is None:
+            batch_index = torch.zeros_like(batch.atomic_numbers)
+        references = self.reference_table.to(batch.energy.device)[batch.atomic_numbers].to(batch.energy.dtype)
+        per_graph = batch.energy.new_zeros(batch.energy.shape[0]).index_add(0, batch_index, references)
+        return batch.energy.view(-1) + per_graph
+
+    def _predict(self, batch) -> dict[str, torch.Tensor]:
+        stress = self.loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None
+        return self.model(batch, compute_forces=True, compute_stress=stress)
+
+    # ----------------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+        prediction = self._predict(batch)
+        loss, terms = weighted_loss(prediction, batch, self.target_energy(batch), self.loss_config)
+        size = int(batch.energy.shape[0])
+        self.log("train_loss", loss.detach(), batch_size=size, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/{name}_mse", value.detach(), batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    # ------------------------------------------------------------------------------- validation and test
+    def _start_evaluation(self) -> None:
+        self._metrics = ErrorMetrics()
+        if self.ema is not None and self._ema_backup is None:
+            self._ema_backup = self.ema.apply_to(self.model)
+
+    def _end_evaluation(self) -> dict[str, float]:
+        metrics = self._metrics
+        metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"))
+        if self.ema is not None and self._ema_backup is not None:
+            self.ema.restore(self.model, self._ema_backup)
+            self._ema_backup = None
+        self._metrics = None
+        return metrics.compute()
+
+    def _evaluation_step(self, batch) -> None:
+        with torch.enable_grad():  # forces are gradients; the Trainer runs with inference_mode=False
+            prediction = self._predict(batch)
+        self._metrics.update({k: v.detach() for k, v in prediction.items()}, batch, self.target_energy(batch))
+
+    def _loss_from_metrics(self, values: dict[str, float]) -> float:
+        """The weighted loss of the whole split, from the accumulated mean squared errors."""
+        weights = self.loss_config
+        loss = weights.energy_weight * values.get("energy_per_atom_rmse", 0.0) ** 2
+        loss += weights.forces_weight * values.get("forces_rmse", 0.0) ** 2
+        loss += weights.stress_weight * values.get("stress_rmse", 0.0) ** 2
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        # The EMA weights go back out here, before ModelCheckpoint saves in on_validation_end, so a
+        # checkpoint holds the raw weights that match the optimizer state.
+        values = self._end_evaluation()
+        self.log("val_loss", self._loss_from_metrics(values), prog_bar=True)
+        for name, value in values.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("energy_rmse", "forces_rmse"))
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def test_step(self, batch, batch_index: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._end_evaluation()
+        for name, value in self.test_results.items():
+            self.log(f"test/{name}", value)
+
+    # ------------------------------------------------------------------------------ optimizer, scheduler
+    def configure_optimizers(self):
+        config = self.optimizer_config
+        optimizer_class = torch.optim.Adam if config.name == "adam" else torch.optim.AdamW
+        optimizer = optimizer_class(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+        )
+        schedule = self.scheduler_config
+        if schedule.name == "none":
+            return optimizer
+        if schedule.name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=schedule.factor, patience=schedule.patience, min_lr=schedule.min_lr
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch", "strict": False},
+            }
+        total = schedule.cosine_epochs or self.hparams.max_epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _WarmupCosine(schedule.warmup_epochs, total, schedule.min_lr / config.lr)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from equimol import __version__
+
+        checkpoint["equimol_version"] = __version__
+        checkpoint["model_config"] = self.model_config.to_dict()
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None:
+            if "ema" not in checkpoint:
+                raise ValueError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
+            self.ema.load_state_dict(checkpoint["ema"])
+
+
+class _WarmupCosine:
+    """LR factor at epoch ``e``: ``(e + 1) / warmup`` during warm-up, then cosine from 1 down to ``floor``."""
+
+    def __init__(self, warmup_epochs: int, total_epochs: int, floor: float) -> None:
+        self.warmup, self.total, self.floor = warmup_epochs, max(total_epochs, warmup_epochs + 1), floor
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return (epoch + 1) / self.warmup
+        progress = min(1.0, (epoch - self.warmup) / (self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
