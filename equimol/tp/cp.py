@@ -64,7 +64,7 @@ from equimol.tp.cp_fit import (
     resolve_rank,
 )
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
+from equimol.tp.irreps import IrrepsLike
 
 
 @register_backend("cp")
@@ -153,34 +153,48 @@ class CPTensorProduct(TensorProductBackend):
         self.register_buffer("B", factors.B)
         self.register_buffer("C", factors.C)
         self.register_buffer("term_path", factors.term_path)
-        # components sorted by parity (+ first): the projections then split into two dense products
-        for name, parity in zip(("1", "2", "out"), parities):
-            order = torch.argsort(-parity, stable=True)
-            self.register_buffer(f"order_{name}", order)
-            self.register_buffer(f"inverse_{name}", torch.argsort(order))
-            setattr(self, f"even_{name}", int((parity == 1).sum()))
+        # Gathers that read x1 (mul_ir layout) straight into channel-major even / odd parts and
+        # write the output back: one copy each way, and every product below is a dense matmul.
+        positions = [
+            _positions(self.irreps_in1, self.channels),
+            _positions(self.irreps_in2, 1),  # one copy of each irrep
+            _positions(self.irreps_out, self.channels),
+        ]
+        for name, parity, position in zip(("1", "2", "out"), parities, positions):
+            even, odd = torch.nonzero(parity == 1).flatten(), torch.nonzero(parity == -1).flatten()
+            self.register_buffer(f"even_{name}", even)
+            self.register_buffer(f"odd_{name}", odd)
+            if name != "out":
+                self.register_buffer(f"gather_even_{name}", position[:, even].flatten())
+                self.register_buffer(f"gather_odd_{name}", position[:, odd].flatten())
+        # output: entry (u, k) of the parity-sorted [C, d3] result goes to mul_ir position[u, k]
+        d3 = parities[2].numel()
+        sorted_index = torch.empty(d3, dtype=torch.int64)
+        sorted_index[torch.cat([self.even_out, self.odd_out])] = torch.arange(d3)
+        channel = torch.arange(self.channels)[:, None]
+        scatter = torch.empty(self.channels * d3, dtype=torch.int64)
+        scatter[positions[2].flatten()] = (channel * d3 + sorted_index[None, :]).flatten()
+        self.register_buffer("scatter_out", scatter)
         self._finish_construction()
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         count, channels = x1.shape[0], self.channels
-        x = to_channel_major(x1, self.irreps_in1).index_select(-1, self.order_1)  # [N, C, d1]
-        y = x2.index_select(-1, self.order_2)  # [N, d2]
-        A = self.A.index_select(0, self.order_1)
-        B = self.B.index_select(0, self.order_2)
-        C = self.C.index_select(1, self.order_out)
-        e1, e2, e3 = self.even_1, self.even_2, self.even_out
-        u_even, u_odd = x[..., :e1] @ A[:e1], x[..., e1:] @ A[e1:]  # [N, C, R]
-        v_even, v_odd = (y[:, None, :e2] @ B[:e2]), (y[:, None, e2:] @ B[e2:])  # [N, 1, R]
+        x_even = x1.index_select(-1, self.gather_even_1).view(count, channels, -1)  # [N, C, d1 even]
+        x_odd = x1.index_select(-1, self.gather_odd_1).view(count, channels, -1)  # [N, C, d1 odd]
+        y_even = x2.index_select(-1, self.gather_even_2)[:, None, :]  # [N, 1, d2 even]
+        y_odd = x2.index_select(-1, self.gather_odd_2)[:, None, :]
+        u_even, u_odd = x_even @ self.A[self.even_1], x_odd @ self.A[self.odd_1]  # [N, C, R]
+        v_even, v_odd = y_even @ self.B[self.even_2], y_odd @ self.B[self.odd_2]  # [N, 1, R]
         h_even = u_even * v_even + u_odd * v_odd  # feeds even outputs: (+)(+) and (-)(-)
         h_odd = u_even * v_odd + u_odd * v_even  # feeds odd outputs: (+)(-) and (-)(+)
         if not self.weight_sharing:
             # [N, n_paths, C] -> weight of each term's path, [N, C, R]
             term_weight = weight.view(count, -1, channels).index_select(1, self.term_path).transpose(1, 2)
             h_even, h_odd = h_even * term_weight, h_odd * term_weight
-        z = torch.cat([h_even @ C[:, :e3], h_odd @ C[:, e3:]], dim=-1).index_select(-1, self.inverse_out)
+        z = torch.cat([h_even @ self.C[:, self.even_out], h_odd @ self.C[:, self.odd_out]], dim=-1)  # [N, C, d3]
         if self.weight_sharing:
             z = z * weight.view(count, channels, 1)
-        return from_channel_major(z, self.irreps_out)
+        return z.reshape(count, -1).index_select(-1, self.scatter_out)
 
     def extra_repr(self) -> str:
         mode = "shared" if self.weight_sharing else "per-path"
@@ -189,3 +203,12 @@ class CPTensorProduct(TensorProductBackend):
 
 def _single(irreps) -> str:
     return " + ".join(str(ir) for _, ir in irreps)
+
+
+def _positions(irreps, channels: int) -> torch.Tensor:
+    """``[C, d]`` int64: where component ``d`` of channel ``u`` sits in the mul_ir layout of ``irreps``."""
+    columns = []
+    for (mul, ir), sl in zip(irreps, irreps.slices()):
+        per_channel = torch.arange(mul)[:, None] * ir.dim + torch.arange(ir.dim)[None, :] + sl.start
+        columns.append(per_channel.expand(channels, ir.dim))
+    return torch.cat(columns, dim=1)
