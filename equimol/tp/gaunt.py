@@ -126,6 +126,32 @@ class SlotLayout:
         padded = torch.cat([features, features.new_zeros(*features.shape[:-1], 1)], dim=-1)
         return padded[..., source_index].unflatten(-1, slot_shape)
 
+    def rows_to_slots(self, features: torch.Tensor, source_index: torch.Tensor) -> torch.Tensor:
+        """Feature-major ``[D, B]`` in the irreps layout -> ``[slots, B]`` (repeated degrees are summed)."""
+        if not self.unique:
+            canonical = features.new_zeros((self.lmax + 1) ** 2, features.shape[1])
+            features = canonical.index_add(0, self.canonical_index.to(features.device), features)
+        padded = torch.cat([features, features.new_zeros(1, features.shape[1])], dim=0)
+        return padded.index_select(0, source_index)
+
+
+def to_feature_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """``[N, irreps.dim]`` (mul_ir, uniform ``C``) -> ``[D, N, C]`` with ``D = sum_i (2 l_i + 1)`` (one copy)."""
+    count, channels = x.shape[0], irreps[0].mul
+    blocks = [
+        x[:, sl].reshape(count, channels, ir.dim).permute(2, 0, 1) for (_, ir), sl in zip(irreps, irreps.slices())
+    ]
+    return torch.cat(blocks, dim=0)
+
+
+def from_feature_major(y: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """Inverse of :func:`to_feature_major`: ``[D, N, C]`` -> ``[N, irreps.dim]``."""
+    blocks, start = [], 0
+    for _, ir in irreps:
+        blocks.append(y[start : start + ir.dim].permute(1, 2, 0).reshape(y.shape[1], -1))
+        start += ir.dim
+    return torch.cat(blocks, dim=-1)
+
 
 @register_backend("gaunt")
 class GauntTensorProduct(TensorProductBackend):
@@ -195,16 +221,17 @@ class GauntTensorProduct(TensorProductBackend):
         self.register_buffer(name, constant.detach().clone())
 
     def _build_grid(self, l1: int, l2: int, l3: int) -> None:
+        # Feature-major layout ([features, N * C]): every step is one (batched) GEMM with N * C columns.
         self.n_theta, self.n_phi = product_grid_size(l1 + l2 + l3)
         for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
             factors = grid_factors(lmax, self.n_theta, self.n_phi)
             self._register_index(f"source{key}", layout.source_index(factors.index))
-            self._register_constant(f"synthesis_theta{key}", factors.synthesis_theta)
-            self._register_constant(f"synthesis_phi{key}", factors.synthesis_phi)
+            self._register_constant(f"synthesis_theta{key}", factors.synthesis_theta.transpose(1, 2))  # [M, T, K]
+            self._register_constant(f"synthesis_phi{key}", factors.synthesis_phi.T)  # [P, M]
         factors = grid_factors(l3, self.n_theta, self.n_phi)
         self._register_index("output_index", self._output_gather(factors.index))
-        self._register_constant("analysis_phi", factors.analysis_phi)
-        self._register_constant("analysis_theta", factors.analysis_theta)
+        self._register_constant("analysis_phi", factors.analysis_phi.T)  # [M, P]
+        self._register_constant("analysis_theta", factors.analysis_theta.transpose(1, 2))  # [M, K, T]
 
     def _build_fft(self, l1: int, l2: int, l3: int) -> None:
         self.s_theta, self.s_phi = product_fft_size(l1, l2, l3)
@@ -224,51 +251,69 @@ class GauntTensorProduct(TensorProductBackend):
 
     # -- sphere functions --------------------------------------------------------------------
 
+    def _grid_values(self, key: str, rows: torch.Tensor) -> torch.Tensor:
+        """Feature-major coefficients ``[D, B]`` -> grid values ``[P * T, B]`` (``phi`` outer)."""
+        layout = self.layout1 if key == "1" else self.layout2
+        synthesis_theta = getattr(self, f"synthesis_theta{key}")  # [M, T, K]
+        slots = layout.rows_to_slots(rows, getattr(self, f"source{key}"))
+        polar = torch.bmm(synthesis_theta, slots.view(synthesis_theta.shape[0], -1, rows.shape[1]))  # [M, T, B]
+        return torch.mm(getattr(self, f"synthesis_phi{key}"), polar.view(synthesis_theta.shape[0], -1)).view(
+            -1, rows.shape[1]
+        )
+
+    def _grid_project(self, values: torch.Tensor) -> torch.Tensor:
+        """Grid values ``[P * T, B]`` -> ``int h Y dOmega`` for each output component, ``[D_out, B]``."""
+        columns = values.shape[1]
+        azimuthal = torch.mm(self.analysis_phi, values.view(self.n_phi, -1))  # [M, T * B]
+        slots = torch.bmm(self.analysis_theta, azimuthal.view(-1, self.n_theta, columns))  # [M, K, B]
+        return slots.view(-1, columns).index_select(0, self.output_index)
+
+    def _product_grid(self, x1: torch.Tensor, x2: torch.Tensor, w1, w2, w3) -> torch.Tensor:
+        count, channels = x1.shape[0], self.channels
+        # w[N, C, n] -> [n, N, C], indexed per component: the weighted coefficients stay feature-major.
+        a1 = to_feature_major(x1, self.irreps_in1) * w1.permute(2, 0, 1).index_select(0, self.irrep_of_component1)
+        f1 = self._grid_values("1", a1.view(a1.shape[0], -1))  # [G, N * C]
+        per_irrep = x2.T[:, :, None] * self.in2_irrep_mask.T[:, None, :]  # [D2, N, n2]
+        basis = self._grid_values("2", per_irrep.reshape(per_irrep.shape[0], -1))  # [G, N * n2]
+        f2 = torch.bmm(basis.view(-1, count, w2.shape[-1]).transpose(0, 1), w2.transpose(1, 2))  # [N, G, C]
+        product = f1 * f2.transpose(0, 1).reshape(f1.shape)
+        projected = self._grid_project(product).view(-1, count, channels)  # [D_out, N, C]
+        scale = (w3 * self.output_scale).permute(2, 0, 1).index_select(0, self.irrep_of_component_out)
+        return from_feature_major(projected * scale, self.irreps_out)
+
     def _slots(self, key: str, features: torch.Tensor) -> torch.Tensor:
         layout = self.layout1 if key == "1" else self.layout2
-        if self.strategy == "grid":
-            shape = tuple(getattr(self, f"synthesis_theta{key}").shape[:2])
-        else:
-            shape = tuple(getattr(self, f"to_fourier{key}").shape[:2])
+        shape = tuple(getattr(self, f"to_fourier{key}").shape[:2])
         return layout.to_slots(features, getattr(self, f"source{key}"), shape)
 
     def _samples(self, key: str, features: torch.Tensor) -> torch.Tensor:
-        """``[..., D]`` coefficients -> values of the sphere function, ``[..., grid]`` (grid flattened)."""
+        """``[..., D]`` coefficients -> values of the sphere function on the FFT grid, ``[..., S_phi * S_theta]``."""
         slots = self._slots(key, features)
-        if self.strategy == "grid":
-            polar = torch.einsum("...mk,mkt->...mt", slots, getattr(self, f"synthesis_theta{key}"))
-            values = torch.einsum("...mt,mp->...tp", polar, getattr(self, f"synthesis_phi{key}"))
-        else:
-            rows = torch.einsum("...vk,vkx->...vx", slots, getattr(self, f"to_fourier{key}"))
-            rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
-            values = torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2))
-        return values.flatten(-2)
+        rows = torch.einsum("...vk,vkx->...vx", slots, getattr(self, f"to_fourier{key}"))
+        rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
+        return torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2)).flatten(-2)
 
     def _project(self, values: torch.Tensor) -> torch.Tensor:
-        """``[..., grid]`` values -> ``int h Y dOmega`` for each output component, ``[..., D_out]``."""
-        if self.strategy == "grid":
-            values = values.unflatten(-1, (self.n_theta, self.n_phi))
-            azimuthal = torch.einsum("...tp,pm->...mt", values, self.analysis_phi)
-            slots = torch.einsum("...mt,mtk->...mk", azimuthal, self.analysis_theta)
-        else:
-            values = values.unflatten(-1, (self.s_phi, self.s_theta))
-            grid = torch.fft.ihfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))
-            rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
-            slots = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier)
+        """``[..., S_phi * S_theta]`` values -> ``int h Y dOmega`` for each output component, ``[..., D_out]``."""
+        values = values.unflatten(-1, (self.s_phi, self.s_theta))
+        grid = torch.fft.ihfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))
+        rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
+        slots = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier)
         return slots.flatten(-2)[..., self.output_index]
 
     # -- the product -------------------------------------------------------------------------
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        count = x1.shape[0]
         w1, w2, w3 = (w.unflatten(1, (self.channels, -1)) for w in torch.split(weight, self.weight_split, dim=1))
+        if self.strategy == "grid":
+            return self._product_grid(x1, x2, w1, w2, w3)
         a1 = to_channel_major(x1, self.irreps_in1) * w1[..., self.irrep_of_component1]
         f1 = self._samples("1", a1)  # [N, C, G]
         per_irrep = self._samples("2", x2[:, None, :] * self.in2_irrep_mask)  # [N, n2, G]
         f2 = torch.bmm(w2, per_irrep)  # [N, C, G]
         projected = self._project(f1 * f2)  # [N, C, D_out]
         scale = (w3 * self.output_scale)[..., self.irrep_of_component_out]
-        return from_channel_major(projected * scale, self.irreps_out).reshape(count, -1)
+        return from_channel_major(projected * scale, self.irreps_out).reshape(x1.shape[0], -1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, strategy={self.strategy!r}"
