@@ -48,18 +48,31 @@ def autotune_configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK_EDGES": b}, num_warps=w) for b in (1, 2, 4, 8, 16) for w in (4, 8)]
 
 
+#: Largest ``rows x RANK_P`` intermediate a program keeps in registers before spilling (elements).
+REGISTER_BUDGET = 32768
+
+
 def prune_configs(configs, named_args, **kwargs):
-    """Keep configs whose row block ``BLOCK_EDGES * C_P`` is between 16 (``tl.dot``) and 256 (registers)."""
-    channels = kwargs.get("C_P", named_args.get("C_P") if isinstance(named_args, dict) else None)
+    """Keep configs whose row block ``BLOCK_EDGES * C_P`` has at least 16 rows (``tl.dot``) and whose
+    ``[rows, RANK_P]`` intermediate fits :data:`REGISTER_BUDGET`; if none does, the smallest legal block."""
+
+    def argument(name):
+        return kwargs.get(name, named_args.get(name) if isinstance(named_args, dict) else None)
+
+    channels, rank = argument("C_P"), argument("RANK_P") or 16
     if channels is None:
         return configs
-    kept = [c for c in configs if 16 <= c.kwargs["BLOCK_EDGES"] * channels <= 256]
-    return kept or [min(configs, key=lambda c: abs(c.kwargs["BLOCK_EDGES"] * channels - 16))]
+    legal = [c for c in configs if c.kwargs["BLOCK_EDGES"] * channels >= 16]
+    kept = [c for c in legal if c.kwargs["BLOCK_EDGES"] * channels * rank <= REGISTER_BUDGET]
+    if kept:
+        return kept
+    smallest = min(c.kwargs["BLOCK_EDGES"] for c in legal) if legal else max(c.kwargs["BLOCK_EDGES"] for c in configs)
+    return [c for c in configs if c.kwargs["BLOCK_EDGES"] == smallest]
 
 
 def segmented_block_edges(channels_padded: int) -> int:
-    """Fixed edge block of the deterministic kernel: at least 16 rows, at most 4 edges per step."""
-    return max(1, min(4, 16 // channels_padded)) if channels_padded < 16 else 1
+    """Fixed edge block of the deterministic kernel: the fewest edges giving the 16 rows ``tl.dot`` needs."""
+    return max(1, 16 // channels_padded)
 
 
 @triton.jit

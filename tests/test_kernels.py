@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from e3nn import o3  # noqa: E402
 from equimol.kernels import FactoredProduct, fused_message_passing  # noqa: E402
-from equimol.kernels.factored import prune_configs  # noqa: E402
+from equimol.kernels.factored import prune_configs, segmented_block_edges  # noqa: E402
 from equimol.kernels.launch import message  # noqa: E402
 from equimol.kernels.layout import degree_map, receiver_segments  # noqa: E402
 from harness import REFERENCE_TOL  # noqa: E402
@@ -174,15 +174,20 @@ def test_bad_shapes_are_refused():
         message(product, x, y, None, None, torch.ones(33, 3, 5, dtype=torch.float64), src, dst, NUM_NODES)
 
 
-def test_autotune_pruning_keeps_row_blocks_that_fit_tl_dot():
-    """On a GPU, ``tl.dot`` needs >= 16 rows and > 256 rows spill registers: configs are pruned to that range."""
+def test_autotune_pruning_keeps_row_blocks_that_fit_tl_dot_and_registers():
+    """On a GPU ``tl.dot`` needs >= 16 rows and a [rows, rank] block over REGISTER_BUDGET spills registers."""
     import triton
 
-    configs = [triton.Config({"BLOCK_EDGES": b}) for b in (1, 2, 4, 8, 16)]
-    kept = prune_configs(configs, {}, C_P=8)
-    assert sorted(c.kwargs["BLOCK_EDGES"] for c in kept) == [2, 4, 8, 16]
-    kept = prune_configs(configs, {}, C_P=512)
-    assert [c.kwargs["BLOCK_EDGES"] for c in kept] == [1]  # nothing fits: the closest one
+    configs = [triton.Config({"BLOCK_EDGES": b}, num_warps=w) for b in (1, 2, 4, 8, 16) for w in (4, 8)]
+
+    def kept(**sizes):
+        return sorted({c.kwargs["BLOCK_EDGES"] for c in prune_configs(configs, {}, **sizes)})
+
+    assert kept(C_P=8, RANK_P=16) == [2, 4, 8, 16]
+    assert kept(C_P=64, RANK_P=256) == [1, 2]  # 64 or 128 rows x 256
+    assert kept(C_P=512, RANK_P=512) == [1]  # nothing fits: the smallest legal block
+    assert kept(C_P=1, RANK_P=16) == [16]
+    assert segmented_block_edges(2) == 8 and segmented_block_edges(64) == 1
 
 
 def test_refused_with_a_clear_message_without_gpu_or_interpreter():
