@@ -31,7 +31,7 @@ Internal weights start standard normal (unit variance, as for every backend).
 
 * ``"fft"``: harmonics -> 2D Fourier grid in ``(theta, phi)`` (:mod:`~equimol.tp.sphere_fourier`,
   O(L^3) since ``Y_lm`` only touches ``v = +-m``), zero-padded 2D FFT linear convolution of the two
-  grids (Hermitian transforms ``hfftn``/``ihfftn``, real functions), projection back.
+  grids (``hfftn`` of the Hermitian grids to real values, product, ``rfftn`` back), projection back.
 * ``"grid"``: evaluate both functions on a Gauss-Legendre x uniform grid exact for the product up
   to the output degree (:mod:`~equimol.tp.sphere_grid`), multiply, project back; separable
   matrix products only.
@@ -48,7 +48,7 @@ from e3nn import o3
 
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
-from equimol.tp.sphere_fourier import fourier_factors, fourier_projection, product_fft_size
+from equimol.tp.sphere_fourier import for_forward_transform, fourier_factors, fourier_projection, product_fft_size
 from equimol.tp.sphere_grid import grid_factors, product_grid_size
 
 STRATEGIES = ("auto", "fft", "grid")
@@ -241,7 +241,7 @@ class GauntTensorProduct(TensorProductBackend):
             self._register_constant(f"to_fourier{key}", factors.matrix)
         projection = fourier_projection(l3, self.s_theta)
         self._register_index("output_index", self._output_gather(projection.index))
-        self._register_constant("from_fourier", projection.matrix)
+        self._register_constant("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
 
     def _output_gather(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
         """For each output component (irreps layout), its position in the flattened slot grid."""
@@ -296,7 +296,7 @@ class GauntTensorProduct(TensorProductBackend):
     def _project(self, values: torch.Tensor) -> torch.Tensor:
         """``[..., S_phi * S_theta]`` values -> ``int h Y dOmega`` for each output component, ``[..., D_out]``."""
         values = values.unflatten(-1, (self.s_phi, self.s_theta))
-        grid = torch.fft.ihfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))
+        grid = torch.fft.rfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
         rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
         slots = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier)
         return slots.flatten(-2)[..., self.output_index]

