@@ -67,17 +67,24 @@ class _RankBatches:
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(epoch)
 
-    def __iter__(self):
-        batches = list(self.batch_sampler)
+    def _batches(self) -> list[list[int]]:
+        batches = [list(batch) for batch in self.batch_sampler]
         if self.equal_counts:
-            batches = batches[: len(batches) - len(batches) % self.world_size]
-        return iter(batches[self.rank :: self.world_size])
+            return batches[: len(batches) - len(batches) % self.world_size]
+        if len(batches) < self.world_size:
+            # fewer evaluation batches than processes: smaller batches, so that every process gets one
+            flat = [index for batch in batches for index in batch]
+            if len(flat) < self.world_size:
+                raise ValueError(f"{len(flat)} evaluation structures cannot be shared by {self.world_size} processes")
+            size = -(-len(flat) // self.world_size)
+            batches = [flat[start : start + size] for start in range(0, len(flat), size)]
+        return batches
+
+    def __iter__(self):
+        return iter(self._batches()[self.rank :: self.world_size])
 
     def __len__(self) -> int:
-        total = len(list(self.batch_sampler))
-        if self.equal_counts:
-            return total // self.world_size
-        return len(range(self.rank, total, self.world_size))
+        return len(self._batches()[self.rank :: self.world_size])
 
 
 class ShardedAtomsDataModule(AtomsDataModule):

@@ -1,0 +1,139 @@
+"""End-to-end training of a tiny model on 20 real 3BPA frames: fit, checkpoints, EMA, export, test metrics.
+
+``write_tiny_config`` is shared by the other training, CLI and calculator tests (imported from here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from equimol.train.config import load_config
+from equimol.train.run import train
+
+from equimol.export import load_model, read_model_file
+
+TINY_FRAMES = 20
+
+
+def write_tiny_frames(shared_data: Path, folder: Path, count: int = TINY_FRAMES) -> Path:
+    """The first ``count`` frames of 3BPA train_300K (real DFT labels), as an extxyz in ``folder``."""
+    lines = (shared_data / "3bpa" / "train_300K.xyz").read_text().splitlines()
+    out, start = [], 0
+    for _ in range(count):
+        atoms = int(lines[start])
+        out += lines[start : start + atoms + 2]
+        start += atoms + 2
+    path = folder / "tiny.xyz"
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def tiny_config(shared_data: Path, folder: Path, **trainer) -> dict:
+    """A config mapping: 4-channel one-layer model, 16 training / 4 validation frames, batches of 2."""
+    frames = write_tiny_frames(shared_data, folder)
+    return {
+        "model": {
+            "species": ["H", "C", "N", "O"],
+            "channels": 4,
+            "lmax": 1,
+            "num_layers": 1,
+            "num_radial_basis": 4,
+            "radial_mlp_hidden": [8],
+            "readout_hidden": 4,
+            "avg_num_neighbors": "auto",
+            "e0s": "auto",
+            "energy_shift": "auto",
+            "energy_scale": "auto",
+        },
+        "data": {
+            "data_dir": str(folder),
+            "train": frames.name,
+            "test": frames.name,
+            "val_fraction": 0.2,
+            "element_references": str(shared_data / "3bpa" / "iso_atoms.xyz"),
+            "batch_size": 2,
+            "eval_batch_size": 2,
+        },
+        "optimizer": {"lr": 0.005, "ema_decay": 0.9},
+        "scheduler": {"name": "plateau", "patience": 2},
+        "trainer": {"run_dir": str(folder / "run"), "max_epochs": 2, "progress_bar": False, **trainer},
+    }
+
+
+def write_tiny_config(shared_data: Path, folder: Path, **trainer) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(shared_data, folder, **trainer)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("tiny_run")
+    config = load_config(write_tiny_config(shared_data, folder))
+    return train(config)
+
+
+def test_run_folder_has_checkpoints_logs_model_and_metrics(trained_run: dict) -> None:
+    run_dir = Path(trained_run["run_dir"])
+    for name in (
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "model.pt",
+        "test_metrics.json",
+        "test_parity.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "csv").glob("version_*/metrics.csv"))
+    assert list((run_dir / "tensorboard").glob("version_*/events.out.tfevents.*"))
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert isinstance(resolved["model"]["avg_num_neighbors"], float)  # "auto" was resolved from the data
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())["metrics"]
+    for key in ("energy_rmse", "energy_mae", "energy_per_atom_rmse", "forces_rmse", "forces_mae"):
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0
+    assert trained_run["test"] == pytest.approx(metrics)
+
+
+def test_checkpoint_holds_ema_and_export_uses_it(trained_run: dict) -> None:
+    run_dir = Path(trained_run["run_dir"])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # 16 training frames in batches of 2 for 2 epochs: 16 optimizer steps, 16 EMA updates
+    assert checkpoint["global_step"] == 16
+    assert checkpoint["ema"]["num_updates"] == 16
+    payload = read_model_file(run_dir / "model.pt")
+    assert payload["metadata"]["ema"] is True
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    model = load_model(run_dir / "model.pt")
+    differs = 0
+    for name, parameter in model.named_parameters():
+        expected = best["ema"]["shadow"][name].to(parameter.dtype)
+        assert torch.equal(parameter.detach(), expected), name
+        differs += not torch.equal(best["state_dict"][f"model.{name}"], expected)
+    assert differs > 0  # the exported weights are the averages, not the raw weights
+
+
+def test_test_metrics_equal_an_independent_evaluation(trained_run: dict, shared_data: Path) -> None:
+    """The reported test RMSE is recomputed here by a plain loop over frames (float64, 1e-9 relative)."""
+    import ase.io
+    import numpy as np
+
+    from equimol.calculator import EquimolCalculator
+
+    run_dir = Path(trained_run["run_dir"])
+    calculator = EquimolCalculator(model=run_dir / "model.pt")
+    frames = ase.io.read(run_dir.parent / "tiny.xyz", ":")
+    energy_errors, force_errors = [], []
+    for atoms in frames:
+        reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = calculator
+        energy_errors.append(atoms.get_potential_energy() - reference_energy)
+        force_errors.append(atoms.get_forces() - reference_forces)
+    energy_rmse = float(np.sqrt(np.mean(np.square(energy_errors))))
+    forces_rmse = float(np.sqrt(np.mean(np.square(np.concatenate(force_errors)))))
+    assert trained_run["test"]["energy_rmse"] == pytest.approx(energy_rmse, rel=1e-9)
+    assert trained_run["test"]["forces_rmse"] == pytest.approx(forces_rmse, rel=1e-9)
