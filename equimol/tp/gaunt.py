@@ -49,7 +49,7 @@ from e3nn import o3
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
 from equimol.tp.sphere_fourier import for_forward_transform, fourier_factors, fourier_projection, product_fft_size
-from equimol.tp.sphere_grid import grid_factors, product_grid_size
+from equimol.tp.sphere_grid import analyze_on_grid, grid_factors, product_grid_size, synthesize_on_grid
 
 STRATEGIES = ("auto", "fft", "grid")
 
@@ -254,19 +254,12 @@ class GauntTensorProduct(TensorProductBackend):
     def _grid_values(self, key: str, rows: torch.Tensor) -> torch.Tensor:
         """Feature-major coefficients ``[D, B]`` -> grid values ``[P * T, B]`` (``phi`` outer)."""
         layout = self.layout1 if key == "1" else self.layout2
-        synthesis_theta = getattr(self, f"synthesis_theta{key}")  # [M, T, K]
         slots = layout.rows_to_slots(rows, getattr(self, f"source{key}"))
-        polar = torch.bmm(synthesis_theta, slots.view(synthesis_theta.shape[0], -1, rows.shape[1]))  # [M, T, B]
-        return torch.mm(getattr(self, f"synthesis_phi{key}"), polar.view(synthesis_theta.shape[0], -1)).view(
-            -1, rows.shape[1]
-        )
+        return synthesize_on_grid(slots, getattr(self, f"synthesis_theta{key}"), getattr(self, f"synthesis_phi{key}"))
 
     def _grid_project(self, values: torch.Tensor) -> torch.Tensor:
         """Grid values ``[P * T, B]`` -> ``int h Y dOmega`` for each output component, ``[D_out, B]``."""
-        columns = values.shape[1]
-        azimuthal = torch.mm(self.analysis_phi, values.view(self.n_phi, -1))  # [M, T * B]
-        slots = torch.bmm(self.analysis_theta, azimuthal.view(-1, self.n_theta, columns))  # [M, K, B]
-        return slots.view(-1, columns).index_select(0, self.output_index)
+        return analyze_on_grid(values, self.analysis_phi, self.analysis_theta).index_select(0, self.output_index)
 
     def _product_grid(self, x1: torch.Tensor, x2: torch.Tensor, w1, w2, w3) -> torch.Tensor:
         count, channels = x1.shape[0], self.channels

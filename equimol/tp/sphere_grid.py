@@ -153,3 +153,26 @@ def grid_factors(lmax: int, n_theta: int, n_phi: int) -> GridFactors:
         analysis_phi=(azimuthal.T * (2 * math.pi / n_phi)).contiguous(),
         analysis_theta=(polar * theta_weights[None, None, :]).transpose(1, 2).contiguous(),
     )
+
+
+def synthesize_on_grid(slots: torch.Tensor, theta_matrix: torch.Tensor, phi_matrix: torch.Tensor) -> torch.Tensor:
+    """Feature-major m-major slots ``[(2L + 1) (L + 1), B]`` -> grid values ``[P * T, B]`` (``phi`` outer).
+
+    ``theta_matrix`` is ``synthesis_theta.transpose(1, 2)`` ``[2L + 1, T, L + 1]`` and ``phi_matrix``
+    is ``synthesis_phi.T`` ``[P, 2L + 1]``: two GEMMs with ``B`` columns, O(L^3) per column.
+    """
+    orders, columns = theta_matrix.shape[0], slots.shape[1]
+    polar = torch.bmm(theta_matrix, slots.view(orders, -1, columns))  # [M, T, B]
+    return torch.mm(phi_matrix, polar.view(orders, -1)).view(-1, columns)
+
+
+def analyze_on_grid(values: torch.Tensor, phi_matrix: torch.Tensor, theta_matrix: torch.Tensor) -> torch.Tensor:
+    """Grid values ``[P * T, B]`` -> feature-major m-major slots ``[(2L + 1) (L + 1), B]`` of ``int h Y dOmega``.
+
+    ``phi_matrix`` is ``analysis_phi.T`` ``[2L + 1, P]`` and ``theta_matrix`` is
+    ``analysis_theta.transpose(1, 2)`` ``[2L + 1, L + 1, T]``.
+    """
+    n_phi, columns = phi_matrix.shape[1], values.shape[1]
+    azimuthal = torch.mm(phi_matrix, values.view(n_phi, -1))  # [M, T * B]
+    slots = torch.bmm(theta_matrix, azimuthal.view(theta_matrix.shape[0], -1, columns))  # [M, K, B]
+    return slots.view(-1, columns)
