@@ -49,11 +49,15 @@ def composed_power(x: torch.Tensor, irreps: o3.Irreps, nu: int, irreps_out: o3.I
     return power
 
 
+STRATEGIES = ("fft", "grid")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("lmax", [1, 2, 3, 4])
 @pytest.mark.parametrize("nu", [2, 3])
-def test_powers_match_composed_exact_gaunt_products(lmax, nu):
+def test_powers_match_composed_exact_gaunt_products(lmax, nu, strategy):
     channels, count = 2, 2
-    module = GauntSelfProduct(natural(lmax, channels), correlation=nu, dtype=torch.float64)
+    module = GauntSelfProduct(natural(lmax, channels), correlation=nu, strategy=strategy, dtype=torch.float64)
     generator = torch.Generator().manual_seed(lmax + 10 * nu)
     x = torch.randn(count, module.irreps_in.dim, generator=generator, dtype=torch.float64)
     powers = module.powers(x, module.weight_in.detach().expand(count, -1, -1))  # [N, nu, C, D]
@@ -70,8 +74,11 @@ def test_powers_match_composed_exact_gaunt_products(lmax, nu):
     assert (got - expected).abs().max().item() <= REFERENCE_TOL
 
 
-def test_fourth_power_by_repeated_squaring_matches_composition():
-    module = GauntSelfProduct(natural(2, 1), correlation=4, irreps_out="1x0e + 1x2e + 1x3o", dtype=torch.float64)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_fourth_power_by_repeated_squaring_matches_composition(strategy):
+    module = GauntSelfProduct(
+        natural(2, 1), correlation=4, irreps_out="1x0e + 1x2e + 1x3o", strategy=strategy, dtype=torch.float64
+    )
     x = torch.randn(3, module.irreps_in.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     powers = module.powers(x, module.weight_in.detach().expand(3, -1, -1))[:, 3, 0]
     expected = composed_power(x, natural(2, 1), 4, o3.Irreps("1x0e + 1x2e + 1x3o")) / (4 * math.pi) ** 1.5
@@ -109,8 +116,9 @@ def test_unit_variance_inputs_give_order_one_outputs(correlation):
             assert 0.6 < mean_square < 1.6, f"nu={nu + 1}, {ir}: mean square {mean_square:.3f}"
 
 
-def test_equivariant_under_rotation_and_inversion():
-    module = GauntSelfProduct(natural(3, 2), correlation=3, num_elements=3, dtype=torch.float64)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_equivariant_under_rotation_and_inversion(strategy):
+    module = GauntSelfProduct(natural(3, 2), correlation=3, num_elements=3, strategy=strategy, dtype=torch.float64)
     x = torch.randn(5, module.irreps_in.dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     elements = torch.tensor([0, 2, 1, 2, 0])
     error = equivariance_error(
@@ -138,19 +146,21 @@ def test_per_element_weights_select_rows():
         assert (single(x[row : row + 1]) - out[row : row + 1]).abs().max().item() <= REFERENCE_TOL
 
 
-def test_gradcheck_and_gradgradcheck():
-    module = GauntSelfProduct(natural(1, 1), correlation=3, dtype=torch.float64)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_gradcheck_and_gradgradcheck(strategy):
+    module = GauntSelfProduct(natural(1, 1), correlation=3, strategy=strategy, dtype=torch.float64)
     x = torch.randn(2, module.irreps_in.dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(module, (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
     assert torch.autograd.gradgradcheck(module, (x,), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def test_float32_module_and_exact_double():
-    module = GauntSelfProduct(natural(3, 2), correlation=3, dtype=torch.float32)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_float32_module_and_exact_double(strategy):
+    module = GauntSelfProduct(natural(3, 2), correlation=3, strategy=strategy, dtype=torch.float32)
     x = torch.randn(3, module.irreps_in.dim, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     assert module(x.float()).dtype == torch.float32
-    reference = GauntSelfProduct(natural(3, 2), correlation=3, dtype=torch.float64)
+    reference = GauntSelfProduct(natural(3, 2), correlation=3, strategy=strategy, dtype=torch.float64)
     reference.load_state_dict(module.double().state_dict())
     assert (module(x) - reference(x)).abs().max().item() <= REFERENCE_TOL
 
@@ -164,6 +174,7 @@ def test_float32_module_and_exact_double():
         ({"irreps": "4x0e", "correlation": 2, "num_elements": 0}, r"num_elements=0 must be a positive integer"),
         ({"irreps": "4x0e", "correlation": 2, "irreps_out": "3x0e"}, r"must have the 4 channels"),
         ({"irreps": "4x0e + 2x1o", "correlation": 2}, r"different multiplicities"),
+        ({"irreps": "4x0e", "correlation": 2, "strategy": "spectral"}, r"strategy='spectral' is not one of"),
     ],
 )
 def test_bad_construction_arguments(kwargs, message):

@@ -15,10 +15,13 @@ become one sphere function with per-(element, channel, irrep) input weights ``w^
 
 For ``nu = 2`` the integral is the Gaunt product of ``x`` with itself (``gaunt`` backend with unit
 weights, before normalization), and for ``nu = 3, 4`` the product composed with ``x`` again: no
-degree is truncated in between, so ``x^3 = (x^2) x`` exactly. The powers are computed in the
-Fourier domain: one zero-padded FFT of ``f`` onto a grid large enough for ``f^N``, then
-``f^2 = f f``, ``f^3 = f^2 f``, ``f^4 = f^2 f^2`` (repeated squaring), one inverse FFT per order.
-Cost O(N^2 L^3) per channel for input degree ``L``, whatever the number of coupling paths.
+degree is truncated in between, so ``x^3 = (x^2) x`` exactly. Strategy ``"fft"`` computes the
+powers in the Fourier domain: one zero-padded FFT of ``f`` onto a grid large enough for ``f^N``
+(a linear convolution of the coefficient grids), then ``f^2 = f f``, ``f^3 = f^2 f``,
+``f^4 = f^2 f^2`` (repeated squaring), one inverse FFT per order. Strategy ``"grid"`` does the same
+on a Gauss-Legendre x uniform grid exact for degree ``N L + L_out``, with GEMMs only (faster on a
+CPU, see :func:`equimol.tp.gaunt.choose_strategy`). Cost O(N^2 L^3) per channel for input degree
+``L``, whatever the number of coupling paths.
 
 ``n_{nu, l3}`` gives unit mean square per output component when the input coefficients are
 independent standard normal and ``w^in = 1``, computed exactly: ``f`` is then a Gaussian field with
@@ -47,9 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from equimol.tp.gaunt import SlotLayout
+from equimol.tp.gaunt import STRATEGIES, SlotLayout, choose_strategy, to_feature_major
 from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, to_channel_major, uniform_multiplicity
 from equimol.tp.sphere_fourier import fast_fft_size, for_forward_transform, fourier_factors, fourier_projection
+from equimol.tp.sphere_grid import analyze_on_grid, grid_factors, product_grid_size, synthesize_on_grid
 from equimol.utils.dtype import resolve_dtype
 
 MAX_CORRELATION = 4
@@ -84,6 +88,9 @@ class GauntSelfProduct(nn.Module):
         num_elements: number of chemical elements; weights are then per element and ``forward``
             needs ``element_index``. None: one set of (shared) weights.
         irreps_out: output irreps with the same ``C`` and parity ``(-1)^l`` (default ``irreps``).
+        strategy: ``"fft"`` (Fourier grids, FFT convolution), ``"grid"`` (Gauss-Legendre x uniform grid
+            exact for degree ``correlation * L + L_out``; powers pointwise, GEMMs only) or ``"auto"``
+            (:func:`equimol.tp.gaunt.choose_strategy`). Same result to round-off.
         dtype, device: module dtype and device; constants are built in float64.
 
     Attributes:
@@ -100,6 +107,7 @@ class GauntSelfProduct(nn.Module):
         num_elements: int | None = None,
         irreps_out: IrrepsLike | None = None,
         *,
+        strategy: str = "auto",
         dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -125,18 +133,34 @@ class GauntSelfProduct(nn.Module):
         self.layout_in, self.layout_out = SlotLayout(self.irreps_in), SlotLayout(self.irreps_out)
         lmax, lmax_out = self.layout_in.lmax, self.layout_out.lmax
         top = correlation * lmax
-        self.s_theta = fast_fft_size(2 * top + 1)
-        self.s_phi = fast_fft_size(max(top + lmax_out + 1, 2 * lmax + 1))
-        factors = fourier_factors(lmax, self.s_theta)
-        projection = fourier_projection(lmax_out, self.s_theta)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy={strategy!r} is not one of {STRATEGIES} for GauntSelfProduct")
+        self.strategy = choose_strategy(lmax, lmax, lmax_out) if strategy == "auto" else strategy
+        if self.strategy == "fft":
+            self.s_theta = fast_fft_size(2 * top + 1)
+            self.s_phi = fast_fft_size(max(top + lmax_out + 1, 2 * lmax + 1))
+            factors = fourier_factors(lmax, self.s_theta)
+            projection = fourier_projection(lmax_out, self.s_theta)
+            slot_index, out_slot_index = factors.index, projection.index
+            self.register_buffer("to_fourier", factors.matrix.clone())
+            self.register_buffer("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
+        else:
+            self.n_theta, self.n_phi = product_grid_size(top + lmax_out)
+            factors, factors_out = (
+                grid_factors(lmax, self.n_theta, self.n_phi),
+                grid_factors(lmax_out, self.n_theta, self.n_phi),
+            )
+            slot_index, out_slot_index = factors.index, factors_out.index
+            self.register_buffer("synthesis_theta", factors.synthesis_theta.transpose(1, 2).contiguous().clone())
+            self.register_buffer("synthesis_phi", factors.synthesis_phi.T.contiguous().clone())
+            self.register_buffer("analysis_phi", factors_out.analysis_phi.T.contiguous().clone())
+            self.register_buffer("analysis_theta", factors_out.analysis_theta.transpose(1, 2).contiguous().clone())
         slot_of_canonical = torch.empty((lmax_out + 1) ** 2 + 1, dtype=torch.long)
-        slot_of_canonical[projection.index.flatten()] = torch.arange(projection.index.numel())
-        self.register_buffer("source", self.layout_in.source_index(factors.index), persistent=False)
+        slot_of_canonical[out_slot_index.flatten()] = torch.arange(out_slot_index.numel())
+        self.register_buffer("source", self.layout_in.source_index(slot_index), persistent=False)
         self.register_buffer("output_index", slot_of_canonical[self.layout_out.canonical_index], persistent=False)
         self.register_buffer("irrep_of_component_in", self.layout_in.irrep_of_component, persistent=False)
         self.register_buffer("irrep_of_component_out", self.layout_out.irrep_of_component, persistent=False)
-        self.register_buffer("to_fourier", factors.matrix.clone())
-        self.register_buffer("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
         normalization = [
             [power_normalization(self.layout_in.degrees, nu, ir.l) for _, ir in self.irreps_out]
             for nu in range(1, correlation + 1)
@@ -186,11 +210,21 @@ class GauntSelfProduct(nn.Module):
         Orthonormal ``Y`` and ``f`` without its ``sqrt(4 pi)``; ``x`` ``[N, irreps.dim]``, ``weight_in``
         ``[N, C, len(irreps)]``; output components in the irreps_out order, channel-major.
         """
+        if self.strategy == "grid":
+            return self._grid_powers(x, weight_in)
         coefficients = to_channel_major(x, self.irreps_in) * weight_in[..., self.irrep_of_component_in]
         slots = self.layout_in.to_slots(coefficients, self.source, tuple(self.to_fourier.shape[:2]))
         rows = torch.einsum("...vk,vkx->...vx", slots, self.to_fourier)
         rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
         values = torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # [N, C, S_phi, S_theta]
+        stacked = torch.stack(self._repeated_squaring(values), dim=1)  # [N, nu, C, S_phi, S_theta]
+        grid = torch.fft.rfftn(stacked, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
+        rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
+        projected = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier).flatten(-2)
+        return projected[..., self.output_index]
+
+    def _repeated_squaring(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """``[f, f^2, f^3, f^4][:correlation]`` pointwise: ``f^3 = f^2 f``, ``f^4 = (f^2)^2``."""
         powers = [values]
         if self.correlation >= 2:
             powers.append(values * values)
@@ -198,11 +232,18 @@ class GauntSelfProduct(nn.Module):
             powers.append(powers[1] * values)
         if self.correlation >= 4:
             powers.append(powers[1] * powers[1])
-        stacked = torch.stack(powers, dim=1)  # [N, nu, C, S_phi, S_theta]
-        grid = torch.fft.rfftn(stacked, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
-        rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
-        projected = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier).flatten(-2)
-        return projected[..., self.output_index]
+        return powers
+
+    def _grid_powers(self, x: torch.Tensor, weight_in: torch.Tensor) -> torch.Tensor:
+        count = x.shape[0]
+        coefficients = to_feature_major(x, self.irreps_in) * weight_in.permute(2, 0, 1)[self.irrep_of_component_in]
+        slots = self.layout_in.rows_to_slots(coefficients.view(coefficients.shape[0], -1), self.source)
+        values = synthesize_on_grid(slots, self.synthesis_theta, self.synthesis_phi)  # [G, N * C]
+        projected = [
+            analyze_on_grid(power, self.analysis_phi, self.analysis_theta).index_select(0, self.output_index)
+            for power in self._repeated_squaring(values)
+        ]  # each [D_out, N * C]
+        return torch.stack(projected, dim=0).view(self.correlation, -1, count, self.channels).permute(2, 0, 3, 1)
 
     def forward(self, x: torch.Tensor, element_index: torch.Tensor | None = None) -> torch.Tensor:
         """The correlation block.
