@@ -22,7 +22,7 @@ import torch
 from equimol.kernels import launch
 from equimol.kernels.launch import FactoredProduct
 
-#: ``reference(node_features, edge_attrs, w_in, w_attr, w_out) -> [num_nodes, irreps_out.dim]``,
+#: ``reference(node_features, edge_attrs, w_in, w_attr, w_out, w_mid) -> [num_nodes, irreps_out.dim]``,
 #: the torch path of the same message (differentiable), used for double backward.
 TorchReference = Callable[..., torch.Tensor]
 
@@ -36,6 +36,7 @@ class _FusedMessage(torch.autograd.Function):
         w_in: torch.Tensor | None,
         w_attr: torch.Tensor | None,
         w_out: torch.Tensor | None,
+        w_mid: torch.Tensor | None,
         product: FactoredProduct,
         edge_src: torch.Tensor,
         edge_dst: torch.Tensor,
@@ -43,23 +44,32 @@ class _FusedMessage(torch.autograd.Function):
         deterministic: bool,
         reference: TorchReference,
     ) -> torch.Tensor:
-        ctx.save_for_backward(node_features, edge_attrs, w_in, w_attr, w_out, edge_src, edge_dst)
+        ctx.save_for_backward(node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst)
         ctx.product, ctx.deterministic, ctx.reference = product, deterministic, reference
         return launch.message(
-            product, node_features, edge_attrs, w_in, w_attr, w_out, edge_src, edge_dst, num_nodes, deterministic
+            product,
+            node_features,
+            edge_attrs,
+            w_in,
+            w_attr,
+            w_out,
+            edge_src,
+            edge_dst,
+            num_nodes,
+            deterministic,
+            w_mid=w_mid,
         )
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        node_features, edge_attrs, w_in, w_attr, w_out, edge_src, edge_dst = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:5]
+        node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:6]
         if torch.is_grad_enabled():
-            return (*_torch_backward(ctx.reference, grad_out, needs, ctx.saved_tensors[:5]), *(None,) * 6)
+            return (*_torch_backward(ctx.reference, grad_out, needs, ctx.saved_tensors[:6]), *(None,) * 6)
         grad_nodes = None
         if needs[0]:
-            adjoint = ctx.product.transposed()
             grad_nodes = launch.message(
-                adjoint,
+                ctx.product.transposed(),
                 grad_out,
                 edge_attrs,
                 w_out,
@@ -69,8 +79,9 @@ class _FusedMessage(torch.autograd.Function):
                 edge_src,
                 node_features.shape[0],
                 ctx.deterministic,
+                w_mid=w_mid,
             )
-        grad_attr, grad_w_in, grad_w_attr, grad_w_out = launch.edge_gradients(
+        edge_grads = launch.edge_gradients(
             ctx.product,
             grad_out,
             node_features,
@@ -80,9 +91,10 @@ class _FusedMessage(torch.autograd.Function):
             w_out,
             edge_src,
             edge_dst,
-            (needs[1], needs[2], needs[3], needs[4]),
+            needs[1:],
+            w_mid=w_mid,
         )
-        return grad_nodes, grad_attr, grad_w_in, grad_w_attr, grad_w_out, *(None,) * 6
+        return grad_nodes, *edge_grads, *(None,) * 6
 
 
 def _torch_backward(reference: TorchReference, grad_out: torch.Tensor, needs, inputs) -> list[torch.Tensor | None]:
@@ -109,6 +121,7 @@ def fused_message_passing(
     num_nodes: int,
     deterministic: bool,
     reference: TorchReference,
+    w_mid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Differentiable fused message passing.
 
@@ -119,14 +132,26 @@ def fused_message_passing(
         edge_src, edge_dst: ``[E]`` sender and receiver of each edge.
         num_nodes: rows of the result.
         deterministic: sorted segmented reductions (forward and node-feature gradient) instead of atomics.
-        reference: the torch path, called as ``reference(node_features, edge_attrs, w_in, w_attr, w_out)``
-            for double backward.
+        reference: the torch path, called as
+            ``reference(node_features, edge_attrs, w_in, w_attr, w_out, w_mid)`` for double backward.
+        w_mid: ``[E, C, n]`` weights of the rank-one terms (needs ``product.rank_map``), or None.
 
     Returns:
         ``[num_nodes, irreps_out.dim]``.
     """
     return _FusedMessage.apply(
-        node_features, edge_attrs, w_in, w_attr, w_out, product, edge_src, edge_dst, num_nodes, deterministic, reference
+        node_features,
+        edge_attrs,
+        w_in,
+        w_attr,
+        w_out,
+        w_mid,
+        product,
+        edge_src,
+        edge_dst,
+        num_nodes,
+        deterministic,
+        reference,
     )
 
 

@@ -18,8 +18,10 @@ costs twice the projection FLOPs of the torch path's split products and needs no
 Outputs that parity forbids come out as ``(ps - qt)/2`` with ``ps = qt`` mathematically: zero up to
 round-off (about 1e-16 relative) instead of the torch path's exact zero.
 
-Per-path weights (``weight_sharing=False``) are not fused: asking for them with
-``kernel="triton"`` raises a ValueError naming the option (use ``kernel="torch"`` there).
+Per-path weights (``weight_sharing=False``, ``weight.view(E, n_paths, C)``): every rank-one term
+lies in one path's block (``tp.term_path``) and takes that path's weight, so they enter as the
+``w_mid`` weights of the factored form (per edge, channel and term, read through
+``rank_map = [term_path, term_path]`` for the two halves of the fold) instead of ``w_out``.
 """
 
 from __future__ import annotations
@@ -62,28 +64,33 @@ def cp_message_passing(
     """``m_n = sum_{e: dst(e) = n} tp(x_{src(e)}, y_e, w_e)`` for a ``cp`` tensor product, fused.
 
     Args:
-        tp: a ``CPTensorProduct`` with path-weight sharing.
+        tp: a ``CPTensorProduct`` (shared or per-path weights).
         node_features: ``[num_senders, irreps_in1.dim]``; edge_attrs: ``[E, irreps_in2.dim]``.
-        edge_weight: ``[E, C]``, ``[C]`` or None (internal weights).
+        edge_weight: ``[E, weight_numel]``, ``[weight_numel]`` or None (internal weights).
         edge_src, edge_dst: ``[E]`` int64; num_nodes: rows of the result.
 
     Returns:
         ``[num_nodes, irreps_out.dim]``, equal to the torch path up to summation order.
     """
-    if not getattr(tp, "weight_sharing", True):
-        raise ValueError(
-            "kernel='triton' fuses the cp backend with path-weight sharing only; this one was built with "
-            "weight_sharing=False (per-path weights): use kernel='torch' for it"
-        )
     edges, channels = edge_src.shape[0], tp.channels
     for name, tensor in (("node_features", node_features), ("edge_attrs", edge_attrs)):
         if tensor.dtype != tp.A.dtype:
             raise ValueError(f"{name} is {tensor.dtype} but the cp tensor product is {tp.A.dtype}; cast one")
     weight = per_edge_weight(tp, edge_weight, edges)
-    product = FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *parity_folded_factors(tp))
+    shared = getattr(tp, "weight_sharing", True)
+    # per-path weights: every rank-one term (in both halves of the parity fold) reads its path's weight
+    rank_map = None if shared else torch.cat([tp.term_path, tp.term_path])
+    product = FactoredProduct(
+        tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *parity_folded_factors(tp), rank_map=rank_map
+    )
+    if shared:
+        w_out, w_mid = weight.reshape(edges, channels, 1), None
+    else:
+        w_out, w_mid = None, weight.view(edges, -1, channels).transpose(1, 2)  # [E, C, n_paths]
 
-    def reference(features, attrs, _w_in, _w_attr, w_out):
-        messages = tp(features[edge_src], attrs, w_out.reshape(edges, channels))
+    def reference(features, attrs, _w_in, _w_attr, w_out, w_mid):
+        flat = w_out.reshape(edges, channels) if shared else w_mid.transpose(1, 2).reshape(edges, -1)
+        messages = tp(features[edge_src], attrs, flat)
         return messages.new_zeros(num_nodes, tp.irreps_out.dim).index_add(0, edge_dst, messages)
 
     return fused_message_passing(
@@ -92,10 +99,11 @@ def cp_message_passing(
         edge_attrs,
         None,
         None,
-        weight.reshape(edges, channels, 1),
+        w_out,
         edge_src,
         edge_dst,
         num_nodes,
         tp.deterministic,
         reference,
+        w_mid=w_mid,
     )

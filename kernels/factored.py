@@ -4,12 +4,13 @@ Both the ``cp`` backend and the Gaunt ``grid`` strategy compute, per edge ``e`` 
 
 .. math::
 
-    o_{e,c,k} = w^{\mathrm{out}}_{e,c,\deg(k)} \sum_r F^{\mathrm{out}}_{r k}
+    o_{e,c,k} = w^{\mathrm{out}}_{e,c,\deg(k)} \sum_r F^{\mathrm{out}}_{r k}\, w^{\mathrm{mid}}_{e,c,\pi(r)}
         \Big(\sum_i x_{s(e),c,i}\, w^{\mathrm{in}}_{e,c,\deg(i)} F^{\mathrm{in}}_{i r}\Big)
         \Big(\sum_j y_{e,j}\, w^{\mathrm{attr}}_{e,c,\deg(j)} F^{\mathrm{attr}}_{j r}\Big)
 
 and the message ``m_n = sum_{e: t(e) = n} o_e``: three small dense products with an elementwise
-product in the middle (``cp``: ``A, B, C`` with ``R`` the CP rank and one weight per channel;
+product in the middle (``cp``: ``A, B, C`` with ``R`` the CP rank and one weight per channel, or per
+path through ``w^mid`` with ``pi(r)`` the path of term ``r``;
 ``grid``: synthesis on ``R`` quadrature points, pointwise product, analysis, with weights per
 (channel, degree)). ``s(e)`` is the gathered row, ``t(e)`` the row scattered into.
 
@@ -92,6 +93,8 @@ def _rows_message(
     deg_in_ptr,
     deg_attr_ptr,
     deg_out_ptr,
+    w_mid_ptr,
+    mid_map_ptr,
     f_in_ptr,
     f_attr_ptr,
     f_out_ptr,
@@ -102,6 +105,8 @@ def _rows_message(
     N_IN,
     N_ATTR,
     N_OUT,
+    RANK,
+    N_MID,
     D_IN_P: tl.constexpr,
     D_ATTR_P: tl.constexpr,
     RANK_P: tl.constexpr,
@@ -109,6 +114,7 @@ def _rows_message(
     HAS_W_IN: tl.constexpr,
     HAS_W_ATTR: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
+    HAS_W_MID: tl.constexpr,
 ):
     """Messages ``o`` ``[rows, D_OUT_P]`` of the rows ``(edge, channel)``; invalid rows give zeros."""
     k_in = tl.arange(0, D_IN_P)
@@ -132,6 +138,9 @@ def _rows_message(
     f_attr = tl.load(f_attr_ptr + k_attr[:, None] * RANK_P + rank[None, :])
     f_out = tl.load(f_out_ptr + rank[:, None] * D_OUT_P + k_out[None, :])
     product = tl.dot(x, f_in, input_precision="ieee") * tl.dot(y, f_attr, input_precision="ieee")
+    if HAS_W_MID:
+        mid_columns = row[:, None] * N_MID + tl.load(mid_map_ptr + rank)[None, :]
+        product = product * tl.load(w_mid_ptr + mid_columns, mask=valid[:, None] & (rank < RANK)[None, :], other=0.0)
     message = tl.dot(product, f_out, input_precision="ieee")
     if HAS_W_OUT:
         out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
@@ -142,7 +151,7 @@ def _rows_message(
 
 @triton.autotune(
     configs=autotune_configs(),
-    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT"],
+    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT", "HAS_W_MID"],
     prune_configs_by={"early_config_prune": prune_configs},
     reset_to_zero=["out_ptr"],
 )
@@ -160,6 +169,8 @@ def message_atomic_kernel(
     deg_in_ptr,
     deg_attr_ptr,
     deg_out_ptr,
+    w_mid_ptr,
+    mid_map_ptr,
     f_in_ptr,
     f_attr_ptr,
     f_out_ptr,
@@ -176,6 +187,8 @@ def message_atomic_kernel(
     N_IN,
     N_ATTR,
     N_OUT,
+    RANK,
+    N_MID,
     C_P: tl.constexpr,
     D_IN_P: tl.constexpr,
     D_ATTR_P: tl.constexpr,
@@ -184,6 +197,7 @@ def message_atomic_kernel(
     HAS_W_IN: tl.constexpr,
     HAS_W_ATTR: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
+    HAS_W_MID: tl.constexpr,
     BLOCK_EDGES: tl.constexpr,
 ):
     rows = tl.arange(0, BLOCK_EDGES * C_P)
@@ -192,9 +206,9 @@ def message_atomic_kernel(
     valid = (edge < num_edges) & (channel < C)
     message = _rows_message(
         edge, channel, valid, feat_ptr, feat_stride, gather_ptr, base_in_ptr, stride_in_ptr, attr_ptr,
-        w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, f_in_ptr, f_attr_ptr, f_out_ptr,
-        C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT,
-        D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT,
+        w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, w_mid_ptr, mid_map_ptr,
+        f_in_ptr, f_attr_ptr, f_out_ptr, C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT, RANK, N_MID,
+        D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT, HAS_W_MID,
     )  # fmt: skip
     k_out = tl.arange(0, D_OUT_P)
     target = tl.load(scatter_ptr + edge, mask=valid, other=0)
@@ -217,6 +231,8 @@ def message_segmented_kernel(
     deg_in_ptr,
     deg_attr_ptr,
     deg_out_ptr,
+    w_mid_ptr,
+    mid_map_ptr,
     f_in_ptr,
     f_attr_ptr,
     f_out_ptr,
@@ -233,6 +249,8 @@ def message_segmented_kernel(
     N_IN,
     N_ATTR,
     N_OUT,
+    RANK,
+    N_MID,
     C_P: tl.constexpr,
     D_IN_P: tl.constexpr,
     D_ATTR_P: tl.constexpr,
@@ -241,6 +259,7 @@ def message_segmented_kernel(
     HAS_W_IN: tl.constexpr,
     HAS_W_ATTR: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
+    HAS_W_MID: tl.constexpr,
     BLOCK_EDGES: tl.constexpr,
 ):
     receiver = tl.program_id(0).to(tl.int64)
@@ -255,9 +274,9 @@ def message_segmented_kernel(
         edge = tl.load(order_ptr + slot, mask=valid, other=0)
         accumulator += _rows_message(
             edge, channel, valid, feat_ptr, feat_stride, gather_ptr, base_in_ptr, stride_in_ptr, attr_ptr,
-            w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, f_in_ptr, f_attr_ptr, f_out_ptr,
-            C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT,
-            D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT,
+            w_in_ptr, w_attr_ptr, w_out_ptr, deg_in_ptr, deg_attr_ptr, deg_out_ptr, w_mid_ptr, mid_map_ptr,
+            f_in_ptr, f_attr_ptr, f_out_ptr, C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT, RANK, N_MID,
+            D_IN_P, D_ATTR_P, RANK_P, D_OUT_P, HAS_W_IN, HAS_W_ATTR, HAS_W_OUT, HAS_W_MID,
         )  # fmt: skip
     total = tl.sum(tl.reshape(accumulator, (BLOCK_EDGES, C_P, D_OUT_P)), axis=0)
     channels = tl.arange(0, C_P)
@@ -279,7 +298,7 @@ def _degree_sums(values, deg_ptr, D, D_P: tl.constexpr, N_P: tl.constexpr):
 
 @triton.autotune(
     configs=autotune_configs(),
-    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT"],
+    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT", "HAS_W_MID"],
     prune_configs_by={"early_config_prune": prune_configs},
 )
 @triton.jit
@@ -301,6 +320,8 @@ def edge_gradients_kernel(
     deg_in_ptr,
     deg_attr_ptr,
     deg_out_ptr,
+    w_mid_ptr,
+    mid_map_ptr,
     f_in_ptr,
     f_attr_ptr,
     f_out_ptr,
@@ -308,6 +329,7 @@ def edge_gradients_kernel(
     grad_w_in_ptr,
     grad_w_attr_ptr,
     grad_w_out_ptr,
+    grad_w_mid_ptr,
     num_edges,
     C,
     D_IN,
@@ -316,6 +338,8 @@ def edge_gradients_kernel(
     N_IN,
     N_ATTR,
     N_OUT,
+    RANK,
+    N_MID,
     C_P: tl.constexpr,
     D_IN_P: tl.constexpr,
     D_ATTR_P: tl.constexpr,
@@ -324,20 +348,24 @@ def edge_gradients_kernel(
     N_IN_P: tl.constexpr,
     N_ATTR_P: tl.constexpr,
     N_OUT_P: tl.constexpr,
+    N_MID_P: tl.constexpr,
     HAS_W_IN: tl.constexpr,
     HAS_W_ATTR: tl.constexpr,
     HAS_W_OUT: tl.constexpr,
+    HAS_W_MID: tl.constexpr,
     NEED_ATTR: tl.constexpr,
     NEED_W_IN: tl.constexpr,
     NEED_W_ATTR: tl.constexpr,
     NEED_W_OUT: tl.constexpr,
+    NEED_W_MID: tl.constexpr,
     BLOCK_EDGES: tl.constexpr,
 ):
     """Per-edge gradients: ``y`` (summed over channels) and the three weight groups.
 
-    With ``g`` the upstream gradient gathered at the receiver, ``T = (g w_out) F_out^T``:
-    ``grad w_out = deg-sum(g * ((x F_in)(y F_attr)) F_out)``, ``grad y_s = (T (x F_in)) F_attr^T``,
-    ``grad x_s = (T (y F_attr)) F_in^T``, with ``_s`` the weight-scaled inputs.
+    With ``g`` the upstream gradient gathered at the receiver, ``T = (g w_out) F_out^T``,
+    ``P = (x_s F_in)(y_s F_attr)``: ``grad w_mid = slot-sum(T P)``, and with ``T' = T w_mid``:
+    ``grad w_out = deg-sum(g * (P w_mid) F_out)``, ``grad y_s = (T' (x_s F_in)) F_attr^T``,
+    ``grad x_s = (T' (y_s F_attr)) F_in^T``, with ``_s`` the weight-scaled inputs.
     """
     rows = tl.arange(0, BLOCK_EDGES * C_P)
     edge = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + rows // C_P
@@ -380,9 +408,22 @@ def edge_gradients_kernel(
     projected_in = tl.dot(x_scaled, f_in, input_precision="ieee")
     projected_attr = tl.dot(y_scaled, f_attr, input_precision="ieee")
     pulled = tl.dot(grad_scaled, tl.trans(f_out), input_precision="ieee")
+    product = projected_in * projected_attr
+    if HAS_W_MID:
+        mid_mask = valid[:, None] & (rank < RANK)[None, :]
+        w_mid = tl.load(
+            w_mid_ptr + row[:, None] * N_MID + tl.load(mid_map_ptr + rank)[None, :], mask=mid_mask, other=0.0
+        )
+        if NEED_W_MID:
+            sums = _degree_sums(pulled * product, mid_map_ptr, RANK, RANK_P, N_MID_P)
+            slots = tl.arange(0, N_MID_P)
+            mask = valid[:, None] & (slots < N_MID)[None, :]
+            tl.store(grad_w_mid_ptr + row[:, None] * N_MID + slots[None, :], sums, mask=mask)
+        product = product * w_mid
+        pulled = pulled * w_mid
 
     if NEED_W_OUT:
-        unweighted = tl.dot(projected_in * projected_attr, f_out, input_precision="ieee")
+        unweighted = tl.dot(product, f_out, input_precision="ieee")
         sums = _degree_sums(grad * unweighted, deg_out_ptr, D_OUT, D_OUT_P, N_OUT_P)
         slots = tl.arange(0, N_OUT_P)
         mask = valid[:, None] & (slots < N_OUT)[None, :]

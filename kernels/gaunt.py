@@ -124,7 +124,7 @@ def gaunt_message_passing(
     w_in, w_attr, w_out = (w.reshape(edges, channels, -1) for w in torch.split(weight, tp.weight_split, dim=1))
     product = FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *grid_factors(tp))
 
-    def reference(features, attrs, w1, w2, w3):
+    def reference(features, attrs, w1, w2, w3, _w_mid):
         flat = torch.cat([w1.flatten(1), w2.flatten(1), w3.flatten(1)], dim=1)
         messages = tp(features[edge_src], attrs, flat)
         return messages.new_zeros(num_nodes, tp.irreps_out.dim).index_add(0, edge_dst, messages)

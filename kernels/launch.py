@@ -10,7 +10,9 @@ Weights (any of them may be None, meaning one):
 * ``w_in`` ``[E, C, len(irreps_in)]``: per (edge, channel, input irrep);
 * ``w_attr`` ``[E, C, len(irreps_attr)]``: per (edge, channel, attribute irrep);
 * ``w_out`` ``[E, C, n]`` with ``n = len(irreps_out)`` (per output irrep) or ``n = 1`` (one weight per
-  channel shared by every output irrep, the CP backend's path-weight sharing).
+  channel shared by every output irrep, the CP backend's path-weight sharing);
+* ``w_mid`` ``[E, C, n]``: per (edge, channel, slot) on the rank-one terms, term ``r`` reading slot
+  ``rank_map[r]`` of the product (the CP backend's per-path weights: the slot is the term's path).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FactoredProduct:
         irreps_attr: one copy per irrep, edge attributes ``[E, D_ATTR]``.
         irreps_out: ``C x ...`` output irreps (``D_OUT`` per channel).
         factor_in: ``[D_IN, R]``; factor_attr: ``[D_ATTR, R]``; factor_out: ``[R, D_OUT]``.
+        rank_map: int64 ``[R]``, the ``w_mid`` slot of each rank-one term, or None (no ``w_mid``).
     """
 
     irreps_in: o3.Irreps
@@ -41,6 +44,7 @@ class FactoredProduct:
     factor_in: torch.Tensor
     factor_attr: torch.Tensor
     factor_out: torch.Tensor
+    rank_map: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -49,7 +53,13 @@ class FactoredProduct:
     def transposed(self) -> FactoredProduct:
         """The adjoint in the gathered input: maps an output-side gradient back to the input side."""
         return FactoredProduct(
-            self.irreps_out, self.irreps_attr, self.irreps_in, self.factor_out.T, self.factor_attr, self.factor_in.T
+            self.irreps_out,
+            self.irreps_attr,
+            self.irreps_in,
+            self.factor_out.T,
+            self.factor_attr,
+            self.factor_in.T,
+            self.rank_map,
         )
 
 
@@ -69,6 +79,16 @@ def _check_weight(weight: torch.Tensor | None, name: str, edges: int, channels: 
         raise ValueError(
             f"{name} has shape {tuple(weight.shape)}; expected [{edges}, {channels}, n] with n in {list(slots)}"
         )
+
+
+def _check_mid_weight(product: FactoredProduct, w_mid: torch.Tensor | None, edges: int, channels: int) -> None:
+    if w_mid is None:
+        return
+    if product.rank_map is None:
+        raise ValueError("w_mid was given but the product has no rank_map (which term reads which weight slot)")
+    slots = int(product.rank_map.max()) + 1 if product.rank_map.numel() else 1
+    if w_mid.dim() != 3 or w_mid.shape[0] != edges or w_mid.shape[1] != channels or w_mid.shape[2] < slots:
+        raise ValueError(f"w_mid has shape {tuple(w_mid.shape)}; expected [{edges}, {channels}, n] with n >= {slots}")
 
 
 def _check_indices(index: torch.Tensor, name: str, bound: int, what: str) -> None:
@@ -114,6 +134,9 @@ class _Prepared:
         self.f_out = pad_matrix(product.factor_out.to(**cast), self.rank_p, self.d_out_p)
         self.base_in, self.stride_in = column_map(product.irreps_in, device)
         self.base_out, self.stride_out = column_map(product.irreps_out, device)
+        self.mid_map = torch.zeros(self.rank_p, dtype=torch.int64, device=device)
+        if product.rank_map is not None:
+            self.mid_map[:rank] = product.rank_map.to(device=device, dtype=torch.int64)
         # A weight with a single slot per channel (CP path-weight sharing) reads slot 0 everywhere.
         self.deg_in, self.deg_attr, self.deg_out = (
             degree_map(irreps, device)
@@ -127,8 +150,13 @@ def _slots(*weights: torch.Tensor | None) -> tuple[int, ...]:
     return tuple(1 if w is None else w.shape[2] for w in weights)
 
 
-def _weight_args(prepared: _Prepared, w_in, w_attr, w_out, dummy: torch.Tensor) -> dict:
+def _weight_args(prepared: _Prepared, w_in, w_attr, w_out, w_mid, dummy: torch.Tensor) -> dict:
     return {
+        "w_mid_ptr": dummy if w_mid is None else w_mid,
+        "mid_map_ptr": prepared.mid_map,
+        "RANK": prepared.rank,
+        "N_MID": 1 if w_mid is None else w_mid.shape[2],
+        "HAS_W_MID": w_mid is not None,
         "w_in_ptr": dummy if w_in is None else w_in,
         "w_attr_ptr": dummy if w_attr is None else w_attr,
         "w_out_ptr": dummy if w_out is None else w_out,
@@ -159,6 +187,7 @@ def message(
     edge_dst: torch.Tensor,
     num_nodes: int,
     deterministic: bool = False,
+    w_mid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fused ``m_n = sum_{e: dst(e) = n} o(x_{src(e)}, y_e, w_e)``, no autograd.
 
@@ -170,6 +199,7 @@ def message(
         edge_src, edge_dst: ``[E]`` integer indices, ``0 <= src < V``, ``0 <= dst < num_nodes``.
         num_nodes: rows of the result.
         deterministic: receiver-sorted segmented reduction instead of atomics.
+        w_mid: weights of the rank-one terms (needs ``product.rank_map``), or None.
 
     Returns:
         ``[num_nodes, irreps_out.dim]`` in the dtype of ``node_features``.
@@ -189,16 +219,17 @@ def message(
     _check_weight(w_in, "w_in", edges, channels, (1, len(product.irreps_in)))
     _check_weight(w_attr, "w_attr", edges, channels, (1, len(product.irreps_attr)))
     _check_weight(w_out, "w_out", edges, channels, (1, len(product.irreps_out)))
+    _check_mid_weight(product, w_mid, edges, channels)
     _check_indices(edge_src, "edge_src", node_features.shape[0], "rows of node_features")
     _check_indices(edge_dst, "edge_dst", num_nodes, "num_nodes")
-    _check_device(node_features, edge_attrs, w_in, w_attr, w_out, edge_src, edge_dst)
+    _check_device(node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst)
     dtype, device = node_features.dtype, node_features.device
     out = torch.zeros(num_nodes, product.irreps_out.dim, dtype=dtype, device=device)
     if edges == 0 or num_nodes == 0:
         return out
     prepared = _Prepared(product, dtype, device, _slots(w_in, w_attr, w_out))
     node_features, edge_attrs = node_features.contiguous(), edge_attrs.to(dtype).contiguous()
-    w_in, w_attr, w_out = (_contiguous(w) for w in (w_in, w_attr, w_out))
+    w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
     common = dict(
         feat_ptr=node_features,
         feat_stride=node_features.shape[1],
@@ -222,7 +253,7 @@ def message(
         D_ATTR_P=prepared.d_attr_p,
         RANK_P=prepared.rank_p,
         D_OUT_P=prepared.d_out_p,
-        **_weight_args(prepared, w_in, w_attr, w_out, out),
+        **_weight_args(prepared, w_in, w_attr, w_out, w_mid, out),
     )
     if deterministic:
         order, segments = receiver_segments(edge_dst, num_nodes)
@@ -251,40 +282,38 @@ def edge_gradients(
     w_out: torch.Tensor | None,
     edge_src: torch.Tensor,
     edge_dst: torch.Tensor,
-    need: tuple[bool, bool, bool, bool],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of ``<grad_out, message(...)>`` with respect to ``edge_attrs, w_in, w_attr, w_out``.
+    need: tuple[bool, ...],
+    w_mid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of ``<grad_out, message(...)>`` with respect to ``edge_attrs, w_in, w_attr, w_out, w_mid``.
 
     Args:
         grad_out: ``[num_nodes, irreps_out.dim]`` upstream gradient.
-        need: which of ``(edge_attrs, w_in, w_attr, w_out)`` to compute (the others come back None;
-            a weight that is None has no gradient).
+        need: which of ``(edge_attrs, w_in, w_attr, w_out, w_mid)`` to compute (the others come back
+            None; a weight that is None has no gradient). A missing fifth entry means False.
 
     Returns:
-        ``[E, D_ATTR]`` and the weight gradients in the shapes of the weights.
+        ``[E, D_ATTR]`` and the weight gradients in the shapes of the weights (five entries).
     """
     edges, channels = edge_src.shape[0], product.channels
     dtype, device = node_features.dtype, node_features.device
-    need_attr, need_w_in, need_w_attr, need_w_out = (
-        need[0],
-        need[1] and w_in is not None,
-        need[2] and w_attr is not None,
-        need[3] and w_out is not None,
-    )
-    grads = [
-        torch.zeros(edges, product.irreps_attr.dim, dtype=dtype, device=device) if need_attr else None,
-        torch.zeros_like(w_in, dtype=dtype) if need_w_in else None,
-        torch.zeros_like(w_attr, dtype=dtype) if need_w_attr else None,
-        torch.zeros_like(w_out, dtype=dtype) if need_w_out else None,
+    need = tuple(need) + (False,) * (5 - len(need))
+    weights = (w_in, w_attr, w_out, w_mid)
+    need_attr = need[0]
+    need_weight = [flag and w is not None for flag, w in zip(need[1:], weights)]
+    grads = [torch.zeros(edges, product.irreps_attr.dim, dtype=dtype, device=device) if need_attr else None]
+    # fresh contiguous buffers: the kernel writes [E, C, n] row-major whatever the strides of the weight
+    grads += [
+        torch.zeros(w.shape, dtype=dtype, device=device) if flag else None for flag, w in zip(need_weight, weights)
     ]
-    if edges == 0 or not any((need_attr, need_w_in, need_w_attr, need_w_out)):
+    if edges == 0 or not (need_attr or any(need_weight)):
         return tuple(grads)
     prepared = _Prepared(product, dtype, device, _slots(w_in, w_attr, w_out))
     grad_out, node_features = grad_out.contiguous(), node_features.contiguous()
     edge_attrs = edge_attrs.to(dtype).contiguous()
-    w_in, w_attr, w_out = (_contiguous(w) for w in (w_in, w_attr, w_out))
+    w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
     dummy = grad_out
-    weights = _weight_args(prepared, w_in, w_attr, w_out, dummy)
+    arguments = _weight_args(prepared, w_in, w_attr, w_out, w_mid, dummy)
 
     def grid(meta):
         return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
@@ -308,6 +337,7 @@ def edge_gradients(
         grad_w_in_ptr=dummy if grads[1] is None else grads[1],
         grad_w_attr_ptr=dummy if grads[2] is None else grads[2],
         grad_w_out_ptr=dummy if grads[3] is None else grads[3],
+        grad_w_mid_ptr=dummy if grads[4] is None else grads[4],
         num_edges=edges,
         C=channels,
         D_IN=prepared.d_in,
@@ -318,13 +348,15 @@ def edge_gradients(
         D_ATTR_P=prepared.d_attr_p,
         RANK_P=prepared.rank_p,
         D_OUT_P=prepared.d_out_p,
-        N_IN_P=padded(weights["N_IN"]),
-        N_ATTR_P=padded(weights["N_ATTR"]),
-        N_OUT_P=padded(weights["N_OUT"]),
+        N_IN_P=padded(arguments["N_IN"]),
+        N_ATTR_P=padded(arguments["N_ATTR"]),
+        N_OUT_P=padded(arguments["N_OUT"]),
+        N_MID_P=padded(arguments["N_MID"]),
         NEED_ATTR=need_attr,
-        NEED_W_IN=need_w_in,
-        NEED_W_ATTR=need_w_attr,
-        NEED_W_OUT=need_w_out,
-        **weights,
+        NEED_W_IN=need_weight[0],
+        NEED_W_ATTR=need_weight[1],
+        NEED_W_OUT=need_weight[2],
+        NEED_W_MID=need_weight[3],
+        **arguments,
     )
     return tuple(grads)

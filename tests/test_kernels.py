@@ -43,11 +43,14 @@ def _expand(weight, irreps):
     return weight[:, :, degree_map(irreps, weight.device)[: irreps.dim // irreps[0].mul]]
 
 
-def reference(product, x, y, w_in, w_attr, w_out, src, dst, num_nodes):
+def reference(product, x, y, w_in, w_attr, w_out, w_mid, src, dst, num_nodes):
     """Torch path of the factored message: ``[num_nodes, irreps_out.dim]``."""
     xc = to_channel_major(x[src], product.irreps_in) * _expand(w_in, product.irreps_in)
     yc = y[:, None, :] * _expand(w_attr, product.irreps_attr)
-    z = ((xc @ product.factor_in) * (yc @ product.factor_attr)) @ product.factor_out
+    terms = (xc @ product.factor_in) * (yc @ product.factor_attr)
+    if w_mid is not None:
+        terms = terms * w_mid[:, :, product.rank_map]
+    z = terms @ product.factor_out
     z = from_channel_major(z * _expand(w_out, product.irreps_out), product.irreps_out)
     return z.new_zeros(num_nodes, z.shape[1]).index_add(0, dst, z)
 
@@ -62,6 +65,7 @@ def make_case(dtype, weights: str, seed: int = 0):
         torch.randn(9, RANK, generator=generator, dtype=torch.float64).to(dtype),
         torch.randn(4, RANK, generator=generator, dtype=torch.float64).to(dtype),
         torch.randn(RANK, 4, generator=generator, dtype=torch.float64).to(dtype),
+        rank_map=torch.tensor([0, 1, 2, 0, 1, 2, 0]) if weights == "per_term" else None,
     )
     hub, others = 24, 9
     edge_dst = torch.cat(
@@ -75,9 +79,11 @@ def make_case(dtype, weights: str, seed: int = 0):
 
     x, y = rand(NUM_NODES, IRREPS_IN.dim), rand(edges, IRREPS_ATTR.dim)
     if weights == "shared":  # one weight per channel on the output (cp)
-        w = (None, None, rand(edges, channels, 1))
+        w = (None, None, rand(edges, channels, 1), None)
+    elif weights == "per_term":  # per (channel, slot of the rank-one term) (cp with per-path weights)
+        w = (None, None, None, rand(edges, channels, 3))
     else:  # per (channel, irrep) on all three (gaunt)
-        w = (rand(edges, channels, 3), rand(edges, channels, 2), rand(edges, channels, 2))
+        w = (rand(edges, channels, 3), rand(edges, channels, 2), rand(edges, channels, 2), None)
     return product, x, y, w, edge_src, edge_dst
 
 
@@ -87,7 +93,7 @@ def tolerance(dtype, expected):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("deterministic", [False, True])
-@pytest.mark.parametrize("weights", ["shared", "per_irrep"])
+@pytest.mark.parametrize("weights", ["shared", "per_irrep", "per_term"])
 def test_forward_and_gradients_equal_torch(dtype, deterministic, weights):
     product, x, y, w, src, dst = make_case(dtype, weights)
     inputs = [t.clone().requires_grad_(True) if t is not None else None for t in (x, y, *w)]
@@ -96,7 +102,7 @@ def test_forward_and_gradients_equal_torch(dtype, deterministic, weights):
     def torch_path(*args):
         return reference(product, *args, src, dst, NUM_NODES)
 
-    out = fused_message_passing(product, *inputs, src, dst, NUM_NODES, deterministic, torch_path)
+    out = fused_message_passing(product, *inputs[:5], src, dst, NUM_NODES, deterministic, torch_path, w_mid=inputs[5])
     expected = torch_path(*inputs)
     assert out.dtype == dtype
     assert (out - expected).abs().max().item() <= tolerance(dtype, expected)
@@ -113,10 +119,10 @@ def test_forward_and_gradients_equal_torch(dtype, deterministic, weights):
 def test_double_backward_falls_back_to_torch(deterministic):
     """Force training: gradients built with create_graph=True are the torch path's, and differentiable."""
     product, x, y, w, src, dst = make_case(torch.float64, "per_irrep", seed=1)
-    inputs = [t.clone().requires_grad_(True) for t in (x, y, *w)]
+    inputs = [t.clone().requires_grad_(True) for t in (x, y, *w[:3])]
 
     def torch_path(*args):
-        return reference(product, *args, src, dst, NUM_NODES)
+        return reference(product, *args[:5], None, src, dst, NUM_NODES)
 
     generator = torch.Generator().manual_seed(3)
     upstream = torch.randn(NUM_NODES, IRREPS_OUT.dim, generator=generator, dtype=torch.float64)
@@ -135,9 +141,9 @@ def test_double_backward_falls_back_to_torch(deterministic):
 
 def test_deterministic_mode_is_reproducible_and_matches_atomic():
     product, x, y, w, src, dst = make_case(torch.float64, "shared", seed=2)
-    first = message(product, x, y, *w, src, dst, NUM_NODES, deterministic=True)
-    second = message(product, x, y, *w, src, dst, NUM_NODES, deterministic=True)
-    atomic = message(product, x, y, *w, src, dst, NUM_NODES, deterministic=False)
+    first = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=True)
+    second = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=True)
+    atomic = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=False)
     assert torch.equal(first, second)
     assert (first - atomic).abs().max().item() <= REFERENCE_TOL
 
@@ -159,17 +165,17 @@ def test_no_edges_gives_zeros():
 def test_out_of_range_indices_are_refused():
     product, x, y, w, src, dst = make_case(torch.float64, "shared")
     with pytest.raises(ValueError, match=r"edge_dst holds indices in \[6, 6\]; expected 0 <= index < 6"):
-        message(product, x, y, *w, src, torch.full_like(dst, NUM_NODES), NUM_NODES)
+        message(product, x, y, *w[:3], src, torch.full_like(dst, NUM_NODES), NUM_NODES)
     with pytest.raises(ValueError, match=r"edge_src holds indices in \[-1, -1\]"):
-        message(product, x, y, *w, torch.full_like(src, -1), dst, NUM_NODES)
+        message(product, x, y, *w[:3], torch.full_like(src, -1), dst, NUM_NODES)
 
 
 def test_bad_shapes_are_refused():
     product, x, y, w, src, dst = make_case(torch.float64, "shared")
     with pytest.raises(ValueError, match=r"node_features has shape \(6, 5\); expected \[V, 27\]"):
-        message(product, x[:, :5], y, *w, src, dst, NUM_NODES)
+        message(product, x[:, :5], y, *w[:3], src, dst, NUM_NODES)
     with pytest.raises(ValueError, match=r"edge_attrs has shape \(32, 4\); expected \[33, 4\]"):
-        message(product, x, y[1:], *w, src, dst, NUM_NODES)
+        message(product, x, y[1:], *w[:3], src, dst, NUM_NODES)
     with pytest.raises(ValueError, match=r"w_out has shape \(33, 3, 5\); expected \[33, 3, n\] with n in \[1, 2\]"):
         message(product, x, y, None, None, torch.ones(33, 3, 5, dtype=torch.float64), src, dst, NUM_NODES)
 

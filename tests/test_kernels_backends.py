@@ -27,6 +27,7 @@ FLOAT32_TOL = 1e-5
 IRREPS = ("4x0e + 4x1o + 4x2e", "0e + 1o + 2e", "4x0e + 4x1o + 4x2e")
 BACKENDS = [("cp", {"cp_rank": "exact"}), ("gaunt", {"strategy": "grid"})]
 NUM_NODES = 7
+PER_PATH_CASES = [(torch.float64, False), (torch.float32, True)]
 
 
 def build(backend, options, dtype=torch.float64, **extra):
@@ -53,7 +54,8 @@ def tolerance(dtype, expected):
 @pytest.mark.parametrize(
     "backend, options, dtype, deterministic",
     [(*b, dtype, mode) for b in BACKENDS for dtype in (torch.float64, torch.float32) for mode in (False, True)]
-    + [("cp", {"cp_rank": "7L2"}, torch.float64, False)],  # a fitted (approximate) rank, not only the exact one
+    + [("cp", {"cp_rank": "7L2"}, torch.float64, False)]  # a fitted (approximate) rank, not only the exact one
+    + [("cp", {"cp_rank": "exact", "weight_sharing": False}, dtype, mode) for dtype, mode in PER_PATH_CASES],
 )
 def test_triton_kernel_equals_torch_path(backend, options, dtype, deterministic):
     fused = build(backend, options, dtype, kernel="triton", deterministic=deterministic)
@@ -98,13 +100,6 @@ def test_internal_weights_receive_gradients(backend, options):
         tp.message_passing(nodes, attrs, None, src, dst, NUM_NODES).pow(2).sum().backward()
         grads.append(tp.weight.grad)
     assert (grads[0] - grads[1]).abs().max().item() <= REFERENCE_TOL * max(1.0, grads[1].abs().max().item())
-
-
-def test_cp_per_path_weights_are_refused_with_the_option_named():
-    tp = build("cp", {"cp_rank": "exact", "weight_sharing": False}, kernel="triton")
-    (nodes, attrs, weight), src, dst = graph(tp, torch.float64)
-    with pytest.raises(ValueError, match=r"weight_sharing=False .* use kernel='torch'"):
-        tp.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)
 
 
 @pytest.mark.parametrize("backend, options", [BACKENDS[0], BACKENDS[1]])
