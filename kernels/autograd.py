@@ -172,3 +172,17 @@ def per_edge_weight(tp, edge_weight: torch.Tensor | None, edges: int) -> torch.T
             f"or [{tp.weight_numel}] (shared) for backend {tp.name!r}"
         )
     return edge_weight
+
+
+def cached_product(tp, buffers: tuple[torch.Tensor, ...], build: Callable[[], FactoredProduct]) -> FactoredProduct:
+    """The :class:`FactoredProduct` of module ``tp``, rebuilt only when one of its ``buffers`` changed.
+
+    The key is each buffer's storage, dtype, device and in-place version counter, so ``.to()``,
+    ``.double()`` or an in-place edit of a factor invalidates it.
+    """
+    key = tuple((b.data_ptr(), b.dtype, str(b.device), b._version) for b in buffers)
+    cache = tp.__dict__.setdefault("_fused_product_cache", {})
+    if cache.get("key") != key:
+        # holding the buffers keeps their storage alive, so a key can never match a reused address
+        cache["key"], cache["buffers"], cache["product"] = key, buffers, build()
+    return cache["product"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 from e3nn import o3
-from equimol.kernels.autograd import fused_message_passing, per_edge_weight
+from equimol.kernels.autograd import cached_product, fused_message_passing, per_edge_weight
 from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
@@ -80,8 +80,12 @@ def cp_message_passing(
     shared = getattr(tp, "weight_sharing", True)
     # per-path weights: every rank-one term (in both halves of the parity fold) reads its path's weight
     rank_map = None if shared else torch.cat([tp.term_path, tp.term_path])
-    product = FactoredProduct(
-        tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *parity_folded_factors(tp), rank_map=rank_map
+    product = cached_product(
+        tp,
+        (tp.A, tp.B, tp.C, tp.term_path),
+        lambda: FactoredProduct(
+            tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *parity_folded_factors(tp), rank_map=rank_map
+        ),
     )
     if shared:
         w_out, w_mid = weight.reshape(edges, channels, 1), None

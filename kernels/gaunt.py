@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 from e3nn import o3
-from equimol.kernels.autograd import fused_message_passing, per_edge_weight
+from equimol.kernels.autograd import cached_product, fused_message_passing, per_edge_weight
 from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
@@ -122,7 +122,9 @@ def gaunt_message_passing(
     edges, channels = edge_src.shape[0], tp.channels
     weight = per_edge_weight(tp, edge_weight, edges)
     w_in, w_attr, w_out = (w.reshape(edges, channels, -1) for w in torch.split(weight, tp.weight_split, dim=1))
-    product = FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *grid_factors(tp))
+    product = cached_product(
+        tp, (tp.output_scale,), lambda: FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *grid_factors(tp))
+    )
 
     def reference(features, attrs, w1, w2, w3, _w_mid):
         flat = torch.cat([w1.flatten(1), w2.flatten(1), w3.flatten(1)], dim=1)

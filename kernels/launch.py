@@ -17,7 +17,7 @@ Weights (any of them may be None, meaning one):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import triton
@@ -45,6 +45,8 @@ class FactoredProduct:
     factor_attr: torch.Tensor
     factor_out: torch.Tensor
     rank_map: torch.Tensor | None = None
+    # padded factors and index maps per (dtype, device, weight slots), and the adjoint: built once per product
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def channels(self) -> int:
@@ -52,15 +54,24 @@ class FactoredProduct:
 
     def transposed(self) -> FactoredProduct:
         """The adjoint in the gathered input: maps an output-side gradient back to the input side."""
-        return FactoredProduct(
-            self.irreps_out,
-            self.irreps_attr,
-            self.irreps_in,
-            self.factor_out.T,
-            self.factor_attr,
-            self.factor_in.T,
-            self.rank_map,
-        )
+        if "transposed" not in self._cache:
+            self._cache["transposed"] = FactoredProduct(
+                self.irreps_out,
+                self.irreps_attr,
+                self.irreps_in,
+                self.factor_out.T,
+                self.factor_attr,
+                self.factor_in.T,
+                self.rank_map,
+            )
+        return self._cache["transposed"]
+
+    def prepared(self, dtype: torch.dtype, device: torch.device, slots: tuple[int, ...]) -> _Prepared:
+        """Padded factors and index maps for a launch (cached)."""
+        key = (dtype, str(device), slots)
+        if key not in self._cache:
+            self._cache[key] = _Prepared(self, dtype, device, slots)
+        return self._cache[key]
 
 
 def _dims(product: FactoredProduct) -> tuple[int, int, int, int]:
@@ -227,7 +238,7 @@ def message(
     out = torch.zeros(num_nodes, product.irreps_out.dim, dtype=dtype, device=device)
     if edges == 0 or num_nodes == 0:
         return out
-    prepared = _Prepared(product, dtype, device, _slots(w_in, w_attr, w_out))
+    prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
     node_features, edge_attrs = node_features.contiguous(), edge_attrs.to(dtype).contiguous()
     w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
     common = dict(
@@ -308,7 +319,7 @@ def edge_gradients(
     ]
     if edges == 0 or not (need_attr or any(need_weight)):
         return tuple(grads)
-    prepared = _Prepared(product, dtype, device, _slots(w_in, w_attr, w_out))
+    prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
     grad_out, node_features = grad_out.contiguous(), node_features.contiguous()
     edge_attrs = edge_attrs.to(dtype).contiguous()
     w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))

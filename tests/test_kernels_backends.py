@@ -114,3 +114,17 @@ def test_bad_inputs_are_refused(backend, options):
         tp.message_passing(nodes, attrs, None, src, dst, NUM_NODES)
     with pytest.raises(ValueError, match=r"edge_src holds indices in \[7, 7\]; expected 0 <= index < 7"):
         tp.message_passing(nodes, attrs, weight, torch.full_like(src, 7), dst, NUM_NODES)
+
+
+@pytest.mark.parametrize("backend, options", [BACKENDS[0], BACKENDS[1]])
+def test_dtype_change_after_a_call_rebuilds_the_cached_factors(backend, options):
+    fused = build(backend, options, kernel="triton")
+    plain = build(backend, options)
+    (nodes, attrs, weight), src, dst = graph(fused, torch.float64)
+    fused.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)  # caches float64 factors
+    fused, plain = fused.float(), plain.float()
+    inputs = [t.float() for t in (nodes, attrs, weight)]
+    out = fused.message_passing(*inputs, src, dst, NUM_NODES)
+    expected = plain.message_passing(*inputs, src, dst, NUM_NODES)
+    assert out.dtype == torch.float32
+    assert (out - expected).abs().max().item() <= tolerance(torch.float32, expected)
