@@ -9,8 +9,15 @@ Triton runs on a CUDA GPU, or on the CPU through its interpreter when ``TRITON_I
 set in the environment before this package is imported (about 400x slower than torch: for
 tests). Without either, the import raises :class:`TritonUnavailableError` saying so.
 
-Kernels provided: ``cp`` (:mod:`equimol.kernels.cp`) and ``gaunt`` (:mod:`equimol.kernels.gaunt`, the
-sphere-grid form).
+Kernels provided: ``cp`` (:mod:`equimol.kernels.cp`, shared or per-path weights) and ``gaunt``
+(:mod:`equimol.kernels.gaunt`, the sphere-grid form, either strategy), both through one fused
+gather-product-scatter kernel on the factored form of :mod:`equimol.kernels.factored`.
+
+* **forward**: fused; atomic (default) or receiver-sorted segmented reduction (``deterministic``).
+* **backward** (first derivatives: forces at inference, ``create_graph=False``): Triton kernels,
+  the node-feature gradient with the same atomic / deterministic choice.
+* **double backward** (force training, ``create_graph=True``): falls back to the torch path (the
+  backend's own product, differentiated by autograd), see :mod:`equimol.kernels.autograd`.
 """
 
 from __future__ import annotations
