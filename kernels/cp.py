@@ -77,6 +77,8 @@ def cp_message_passing(
         if tensor.dtype != tp.A.dtype:
             raise ValueError(f"{name} is {tensor.dtype} but the cp tensor product is {tp.A.dtype}; cast one")
     weight = per_edge_weight(tp, edge_weight, edges)
+    if weight.dtype != tp.A.dtype:
+        raise ValueError(f"edge_weight is {weight.dtype} but the {tp.name} tensor product is {tp.A.dtype}; cast one")
     shared = getattr(tp, "weight_sharing", True)
     # per-path weights: every rank-one term (in both halves of the parity fold) reads its path's weight
     rank_map = None if shared else torch.cat([tp.term_path, tp.term_path])

@@ -121,6 +121,8 @@ def gaunt_message_passing(
             raise ValueError(f"{name} is {tensor.dtype} but the gaunt tensor product is {dtype}; cast one")
     edges, channels = edge_src.shape[0], tp.channels
     weight = per_edge_weight(tp, edge_weight, edges)
+    if weight.dtype != dtype:
+        raise ValueError(f"edge_weight is {weight.dtype} but the {tp.name} tensor product is {dtype}; cast one")
     w_in, w_attr, w_out = (w.reshape(edges, channels, -1) for w in torch.split(weight, tp.weight_split, dim=1))
     product = cached_product(
         tp, (tp.output_scale,), lambda: FactoredProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *grid_factors(tp))

@@ -240,6 +240,7 @@ def message(
         return out
     prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
     node_features, edge_attrs = node_features.contiguous(), edge_attrs.to(dtype).contiguous()
+    edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()
     w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
     common = dict(
         feat_ptr=node_features,
@@ -322,6 +323,7 @@ def edge_gradients(
     prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
     grad_out, node_features = grad_out.contiguous(), node_features.contiguous()
     edge_attrs = edge_attrs.to(dtype).contiguous()
+    edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()
     w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
     dummy = grad_out
     arguments = _weight_args(prepared, w_in, w_attr, w_out, w_mid, dummy)

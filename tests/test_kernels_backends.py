@@ -110,6 +110,8 @@ def test_bad_inputs_are_refused(backend, options):
         tp.message_passing(nodes.float(), attrs, weight, src, dst, NUM_NODES)
     with pytest.raises(ValueError, match=rf"edge_weight has shape \(30, 2\); expected \[30, {tp.weight_numel}\]"):
         tp.message_passing(nodes, attrs, weight[:, :2], src, dst, NUM_NODES)
+    with pytest.raises(ValueError, match=r"edge_weight is torch.float32 but the .* is torch.float64"):
+        tp.message_passing(nodes, attrs, weight.float(), src, dst, NUM_NODES)
     with pytest.raises(ValueError, match="internal_weights=False"):
         tp.message_passing(nodes, attrs, None, src, dst, NUM_NODES)
     with pytest.raises(ValueError, match=r"edge_src holds indices in \[7, 7\]; expected 0 <= index < 7"):
@@ -128,3 +130,14 @@ def test_dtype_change_after_a_call_rebuilds_the_cached_factors(backend, options)
     expected = plain.message_passing(*inputs, src, dst, NUM_NODES)
     assert out.dtype == torch.float32
     assert (out - expected).abs().max().item() <= tolerance(torch.float32, expected)
+
+
+def test_strided_edge_index_rows_are_accepted():
+    """``edge_index[0]`` of a column-major [2, E] tensor is strided: the kernels must not assume contiguity."""
+    fused, plain = build(*BACKENDS[1], kernel="triton"), build(*BACKENDS[1])
+    (nodes, attrs, weight), src, dst = graph(fused, torch.float64)
+    edge_index = torch.stack([src, dst], dim=1).T  # [2, E] with strides (1, 2)
+    assert not edge_index[0].is_contiguous()
+    out = fused.message_passing(nodes, attrs, weight, edge_index[0], edge_index[1], NUM_NODES)
+    expected = plain.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)
+    assert (out - expected).abs().max().item() <= REFERENCE_TOL
