@@ -66,6 +66,7 @@ def test_triton_kernel_equals_torch_path(backend, options, dtype, deterministic)
     expected = plain.message_passing(*inputs, src, dst, NUM_NODES)
     assert out.dtype == dtype and out.shape == expected.shape
     assert (out - expected).abs().max().item() <= tolerance(dtype, expected)
+    assert out[NUM_NODES - 1].abs().max().item() == 0.0  # the receiver with no edges
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64).to(dtype)
     for a, b in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
         assert (a - b).abs().max().item() <= tolerance(dtype, b)
