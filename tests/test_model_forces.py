@@ -190,3 +190,26 @@ def test_forces_match_finite_differences_other_many_body_options(many_body):
     computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
     error = (computed - reference).abs().max() / max(float(forces.abs().max()), 1.0)
     assert error <= FORCE_TOL, f"{many_body}: relative FD error {error:.3e}"
+
+
+def test_stress_of_a_one_atom_cell_with_only_self_images():
+    """Primitive fcc Cu: every edge joins the atom to one of its own images (a common crystal input)."""
+    import ase.build
+
+    atoms = ase.build.bulk("Cu", "fcc", a=3.55)
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.array([[0.02, 0.01, 0], [0.01, 0, 0], [0, 0, -0.01]])), True)
+    model = tiny_model(spe={"mode": "exact"})
+    out = model(graph_of(atoms), compute_stress=True)
+    assert out["forces"].abs().max() < 1e-12  # translation invariance: a lone atom feels no net force
+    stress = out["stress"][0].detach().numpy()
+    volume = atoms.get_volume()
+    reference = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            strain = np.zeros((3, 3))
+            strain[i, j] = strain[j, i] = 0.5 * STEP if i != j else STEP
+            reference[i, j] = (_strained_energy(model, atoms, strain) - _strained_energy(model, atoms, -strain)) / (
+                2 * STEP * volume
+            )
+    assert np.abs(stress).max() > 1e-4
+    assert np.abs(stress - reference).max() <= 1e-6 * np.abs(stress).max()
