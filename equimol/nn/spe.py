@@ -28,6 +28,12 @@ to the species embedding.
 * ``chebyshev``: ``T_k(2L/s - I) H`` by the three-term recurrence with sparse products
   ``(L H)_i = sum_{e=(j->i)} u(r_e) (H_i - H_j)``: ``O(E K)``, no eigenvectors, plain autograd (exact
   to all derivative orders). Large and periodic structures.
+
+**Design notes.** ``rho`` sees ``W_l`` through products ``W_l H`` with node signals, not through every
+entry of the ``n x n`` matrices as in the original SPE: that keeps the ``chebyshev`` mode at ``O(E K)``
+and identical to ``exact``. Since ``L 1 = 0``, ``phi_l(L) 1 = phi_l(0) 1``: where every node signal is
+the same (a perfect monatomic crystal) the filters add nothing beyond ``phi_l(0)``; the encoding
+becomes informative as soon as species or (envelope-weighted) degrees differ between atoms.
 """
 
 from __future__ import annotations
