@@ -25,9 +25,16 @@ treats every irrep as even.
 paths, ``weight_numel = C``, laid out as ``weight.view(N, C)``. ``weight_sharing=False``: one weight
 per path and channel as in ``cg``, ``weight_numel = n_paths * C``, ``weight.view(N, n_paths, C)``
 in :attr:`paths` order; every rank-one term then lies in one path's block and takes its weight.
+A path's block (a single CG tensor) barely compresses, so per-path weights need close to the exact
+rank (at L = 2, rank 28 of 73 leaves a relative error of about 0.7): sharing is what makes a
+rank of ``7 L^2`` enough.
 
 **Accuracy.** ``relative_error`` is ``epsilon = ||M - \tilde M||_F / ||M||_F``. At ``cp_rank="exact"``
 ``epsilon ~ 1e-13`` and ``cp`` equals ``cg`` (all weights one with sharing; any weights per path).
+The parity-exact exact rank is far below TDN's ``(L+1)^4``: 10, 55, 178 for L = 1, 2, 3 (16, 81,
+256). With sharing, ALS at ``7 L^2`` reaches the default ``fit_tolerance=1e-6`` for L <= 3
+(measured 2e-14, 8e-7, 5e-7 for L = 1, 2, 3 with the benchmark irreps, under a second each) and
+about 1e-4 for L = 4..6 (2.3e-4, 9.9e-5, 9.6e-5: the fit then stops on stagnation and warns).
 
 **Equivariance bound.** The exact product ``T`` is equivariant, so for orthogonal representation
 matrices ``D1, D2, D3`` (rotations and inversion) the defect of ``\tilde T = T + E`` is
