@@ -142,3 +142,22 @@ def test_strided_edge_index_rows_are_accepted():
     out = fused.message_passing(nodes, attrs, weight, edge_index[0], edge_index[1], NUM_NODES)
     expected = plain.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)
     assert (out - expected).abs().max().item() <= REFERENCE_TOL
+
+
+@pytest.mark.parametrize(
+    "backend, options, irreps",
+    [
+        ("gaunt", {"strategy": "grid"}, ("3x0e + 3x1o + 3x0e", "0e + 1o + 0e", "3x1o + 3x0e")),  # repeated degrees
+        ("gaunt", {"strategy": "fft"}, ("2x2e + 2x0e", "1o + 0e", "2x1o + 2x3o + 2x2e")),  # unsorted, other strategy
+        ("cp", {"cp_rank": "exact"}, ("2x1o + 2x0e + 2x1e", "0e + 1o", "2x1e + 2x0e + 2x1o")),  # both parities
+    ],
+)
+def test_irreps_layouts_beyond_the_natural_sequence(backend, options, irreps):
+    fused = TensorProduct(
+        *irreps, backend=backend, dtype=torch.float64, internal_weights=False, kernel="triton", **options
+    )
+    plain = TensorProduct(*irreps, backend=backend, dtype=torch.float64, internal_weights=False, **options)
+    (nodes, attrs, weight), src, dst = graph(fused, torch.float64, seed=6)
+    out = fused.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)
+    expected = plain.message_passing(nodes, attrs, weight, src, dst, NUM_NODES)
+    assert (out - expected).abs().max().item() <= REFERENCE_TOL
