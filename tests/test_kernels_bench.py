@@ -73,3 +73,27 @@ def test_benchmark_boxes_have_the_stated_sizes_and_density():
     assert grams_per_cm3 == pytest.approx(1.0, abs=0.01)
     oxygen, hydrogen = water.positions[0], water.positions[1]
     assert ((oxygen - hydrogen) ** 2).sum() ** 0.5 == pytest.approx(0.9572, abs=1e-12)
+
+
+def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
+    """``benchmarks/gpu_kernels.py`` runs end to end (CPU interpreter, tiny sizes) so it is ready for a GPU."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_kernels.py"
+    out = tmp_path / "gpu.json"
+    argv = sys.argv
+    sys.argv = [str(script), "--device", "cpu", "--lmax", "1", "--channels", "2", "--edges", "16", "--degree", "4",
+                "--warmup", "0", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert set(row["series"]) == {"e3nn", "cp[torch]", "cp[triton]", "cp[triton,det]", "gaunt[torch]", "gaunt[triton]"}
+    for fused in ("cp[triton]", "cp[triton,det]", "gaunt[triton]"):
+        assert row["series"][fused]["max_relative_difference_vs_torch"] < 1e-5  # float32, see test_kernels.py
+    assert row["series"]["cp[triton,det]"]["bitwise_reproducible"]
