@@ -17,6 +17,7 @@ Weights (any of them may be None, meaning one):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -183,6 +184,11 @@ def _weight_args(prepared: _Prepared, w_in, w_attr, w_out, w_mid, dummy: torch.T
     }
 
 
+def _on(device: torch.device):
+    """Launch on ``device``'s GPU (Triton launches on the current CUDA device otherwise)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _contiguous(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.contiguous()
 
@@ -267,20 +273,21 @@ def message(
         D_OUT_P=prepared.d_out_p,
         **_weight_args(prepared, w_in, w_attr, w_out, w_mid, out),
     )
-    if deterministic:
-        order, segments = receiver_segments(edge_dst, num_nodes)
-        factored.message_segmented_kernel[(num_nodes,)](
-            order_ptr=order,
-            segment_ptr=segments,
-            BLOCK_EDGES=factored.segmented_block_edges(prepared.c_p),
-            **common,
-        )
-    else:
 
-        def grid(meta):
-            return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
+    def grid(meta):
+        return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
 
-        factored.message_atomic_kernel[grid](scatter_ptr=edge_dst, num_edges=edges, **common)
+    with _on(device):
+        if deterministic:
+            order, segments = receiver_segments(edge_dst, num_nodes)
+            factored.message_segmented_kernel[(num_nodes,)](
+                order_ptr=order,
+                segment_ptr=segments,
+                BLOCK_EDGES=factored.segmented_block_edges(prepared.c_p),
+                **common,
+            )
+        else:
+            factored.message_atomic_kernel[grid](scatter_ptr=edge_dst, num_edges=edges, **common)
     return out
 
 
@@ -331,45 +338,46 @@ def edge_gradients(
     def grid(meta):
         return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
 
-    factored.edge_gradients_kernel[grid](
-        feat_ptr=node_features,
-        feat_stride=node_features.shape[1],
-        src_ptr=edge_src,
-        base_in_ptr=prepared.base_in,
-        stride_in_ptr=prepared.stride_in,
-        grad_ptr=grad_out,
-        grad_stride=grad_out.shape[1],
-        dst_ptr=edge_dst,
-        base_out_ptr=prepared.base_out,
-        stride_out_ptr=prepared.stride_out,
-        attr_ptr=edge_attrs,
-        f_in_ptr=prepared.f_in,
-        f_attr_ptr=prepared.f_attr,
-        f_out_ptr=prepared.f_out,
-        grad_attr_ptr=dummy if grads[0] is None else grads[0],
-        grad_w_in_ptr=dummy if grads[1] is None else grads[1],
-        grad_w_attr_ptr=dummy if grads[2] is None else grads[2],
-        grad_w_out_ptr=dummy if grads[3] is None else grads[3],
-        grad_w_mid_ptr=dummy if grads[4] is None else grads[4],
-        num_edges=edges,
-        C=channels,
-        D_IN=prepared.d_in,
-        D_ATTR=prepared.d_attr,
-        D_OUT=prepared.d_out,
-        C_P=prepared.c_p,
-        D_IN_P=prepared.d_in_p,
-        D_ATTR_P=prepared.d_attr_p,
-        RANK_P=prepared.rank_p,
-        D_OUT_P=prepared.d_out_p,
-        N_IN_P=padded(arguments["N_IN"]),
-        N_ATTR_P=padded(arguments["N_ATTR"]),
-        N_OUT_P=padded(arguments["N_OUT"]),
-        N_MID_P=padded(arguments["N_MID"]),
-        NEED_ATTR=need_attr,
-        NEED_W_IN=need_weight[0],
-        NEED_W_ATTR=need_weight[1],
-        NEED_W_OUT=need_weight[2],
-        NEED_W_MID=need_weight[3],
-        **arguments,
-    )
+    with _on(device):
+        factored.edge_gradients_kernel[grid](
+            feat_ptr=node_features,
+            feat_stride=node_features.shape[1],
+            src_ptr=edge_src,
+            base_in_ptr=prepared.base_in,
+            stride_in_ptr=prepared.stride_in,
+            grad_ptr=grad_out,
+            grad_stride=grad_out.shape[1],
+            dst_ptr=edge_dst,
+            base_out_ptr=prepared.base_out,
+            stride_out_ptr=prepared.stride_out,
+            attr_ptr=edge_attrs,
+            f_in_ptr=prepared.f_in,
+            f_attr_ptr=prepared.f_attr,
+            f_out_ptr=prepared.f_out,
+            grad_attr_ptr=dummy if grads[0] is None else grads[0],
+            grad_w_in_ptr=dummy if grads[1] is None else grads[1],
+            grad_w_attr_ptr=dummy if grads[2] is None else grads[2],
+            grad_w_out_ptr=dummy if grads[3] is None else grads[3],
+            grad_w_mid_ptr=dummy if grads[4] is None else grads[4],
+            num_edges=edges,
+            C=channels,
+            D_IN=prepared.d_in,
+            D_ATTR=prepared.d_attr,
+            D_OUT=prepared.d_out,
+            C_P=prepared.c_p,
+            D_IN_P=prepared.d_in_p,
+            D_ATTR_P=prepared.d_attr_p,
+            RANK_P=prepared.rank_p,
+            D_OUT_P=prepared.d_out_p,
+            N_IN_P=padded(arguments["N_IN"]),
+            N_ATTR_P=padded(arguments["N_ATTR"]),
+            N_OUT_P=padded(arguments["N_OUT"]),
+            N_MID_P=padded(arguments["N_MID"]),
+            NEED_ATTR=need_attr,
+            NEED_W_IN=need_weight[0],
+            NEED_W_ATTR=need_weight[1],
+            NEED_W_OUT=need_weight[2],
+            NEED_W_MID=need_weight[3],
+            **arguments,
+        )
     return tuple(grads)
