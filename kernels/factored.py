@@ -18,15 +18,15 @@ A program owns ``BLOCK_EDGES x C_P`` rows ``(edge, channel)`` and the whole ``[r
 intermediate stays in registers: nothing per edge is written to memory. The reduction into the
 receivers is either
 
-* **atomic** (:func:`launch_message_atomic`): one program per block of edges, ``atomic_add`` into
+* **atomic** (:func:`message_atomic_kernel`): one program per block of edges, ``atomic_add`` into
   the output. Summation order varies between runs on a GPU (floating-point non-associativity).
-* **deterministic** (:func:`launch_message_segmented`): edges sorted by receiver, one program per
+* **deterministic** (:func:`message_segmented_kernel`): edges sorted by receiver, one program per
   receiver loops over its segment in a fixed order and writes its row once. Bitwise reproducible
   for a fixed launch configuration (this kernel is never autotuned for that reason).
 
 The same kernels compute the gradient with respect to the gathered features: swap the roles of
 ``F^in`` and ``F^out`` (transposed), of ``w^in`` and ``w^out``, and of ``s`` and ``t``.
-:func:`launch_edge_gradients` gives the per-edge gradients (``y`` and the three weight groups);
+:mod:`equimol.kernels.edge_gradients` gives the per-edge gradients (``y`` and the weight groups);
 they need no reduction across programs. Products use ``input_precision="ieee"`` so float32 stays
 float32 on GPUs that would otherwise round ``tl.dot`` inputs to TF32.
 """
@@ -284,166 +284,3 @@ def message_segmented_kernel(
     columns = tl.load(base_out_ptr + k_out)[None, :] + channels[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
     out_mask = (channels < C)[:, None] & (k_out < D_OUT)[None, :]
     tl.store(out_ptr + receiver * out_stride + columns, total, mask=out_mask)
-
-
-@triton.jit
-def _degree_sums(values, deg_ptr, D, D_P: tl.constexpr, N_P: tl.constexpr):
-    """Sum the columns of ``values`` ``[rows, D_P]`` that belong to each weight slot: ``[rows, N_P]``."""
-    k = tl.arange(0, D_P)
-    slots = tl.arange(0, N_P)
-    degree = tl.load(deg_ptr + k)
-    one_hot = ((degree[:, None] == slots[None, :]) & (k < D)[:, None]).to(values.dtype)
-    return tl.dot(values, one_hot, input_precision="ieee")
-
-
-@triton.autotune(
-    configs=autotune_configs(),
-    key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT", "HAS_W_MID"],
-    prune_configs_by={"early_config_prune": prune_configs},
-)
-@triton.jit
-def edge_gradients_kernel(
-    feat_ptr,
-    feat_stride,
-    src_ptr,
-    base_in_ptr,
-    stride_in_ptr,
-    grad_ptr,
-    grad_stride,
-    dst_ptr,
-    base_out_ptr,
-    stride_out_ptr,
-    attr_ptr,
-    w_in_ptr,
-    w_attr_ptr,
-    w_out_ptr,
-    deg_in_ptr,
-    deg_attr_ptr,
-    deg_out_ptr,
-    w_mid_ptr,
-    mid_map_ptr,
-    f_in_ptr,
-    f_attr_ptr,
-    f_out_ptr,
-    grad_attr_ptr,
-    grad_w_in_ptr,
-    grad_w_attr_ptr,
-    grad_w_out_ptr,
-    grad_w_mid_ptr,
-    num_edges,
-    C,
-    D_IN,
-    D_ATTR,
-    D_OUT,
-    N_IN,
-    N_ATTR,
-    N_OUT,
-    RANK,
-    N_MID,
-    C_P: tl.constexpr,
-    D_IN_P: tl.constexpr,
-    D_ATTR_P: tl.constexpr,
-    RANK_P: tl.constexpr,
-    D_OUT_P: tl.constexpr,
-    N_IN_P: tl.constexpr,
-    N_ATTR_P: tl.constexpr,
-    N_OUT_P: tl.constexpr,
-    N_MID_P: tl.constexpr,
-    HAS_W_IN: tl.constexpr,
-    HAS_W_ATTR: tl.constexpr,
-    HAS_W_OUT: tl.constexpr,
-    HAS_W_MID: tl.constexpr,
-    NEED_ATTR: tl.constexpr,
-    NEED_W_IN: tl.constexpr,
-    NEED_W_ATTR: tl.constexpr,
-    NEED_W_OUT: tl.constexpr,
-    NEED_W_MID: tl.constexpr,
-    BLOCK_EDGES: tl.constexpr,
-):
-    """Per-edge gradients: ``y`` (summed over channels) and the three weight groups.
-
-    With ``g`` the upstream gradient gathered at the receiver, ``T = (g w_out) F_out^T``,
-    ``P = (x_s F_in)(y_s F_attr)``: ``grad w_mid = slot-sum(T P)``, and with ``T' = T w_mid``:
-    ``grad w_out = deg-sum(g * (P w_mid) F_out)``, ``grad y_s = (T' (x_s F_in)) F_attr^T``,
-    ``grad x_s = (T' (y_s F_attr)) F_in^T``, with ``_s`` the weight-scaled inputs.
-    """
-    rows = tl.arange(0, BLOCK_EDGES * C_P)
-    edge = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + rows // C_P
-    channel = rows % C_P
-    valid = (edge < num_edges) & (channel < C)
-    row = edge * C + channel
-    k_in = tl.arange(0, D_IN_P)
-    k_attr = tl.arange(0, D_ATTR_P)
-    k_out = tl.arange(0, D_OUT_P)
-    rank = tl.arange(0, RANK_P)
-
-    node = tl.load(src_ptr + edge, mask=valid, other=0)
-    columns = tl.load(base_in_ptr + k_in)[None, :] + channel[:, None] * tl.load(stride_in_ptr + k_in)[None, :]
-    in_mask = valid[:, None] & (k_in < D_IN)[None, :]
-    x = tl.load(feat_ptr + node[:, None] * feat_stride + columns, mask=in_mask, other=0.0)
-    x_scaled = x
-    if HAS_W_IN:
-        w_in = tl.load(w_in_ptr + row[:, None] * N_IN + tl.load(deg_in_ptr + k_in)[None, :], mask=in_mask, other=0.0)
-        x_scaled = x * w_in
-    attr_mask = valid[:, None] & (k_attr < D_ATTR)[None, :]
-    y = tl.load(attr_ptr + edge[:, None] * D_ATTR + k_attr[None, :], mask=attr_mask, other=0.0)
-    w_attr = tl.full((BLOCK_EDGES * C_P, D_ATTR_P), 1.0, dtype=y.dtype)
-    if HAS_W_ATTR:
-        w_columns = row[:, None] * N_ATTR + tl.load(deg_attr_ptr + k_attr)[None, :]
-        w_attr = tl.load(w_attr_ptr + w_columns, mask=attr_mask, other=0.0)
-    y_scaled = y * w_attr
-
-    receiver = tl.load(dst_ptr + edge, mask=valid, other=0)
-    columns = tl.load(base_out_ptr + k_out)[None, :] + channel[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
-    out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
-    grad = tl.load(grad_ptr + receiver[:, None] * grad_stride + columns, mask=out_mask, other=0.0)
-    grad_scaled = grad
-    if HAS_W_OUT:
-        w_columns = row[:, None] * N_OUT + tl.load(deg_out_ptr + k_out)[None, :]
-        grad_scaled = grad * tl.load(w_out_ptr + w_columns, mask=out_mask, other=0.0)
-
-    f_in = tl.load(f_in_ptr + k_in[:, None] * RANK_P + rank[None, :])
-    f_attr = tl.load(f_attr_ptr + k_attr[:, None] * RANK_P + rank[None, :])
-    f_out = tl.load(f_out_ptr + rank[:, None] * D_OUT_P + k_out[None, :])
-    projected_in = tl.dot(x_scaled, f_in, input_precision="ieee")
-    projected_attr = tl.dot(y_scaled, f_attr, input_precision="ieee")
-    pulled = tl.dot(grad_scaled, tl.trans(f_out), input_precision="ieee")
-    product = projected_in * projected_attr
-    if HAS_W_MID:
-        mid_mask = valid[:, None] & (rank < RANK)[None, :]
-        w_mid = tl.load(
-            w_mid_ptr + row[:, None] * N_MID + tl.load(mid_map_ptr + rank)[None, :], mask=mid_mask, other=0.0
-        )
-        if NEED_W_MID:
-            sums = _degree_sums(pulled * product, mid_map_ptr, RANK, RANK_P, N_MID_P)
-            slots = tl.arange(0, N_MID_P)
-            mask = valid[:, None] & (slots < N_MID)[None, :]
-            tl.store(grad_w_mid_ptr + row[:, None] * N_MID + slots[None, :], sums, mask=mask)
-        product = product * w_mid
-        pulled = pulled * w_mid
-
-    if NEED_W_OUT:
-        unweighted = tl.dot(product, f_out, input_precision="ieee")
-        sums = _degree_sums(grad * unweighted, deg_out_ptr, D_OUT, D_OUT_P, N_OUT_P)
-        slots = tl.arange(0, N_OUT_P)
-        mask = valid[:, None] & (slots < N_OUT)[None, :]
-        tl.store(grad_w_out_ptr + row[:, None] * N_OUT + slots[None, :], sums, mask=mask)
-    if NEED_ATTR or NEED_W_ATTR:
-        grad_attr_scaled = tl.dot(pulled * projected_in, tl.trans(f_attr), input_precision="ieee")
-        if NEED_ATTR:
-            per_channel = tl.reshape(grad_attr_scaled * w_attr, (BLOCK_EDGES, C_P, D_ATTR_P))
-            per_edge = tl.sum(per_channel, axis=1)
-            edges = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + tl.arange(0, BLOCK_EDGES)
-            mask = (edges < num_edges)[:, None] & (k_attr < D_ATTR)[None, :]
-            tl.store(grad_attr_ptr + edges[:, None] * D_ATTR + k_attr[None, :], per_edge, mask=mask)
-        if NEED_W_ATTR:
-            sums = _degree_sums(grad_attr_scaled * y, deg_attr_ptr, D_ATTR, D_ATTR_P, N_ATTR_P)
-            slots = tl.arange(0, N_ATTR_P)
-            mask = valid[:, None] & (slots < N_ATTR)[None, :]
-            tl.store(grad_w_attr_ptr + row[:, None] * N_ATTR + slots[None, :], sums, mask=mask)
-    if NEED_W_IN:
-        grad_in_scaled = tl.dot(pulled * projected_attr, tl.trans(f_in), input_precision="ieee")
-        sums = _degree_sums(grad_in_scaled * x, deg_in_ptr, D_IN, D_IN_P, N_IN_P)
-        slots = tl.arange(0, N_IN_P)
-        mask = valid[:, None] & (slots < N_IN)[None, :]
-        tl.store(grad_w_in_ptr + row[:, None] * N_IN + slots[None, :], sums, mask=mask)

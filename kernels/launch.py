@@ -24,6 +24,7 @@ import torch
 import triton
 from e3nn import o3
 from equimol.kernels import factored
+from equimol.kernels.edge_gradients import edge_gradients_kernel
 from equimol.kernels.layout import column_map, degree_map, pad_matrix, padded, receiver_segments
 
 
@@ -339,7 +340,7 @@ def edge_gradients(
         return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
 
     with _on(device):
-        factored.edge_gradients_kernel[grid](
+        edge_gradients_kernel[grid](
             feat_ptr=node_features,
             feat_stride=node_features.shape[1],
             src_ptr=edge_src,
