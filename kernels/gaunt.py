@@ -35,7 +35,6 @@ from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
 from equimol.tp.gaunt import gaunt_fan_in
-from equimol.utils.dtype import float64_construction
 
 
 def quadrature(total_degree: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +62,8 @@ def quadrature(total_degree: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _harmonics(irreps: o3.Irreps, points: torch.Tensor) -> torch.Tensor:
     """Orthonormal real harmonics of every (one-channel) component of ``irreps`` at ``points``: ``[D, G]``."""
-    with float64_construction():
-        blocks = [o3.spherical_harmonics(ir.l, points, normalize=True, normalization="integral") for _, ir in irreps]
+    # e3nn evaluates the harmonics in the dtype of ``points`` (float64 here), whatever torch's default dtype
+    blocks = [o3.spherical_harmonics(ir.l, points, normalize=True, normalization="integral") for _, ir in irreps]
     return torch.cat(blocks, dim=-1).T
 
 
