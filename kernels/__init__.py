@@ -57,4 +57,7 @@ from equimol.kernels import cp, gaunt  # noqa: E402, F401  (register the "cp" an
 from equimol.kernels.autograd import fused_message_passing  # noqa: E402
 from equimol.kernels.launch import FactoredProduct  # noqa: E402
 
-__all__ = ["FactoredProduct", "TritonUnavailableError", "fused_message_passing"]
+#: Backends with a registered ``kernel="triton"`` message-passing kernel.
+FUSED_BACKENDS = ("cp", "gaunt")
+
+__all__ = ["FUSED_BACKENDS", "FactoredProduct", "TritonUnavailableError", "fused_message_passing"]

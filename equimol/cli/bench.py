@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tp.add_argument(
         "--backends",
-        default=",".join(available_backends()),
-        help=f"comma-separated backends or backend/variant (default: all registered: {','.join(available_backends())})",
+        default=None,
+        help=f"comma-separated backends or backend/variant (default: all registered: {','.join(available_backends())}; "
+        "with --kernel triton, those with a fused kernel)",
     )
     tp.add_argument("--lmax", type=_int_list, default=[1, 2, 3, 4], help="maximum degrees, e.g. 1,2,3")
     tp.add_argument("--channels", type=_int_list, default=[16], help="channel counts, e.g. 16,32")
@@ -125,8 +126,15 @@ def run_tp(args: argparse.Namespace) -> int:
     from equimol.bench.tp import run_benchmark
 
     try:
+        backends = args.backends
+        if backends is None:
+            backends = available_backends()
+            if args.kernel and "triton" in args.kernel:
+                from equimol.kernels import FUSED_BACKENDS  # raises if Triton cannot run here
+
+                backends = [name for name in backends if name in FUSED_BACKENDS]
         record = run_benchmark(
-            args.backends,
+            backends,
             args.lmax,
             args.channels,
             args.edges,
