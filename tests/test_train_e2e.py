@@ -137,3 +137,32 @@ def test_test_metrics_equal_an_independent_evaluation(trained_run: dict, shared_
     forces_rmse = float(np.sqrt(np.mean(np.square(np.concatenate(force_errors)))))
     assert trained_run["test"]["energy_rmse"] == pytest.approx(energy_rmse, rel=1e-9)
     assert trained_run["test"]["forces_rmse"] == pytest.approx(forces_rmse, rel=1e-9)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(
+    trained_run: dict, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process twin of the SIGKILL test (tests/test_train_resume.py, slow): a crash in step 12 of 16,
+    right after the checkpoint of step 11 (inside the second epoch), then a resume; the result must
+    equal the uninterrupted run of ``trained_run`` bitwise."""
+    import equimol.train.run as run_module
+    import lightning as L
+    from test_train_resume import assert_same_training_state
+
+    class Crash(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 12:  # Lightning runs checkpoint callbacks last: step 11 is saved
+                raise RuntimeError("simulated crash")
+
+    original = run_module._callbacks
+    monkeypatch.setattr(run_module, "_callbacks", lambda *args: [*original(*args), Crash()])
+    path = write_tiny_config(shared_data, tmp_path, checkpoint_every_n_steps=1, test_after_fit=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(load_config(path))
+    monkeypatch.setattr(run_module, "_callbacks", original)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 11
+    train(load_config(path), resume=True)
+    resumed = torch.load(last, weights_only=False)
+    reference = torch.load(Path(trained_run["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert_same_training_state(resumed, reference)

@@ -68,6 +68,8 @@ class PotentialModule(L.LightningModule):
         self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None
         self._ema_backup: dict | None = None
         self._metrics: ErrorMetrics | None = None
+        self._resumed_mid_epoch = False
+        self._pending_plateau_metric: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------- energies
     def target_energy(self, batch) -> torch.Tensor:
@@ -93,7 +95,10 @@ class PotentialModule(L.LightningModule):
             self.log(f"train/{name}_mse", value.detach(), batch_size=size)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_index: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA is updated right after the step, inside the training step: step checkpoints
+        # (written by callbacks at on_train_batch_end) then always hold an EMA that matches the weights.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model)
 
@@ -183,7 +188,30 @@ class PotentialModule(L.LightningModule):
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
+    def on_train_epoch_end(self) -> None:
+        # Lightning (2.6) skips the ReduceLROnPlateau step at the end of the epoch in which a run
+        # restarts (``update_plateau_schedulers=not restarting``): right for checkpoints written at an
+        # epoch end, one step lost after a mid-epoch checkpoint. The step is taken at the start of the
+        # next epoch, i.e. after this epoch's checkpoints, where an uninterrupted run takes it too.
+        if self._resumed_mid_epoch and self.trainer.fit_loop.restarting:
+            metric = self.trainer.callback_metrics.get("val_loss")
+            self._pending_plateau_metric = None if metric is None else metric.detach().clone()
+        self._resumed_mid_epoch = False
+
+    def on_train_epoch_start(self) -> None:
+        metric, self._pending_plateau_metric = self._pending_plateau_metric, None
+        if metric is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step(metric)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+        self._resumed_mid_epoch = bool(progress) and not progress.get("is_last_batch", True)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self._resumed_mid_epoch and hasattr(datamodule, "resume_position"):
+            datamodule.resume_position = (int(checkpoint["epoch"]), int(progress["current"]["ready"]))
         if self.ema is not None:
             if "ema" not in checkpoint:
                 raise ValueError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
