@@ -16,7 +16,8 @@ exact rank of the parity-exact decomposition. Columns:
 * ``cp_rank`` is the rank asked for, ``rank`` the one used (a rank at or above the exact rank
   becomes the exact rank);
 * ``fit_s``: the fit (fresh, no cache) in seconds, one thread;
-* ``fwd_ms``: float32 forward at 32 channels and 2000 samples, median of 7, milliseconds
+* ``fwd_ms``: float32 forward at 32 channels and 2000 samples, one thread, fastest of 7
+  (least disturbed by other jobs), ms
   (``cg`` on the same input for reference on the ``cg`` line).
 
 Wigner D come from ``tests/harness.py`` (least squares on e3nn's spherical harmonics, accurate to
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +56,8 @@ def forward_ms(tp, lmax: int) -> float:
     x1 = torch.randn(2000, module.irreps_in1.dim, generator=generator)
     x2 = torch.randn(2000, module.irreps_in2.dim, generator=generator)
     weight = torch.randn(2000, module.weight_numel, generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: far steadier than two on a machine shared with other jobs
     with torch.no_grad():
         module(x1, x2, weight)
         times = []
@@ -63,7 +65,8 @@ def forward_ms(tp, lmax: int) -> float:
             start = time.perf_counter()
             module(x1, x2, weight)
             times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    torch.set_num_threads(threads)
+    return 1e3 * min(times)
 
 
 def equivariance(tp, representations) -> tuple[float, float, float]:
