@@ -182,3 +182,14 @@ def test_three_j_closed_form_matches_e3nn():
         # e3nn's 3j and the standard symbol both have unit Frobenius norm, and the real and complex
         # bases share the m = 0 functions, so the (0 0 0) entries agree up to sign.
         assert abs(wigner[l1, l2, l3].item() ** 2 - three_j_zero_squared(l1, l2, l3)) <= 1e-14
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_empty_batch_gives_empty_output_with_gradients(strategy):
+    tp = TensorProduct(*convolution_irreps(2, channels=2), backend="gaunt", strategy=strategy, dtype=torch.float64)
+    x1 = torch.zeros(0, tp.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
+    x2 = torch.zeros(0, tp.irreps_in2.dim, dtype=torch.float64)
+    out = tp(x1, x2)
+    assert out.shape == (0, tp.irreps_out.dim)
+    out.sum().backward()
+    assert x1.grad.shape == x1.shape and tp.weight.grad.abs().max().item() == 0.0

@@ -196,3 +196,13 @@ def test_bad_forward_arguments():
     shared = GauntSelfProduct(natural(1, 2), correlation=2, dtype=torch.float64)
     with pytest.raises(ValueError, match="num_elements=None"):
         shared(x, torch.tensor([0, 1, 1]))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_empty_batch(strategy):
+    module = GauntSelfProduct(natural(2, 2), correlation=3, num_elements=2, strategy=strategy, dtype=torch.float64)
+    x = torch.zeros(0, module.irreps_in.dim, dtype=torch.float64, requires_grad=True)
+    out = module(x, torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, module.irreps_out.dim)
+    out.sum().backward()
+    assert x.grad.shape == x.shape

@@ -303,6 +303,9 @@ class GauntTensorProduct(TensorProductBackend):
     # -- the product -------------------------------------------------------------------------
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if x1.shape[0] == 0:
+            # Empty batch (e.g. a graph without edges): FFT and reshapes cannot take it; keep the graph.
+            return x1.new_zeros(0, self.irreps_out.dim) + 0.0 * (x1.sum() + x2.sum() + weight.sum())
         w1, w2, w3 = (w.unflatten(1, (self.channels, -1)) for w in torch.split(weight, self.weight_split, dim=1))
         if self.strategy == "grid":
             return self._product_grid(x1, x2, w1, w2, w3)

@@ -260,6 +260,9 @@ class GauntSelfProduct(nn.Module):
                 f"x has shape {tuple(x.shape)}; expected [N, {self.irreps_in.dim}] for irreps={self.irreps_in}"
             )
         weight_in, weight_out = self._element_weights(element_index, x.shape[0])
+        if x.shape[0] == 0:
+            # No nodes: FFT and reshapes cannot take an empty batch; keep the autograd graph.
+            return x.new_zeros(0, self.irreps_out.dim) + 0.0 * (x.sum() + weight_in.sum() + weight_out.sum())
         powers = self.powers(x, weight_in)  # [N, nu, C, D_out]
         scale = (weight_out * self.output_scale[:, None, :])[..., self.irrep_of_component_out]
         return from_channel_major((powers * scale).sum(dim=1), self.irreps_out)
