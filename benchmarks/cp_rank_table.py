@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lmax", default="1,2,3")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    lines = [f"# cp rank table, {describe_machine()}", "# shared machine: times are indicative", ""]
+    machine = describe_machine()
+    lines = [
+        f"# cp rank table; {machine.get('cpu', machine.get('device'))}, {machine.get('cpu_count')} cores, "
+        f"torch {machine.get('torch')}; machine shared with other jobs: times are indicative",
+        "",
+    ]
     header = f"{'L':>2} {'backend':>7} {'cp_rank':>7} {'rank':>6} {'rel_err':>9} {'equiv_rmse':>10} {'equiv_max':>9} "
     header += f"{'bound_rms':>9} {'fit_s':>7} {'fwd_ms':>8}"
     lines.append(header)

@@ -192,8 +192,8 @@ class CPTensorProduct(TensorProductBackend):
         y_odd = x2.index_select(-1, self.gather_odd_2)[:, None, :]
         u_even, u_odd = x_even @ self.A[self.even_1], x_odd @ self.A[self.odd_1]  # [N, C, R]
         v_even, v_odd = y_even @ self.B[self.even_2], y_odd @ self.B[self.odd_2]  # [N, 1, R]
-        h_even = u_even * v_even + u_odd * v_odd  # feeds even outputs: (+)(+) and (-)(-)
-        h_odd = u_even * v_odd + u_odd * v_even  # feeds odd outputs: (+)(-) and (-)(+)
+        h_even = torch.addcmul(u_even * v_even, u_odd, v_odd)  # feeds even outputs: (+)(+) and (-)(-)
+        h_odd = torch.addcmul(u_even * v_odd, u_odd, v_even)  # feeds odd outputs: (+)(-) and (-)(+)
         if not self.weight_sharing:
             # [N, n_paths, C] -> weight of each term's path, [N, C, R]
             term_weight = weight.view(count, -1, channels).index_select(1, self.term_path).transpose(1, 2)
