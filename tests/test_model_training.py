@@ -47,8 +47,8 @@ def _trajectory(mode: str, frames, batch, graphs, steps: int) -> list[float]:
 def test_a_few_steps_reduce_the_loss_identically_in_both_spe_modes(shared_data):
     """Loss goes down; exact and chebyshev SPE give the same trajectory (same function, same gradients).
 
-    Trajectory agreement 1e-8 relative: the modes differ by ~1e-14 per evaluation and 10 Adam steps
-    do not amplify that beyond ~1e-12 here.
+    Measured (2-core CPU): the loss falls from 89.9 to 79.6 (-11%) in 10 steps; asserted: below 0.95 of
+    the start. Trajectories agree to 1.6e-15 relative; asserted: 1e-10.
     """
     frames = ase.io.read(shared_data / "3bpa" / "train_300K.xyz", index=":3")
     graphs = []
@@ -60,5 +60,5 @@ def test_a_few_steps_reduce_the_loss_identically_in_both_spe_modes(shared_data):
     batch = Batch.from_data_list(graphs)
     exact = _trajectory("exact", frames, batch, graphs, steps=10)
     chebyshev = _trajectory("chebyshev", frames, batch, graphs, steps=10)
-    assert exact[-1] < 0.9 * exact[0], exact
-    assert all(abs(a - b) <= 1e-8 * abs(b) for a, b in zip(exact, chebyshev)), (exact, chebyshev)
+    assert exact[-1] < 0.95 * exact[0], exact
+    assert all(abs(a - b) <= 1e-10 * abs(b) for a, b in zip(exact, chebyshev)), (exact, chebyshev)
