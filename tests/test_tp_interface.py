@@ -125,3 +125,18 @@ def test_base_options_reach_every_backend():
     for backend in available_backends():
         tp = TensorProduct(*NATURAL, backend=backend, kernel="torch", deterministic=True, internal_weights=False)
         assert tp.kernel == "torch" and tp.deterministic and tp.weight is None
+
+
+def test_shared_constant_registered_twice_is_restored_in_float64():
+    # A backend may register one cached tensor under two names; both must come back exact.
+    from equimol.tp.cg import CGTensorProduct
+
+    class Twice(CGTensorProduct):
+        def _finish_construction(self):
+            constant = torch.tensor([1.0 / 3.0], dtype=torch.float64)
+            self.register_buffer("first", constant)
+            self.register_buffer("second", constant)
+            super()._finish_construction()
+
+    module = Twice(*NATURAL, dtype=torch.float32).double()
+    assert module.first.item() == module.second.item() == 1.0 / 3.0

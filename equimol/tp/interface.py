@@ -232,7 +232,7 @@ class TensorProductBackend(nn.Module):
             self.register_parameter("weight", None)
         self._float64_constants = {
             name: buffer.detach().clone()
-            for name, buffer in self.named_buffers()
+            for name, buffer in self.named_buffers(remove_duplicate=False)
             if buffer.dtype in (torch.float64, torch.complex128)
         }
         self.to(dtype=self._dtype, device=self._device)
