@@ -239,6 +239,10 @@ def _validate_model(model: dict) -> None:
         ModelConfig.from_dict(probe)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model: {error}") from error
+    from equimol.tp import available_backends
+
+    if probe.get("tp_backend", "cg") not in available_backends():
+        raise ConfigError(f"model.tp_backend must be one of {available_backends()}, got {probe['tp_backend']!r}")
 
 
 def _resolve_data_dir(data: dict, base: Path | None) -> None:
@@ -283,16 +287,17 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     for required in ("model", "data"):
         if raw.get(required) is None:
             raise ConfigError(f"section {required!r} is required")
-    model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
-    _validate_model(model)
-    data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
-    _check_section("data", data, _data_hints())
+    # cheapest first: these sections need no torch/e3nn/Lightning import, so their typos show at once
     sections = {}
     for name, cls in SECTION_CLASSES.items():
         values = raw.get(name) or {}
         _check_section(name, values, typing.get_type_hints(cls))
         sections[name] = cls(**values)
     _check_ranges(sections)
+    model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
+    _validate_model(model)
+    data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
+    _check_section("data", data, _data_hints())
     _reconcile_precision(model, data, sections["trainer"])
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
     _check_data_files(data)
