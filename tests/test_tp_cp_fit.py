@@ -147,6 +147,15 @@ def test_wrong_shapes_are_refitted(tmp_path):
     _refit_after(tmp_path, reshape, r"wrong shape or dtype")
 
 
+def test_malformed_fit_report_is_refitted(tmp_path):
+    def drop_report(path):
+        payload = torch.load(path, weights_only=True)
+        del payload["iterations"]
+        torch.save(payload, path)
+
+    _refit_after(tmp_path, drop_report, r"malformed fit report")
+
+
 def test_cache_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     build(tmp_path)
     assert [p.suffix for p in (tmp_path / "cp_factors").iterdir()] == [".pt"]

@@ -141,6 +141,7 @@ class CPTensorProduct(TensorProductBackend):
             parities,
             lambda: fit_factors(M, parities, requested, tolerance=float(fit_tolerance), seed=int(seed), blocks=blocks),
             cache_dir,
+            num_paths=1 if weight_sharing else len(self.paths),
         )
         if not factors.exact and factors.relative_error > fit_tolerance:
             warnings.warn(

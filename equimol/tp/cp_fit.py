@@ -487,7 +487,7 @@ def save_factors(path: Path, key: dict, factors: CPFactors) -> None:
         raise
 
 
-def load_factors(path: Path, key: dict, M: torch.Tensor, parities) -> CPFactors:
+def load_factors(path: Path, key: dict, M: torch.Tensor, parities, num_paths: int = 1) -> CPFactors:
     """Read and validate cached factors; ValueError saying what is wrong with the file otherwise."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -503,21 +503,28 @@ def load_factors(path: Path, key: dict, M: torch.Tensor, parities) -> CPFactors:
         raise ValueError(f"{path} lacks one of the tensors A, B, C, term_path")
     rank = A.shape[-1]
     shapes_ok = A.shape == (d1, rank) and B.shape == (d2, rank) and C.shape == (rank, d3) and term_path.shape == (rank,)
-    if not shapes_ok or A.dtype != torch.float64 or term_path.dtype != torch.int64:
+    dtypes_ok = all(t.dtype == torch.float64 for t in (A, B, C)) and term_path.dtype == torch.int64
+    if not shapes_ok or not dtypes_ok:
         raise ValueError(f"{path} holds factors of the wrong shape or dtype for M of shape {tuple(M.shape)}")
+    if rank and (term_path.min() < 0 or term_path.max() >= num_paths):
+        raise ValueError(f"{path} assigns terms to paths outside 0..{num_paths - 1}")
     if payload.get("checksum") != _checksum(key, [A, B, C, term_path]):
         raise ValueError(f"{path} fails its checksum")
-    stored = float(payload.get("relative_error", math.inf))
+    try:
+        stored = float(payload["relative_error"])
+        report = bool(payload["exact"]), int(payload["iterations"]), float(payload["fit_seconds"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} has a malformed fit report: {error!r}") from error
     measured = relative_error(M, A, B, C, parity_mask(*parities))
     # the stored error was measured on the same float64 tensors: agreement to rounding is required
     if not math.isfinite(measured) or abs(measured - stored) > 1e-9 + 1e-6 * stored:
         raise ValueError(f"{path}: the factors reproduce M to {measured:.3e}, not the stored {stored:.3e}")
-    return CPFactors(
-        A, B, C, term_path, measured, bool(payload["exact"]), int(payload["iterations"]), float(payload["fit_seconds"])
-    )
+    return CPFactors(A, B, C, term_path, measured, *report)
 
 
-def cached_fit(key: dict, M: torch.Tensor, parities, fit, cache_dir: str | os.PathLike | None) -> CPFactors:
+def cached_fit(
+    key: dict, M: torch.Tensor, parities, fit, cache_dir: str | os.PathLike | None, num_paths: int = 1
+) -> CPFactors:
     """Load the factors for ``key`` from the cache, or call ``fit()`` and store the result.
 
     A corrupt or stale file is never trusted: it is reported with a warning, refitted and replaced.
@@ -525,7 +532,7 @@ def cached_fit(key: dict, M: torch.Tensor, parities, fit, cache_dir: str | os.Pa
     path = cache_path(key, cache_dir)
     if path.exists():
         try:
-            return load_factors(path, key, M, parities)
+            return load_factors(path, key, M, parities, num_paths)
         except ValueError as error:
             warnings.warn(f"refitting CP factors: {error}", RuntimeWarning, stacklevel=3)
     factors = fit()
