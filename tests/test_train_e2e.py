@@ -166,3 +166,56 @@ def test_resume_from_a_mid_epoch_checkpoint_continues_exactly(
     resumed = torch.load(last, weights_only=False)
     reference = torch.load(Path(trained_run["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=False)
     assert_same_training_state(resumed, reference)
+
+
+def test_cli_export_and_eval(trained_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``equimol export`` of the best checkpoint equals run_dir/model.pt; ``equimol eval`` on the test file
+    reproduces the metrics that training reported (same model, same frames; 1e-9 relative)."""
+    from equimol.cli import main
+
+    run_dir = Path(trained_run["run_dir"])
+    exported = tmp_path / "exported.pt"
+    assert main(["export", str(run_dir / "checkpoints" / "best.ckpt"), str(exported)]) == 0
+    assert "EMA weights: True" in capsys.readouterr().out
+    reference = load_model(run_dir / "model.pt").state_dict()
+    for name, tensor in load_model(exported).state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+    json_path, plot_path = tmp_path / "eval.json", tmp_path / "parity.png"
+    data = run_dir.parent / "tiny.xyz"
+    assert main(["eval", str(exported), str(data), "--json", str(json_path), "--plot", str(plot_path), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "force component" in table and "energy / atom" in table
+    metrics = json.loads(json_path.read_text())["metrics"]
+    assert metrics == pytest.approx(trained_run["test"], rel=1e-9)
+    assert plot_path.stat().st_size > 10_000  # a real PNG with two panels
+    # a checkpoint works as MODEL too
+    assert (
+        main(
+            [
+                "eval",
+                str(run_dir / "checkpoints" / "best.ckpt"),
+                str(data),
+                "--json",
+                str(json_path),
+                "--plot",
+                str(plot_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(json_path.read_text())["metrics"] == pytest.approx(metrics, rel=1e-12)
+
+
+def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from equimol.cli import main
+
+    assert main(["eval", str(tmp_path / "missing.pt"), str(tmp_path / "x.xyz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "out.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {}\n")
+    assert main(["train", str(config), "--resume"]) == 2  # config errors come before anything else
