@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding 3bpa/")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "md_3bpa.json"))
     parser.add_argument("--steps", type=int, default=2000, help="NVE steps of 0.5 fs (default 2000 = 1 ps)")
+    parser.add_argument("--note", default="", help="how the model was trained, for the record")
     args = parser.parse_args()
     torch.set_num_threads(1)
     calculator = EquimolCalculator(model=args.model)
@@ -94,6 +95,7 @@ def main() -> None:
     record_file = {
         "model": str(args.model),
         "model_dtype": str(calculator.dtype).removeprefix("torch."),
+        "model_note": args.note,
         "machine": describe_machine("cpu"),
         "relaxation": relax,
         "nve": nve,
