@@ -26,7 +26,7 @@ def test_readme_calculator_example_runs(shared_data: Path, tmp_path: Path, capsy
             "radial_mlp_hidden": [8],
             "readout_hidden": 4,
             "avg_num_neighbors": 12.0,
-            "energy_scale": 3.0,
+            "energy_scale": 1.0,
         }
     )
     model_file = export_model(model, tmp_path / "model.pt")
