@@ -219,3 +219,12 @@ def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture) 
     config = tmp_path / "c.yaml"
     config.write_text("model: {}\n")
     assert main(["train", str(config), "--resume"]) == 2  # config errors come before anything else
+
+
+def test_stop_before_the_first_validation(shared_data: Path, tmp_path: Path) -> None:
+    """max_steps (like max_time) may end a run before any validation: early stopping must not fail, and the
+    model is exported from the last checkpoint."""
+    path = write_tiny_config(shared_data, tmp_path, max_steps=2, early_stopping_patience=3, test_after_fit=False)
+    result = train(load_config(path))
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert load_model(result["model"]).species == [1, 6, 7, 8]

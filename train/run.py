@@ -195,7 +195,10 @@ def _callbacks(config: TrainingConfig, run_dir: Path) -> list:
             )
         )
     if trainer.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=trainer.early_stopping_patience))
+        # strict=False: a run stopped by max_time/max_steps before its first validation is not an error
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=trainer.early_stopping_patience, strict=False)
+        )
     return callbacks
 
 
