@@ -228,3 +228,12 @@ def test_stop_before_the_first_validation(shared_data: Path, tmp_path: Path) -> 
     result = train(load_config(path))
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     assert load_model(result["model"]).species == [1, 6, 7, 8]
+
+
+def test_resume_without_a_checkpoint_is_an_error(shared_data: Path, tmp_path: Path, capsys) -> None:
+    from equimol.cli import main
+
+    path = write_tiny_config(shared_data, tmp_path)
+    assert main(["train", str(path), "--resume"]) == 1
+    error = capsys.readouterr().err
+    assert "--resume: no checkpoint" in error and "last.ckpt" in error
