@@ -17,6 +17,7 @@ it, so results equal those of a fresh list (up to the order of summation).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,12 @@ class EquimolCalculator(Calculator):
 
             model = load_model(model, device=device, dtype=dtype)
         elif isinstance(model, nn.Module):
+            wanted = resolve_dtype(dtype) if dtype is not None else None
+            if wanted is not None and wanted != next(model.parameters()).dtype:
+                model = copy.deepcopy(model)  # cast a copy: the caller's module keeps its dtype
             model = model.to(device)
-            if dtype is not None:
-                model = model.to(resolve_dtype(dtype))
+            if wanted is not None:
+                model = model.to(wanted)
         else:
             raise TypeError(f"model must be a model file path or an nn.Module, got {type(model).__name__}")
         for attribute in ("radial_cutoff", "species"):

@@ -193,6 +193,8 @@ def test_model_file_and_dtype(molecule_model, frame_3bpa: Atoms, tmp_path: Path)
     assert atoms.calc.dtype == torch.float32
     # float32 forces: ~1e-7 relative rounding over 27 atoms and two layers; 1e-4 eV/Å is ample
     np.testing.assert_allclose(atoms.get_forces(), reference, atol=1e-4)
+    EquimolCalculator(model=molecule_model, dtype="float32")
+    assert molecule_model.dtype == torch.float64  # the caller's module is not cast
     with pytest.raises(TypeError, match="model file path or an nn.Module"):
         EquimolCalculator(model=42)
 
