@@ -161,33 +161,36 @@ class CPTensorProduct(TensorProductBackend):
         self.register_buffer("B", factors.B)
         self.register_buffer("C", factors.C)
         self.register_buffer("term_path", factors.term_path)
-        # Components of each parity, in natural order: factor rows A[even_1], C[:, even_out], ...
-        for name, parity in zip(("1", "2", "out"), parities):
-            self.register_buffer(f"even_{name}", torch.nonzero(parity == 1).flatten())
-            self.register_buffer(f"odd_{name}", torch.nonzero(parity == -1).flatten())
-        # irrep blocks of x1 and of the output, as (slice in the mul_ir layout, dim, parity)
-        self._blocks_in1 = [(sl, ir.dim, ir.p) for (_, ir), sl in zip(self.irreps_in1, self.irreps_in1.slices())]
-        self._blocks_out = [(ir.dim, ir.p) for _, ir in self.irreps_out]
+        # Gathers that read x1 (mul_ir layout) straight into channel-major even / odd parts and
+        # write the output back: one copy each way, and every product below is a dense matmul.
+        positions = [
+            _positions(self.irreps_in1, self.channels),
+            _positions(self.irreps_in2, 1),  # one copy of each irrep
+            _positions(self.irreps_out, self.channels),
+        ]
+        for name, parity, position in zip(("1", "2", "out"), parities, positions):
+            even, odd = torch.nonzero(parity == 1).flatten(), torch.nonzero(parity == -1).flatten()
+            self.register_buffer(f"even_{name}", even)
+            self.register_buffer(f"odd_{name}", odd)
+            if name != "out":
+                self.register_buffer(f"gather_even_{name}", position[:, even].flatten())
+                self.register_buffer(f"gather_odd_{name}", position[:, odd].flatten())
+        # output: entry (u, k) of the parity-sorted [C, d3] result goes to mul_ir position[u, k]
+        d3 = parities[2].numel()
+        sorted_index = torch.empty(d3, dtype=torch.int64)
+        sorted_index[torch.cat([self.even_out, self.odd_out])] = torch.arange(d3)
+        channel = torch.arange(self.channels)[:, None]
+        scatter = torch.empty(self.channels * d3, dtype=torch.int64)
+        scatter[positions[2].flatten()] = (channel * d3 + sorted_index[None, :]).flatten()
+        self.register_buffer("scatter_out", scatter)
         self._finish_construction()
-
-    def _split_by_parity(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x1 [N, irreps_in1.dim]`` -> channel-major even and odd parts ``[N, C, d1_even]``, ``[N, C, d1_odd]``.
-
-        Views of the irrep blocks concatenated (no index gather: its backward is a slow scatter).
-        """
-        count = x1.shape[0]
-        parts = {1: [], -1: []}
-        for sl, dim, parity in self._blocks_in1:
-            parts[parity].append(x1[:, sl].view(count, self.channels, dim))
-        return tuple(
-            torch.cat(parts[p], dim=-1) if parts[p] else x1.new_zeros(count, self.channels, 0) for p in (1, -1)
-        )
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         count, channels = x1.shape[0], self.channels
-        x_even, x_odd = self._split_by_parity(x1)  # [N, C, d1 even], [N, C, d1 odd]
-        y_even = x2.index_select(-1, self.even_2)[:, None, :]  # [N, 1, d2 even]
-        y_odd = x2.index_select(-1, self.odd_2)[:, None, :]
+        x_even = x1.index_select(-1, self.gather_even_1).view(count, channels, -1)  # [N, C, d1 even]
+        x_odd = x1.index_select(-1, self.gather_odd_1).view(count, channels, -1)  # [N, C, d1 odd]
+        y_even = x2.index_select(-1, self.gather_even_2)[:, None, :]  # [N, 1, d2 even]
+        y_odd = x2.index_select(-1, self.gather_odd_2)[:, None, :]
         u_even, u_odd = x_even @ self.A[self.even_1], x_odd @ self.A[self.odd_1]  # [N, C, R]
         v_even, v_odd = y_even @ self.B[self.even_2], y_odd @ self.B[self.odd_2]  # [N, 1, R]
         h_even = torch.addcmul(u_even * v_even, u_odd, v_odd)  # feeds even outputs: (+)(+) and (-)(-)
@@ -196,18 +199,10 @@ class CPTensorProduct(TensorProductBackend):
             # [N, n_paths, C] -> weight of each term's path, [N, C, R]
             term_weight = weight.view(count, -1, channels).index_select(1, self.term_path).transpose(1, 2)
             h_even, h_odd = h_even * term_weight, h_odd * term_weight
-        z_even = h_even @ self.C[:, self.even_out]  # [N, C, d3 even]
-        z_odd = h_odd @ self.C[:, self.odd_out]  # [N, C, d3 odd]
+        z = torch.cat([h_even @ self.C[:, self.even_out], h_odd @ self.C[:, self.odd_out]], dim=-1)  # [N, C, d3]
         if self.weight_sharing:
-            scale = weight.view(count, channels, 1)
-            z_even, z_odd = z_even * scale, z_odd * scale
-        # back to the mul_ir layout, irrep block by irrep block
-        blocks, offsets = [], {1: 0, -1: 0}
-        for dim, parity in self._blocks_out:
-            source = z_even if parity == 1 else z_odd
-            blocks.append(source[..., offsets[parity] : offsets[parity] + dim].reshape(count, -1))
-            offsets[parity] += dim
-        return torch.cat(blocks, dim=-1)
+            z = z * weight.view(count, channels, 1)
+        return z.reshape(count, -1).index_select(-1, self.scatter_out)
 
     def extra_repr(self) -> str:
         mode = "shared" if self.weight_sharing else "per-path"
@@ -216,3 +211,12 @@ class CPTensorProduct(TensorProductBackend):
 
 def _single(irreps) -> str:
     return " + ".join(str(ir) for _, ir in irreps)
+
+
+def _positions(irreps, channels: int) -> torch.Tensor:
+    """``[C, d]`` int64: where component ``d`` of channel ``u`` sits in the mul_ir layout of ``irreps``."""
+    columns = []
+    for (mul, ir), sl in zip(irreps, irreps.slices()):
+        per_channel = torch.arange(mul)[:, None] * ir.dim + torch.arange(ir.dim)[None, :] + sl.start
+        columns.append(per_channel.expand(channels, ir.dim))
+    return torch.cat(columns, dim=1)
