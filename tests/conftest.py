@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton reads TRITON_INTERPRET when kernels are decorated, and the first import of triton may come
+# from any test module (or torch itself): set it before anything is imported, on machines without a GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # CI clones the repository next to a read-only copy of shared/; EQUIMOL_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get("EQUIMOL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
