@@ -12,11 +12,12 @@ configured cutoff), energies :math:`E_s` (after the configured references) and f
   ``per_species_force_rms`` the same restricted to element :math:`Z` (the per-species scale);
 - ``atom_counts``/``edge_counts`` per structure (for edge-bounded batching).
 
-**Cache.** One JSON file per (data files, settings, subset) in ``cache_dir`` (default
-``$EQUIMOL_CACHE_DIR/dataset_statistics``, else ``~/.cache/equimol/dataset_statistics``): data
-folders are often read-only, so the cache sits in equimol's cache folder, named by a hash of each
-data file's absolute path, size and modification time plus every setting that changes a number.
-Rewriting a file changes its size or mtime, hence the key, hence a recomputation.
+**Cache.** One JSON file per (data files, settings, subset), named by a hash of each data file's
+absolute path, size and modification time plus every setting that changes a number; rewriting a
+file changes its size or mtime, hence the key, hence a recomputation. It is kept beside the data,
+in ``.equimol_statistics/`` next to the first data file, when that folder is writable; read-only
+data folders (shared copies, CI) fall back to ``$EQUIMOL_CACHE_DIR/dataset_statistics``, else
+``~/.cache/equimol/dataset_statistics``. An explicit ``cache_dir`` overrides both.
 """
 
 from __future__ import annotations
@@ -189,16 +190,39 @@ def cached_statistics(
     progress: bool = False,
 ) -> DatasetStatistics:
     """:func:`compute_statistics`, read from / written to the cache (see the module docstring)."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{statistics_key(dataset, indices)}.json"
-    if path.exists():
-        try:
-            return DatasetStatistics.from_json(path.read_text())
-        except (ValueError, TypeError, KeyError):
-            pass  # an unreadable cache entry (interrupted write, older layout) is recomputed
+    key = statistics_key(dataset, indices)
+    folders = [Path(cache_dir)] if cache_dir is not None else [*_beside_data(dataset), default_cache_dir()]
+    for folder in folders:
+        path = folder / f"{key}.json"
+        if path.exists():
+            try:
+                return DatasetStatistics.from_json(path.read_text())
+            except (ValueError, TypeError, KeyError):
+                pass  # an unreadable cache entry (interrupted write, older layout) is recomputed
     statistics = compute_statistics(dataset, indices, progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(statistics.to_json())
-    partial.replace(path)  # atomic: concurrent readers never see half a file
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{key}.json"
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(statistics.to_json())
+            partial.replace(path)  # atomic: concurrent readers never see half a file
+            break
+        except OSError:
+            continue  # read-only data folder: try the next location
     return statistics
+
+
+def _beside_data(dataset: AtomsDataset) -> list[Path]:
+    """``[<folder of the first data file>/.equimol_statistics]`` when that folder is writable, else ``[]``.
+
+    A folder without write bits counts as read-only even for root, who could write into it anyway:
+    shared, read-only dataset copies stay untouched.
+    """
+    files = list(dataset.files())
+    if not files:
+        return []
+    parent = Path(files[0]).resolve()
+    parent = parent if parent.is_dir() else parent.parent
+    writable = bool(parent.stat().st_mode & 0o200) and os.access(parent, os.W_OK)
+    return [parent / ".equimol_statistics"] if writable else []

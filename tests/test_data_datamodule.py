@@ -277,3 +277,22 @@ def test_download_helpers_only_describe(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("EQUIMOL_DATA_DIR")
     with pytest.raises(FileNotFoundError, match="EQUIMOL_DATA_DIR"):
         data_dir()
+
+
+def test_statistics_cached_beside_writable_data_only(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    lines = (shared_data / "3bpa" / "train_300K.xyz").read_text().splitlines(keepends=True)
+    writable, read_only = tmp_path / "writable", tmp_path / "read_only"
+    for folder in (writable, read_only):
+        folder.mkdir()
+        (folder / "subset.xyz").write_text("".join(lines[: 29 * 4]))
+    read_only.chmod(0o555)
+    fallback = tmp_path / "cache"
+    monkeypatch.setenv("EQUIMOL_CACHE_DIR", str(fallback))
+    try:
+        AtomsDataModule(train=str(writable / "subset.xyz"), element_references=E0).statistics()
+        AtomsDataModule(train=str(read_only / "subset.xyz"), element_references=E0).statistics()
+        assert len(list((writable / ".equimol_statistics").glob("*.json"))) == 1
+        assert not (read_only / ".equimol_statistics").exists()  # no write bits: untouched, even for root
+        assert len(list((fallback / "dataset_statistics").glob("*.json"))) == 1
+    finally:
+        read_only.chmod(0o755)
