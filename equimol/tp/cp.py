@@ -15,7 +15,11 @@ parity ``s``,
     z_{n,u,k} = w_{n,u} \sum_r C_{rk} \sum_{s t = p_k} u^{s}_{n,u,r}\, v^{t}_{n,r}.
 
 Per channel this costs ``O(R (d1 + d2 + d3))`` instead of ``O(L^6)``; with ``R = 7 L^2`` it is
-``O(L^4)``. Everything is a batched matrix product (the operation a fused kernel replaces).
+``O(L^4)``. Everything is a batched matrix product (the operation a fused kernel replaces). The
+forward evaluates the parity sum through ``p = (u^+ + u^-)(v^+ + v^-)`` and
+``q = (u^+ - u^-)(v^+ - v^-)``, ``z = (p C + s_k\, q C) / 2``: two elementwise products per term
+instead of four, measured 1.4-1.8x faster than the four-product form at L = 3..5 (float32,
+32 channels, 2000 edges, 2-core CPU).
 
 **Parity.** Every output that parity forbids is an exact zero (for instance ``1o x 1o`` has no
 ``1o`` part): a forbidden output gets only products with an exactly-zero factor. TDN, in contrast,
@@ -161,45 +165,39 @@ class CPTensorProduct(TensorProductBackend):
         self.register_buffer("B", factors.B)
         self.register_buffer("C", factors.C)
         self.register_buffer("term_path", factors.term_path)
-        # Gathers that read x1 (mul_ir layout) straight into channel-major even / odd parts and
-        # write the output back: one copy each way, and every product below is a dense matmul.
-        positions = [
-            _positions(self.irreps_in1, self.channels),
-            _positions(self.irreps_in2, 1),  # one copy of each irrep
-            _positions(self.irreps_out, self.channels),
-        ]
-        for name, parity, position in zip(("1", "2", "out"), parities, positions):
-            even, odd = torch.nonzero(parity == 1).flatten(), torch.nonzero(parity == -1).flatten()
-            self.register_buffer(f"even_{name}", even)
-            self.register_buffer(f"odd_{name}", odd)
-            if name != "out":
-                self.register_buffer(f"gather_even_{name}", position[:, even].flatten())
-                self.register_buffer(f"gather_odd_{name}", position[:, odd].flatten())
-        # output: entry (u, k) of the parity-sorted [C, d3] result goes to mul_ir position[u, k]
-        d3 = parities[2].numel()
-        sorted_index = torch.empty(d3, dtype=torch.int64)
-        sorted_index[torch.cat([self.even_out, self.odd_out])] = torch.arange(d3)
-        channel = torch.arange(self.channels)[:, None]
+        # Parity fold: with u± = x± A±, v± = y± B± the parity-coupled products are
+        #   h_even = u+ v+ + u- v-  and  h_odd = u+ v- + u- v+,
+        # and p = (u+ + u-)(v+ + v-) = h_even + h_odd, q = (u+ - u-)(v+ - v-) = h_even - h_odd, so
+        #   z = (p @ C + s3 * (q @ C)) / 2     (s = +-1 by component parity).
+        # Two elementwise products per term instead of four (the elementwise passes over [N, C, R]
+        # are memory-bound and were half the time) for twice the projection GEMMs. p and q come
+        # from separate, same-shaped GEMMs, so for inputs of one parity q = +-p bitwise and the
+        # outputs that parity forbids cancel to exact zeros, not round-off.
+        signs = [parity.to(torch.float64) for parity in parities]
+        self.register_buffer("A_signed", signs[0][:, None] * factors.A)
+        self.register_buffer("B_signed", signs[1][:, None] * factors.B)
+        self.register_buffer("C_half", 0.5 * factors.C)
+        self.register_buffer("output_signs", signs[2])
+        # Gathers between the mul_ir layout and channel-major [C, d]: one copy each way.
+        positions_in = _positions(self.irreps_in1, self.channels)
+        positions_out = _positions(self.irreps_out, self.channels)
+        self.register_buffer("gather_in1", positions_in.flatten())
+        d3 = positions_out.shape[1]
         scatter = torch.empty(self.channels * d3, dtype=torch.int64)
-        scatter[positions[2].flatten()] = (channel * d3 + sorted_index[None, :]).flatten()
+        scatter[positions_out.flatten()] = torch.arange(self.channels * d3)
         self.register_buffer("scatter_out", scatter)
         self._finish_construction()
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         count, channels = x1.shape[0], self.channels
-        x_even = x1.index_select(-1, self.gather_even_1).view(count, channels, -1)  # [N, C, d1 even]
-        x_odd = x1.index_select(-1, self.gather_odd_1).view(count, channels, -1)  # [N, C, d1 odd]
-        y_even = x2.index_select(-1, self.gather_even_2)[:, None, :]  # [N, 1, d2 even]
-        y_odd = x2.index_select(-1, self.gather_odd_2)[:, None, :]
-        u_even, u_odd = x_even @ self.A[self.even_1], x_odd @ self.A[self.odd_1]  # [N, C, R]
-        v_even, v_odd = y_even @ self.B[self.even_2], y_odd @ self.B[self.odd_2]  # [N, 1, R]
-        h_even = torch.addcmul(u_even * v_even, u_odd, v_odd)  # feeds even outputs: (+)(+) and (-)(-)
-        h_odd = torch.addcmul(u_even * v_odd, u_odd, v_even)  # feeds odd outputs: (+)(-) and (-)(+)
+        x = x1.index_select(-1, self.gather_in1).view(count, channels, -1)  # [N, C, d1] channel-major
+        p = (x @ self.A) * (x2 @ self.B)[:, None, :]  # [N, C, R]
+        q = (x @ self.A_signed) * (x2 @ self.B_signed)[:, None, :]
         if not self.weight_sharing:
             # [N, n_paths, C] -> weight of each term's path, [N, C, R]
             term_weight = weight.view(count, -1, channels).index_select(1, self.term_path).transpose(1, 2)
-            h_even, h_odd = h_even * term_weight, h_odd * term_weight
-        z = torch.cat([h_even @ self.C[:, self.even_out], h_odd @ self.C[:, self.odd_out]], dim=-1)  # [N, C, d3]
+            p, q = p * term_weight, q * term_weight
+        z = torch.addcmul(p @ self.C_half, q @ self.C_half, self.output_signs)  # [N, C, d3]
         if self.weight_sharing:
             z = z * weight.view(count, channels, 1)
         return z.reshape(count, -1).index_select(-1, self.scatter_out)
