@@ -27,27 +27,20 @@ lies in one path's block (``tp.term_path``) and takes that path's weight, so the
 from __future__ import annotations
 
 import torch
-from e3nn import o3
 from equimol.kernels.autograd import cached_product, fused_message_passing, per_edge_weight
 from equimol.kernels.launch import FactoredProduct
 
 from equimol.tp import register_message_kernel
 
 
-def component_signs(irreps: o3.Irreps) -> torch.Tensor:
-    """Parity ``+1``/``-1`` of every channel-major component of ``irreps``, float64 ``[D]``."""
-    return torch.tensor([float(ir.p) for _, ir in irreps for _ in range(ir.dim)], dtype=torch.float64)
-
-
 def parity_folded_factors(tp) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``[A, S1 A]`` ``[d1, 2R]``, ``[B, S2 B]`` ``[d2, 2R]`` and ``[C/2; C S3/2]`` ``[2R, d3]`` of a cp module."""
-    signs = [
-        component_signs(irreps).to(dtype=tp.A.dtype, device=tp.A.device)
-        for irreps in (tp.irreps_in1, tp.irreps_in2, tp.irreps_out)
-    ]
-    factor_in = torch.cat([tp.A, tp.A * signs[0][:, None]], dim=1)
-    factor_attr = torch.cat([tp.B, tp.B * signs[1][:, None]], dim=1)
-    factor_out = torch.cat([tp.C, tp.C * signs[2][None, :]], dim=0) * 0.5
+    """``[A, S1 A]`` ``[d1, 2R]``, ``[B, S2 B]`` ``[d2, 2R]`` and ``[C/2; C S3/2]`` ``[2R, d3]`` of a cp module.
+
+    ``S`` are the component parities; the backend keeps ``S1 A``, ``S2 B``, ``C/2`` and ``S3`` as buffers.
+    """
+    factor_in = torch.cat([tp.A, tp.A_signed], dim=1)
+    factor_attr = torch.cat([tp.B, tp.B_signed], dim=1)
+    factor_out = torch.cat([tp.C_half, tp.C_half * tp.output_signs[None, :]], dim=0)
     return factor_in, factor_attr, factor_out
 
 
@@ -84,7 +77,7 @@ def cp_message_passing(
     rank_map = None if shared else torch.cat([tp.term_path, tp.term_path])
     product = cached_product(
         tp,
-        (tp.A, tp.B, tp.C, tp.term_path),
+        (tp.A, tp.A_signed, tp.B, tp.B_signed, tp.C_half, tp.output_signs, tp.term_path),
         lambda: FactoredProduct(
             tp.irreps_in1, tp.irreps_in2, tp.irreps_out, *parity_folded_factors(tp), rank_map=rank_map
         ),
@@ -96,8 +89,7 @@ def cp_message_passing(
 
     def reference(features, attrs, _w_in, _w_attr, w_out, w_mid):
         flat = w_out.reshape(edges, channels) if shared else w_mid.transpose(1, 2).reshape(edges, -1)
-        messages = tp(features[edge_src], attrs, flat)
-        return messages.new_zeros(num_nodes, tp.irreps_out.dim).index_add(0, edge_dst, messages)
+        return tp.reference_message_passing(features, attrs, flat, edge_src, edge_dst, num_nodes)
 
     return fused_message_passing(
         product,

@@ -129,8 +129,7 @@ def gaunt_message_passing(
 
     def reference(features, attrs, w1, w2, w3, _w_mid):
         flat = torch.cat([w1.flatten(1), w2.flatten(1), w3.flatten(1)], dim=1)
-        messages = tp(features[edge_src], attrs, flat)
-        return messages.new_zeros(num_nodes, tp.irreps_out.dim).index_add(0, edge_dst, messages)
+        return tp.reference_message_passing(features, attrs, flat, edge_src, edge_dst, num_nodes)
 
     return fused_message_passing(
         product,

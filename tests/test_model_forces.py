@@ -180,8 +180,6 @@ def test_stress_is_zero_without_periodicity():
 @pytest.mark.parametrize("many_body", ["none", "gaunt"])
 def test_forces_match_finite_differences_other_many_body_options(many_body):
     """The FD check of the CG many-body default above, repeated without a many-body block and with Gaunt's."""
-    if many_body == "gaunt":
-        pytest.importorskip("equimol.tp.gaunt_power", reason="the Gaunt self-product is not in this installation")
     model = tiny_model(many_body=many_body, spe={"mode": "exact"})
     graph = graph_of(build_structure("benzene"))
     forces = model(graph)["forces"].detach()

@@ -96,7 +96,6 @@ def test_symmetry_with_spe_modes_and_many_body(mode, many_body):
         assert max(errors.values()) <= SYMMETRY_TOL, f"{name}/{mode}/{many_body}: {errors}"
 
 
-@pytest.mark.skipif("cp" not in available_backends(), reason="the cp backend is not registered")
 def test_cp_model_at_truncated_rank_is_nearly_symmetric(shared_data):
     model = tiny_model(tp_backend="cp")
     graph = graph_of(build_structure("3bpa", shared_data))
@@ -108,7 +107,6 @@ def test_cp_model_at_truncated_rank_is_nearly_symmetric(shared_data):
     assert errors["forces"] <= 10 * epsilon * out["forces"].abs().max().item()
 
 
-@pytest.mark.skipif("cp" not in available_backends(), reason="the cp backend is not registered")
 def test_cp_products_inside_the_model_respect_the_stated_bound(shared_data):
     model = tiny_model(tp_backend="cp")
     captured = []

@@ -341,9 +341,23 @@ class TensorProductBackend(nn.Module):
             )
         if self._message_kernel is not None:
             return self._message_kernel(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
+        return self.reference_message_passing(node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
+
+    def reference_message_passing(
+        self,
+        node_features: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        num_nodes: int,
+    ) -> torch.Tensor:
+        """The plain torch path of :meth:`message_passing` (gather, :meth:`forward`, ``index_add``).
+
+        Fused kernels call it for what they do not fuse (double backward). Same arguments and shapes.
+        """
         messages = self(node_features[edge_src], edge_attrs, edge_weight)
-        out = messages.new_zeros(num_nodes, self.irreps_out.dim)
-        return out.index_add(0, edge_dst, messages)
+        return messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
 
     def extra_repr(self) -> str:
         return (
