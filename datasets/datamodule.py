@@ -80,7 +80,7 @@ class AtomsDataModule(L.LightningDataModule):
         max_structures_per_batch: optional cap on structures in an edge-bounded batch.
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
-        cache_dir: where statistics are cached (default ``$EQUIMOL_CACHE_DIR/dataset_statistics``).
+        cache_dir: where statistics are cached (default ``<cache_root()>/dataset_statistics``).
     """
 
     def __init__(

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equimol.utils.io import fsync_folder, temporary_sibling
+
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
 _LEGACY_NAMES = {"energy": "y", "forces": "force"}
@@ -231,7 +233,9 @@ def write_lmdb(
 
     Args:
         records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
-        path: output file (must not exist; a partial file is removed if writing fails).
+        path: output file (must not exist). The frames go to a hidden temporary file beside it, which
+            is synced and renamed to ``path`` only once complete (the :mod:`equimol.utils.io` rule):
+            a conversion that fails or is killed never leaves a file at ``path``.
         legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
         progress: show a tqdm progress bar.
         total: number of records, for the progress bar.
@@ -243,8 +247,9 @@ def write_lmdb(
     if path.exists():
         raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = temporary_sibling(path)
     # sync=False: one fsync at the end (env.sync) instead of one per commit.
-    env = lmdb.open(str(path), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
     count = 0
     pending: list[tuple[bytes, bytes]] = []
     try:
@@ -266,11 +271,13 @@ def write_lmdb(
         env.sync(True)
     except BaseException:
         env.close()
-        for leftover in (path, Path(f"{path}-lock")):
+        for leftover in (partial, Path(f"{partial}-lock")):
             leftover.unlink(missing_ok=True)
         raise
     env.close()
-    Path(f"{path}-lock").unlink(missing_ok=True)
+    Path(f"{partial}-lock").unlink(missing_ok=True)
+    os.replace(partial, path)
+    fsync_folder(path.parent)
     return count
 
 

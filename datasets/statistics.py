@@ -16,8 +16,9 @@ configured cutoff), energies :math:`E_s` (after the configured references) and f
 absolute path, size and modification time plus every setting that changes a number; rewriting a
 file changes its size or mtime, hence the key, hence a recomputation. It is kept beside the data,
 in ``.equimol_statistics/`` next to the first data file, when that folder is writable; read-only
-data folders (shared copies, CI) fall back to ``$EQUIMOL_CACHE_DIR/dataset_statistics``, else
-``~/.cache/equimol/dataset_statistics``. An explicit ``cache_dir`` overrides both.
+data folders (shared copies, CI) fall back to ``<cache_root()>/dataset_statistics``
+(``$EQUIMOL_CACHE_DIR``, else ``$XDG_CACHE_HOME/equimol``, else ``~/.cache/equimol``). An explicit
+``cache_dir`` overrides both.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from equimol.utils.io import atomic_write, cache_root
 
 from .atoms_dataset import AtomsDataset, reference_energy
 from .graph import neighbor_list
@@ -153,9 +156,8 @@ def compute_statistics(
 
 
 def default_cache_dir() -> Path:
-    """``$EQUIMOL_CACHE_DIR/dataset_statistics`` or ``~/.cache/equimol/dataset_statistics``."""
-    root = os.environ.get("EQUIMOL_CACHE_DIR") or Path.home() / ".cache" / "equimol"
-    return Path(root) / "dataset_statistics"
+    """``<cache_root()>/dataset_statistics`` (:func:`equimol.utils.io.cache_root`)."""
+    return cache_root() / "dataset_statistics"
 
 
 def statistics_key(dataset: AtomsDataset, indices: Sequence[int] | None) -> str:
@@ -202,11 +204,8 @@ def cached_statistics(
     statistics = compute_statistics(dataset, indices, progress)
     for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{key}.json"
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_text(statistics.to_json())
-            partial.replace(path)  # atomic: concurrent readers never see half a file
+            with atomic_write(folder / f"{key}.json", "w") as handle:  # concurrent readers never see half a file
+                handle.write(statistics.to_json())
             break
         except OSError:
             continue  # read-only data folder: try the next location

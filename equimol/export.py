@@ -17,7 +17,6 @@ message that says which and what to do.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 
 from equimol import __version__
 from equimol.models import Potential, build_model
+from equimol.utils.io import atomic_write
 
 FORMAT = "equimol-model"
 FORMAT_VERSION = 1
@@ -32,13 +32,6 @@ FORMAT_VERSION = 1
 
 class ModelFileError(ValueError):
     """A model file that cannot be read by this equimol (the message names the file and the reason)."""
-
-
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, partial)
-    os.replace(partial, path)
 
 
 def export_model(model: Potential, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -57,7 +50,8 @@ def export_model(model: Potential, path: str | Path, metadata: dict[str, Any] | 
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
-    _atomic_save(payload, path)
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
     return path
 
 

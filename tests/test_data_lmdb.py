@@ -123,6 +123,7 @@ def test_convert_refuses_to_overwrite_and_reports_bad_frames(oc20_lmdb: Path, tm
     assert main(["data", "convert", str(bad), str(output), "--quiet"]) == 1
     assert "bad.xyz, frame 0: forces key 'forces' not found" in capsys.readouterr().err
     assert not output.exists()  # the partial output is removed
+    assert [path.name for path in tmp_path.iterdir()] == ["bad.xyz"]  # and so is its hidden temporary file
 
 
 MEMORY_SCRIPT = r"""

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from equimol.utils.io import atomic_write
+
 from .metrics import ErrorMetrics
 
 
@@ -110,8 +112,8 @@ def write_report(
             "metrics": report.metrics,
             **(extra or {}),
         }
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+        with atomic_write(json_path, "w") as handle:
+            handle.write(json.dumps(payload, indent=2) + "\n")
     if plot_path is not None:
         parity_plot(report, plot_path, title)
 

@@ -21,7 +21,6 @@ cut to a multiple of ``world_size`` so every process steps the same number of ti
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +32,18 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from torch_geometric.loader import DataLoader
 
+from equimol.utils.io import atomic_write
+
 from .config import AUTO, TrainingConfig
 from .module import PotentialModule
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never half a file."""
+    """``torch.save`` through :func:`~equimol.utils.io.atomic_write`: never half a checkpoint."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(partial, "wb") as handle:
+        with atomic_write(path) as handle:
             torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
 
 
 class _EpochBatches:
@@ -268,7 +263,8 @@ def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**config.as_dict(), "model": model_config}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        with atomic_write(run_dir / "config.yaml", "w") as handle:
+            handle.write(yaml.safe_dump(resolved, sort_keys=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": None, "test": None}
     if not trainer.is_global_zero:

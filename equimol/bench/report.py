@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from equimol.utils.io import atomic_write
 from equimol.utils.machine import machine_label
 
 
@@ -40,9 +41,8 @@ def format_tp_table(record: dict) -> str:
 
 def write_json(record: dict, path: str | Path) -> None:
     """Write ``record`` as indented JSON, creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(path, "w") as handle:
+        handle.write(json.dumps(record, indent=2) + "\n")
 
 
 def plot_tp(record: dict, path: str | Path) -> None:

@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,6 +54,8 @@ from pathlib import Path
 
 import torch
 from e3nn import o3
+
+from equimol.utils.io import atomic_write, cache_root
 
 NORMALIZATION = "irrep=component,path=element"
 _FORMAT = 1
@@ -436,12 +436,8 @@ def _fit_factors(M, parities, rank, *, tolerance, seed, blocks) -> CPFactors:
 
 
 def default_cache_dir() -> Path:
-    """``$EQUIMOL_CACHE_DIR``, else ``$XDG_CACHE_HOME/equimol``, else ``~/.cache/equimol``."""
-    if os.environ.get("EQUIMOL_CACHE_DIR"):
-        return Path(os.environ["EQUIMOL_CACHE_DIR"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "equimol"
-    return Path.home() / ".cache" / "equimol"
+    """The CP-factor cache root: :func:`equimol.utils.io.cache_root`."""
+    return cache_root()
 
 
 def cache_path(key: dict, cache_dir: str | os.PathLike | None) -> Path:
@@ -459,7 +455,7 @@ def _checksum(key: dict, tensors: list[torch.Tensor]) -> str:
 
 
 def save_factors(path: Path, key: dict, factors: CPFactors) -> None:
-    """Write ``factors`` under ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``factors`` under ``path`` through :func:`~equimol.utils.io.atomic_write`."""
     tensors = [factors.A, factors.B, factors.C, factors.term_path]
     payload = {
         "format": _FORMAT,
@@ -474,17 +470,8 @@ def save_factors(path: Path, key: dict, factors: CPFactors) -> None:
         "fit_seconds": factors.fit_seconds,
         "checksum": _checksum(key, tensors),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(buffer.getvalue())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        torch.save(payload, handle)
 
 
 def load_factors(path: Path, key: dict, M: torch.Tensor, parities, num_paths: int = 1) -> CPFactors:
