@@ -26,6 +26,7 @@ from torch import nn
 from equimol.nn.gate import Gate
 from equimol.nn.linear import EquivariantLinear, natural_irreps
 from equimol.nn.radial import RadialMLP
+from equimol.nn.species_linear import apply_self_connection, self_connection_map
 from equimol.tp import TensorProduct
 
 
@@ -41,6 +42,8 @@ class InteractionBlock(nn.Module):
         avg_num_neighbors: ``\\bar N``.
         tp_backend: name of a registered tensor-product backend.
         tp_options: extra keyword options for that backend (e.g. ``cp_rank``).
+        self_connection: ``"linear"`` (``W_self`` shared by all elements) or ``"species"`` (one per element).
+        num_elements: number of elements (for ``self_connection="species"``).
     """
 
     def __init__(
@@ -53,6 +56,8 @@ class InteractionBlock(nn.Module):
         avg_num_neighbors: float,
         tp_backend: str = "cg",
         tp_options: dict | None = None,
+        self_connection: str = "linear",
+        num_elements: int = 1,
     ) -> None:
         super().__init__()
         self.irreps = natural_irreps(channels, lmax)
@@ -71,7 +76,7 @@ class InteractionBlock(nn.Module):
         self.radial_mlp = RadialMLP(num_radial_basis, list(radial_mlp_hidden), self.tensor_product.weight_numel)
         self.gate = Gate(channels, lmax)
         self.linear_down = EquivariantLinear(self.irreps, self.gate.irreps_in)
-        self.self_interaction = EquivariantLinear(self.irreps, self.gate.irreps_in, bias=True)
+        self.self_interaction = self_connection_map(self_connection, self.irreps, self.gate.irreps_in, num_elements)
 
     def forward(
         self,
@@ -81,6 +86,7 @@ class InteractionBlock(nn.Module):
         envelope: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        element_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One round of message passing.
 
@@ -90,6 +96,7 @@ class InteractionBlock(nn.Module):
             radial_basis: ``[E, num_radial_basis]``.
             envelope: ``[E]`` smooth cutoff.
             sender, receiver: ``[E]`` int64.
+            element_index: ``[n]`` int64 element of each node (needed by the species self-connection).
 
         Returns:
             ``[n, irreps.dim]`` updated node features.
@@ -98,5 +105,7 @@ class InteractionBlock(nn.Module):
         messages = self.tensor_product.message_passing(
             self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
         )
-        update = self.linear_down(messages / self.avg_num_neighbors) + self.self_interaction(node_features)
+        update = self.linear_down(messages / self.avg_num_neighbors) + apply_self_connection(
+            self.self_interaction, node_features, element_index
+        )
         return node_features + self.gate(update)

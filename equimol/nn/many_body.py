@@ -25,6 +25,7 @@ from e3nn import o3
 from torch import nn
 
 from equimol.nn.linear import EquivariantLinear, irreps_blocks, join_blocks, natural_irreps
+from equimol.tp.gaunt_power import GauntSelfProduct
 from equimol.tp.paths import allowed_paths
 from equimol.utils.dtype import float64_construction
 
@@ -83,6 +84,21 @@ class SymmetricProduct(nn.Module):
         return total
 
 
+def many_body_product(kind: str, channels: int, lmax: int, correlation: int, num_elements: int) -> nn.Module:
+    """The self-product ``sum_nu P^(nu)`` of one kind, ``[n, irreps.dim] x [n] -> [n, irreps.dim]``.
+
+    Args:
+        kind: ``"cg"`` (:class:`SymmetricProduct`) or ``"gaunt"`` (:class:`~equimol.tp.gaunt_power.GauntSelfProduct`).
+        channels, lmax, correlation, num_elements: see :class:`SymmetricProduct`.
+    """
+    if kind == "cg":
+        return SymmetricProduct(channels, lmax, correlation, num_elements)
+    if kind == "gaunt":
+        irreps = natural_irreps(channels, lmax)
+        return GauntSelfProduct(irreps, correlation, num_elements=num_elements, dtype=torch.float64)
+    raise ValueError(f"many_body must be one of {MANY_BODY_KINDS[1:]} here, got {kind!r}")
+
+
 class ManyBodyBlock(nn.Module):
     """Residual many-body update ``h + W P(h)`` with ``P`` the CG or Gaunt self-product.
 
@@ -93,22 +109,9 @@ class ManyBodyBlock(nn.Module):
 
     def __init__(self, kind: str, channels: int, lmax: int, correlation: int, num_elements: int) -> None:
         super().__init__()
-        irreps = natural_irreps(channels, lmax)
-        if kind == "cg":
-            self.product = SymmetricProduct(channels, lmax, correlation, num_elements)
-        elif kind == "gaunt":
-            try:
-                from equimol.tp.gaunt_power import GauntSelfProduct
-            except ImportError as error:
-                raise ValueError(
-                    "many_body='gaunt' needs equimol.tp.gaunt_power.GauntSelfProduct, which this installation "
-                    "lacks; use many_body='cg'"
-                ) from error
-            self.product = GauntSelfProduct(irreps, correlation, num_elements=num_elements, dtype=torch.float64)
-        else:
-            raise ValueError(f"many_body must be one of {MANY_BODY_KINDS}, got {kind!r}")
+        self.product = many_body_product(kind, channels, lmax, correlation, num_elements)
         self.kind = kind
-        self.linear = EquivariantLinear(irreps, irreps)
+        self.linear = EquivariantLinear(natural_irreps(channels, lmax), natural_irreps(channels, lmax))
 
     def forward(self, x: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
         """``[n, irreps.dim]`` -> ``[n, irreps.dim]``."""

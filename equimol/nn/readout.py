@@ -1,9 +1,12 @@
 r"""Per-atom energy readout with per-species scale, shift and reference energies (E0s).
 
-.. math:: \varepsilon_i = \sigma_{k(i)}\, \mathrm{MLP}(s_i) + \mu_{k(i)} + E^0_{k(i)}, \qquad
-          E = \sum_i \varepsilon_i
+.. math:: \varepsilon_i = \sigma_{k(i)} \Big( \sum_{t < T} w_t^\top s^{(t)}_i + \mathrm{MLP}(s^{(T)}_i) \Big)
+          + \mu_{k(i)} + E^0_{k(i)}, \qquad E = \sum_i \varepsilon_i
 
-with ``s_i`` the ``C`` invariant scalars (``0e`` block) of the final node features, ``sigma`` and
+with ``s^(t)_i`` the ``C`` invariant scalars (``0e`` block) of the node features after layer ``t``.
+With one read-out (``readout: final``) only the last layer's ``s^(T)`` enters, through the MLP; with
+``readout: per_layer`` (MACE) every earlier layer adds a linear read-out ``w_t``, so each layer's
+scalars reach the energy (and the forces' gradient) directly rather than only through later layers. ``sigma`` and
 ``mu`` per-species scale and shift (eV), and ``E0`` the energy of the isolated atom of each element (eV),
 fixed (buffers, not trained) so that a model starts from the reference-energy baseline.
 """
@@ -23,6 +26,7 @@ class EnergyReadout(nn.Module):
         energy_scale: ``[num_species]`` sigma (eV).
         energy_shift: ``[num_species]`` mu (eV).
         e0s: ``[num_species]`` reference energies (eV).
+        num_linear_heads: number of earlier layers read out linearly (0 for a final read-out only).
     """
 
     def __init__(
@@ -32,8 +36,12 @@ class EnergyReadout(nn.Module):
         energy_scale: torch.Tensor,
         energy_shift: torch.Tensor,
         e0s: torch.Tensor,
+        num_linear_heads: int = 0,
     ) -> None:
         super().__init__()
+        self.linear_heads = nn.ModuleList(
+            nn.Linear(channels, 1, bias=False, dtype=torch.float64) for _ in range(num_linear_heads)
+        )
         self.mlp = nn.Sequential(
             nn.Linear(channels, hidden, dtype=torch.float64), nn.SiLU(), nn.Linear(hidden, 1, dtype=torch.float64)
         )
@@ -41,7 +49,13 @@ class EnergyReadout(nn.Module):
         self.register_buffer("energy_shift", energy_shift.to(torch.float64))
         self.register_buffer("e0s", e0s.to(torch.float64))
 
-    def forward(self, scalars: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
-        """``scalars`` ``[n, C]``, ``element_index`` ``[n]`` -> ``[n]`` eV."""
-        raw = self.mlp(scalars).squeeze(-1)
+    def forward(self, scalars: torch.Tensor | list[torch.Tensor], element_index: torch.Tensor) -> torch.Tensor:
+        """``scalars`` ``[n, C]`` (or one ``[n, C]`` per layer, the last one last), ``element_index`` ``[n]``
+        -> ``[n]`` eV."""
+        layers = [scalars] if isinstance(scalars, torch.Tensor) else list(scalars)
+        if len(layers) != len(self.linear_heads) + 1:
+            raise ValueError(f"readout expects {len(self.linear_heads) + 1} layers of scalars, got {len(layers)}")
+        raw = self.mlp(layers[-1]).squeeze(-1)
+        for head, layer_scalars in zip(self.linear_heads, layers[:-1]):
+            raw = raw + head(layer_scalars).squeeze(-1)
         return self.energy_scale[element_index] * raw + self.energy_shift[element_index] + self.e0s[element_index]

@@ -1,0 +1,126 @@
+r"""A MACE-style layer: tensor-product messages form an atomic basis, a many-body product follows.
+
+With node features ``h_i`` (``C x 0e + C x 1o + ...`` up to ``lmax``), element ``k(i)``, edge spherical
+harmonics ``Y(\hat r_e)`` up to ``sh_lmax`` and radial basis ``b(r_e)`` of edge ``e = (j \to i)``:
+
+.. math::
+
+    A_i = W_A\, \frac{1}{\bar N} \sum_{e = (j \to i)} \mathrm{TP}\big(W_{up} h_j,\; Y(\hat r_e),\;
+          u(r_e)\,\mathrm{MLP}(b(r_e))\big)
+          \qquad (\text{degrees } 0 .. L_A)
+
+    B_i = \Big[\sum_{\nu=1}^{\nu_{max}} P^{(\nu)}_{k(i)}(A_i)\Big]_{l \le \mathrm{lmax}}, \qquad
+    h_i' = W_B\, B_i + S_{k(i)}\, h_i
+
+``TP`` is any registered backend (``cg``, ``gaunt``, ``cp``, ...) through the one interface, ``P^(nu)``
+the many-body self-product of degree ``nu`` with per-element weights (``many_body: cg`` symmetric
+product or ``gaunt`` ν-product, :mod:`equimol.nn.many_body`), ``L_A = message_lmax`` (MACE's
+``max_ell``: the atomic basis may carry higher degrees than the node features, which the product
+folds back into degrees ``<= lmax``), and ``S`` the self-connection: species-dependent
+(:class:`~equimol.nn.species_linear.SpeciesLinear`, MACE's ``skip_tp``) or one linear map for all
+elements. The nonlinearity is the polynomial product itself (no gate), as in MACE. Every step is
+equivariant; taking the ``l <= lmax`` blocks of an irreps-ordered vector is too.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from equimol.nn.linear import EquivariantLinear, natural_irreps
+from equimol.nn.many_body import many_body_product
+from equimol.nn.radial import RadialMLP
+from equimol.nn.species_linear import apply_self_connection, self_connection_map
+from equimol.tp import TensorProduct
+
+
+class ProductBasisInteraction(nn.Module):
+    """One MACE-style layer (see the module docstring).
+
+    Args:
+        channels: ``C``.
+        lmax: highest degree of the node features.
+        message_lmax: ``L_A >= lmax``, highest degree of the atomic basis ``A``.
+        sh_lmax: highest degree of the edge spherical harmonics.
+        num_radial_basis: size of the radial basis.
+        radial_mlp_hidden: hidden widths of the radial MLP.
+        avg_num_neighbors: ``\\bar N``.
+        many_body: ``"cg"`` or ``"gaunt"`` (the product ``P``).
+        correlation: ``nu_max``.
+        num_elements: number of elements.
+        self_connection: ``"species"`` or ``"linear"``.
+        tp_backend: name of a registered tensor-product backend.
+        tp_options: extra keyword options for that backend.
+
+    Shapes: ``node_features`` ``[n, natural_irreps(C, lmax).dim]`` in and out.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        lmax: int,
+        message_lmax: int,
+        sh_lmax: int,
+        num_radial_basis: int,
+        radial_mlp_hidden: list[int],
+        avg_num_neighbors: float,
+        many_body: str,
+        correlation: int,
+        num_elements: int,
+        self_connection: str = "species",
+        tp_backend: str = "cg",
+        tp_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if message_lmax < lmax:
+            raise ValueError(f"message_lmax ({message_lmax}) must be >= lmax ({lmax})")
+        self.irreps = natural_irreps(channels, lmax)
+        self.message_irreps = natural_irreps(channels, message_lmax)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.linear_up = EquivariantLinear(self.irreps, self.irreps)
+        self.tensor_product = TensorProduct(
+            self.irreps,
+            o3.Irreps.spherical_harmonics(sh_lmax),
+            self.message_irreps,
+            backend=tp_backend,
+            internal_weights=False,
+            dtype=torch.float64,
+            **(tp_options or {}),
+        )
+        self.radial_mlp = RadialMLP(num_radial_basis, list(radial_mlp_hidden), self.tensor_product.weight_numel)
+        self.linear_messages = EquivariantLinear(self.message_irreps, self.message_irreps)
+        self.product = many_body_product(many_body, channels, message_lmax, correlation, num_elements)
+        self.linear_out = EquivariantLinear(self.irreps, self.irreps)
+        self.self_connection = self_connection_map(self_connection, self.irreps, self.irreps, num_elements)
+
+    def forward(
+        self,
+        node_features: torch.Tensor,
+        edge_sh: torch.Tensor,
+        radial_basis: torch.Tensor,
+        envelope: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        element_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """One layer.
+
+        Args:
+            node_features: ``[n, irreps.dim]``.
+            edge_sh: ``[E, (sh_lmax + 1)^2]`` component-normalized spherical harmonics.
+            radial_basis: ``[E, num_radial_basis]``.
+            envelope: ``[E]`` smooth cutoff.
+            sender, receiver: ``[E]`` int64.
+            element_index: ``[n]`` int64 element of each node.
+
+        Returns:
+            ``[n, irreps.dim]`` updated node features.
+        """
+        edge_weight = self.radial_mlp(radial_basis, envelope)
+        messages = self.tensor_product.message_passing(
+            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
+        )
+        basis = self.linear_messages(messages / self.avg_num_neighbors)
+        product = self.product(basis, element_index)[:, : self.irreps.dim]
+        return self.linear_out(product) + apply_self_connection(self.self_connection, node_features, element_index)
