@@ -14,9 +14,9 @@ Run folder::
     run_dir/config.yaml                 the resolved configuration
     run_dir/model.pt                    the exported model (equimol.export)
 
-**DDP.** ``trainer.strategy: ddp`` uses Lightning's DDP (gloo on CPU, NCCL on GPUs). Each process
-takes every ``world_size``-th batch of the data module's seeded batches (training batches are
-cut to a multiple of ``world_size`` so every process steps the same number of times).
+**DDP.** ``trainer.strategy: ddp`` uses Lightning's DDP (gloo on CPU, NCCL on GPUs); the batches
+are shared out by :mod:`equimol.train.sharding`. Checkpoints are written and exported by
+:mod:`equimol.train.checkpoints`.
 """
 
 from __future__ import annotations
@@ -28,100 +28,15 @@ import lightning as L
 import torch
 import yaml
 from equimol.datasets.datamodule import AtomsDataModule
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from torch_geometric.loader import DataLoader
 
 from equimol.utils.io import atomic_write
 
+from .checkpoints import AtomicCheckpointIO, export_checkpoint
 from .config import AUTO, TrainingConfig
+from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through :func:`~equimol.utils.io.atomic_write`: never half a checkpoint."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
-
-
-class _EpochBatches:
-    """The batches of a batch sampler that this process runs: every ``world_size``-th one from ``rank`` on.
-
-    After a mid-epoch resume, ``resume()`` gives ``(epoch, done)``: the first iteration then draws
-    that epoch's order and leaves out its first ``done`` batches, which ran before the interruption.
-    (Lightning restarts a plain DataLoader at the beginning of the epoch and may draw its first batch
-    before it sets the epoch.) ``len()`` stays the full count, which Lightning's restarted loop counts against.
-    """
-
-    def __init__(self, batch_sampler, rank: int, world_size: int, training: bool, resume=lambda: None) -> None:
-        self.batch_sampler, self.rank, self.world_size, self.training = batch_sampler, rank, world_size, training
-        self.resume = resume
-        self.sampler = getattr(batch_sampler, "sampler", None)  # Lightning calls sampler.set_epoch here
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.batch_sampler, "set_epoch"):
-            self.batch_sampler.set_epoch(epoch)
-
-    def _batches(self) -> list[list[int]]:
-        batches = [list(batch) for batch in self.batch_sampler]
-        if self.training:
-            batches = batches[: len(batches) - len(batches) % self.world_size]
-        elif len(batches) < self.world_size:
-            # fewer evaluation batches than processes: smaller batches, so that every process gets one
-            flat = [index for batch in batches for index in batch]
-            if len(flat) < self.world_size:
-                raise ValueError(f"{len(flat)} evaluation structures cannot be shared by {self.world_size} processes")
-            size = -(-len(flat) // self.world_size)
-            batches = [flat[start : start + size] for start in range(0, len(flat), size)]
-        return batches[self.rank :: self.world_size]
-
-    def __iter__(self):
-        # a generator: nothing is drawn before the first next()
-        position = self.resume()
-        done = 0
-        if position is not None:
-            epoch, done = position
-            self.set_epoch(epoch)
-        yield from self._batches()[done:]
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-
-class ShardedAtomsDataModule(AtomsDataModule):
-    """:class:`AtomsDataModule` whose loaders give each DDP process its own share of the batches and
-    that continues an interrupted epoch where it stopped (see :class:`_EpochBatches`)."""
-
-    resume_position: tuple[int, int] | None = None  # set by PotentialModule.on_load_checkpoint
-
-    def _take_resume_position(self) -> tuple[int, int] | None:
-        position, self.resume_position = self.resume_position, None
-        return position
-
-    def _wrap(self, loader: DataLoader, training: bool) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        world_size = trainer.world_size if trainer is not None else 1
-        rank = trainer.global_rank if trainer is not None else 0
-        if world_size <= 1 and not training:
-            return loader
-        batches = _EpochBatches(
-            loader.batch_sampler, rank, world_size, training, self._take_resume_position if training else (lambda: None)
-        )
-        return DataLoader(
-            loader.dataset,
-            batch_sampler=batches,
-            num_workers=loader.num_workers,
-            pin_memory=loader.pin_memory,
-            persistent_workers=loader.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._wrap(super().train_dataloader(), training=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._wrap(super().val_dataloader(), training=False)
+from .sharding import ShardedAtomsDataModule
 
 
 def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
@@ -189,6 +104,8 @@ def _callbacks(config: TrainingConfig, run_dir: Path) -> list:
                 every_n_train_steps=trainer.checkpoint_every_n_steps,
             )
         )
+    if trainer.max_cpu_time is not None:
+        callbacks.append(CPUTimeBudget(trainer.max_cpu_time))
     if trainer.early_stopping_patience is not None:
         # strict=False: a run stopped by max_time/max_steps before its first validation is not an error
         callbacks.append(
@@ -269,8 +186,6 @@ def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": None, "test": None}
     if not trainer.is_global_zero:
         return result
-    from equimol.export import export_checkpoint
-
     best = run_dir / "checkpoints" / "best.ckpt"
     source = best if best.is_file() else last
     model_path = run_dir / "model.pt"

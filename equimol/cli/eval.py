@@ -16,7 +16,8 @@ from pathlib import Path
 
 
 def _load(model_path: str, device: str, dtype: str | None):
-    from equimol.export import export_checkpoint, load_model
+    from equimol.export import load_model
+    from equimol.train.checkpoints import export_checkpoint
 
     if Path(model_path).suffix == ".ckpt":
         with tempfile.TemporaryDirectory() as folder:

@@ -12,7 +12,8 @@ import sys
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from equimol.export import ModelFileError, export_checkpoint, read_model_file
+    from equimol.export import ModelFileError, read_model_file
+    from equimol.train.checkpoints import export_checkpoint
 
     try:
         path = export_checkpoint(args.checkpoint, args.output)

@@ -1,0 +1,56 @@
+"""Training checkpoints: written atomically, and exported to self-contained model files.
+
+A checkpoint is Lightning's ``torch.save`` of the module's state plus ``model_config`` and, with
+EMA, ``ema = {"shadow": {name: tensor}}`` (:mod:`equimol.train.module`). Every checkpoint is
+written through :func:`equimol.utils.io.atomic_write`, so a killed run leaves its previous
+``best.ckpt``/``last.ckpt`` whole. :func:`export_checkpoint` turns one into a model file
+(:mod:`equimol.export`) holding the EMA weights when the run kept an average.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from equimol.export import ModelFileError, export_model
+from equimol.models import build_model
+from equimol.utils.io import atomic_write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` through :func:`~equimol.utils.io.atomic_write`: never half a checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        with atomic_write(path) as handle:
+            torch.save(checkpoint, handle)
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
+    """Export the model of a training checkpoint (``equimol train``), with its EMA weights when it has them."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
+    # Lightning checkpoints hold optimizer and loop state besides tensors; they are our own training
+    # output, so they are loaded as trusted pickles (as Lightning itself does).
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model_config" not in state or "state_dict" not in state:
+        raise ModelFileError(f"{checkpoint}: not a checkpoint written by `equimol train`")
+    model = build_model(state["model_config"])
+    prefix = "model."
+    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(weights, strict=True)
+    if "ema" in state:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, average in state["ema"]["shadow"].items():
+                named[name].copy_(average.to(named[name].dtype))
+    metadata = {
+        "checkpoint": str(checkpoint.resolve()),
+        "epoch": int(state.get("epoch", -1)),
+        "global_step": int(state.get("global_step", -1)),
+        "ema": "ema" in state,
+    }
+    return export_model(model, path, metadata)
