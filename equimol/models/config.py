@@ -23,6 +23,9 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       energy_shift: 0.0            # eV, a number or a per-species mapping
       energy_scale: 1.0            # eV, a number or a per-species mapping
       spe: {enabled: true, mode: chebyshev, num_filters: 4, polynomial_degree: 8, spectral_scale: null, hidden: 16}
+      pair_repulsion: none         # none | zbl (equimol.nn.zbl: screened nuclear repulsion)
+      zbl_inner: null              # Å, ZBL switch start for every pair (null: half the covalent-radius sum)
+      zbl_outer: null              # Å, ZBL switch end for every pair (null: the covalent-radius sum)
       dtype: float64               # float32 | float64
       seed: 0
 """
@@ -38,6 +41,8 @@ from equimol.nn.embedding import parse_species
 from equimol.nn.many_body import MANY_BODY_KINDS
 from equimol.nn.spe import SPE_MODES
 from equimol.utils.dtype import resolve_dtype
+
+PAIR_REPULSIONS = ("none", "zbl")
 
 
 def _reject_unknown(cls: type, values: dict, where: str) -> None:
@@ -125,6 +130,9 @@ class ModelConfig:
     energy_shift: float | dict = 0.0
     energy_scale: float | dict = 1.0
     spe: SPEConfig = field(default_factory=SPEConfig)
+    pair_repulsion: str = "none"
+    zbl_inner: float | None = None
+    zbl_outer: float | None = None
     dtype: str = "float64"
     seed: int = 0
 
@@ -178,6 +186,21 @@ class ModelConfig:
             self.avg_num_neighbors,
         )
         _require(_is_int(self.seed), "seed", "an int", self.seed)
+        _require(
+            self.pair_repulsion in PAIR_REPULSIONS, "pair_repulsion", f"one of {PAIR_REPULSIONS}", self.pair_repulsion
+        )
+        for key in ("zbl_inner", "zbl_outer"):
+            value = getattr(self, key)
+            _require(value is None or (_is_number(value) and value >= 0), key, "a number >= 0 (Å) or null", value)
+        if self.zbl_inner is not None and self.zbl_outer is not None:
+            _require(self.zbl_inner < self.zbl_outer, "zbl_inner", f"< zbl_outer={self.zbl_outer}", self.zbl_inner)
+        if self.zbl_outer is not None:
+            _require(
+                self.zbl_outer <= self.radial_cutoff,
+                "zbl_outer",
+                f"<= radial_cutoff={self.radial_cutoff} (the switch acts on radius-graph edges)",
+                self.zbl_outer,
+            )
         resolve_dtype(self.dtype)
         _require(
             str(self.dtype).removeprefix("torch.") in ("float32", "float64"),

@@ -4,10 +4,11 @@ r"""The potential: an E(3)-equivariant message-passing model with a swappable te
 
     h^{(0)}_i = \mathrm{Embed}(Z_i) \,[+\, \mathrm{SPE}_i], \qquad
     h^{(t+1)} = \mathrm{ManyBody}\big(\mathrm{Interaction}(h^{(t)})\big), \qquad
-    E = \sum_i \varepsilon_i\big(h^{(T)}_{i, 0e}\big)
+    E = \sum_i \varepsilon_i\big(h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{ZBL}}]
 
 (:mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`, :mod:`equimol.nn.spe`,
-:mod:`equimol.nn.readout`). Forces and stress come from autograd:
+:mod:`equimol.nn.readout`; the optional switched ZBL pair repulsion ``model.pair_repulsion: zbl``,
+:mod:`equimol.nn.zbl`, adds per-atom energies for any backend). Forces and stress come from autograd:
 
 .. math::
 
@@ -41,6 +42,7 @@ from equimol.nn.many_body import ManyBodyBlock
 from equimol.nn.radial import BesselBasis, PolynomialEnvelope
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
+from equimol.nn.zbl import ZBLRepulsion
 
 _REQUIRED_FIELDS = ("pos", "atomic_numbers", "cell", "pbc", "edge_index", "cell_offsets")
 
@@ -101,6 +103,10 @@ class Potential(nn.Module):
             )
         else:
             self.many_body = None
+        if config.pair_repulsion == "zbl":
+            self.pair_repulsion = ZBLRepulsion(self.species, config.radial_cutoff, config.zbl_inner, config.zbl_outer)
+        else:
+            self.pair_repulsion = None
         self.readout = EnergyReadout(
             config.channels,
             config.readout_hidden,
@@ -206,4 +212,7 @@ class Potential(nn.Module):
             features = interaction(features, edge_sh, basis, envelope, sender, receiver)
             if self.many_body is not None:
                 features = self.many_body[index](features, element_index)
-        return self.readout(features[:, : self.config.channels], element_index)
+        node_energy = self.readout(features[:, : self.config.channels], element_index)
+        if self.pair_repulsion is not None:
+            node_energy = node_energy + self.pair_repulsion(lengths, element_index, sender, receiver)
+        return node_energy
