@@ -7,8 +7,23 @@
 - anything else :mod:`ase.io` reads (extxyz, traj, ASE db, json, ...): read into memory once.
   Convert large ASE files to LMDB with ``equimol data convert``.
 
-:func:`record_to_graph` builds the radius graph of :mod:`equimol.datasets.graph` and attaches the
-labels listed there, with the energy reference and force mask from :class:`LabelSettings`.
+:func:`record_to_graph` builds the radius graph of :mod:`equimol.graph` and attaches the labels
+below, with the energy reference and force mask from :class:`LabelSettings`.
+
+**Labels** (float labels in the requested dtype; a batch concatenates them along the first axis):
+
+==================  ===============  =========================================================
+``energy``          ``[1]``          eV; total, minus the per-system reference in adsorption
+                                     mode, minus the per-element references when configured
+``forces``          ``[n, 3]``       eV/Å (when the data have forces)
+``stress``          ``[1, 3, 3]``    eV/Å³, ASE sign: positive = tensile (when present)
+``fixed``           ``[n]``          bool, atoms held fixed in the DFT run (``FixAtoms``)
+``tags``            ``[n]``          int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
+``force_mask``      ``[n]``          bool, atoms whose forces enter the loss (all, or free only)
+``natoms``          ``[1]``          int64, number of atoms
+``sid``             scalar           system id (a list in a batch when not an int)
+``fid``             ``[1]``          int64, frame index in its trajectory or file
+==================  ===============  =========================================================
 """
 
 from __future__ import annotations
@@ -23,7 +38,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from .graph import structure_to_graph
+from equimol.graph import structure_to_graph
+
 from .lmdb_dataset import LmdbFrames, lmdb_files
 from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, read_ase_records
@@ -105,7 +121,7 @@ def reference_energy(record: Data, settings: LabelSettings, where: str) -> float
 
 
 def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> Data:
-    """Radius graph of one frame record with the labels of :mod:`equimol.datasets.graph`."""
+    """Radius graph of one frame record (:mod:`equimol.graph`) with the labels of the module docstring."""
     cell, pbc = record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy()
     try:
         graph = structure_to_graph(

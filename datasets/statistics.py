@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from equimol.graph import neighbor_list
 from equimol.utils.io import atomic_write, cache_root
 
 from .atoms_dataset import AtomsDataset, reference_energy
-from .graph import neighbor_list
 from .readers import DataFormatError
 
 _VERSION = 1

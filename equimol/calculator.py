@@ -8,7 +8,7 @@ Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electron
 ``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
 order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
 
-**Neighbor list.** The list is built (vesin, :func:`equimol.datasets.graph.neighbor_list`) with
+**Neighbor list.** The list is built (vesin, :func:`equimol.graph.neighbor_list`) with
 the cutoff plus a ``skin`` and reused while no atom has moved more than ``skin / 2`` since it was
 built and the atomic numbers, cell and pbc are unchanged: no pair can then have come from beyond
 ``cutoff + skin`` to within ``cutoff``. At each call the pairs within the cutoff are selected from
@@ -27,7 +27,7 @@ from ase.data import chemical_symbols
 from torch import nn
 from torch_geometric.data import Data
 
-from equimol.datasets.graph import neighbor_list
+from equimol.graph import graph_from_edges, neighbor_list
 from equimol.utils.dtype import resolve_dtype
 
 
@@ -121,17 +121,8 @@ class EquimolCalculator(Calculator):
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
         pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-        sender, receiver, offsets = self._edges(numbers, positions, cell, pbc)
-        as_tensor = lambda array: torch.as_tensor(array, dtype=self.dtype, device=self.device)  # noqa: E731
-        return Data(
-            pos=as_tensor(positions),
-            atomic_numbers=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
-            cell=as_tensor(cell if pbc.any() else np.zeros((3, 3))).unsqueeze(0),
-            pbc=torch.as_tensor(pbc, device=self.device).unsqueeze(0),
-            edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long, device=self.device),
-            cell_offsets=as_tensor(offsets),
-            num_nodes=len(numbers),
-        )
+        edges = self._edges(numbers, positions, cell, pbc)
+        return graph_from_edges(positions, numbers, cell, pbc, edges, self.dtype, self.device)
 
     # ------------------------------------------------------------------------------------- calculation
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:

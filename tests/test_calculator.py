@@ -19,10 +19,10 @@ import torch
 from ase import Atoms, units
 from ase.build import bulk
 from ase.calculators.calculator import PropertyNotImplementedError
-from equimol.datasets.graph import atoms_to_graph
 
 from equimol.calculator import EquimolCalculator
 from equimol.export import export_model
+from equimol.graph import atoms_to_graph
 from equimol.models import build_model
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
-from equimol.datasets import AtomsDataModule, OC20DataModule, OC22DataModule, ThreeBPADataModule
+from equimol.datasets.datamodule import AtomsDataModule, OC20DataModule, OC22DataModule, ThreeBPADataModule
 from equimol.datasets.lmdb_dataset import write_lmdb
 from equimol.datasets.readers import DataFormatError, iter_ase_records, read_ase_records
 from equimol.datasets.references import ElementReferences

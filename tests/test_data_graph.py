@@ -16,9 +16,10 @@ import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 from equimol.datasets.atoms_dataset import LabelSettings, record_to_graph
-from equimol.datasets.graph import atoms_to_graph, edge_vectors
 from equimol.datasets.readers import LabelKeys, atoms_to_record
 from equimol.datasets.references import ElementReferences
+
+from equimol.graph import atoms_to_graph, edge_vectors
 
 LENGTH_TOL = 1e-12
 
@@ -34,7 +35,7 @@ def assert_same_neighbors(atoms: Atoms, radial_cutoff: float) -> int:
     assert len(ours) == len(sender), "duplicate edges"
     assert ours == reference
     # ASE's D = pos[j] - pos[i] + S @ cell: the same convention (i sends, j receives).
-    lengths = edge_vectors(graph).norm(dim=1).numpy()
+    lengths = edge_vectors(graph.pos, graph.edge_index, graph.cell_offsets, graph.cell).norm(dim=1).numpy()
     order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], receiver, sender))
     order_ase = np.lexsort((shift_ase[:, 2], shift_ase[:, 1], shift_ase[:, 0], receiver_ase, sender_ase))
     np.testing.assert_allclose(lengths[order], distance_ase[order_ase], rtol=0, atol=LENGTH_TOL)
@@ -87,3 +88,18 @@ def test_labelled_graph_fields(shared_data: Path) -> None:
     everything = record_to_graph(record, LabelSettings(6.0, torch.float64))
     assert bool(everything.force_mask.all())
     np.testing.assert_array_equal(everything.forces.numpy(), atoms.get_forces(apply_constraint=False))
+
+
+def test_edge_vectors_of_a_batch_use_each_structures_cell() -> None:
+    from torch_geometric.data import Batch
+
+    small = Atoms("Cu", positions=[[0.1, 0.2, 0.3]], cell=np.diag([2.0, 2.1, 2.2]), pbc=True)
+    large = Atoms(
+        "Cu2", positions=[[0, 0, 0], [1.0, 1.1, 0.9]], cell=[[3.0, 0, 0], [0.4, 3.1, 0], [0, 0.2, 3.3]], pbc=True
+    )
+    graphs = [atoms_to_graph(atoms, 3.5) for atoms in (small, large)]
+    batch = Batch.from_data_list(graphs)
+    batched = edge_vectors(batch.pos, batch.edge_index, batch.cell_offsets, batch.cell, batch.batch)
+    separate = torch.cat([edge_vectors(g.pos, g.edge_index, g.cell_offsets, g.cell) for g in graphs])
+    torch.testing.assert_close(batched, separate, rtol=0, atol=1e-14)
+    assert batched.norm(dim=1).max() < 3.5

@@ -128,7 +128,7 @@ def test_convert_refuses_to_overwrite_and_reports_bad_frames(oc20_lmdb: Path, tm
 
 MEMORY_SCRIPT = r"""
 import json, resource, sys
-from equimol.datasets import OC20DataModule
+from equimol.datasets.datamodule import OC20DataModule
 
 def anonymous_rss_kib():
     # Anonymous (heap) memory only: the LMDB's file pages are mapped, shared and droppable, and
@@ -213,7 +213,7 @@ def test_folder_of_lmdbs_and_pyg1_pickles(shared_data: Path, tmp_path: Path) -> 
 
 def test_is2re_layout_with_relaxed_energy_target(shared_data: Path, tmp_path: Path) -> None:
     import torch
-    from equimol.datasets import AtomsDataModule
+    from equimol.datasets.datamodule import AtomsDataModule
     from torch_geometric.data import Data
 
     path = trajectories(shared_data)[3]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from equimol.datasets.graph import structure_to_graph
 
 from equimol import __version__
 from equimol.export import FORMAT_VERSION, ModelFileError, export_model, load_model, read_model_file
+from equimol.graph import structure_to_graph
 from equimol.models import build_model
 
 

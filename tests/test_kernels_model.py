@@ -15,8 +15,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before equimol.kernels is impo
 import ase.build  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from equimol.datasets.graph import atoms_to_graph  # noqa: E402
 
+from equimol.graph import atoms_to_graph  # noqa: E402
 from equimol.models import build_model  # noqa: E402
 
 TOL = 1e-10

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from equimol.datasets.graph import atoms_to_graph
 
+from equimol.graph import atoms_to_graph
 from equimol.models import build_model
 from equimol.nn.radial import PolynomialEnvelope
 from equimol.nn.spe import dense_laplacian

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ase.io
 import torch
-from equimol.datasets.graph import atoms_to_graph
 from test_model_structures import single_thread, tiny_config  # noqa: F401  (autouse fixture)
 from torch_geometric.data import Batch
 
+from equimol.graph import atoms_to_graph
 from equimol.models import average_num_neighbors, build_model
 
 # Isolated-atom energies of 3BPA's level of theory (shared/data/3bpa/iso_atoms.xyz), eV.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from equimol.datasets.graph import edge_vectors
 from test_model_structures import (  # noqa: F401  (single_thread: autouse fixture)
     DEGENERATE,
     RADIAL_CUTOFF,
@@ -29,6 +28,7 @@ from test_model_structures import (  # noqa: F401  (single_thread: autouse fixtu
 )
 from torch_geometric.data import Batch
 
+from equimol.graph import edge_vectors
 from equimol.models import build_model
 from equimol.nn.radial import PolynomialEnvelope
 from equimol.nn.spe import StablePositionalEncoding, dense_laplacian
@@ -50,9 +50,10 @@ def _spe_inputs(graph, positions=None):
         graph = graph.clone()
         graph.pos = positions
     sender, receiver = graph.edge_index
-    weights = PolynomialEnvelope(RADIAL_CUTOFF)(edge_vectors(graph).norm(dim=-1))
-    element = torch.tensor([SPECIES.index(int(z)) for z in graph.atomic_numbers])
     batch = getattr(graph, "batch", None)
+    vectors = edge_vectors(graph.pos, graph.edge_index, graph.cell_offsets, graph.cell, batch)
+    weights = PolynomialEnvelope(RADIAL_CUTOFF)(vectors.norm(dim=-1))
+    element = torch.tensor([SPECIES.index(int(z)) for z in graph.atomic_numbers])
     node_graph = batch if batch is not None else torch.zeros(graph.num_nodes, dtype=torch.long)
     num_graphs = graph.cell.view(-1, 3, 3).shape[0]
     return element, weights, sender, receiver, node_graph, num_graphs

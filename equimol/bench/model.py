@@ -159,7 +159,7 @@ def benchmark_structure(
     repeats: int,
 ) -> list[ModelMeasurement]:
     """Time every ``(series, kernel)`` on one structure, interleaved; see the module docstring."""
-    from equimol.datasets.graph import atoms_to_graph
+    from equimol.graph import atoms_to_graph
     from equimol.models import build_model
 
     graph = atoms_to_graph(atoms, radial_cutoff, dtype).to(device)

@@ -20,20 +20,18 @@ where the symmetric strain ``epsilon`` deforms positions and cell as ``x -> x (I
 positive = tensile, eV/Å^3). For a structure without periodic directions or with a zero-volume cell
 the stress is defined as zero (no volume); nothing there is NaN.
 
-**Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.datasets.graph`
+**Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.graph`
 (``pos``, ``atomic_numbers``, ``cell [B, 3, 3]``, ``pbc [B, 3]``, ``edge_index = [sender, receiver]``,
 ``cell_offsets``, ``batch``), built with the model's ``radial_cutoff`` and ``dtype``.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from e3nn import o3
 from torch import nn
 
-from equimol.datasets.graph import edge_vectors
+from equimol.graph import edge_vectors
 from equimol.models.config import ModelConfig
 from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex
 from equimol.nn.interaction import InteractionBlock
@@ -123,7 +121,7 @@ class Potential(nn.Module):
         missing = [name for name in _REQUIRED_FIELDS if getattr(graph, name, None) is None]
         if missing:
             raise ValueError(
-                f"graph lacks field(s) {missing}; build it with equimol.datasets.graph.atoms_to_graph "
+                f"graph lacks field(s) {missing}; build it with equimol.graph.atoms_to_graph "
                 f"(radial_cutoff={self.radial_cutoff}, dtype={self.dtype})"
             )
         for name in ("pos", "cell", "cell_offsets"):
@@ -196,10 +194,7 @@ class Potential(nn.Module):
     ) -> torch.Tensor:
         element_index = self.species_index(graph.atomic_numbers)
         sender, receiver = graph.edge_index
-        view = SimpleNamespace(
-            pos=positions, cell=cell, edge_index=graph.edge_index, cell_offsets=graph.cell_offsets, batch=node_graph
-        )
-        vectors = edge_vectors(view)
+        vectors = edge_vectors(positions, graph.edge_index, graph.cell_offsets, cell, node_graph)
         lengths = vectors.norm(dim=-1)
         envelope = self.envelope(lengths)
         basis = self.radial_basis(lengths)

@@ -9,7 +9,7 @@ def average_num_neighbors(graphs: Iterable) -> float:
     """Mean number of incoming edges per atom, ``sum_graphs E / sum_graphs n`` (the ``avg_num_neighbors`` key).
 
     Args:
-        graphs: graphs in the :mod:`equimol.datasets.graph` format, built with the model's cutoff.
+        graphs: graphs in the :mod:`equimol.graph` format, built with the model's cutoff.
 
     Raises:
         ValueError: no graphs, or no atoms in them.

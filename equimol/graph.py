@@ -20,21 +20,7 @@ atom's zero-shift self pair and keeps periodic self images. Positions in Å.
 ``cell_offsets``    ``[E, 3]``       integer lattice shifts, position dtype
 ==================  ===============  =========================================================
 
-**Labels** (added by :func:`equimol.datasets.atoms_dataset.record_to_graph`; float labels in the
-requested dtype; a batch concatenates them along the first axis):
-
-==================  ===============  =========================================================
-``energy``          ``[1]``          eV; total, minus the per-system reference in adsorption
-                                     mode, minus the per-element references when configured
-``forces``          ``[n, 3]``       eV/Å (when the data have forces)
-``stress``          ``[1, 3, 3]``    eV/Å³, ASE sign: positive = tensile (when present)
-``fixed``           ``[n]``          bool, atoms held fixed in the DFT run (``FixAtoms``)
-``tags``            ``[n]``          int64 (OC20: 0 sub-surface, 1 surface, 2 adsorbate)
-``force_mask``      ``[n]``          bool, atoms whose forces enter the loss (all, or free only)
-``natoms``          ``[1]``          int64, number of atoms
-``sid``             scalar           system id (a list in a batch when not an int)
-``fid``             ``[1]``          int64, frame index in its trajectory or file
-==================  ===============  =========================================================
+Labelled graphs for training add the fields of :mod:`equimol.datasets.atoms_dataset`.
 """
 
 from __future__ import annotations
@@ -72,6 +58,36 @@ def neighbor_list(
     return first.astype(np.int64), second.astype(np.int64), shifts.astype(np.int64)
 
 
+def graph_from_edges(
+    positions: np.ndarray,
+    atomic_numbers: np.ndarray,
+    cell: np.ndarray,
+    pbc: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Data:
+    """The graph (no labels) of ``[n, 3]`` positions (Å), ``[n]`` atomic numbers, a ``[3, 3]`` cell
+    (rows are lattice vectors, Å), ``[3]`` pbc and ``edges = (sender [E], receiver [E], cell_offsets [E, 3])``
+    from :func:`neighbor_list`, in the edge convention above. The cell is stored as zeros when no
+    direction is periodic; float fields are in ``dtype``, everything on ``device``.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    pbc = np.asarray(pbc, dtype=bool).reshape(3)
+    sender, receiver, offsets = edges
+    floats = lambda array: torch.as_tensor(array, dtype=dtype, device=device)  # noqa: E731
+    return Data(
+        pos=floats(positions),
+        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long, device=device).reshape(-1),
+        cell=floats(cell if pbc.any() else np.zeros((3, 3))).unsqueeze(0),
+        pbc=torch.as_tensor(pbc, device=device).unsqueeze(0),
+        edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long, device=device),
+        cell_offsets=floats(offsets),
+        num_nodes=positions.shape[0],
+    )
+
+
 def structure_to_graph(
     positions: np.ndarray,
     atomic_numbers: np.ndarray,
@@ -81,22 +97,10 @@ def structure_to_graph(
     dtype: torch.dtype = torch.float64,
 ) -> Data:
     """Build the radius graph (no labels) of ``[n, 3]`` positions (Å), ``[n]`` atomic numbers,
-    a ``[3, 3]`` cell (rows are lattice vectors, Å) and ``[3]`` pbc, in the edge convention above.
-    The cell is stored as zeros when no direction is periodic.
+    a ``[3, 3]`` cell (rows are lattice vectors, Å) and ``[3]`` pbc, with edges within ``radial_cutoff`` (Å).
     """
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
-    pbc = np.asarray(pbc, dtype=bool).reshape(3)
-    sender, receiver, offsets = neighbor_list(positions, cell, pbc, radial_cutoff)
-    return Data(
-        pos=torch.as_tensor(positions, dtype=dtype),
-        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long).reshape(-1),
-        cell=torch.as_tensor(cell if pbc.any() else np.zeros((3, 3)), dtype=dtype).unsqueeze(0),
-        pbc=torch.as_tensor(pbc).unsqueeze(0),
-        edge_index=torch.as_tensor(np.stack([sender, receiver]), dtype=torch.long),
-        cell_offsets=torch.as_tensor(offsets, dtype=dtype),
-        num_nodes=positions.shape[0],
-    )
+    edges = neighbor_list(positions, cell, pbc, radial_cutoff)
+    return graph_from_edges(positions, atomic_numbers, cell, pbc, edges, dtype)
 
 
 def atoms_to_graph(atoms: Atoms, radial_cutoff: float, dtype: torch.dtype = torch.float64) -> Data:
@@ -112,13 +116,28 @@ def atoms_to_graph(atoms: Atoms, radial_cutoff: float, dtype: torch.dtype = torc
     )
 
 
-def edge_vectors(graph: Data) -> torch.Tensor:
-    """``[E, 3]`` edge vectors (Å) of a graph or batch, differentiable in ``pos`` and ``cell``."""
-    sender, receiver = graph.edge_index
-    vectors = graph.pos[receiver] - graph.pos[sender]
-    if graph.cell_offsets.numel():
-        batch = getattr(graph, "batch", None)
+def edge_vectors(
+    pos: torch.Tensor,
+    edge_index: torch.Tensor,
+    cell_offsets: torch.Tensor,
+    cell: torch.Tensor,
+    batch: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[E, 3]`` edge vectors (Å), ``pos[receiver] - pos[sender] + cell_offsets @ cell[graph of the edge]``.
+
+    Args:
+        pos: ``[n, 3]`` positions, Å.
+        edge_index: ``[2, E]`` int64, ``[sender, receiver]``.
+        cell_offsets: ``[E, 3]`` integer lattice shifts in the position dtype.
+        cell: ``[B, 3, 3]`` (or ``[3, 3]`` for one structure) rows are lattice vectors, Å.
+        batch: ``[n]`` structure index of each atom (``None``: one structure).
+
+    Differentiable in ``pos`` and ``cell``.
+    """
+    sender, receiver = edge_index
+    vectors = pos[receiver] - pos[sender]
+    if cell_offsets.numel():
         edge_graph = batch[sender] if batch is not None else torch.zeros_like(sender)
-        shifts = torch.einsum("ej,ejk->ek", graph.cell_offsets, graph.cell[edge_graph])
+        shifts = torch.einsum("ej,ejk->ek", cell_offsets, cell.view(-1, 3, 3)[edge_graph])
         vectors = vectors + shifts
     return vectors
