@@ -1,0 +1,57 @@
+"""``equimol lammps MODEL INPUT --elements E1 E2 ...``: run a LAMMPS input script with an equimol potential.
+
+The script (``units metal``) defines ``fix equimol all external pf/callback 1 1`` (and
+``fix_modify equimol energy yes virial yes``); equimol serves that fix (:mod:`equimol.lammps`).
+Under ``mpirun -np K`` every rank runs LAMMPS and rank 0 evaluates the model for all atoms: MPI
+splits LAMMPS's own work, not the model's. LAMMPS and model errors end with one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run_lammps(args: argparse.Namespace) -> int:
+    from equimol.lammps import LammpsCouplingError, load_lammps, run_input
+
+    lammps = load_lammps()
+    try:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    except ImportError:  # a serial LAMMPS needs no mpi4py
+        comm = None
+    cmdargs = ["-log", args.log or "none", "-nocite"] + (["-screen", "none"] if args.quiet else [])
+    lmp = lammps(cmdargs=cmdargs, comm=comm) if comm is not None else lammps(cmdargs=cmdargs)
+    options = {"check_masses": not args.no_mass_check, "device": args.device, "dtype": args.dtype}
+    try:
+        coupling = run_input(lmp, args.input, args.model, args.elements, fix_id=args.fix_id, comm=comm, **options)
+    except Exception as error:
+        if str(error).startswith("ERROR"):  # LAMMPS's own input errors: a user error, one line
+            raise LammpsCouplingError(f"{args.input}: LAMMPS {str(error).splitlines()[0]}") from error
+        raise
+    finally:
+        lmp.close()
+    if comm is None or comm.Get_rank() == 0:
+        print(f"equimol lammps: {coupling.evaluations} force evaluations")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``lammps`` to the ``equimol`` parser."""
+    parser = subparsers.add_parser(
+        "lammps",
+        help="run a LAMMPS input script with an equimol potential (fix external)",
+        description="Run a LAMMPS input script (units metal) whose 'fix equimol all external pf/callback 1 1' "
+        "is served by the model: energy, forces and virial. Under mpirun, rank 0 evaluates the model.",
+    )
+    parser.add_argument("model", help="model file (equimol export)")
+    parser.add_argument("input", help="LAMMPS input script")
+    parser.add_argument("--elements", nargs="+", required=True, help="element of each LAMMPS type, type 1 first")
+    parser.add_argument("--fix-id", default="equimol", help="ID of the fix external in the script (default equimol)")
+    parser.add_argument("--no-mass-check", action="store_true", help="allow masses unlike the elements' (isotopes)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
+    parser.add_argument("--log", help="LAMMPS log file (default: none)")
+    parser.add_argument("--quiet", action="store_true", help="no LAMMPS screen output")
+    parser.set_defaults(func=run_lammps)
