@@ -159,3 +159,14 @@ def test_cli_misspelt_key_fails_fast_and_names_it(shared_data: Path, tmp_path: P
     assert result.returncode == 2
     assert "optimizer.lerning_rate" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_the_data_cutoff_is_the_models(base: dict) -> None:
+    base["model"]["radial_cutoff"] = 4.5
+    base["data"].pop("radial_cutoff", None)
+    assert validate_config(tiny_config_copy(base)).data["radial_cutoff"] == 4.5
+    base["data"]["radial_cutoff"] = 4.5  # the same value twice is allowed
+    assert validate_config(tiny_config_copy(base)).data["radial_cutoff"] == 4.5
+    base["data"]["radial_cutoff"] = 2.0
+    with pytest.raises(ConfigError, match=r"data\.radial_cutoff=2\.0 differs from model\.radial_cutoff=4\.5"):
+        validate_config(base)

@@ -3,7 +3,7 @@
 .. code-block:: yaml
 
     model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
-    data:      {...}   # equimol.datasets.AtomsDataModule(**data)
+    data:      {...}   # equimol.datasets.AtomsDataModule(**data); its radial_cutoff is model.radial_cutoff
     loss:      {...}   # LossConfig: energy (per atom), forces and stress weights
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
     scheduler: {...}   # SchedulerConfig: plateau | cosine (with warm-up) | none
@@ -299,6 +299,7 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
     _check_section("data", data, _data_hints())
     _reconcile_precision(model, data, sections["trainer"])
+    _reconcile_cutoff(model, data)
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
     _check_data_files(data)
     return TrainingConfig(model=model, data=data, **sections)
@@ -350,6 +351,25 @@ def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> Non
                 "set trainer.precision only (it sets both dtypes)"
             )
         values["dtype"] = wanted
+
+
+def _reconcile_cutoff(model: dict, data: dict) -> None:
+    """The graphs are built at the model's ``radial_cutoff``: ``data.radial_cutoff`` is derived from it.
+
+    Giving ``data.radial_cutoff`` is allowed only when it equals the model's (older configs say both);
+    a different value is an error naming both keys, since a model evaluated at one cutoff and
+    trained on graphs of another is silently wrong.
+    """
+    from equimol.models.config import ModelConfig
+
+    cutoff = float(model.get("radial_cutoff", ModelConfig.radial_cutoff))
+    given = data.get("radial_cutoff")
+    if given is not None and float(given) != cutoff:
+        raise ConfigError(
+            f"data.radial_cutoff={given} differs from model.radial_cutoff={cutoff}; the data's graphs are built at "
+            "the model's cutoff: remove data.radial_cutoff (or set both to the same value)"
+        )
+    data["radial_cutoff"] = cutoff
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainingConfig:
