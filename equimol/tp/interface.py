@@ -18,6 +18,7 @@ backend   coupling                                                 ``weight_nume
 ``cg``    exact Clebsch-Gordan (e3nn), every parity-allowed path    ``C * n_paths`` (per path, channel)
 ``gaunt`` Gaunt coefficients (``l1 + l2 + l3`` even, parity (-1)^l) ``C * (n1 + n2 + n_out)``
 ``cp``    rank-R CP decomposition of the stacked CG tensor          ``C`` (path-weight sharing)
+``cueq``  the ``cg`` product run by cuEquivariance (optional extra)  ``C * n_paths`` (same as ``cg``)
 ========  =======================================================  ==================================
 
 **Normalization (all backends).** Inputs are "component" normalized: every component of ``x1``
@@ -35,6 +36,7 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
 from typing import ClassVar
@@ -97,13 +99,41 @@ def register_backend(name: str):
     return decorator
 
 
+# Backends that need an optional package, imported on first use:
+# name -> (module registering it, package it needs, pip extra that installs the package).
+_OPTIONAL_BACKENDS: dict[str, tuple[str, str, str]] = {
+    "cueq": ("equimol.tp.cueq", "cuequivariance_torch", "cueq"),
+}
+
+
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or a module without a spec
+        return False
+
+
 def available_backends() -> list[str]:
-    """Names of the registered tensor-product backends, sorted."""
-    return sorted(_BACKENDS)
+    """Names of the registered backends and of the optional ones whose package is installed, sorted."""
+    optional = {name for name, (_, package, _) in _OPTIONAL_BACKENDS.items() if _importable(package)}
+    return sorted(set(_BACKENDS) | optional)
 
 
 def get_backend(name: str) -> type[TensorProductBackend]:
-    """Return the backend class registered as ``name``; ValueError listing the known ones if absent."""
+    """Return the backend class registered as ``name``; ValueError listing the known ones if absent.
+
+    An optional backend (``cueq``) is imported here on first use; without its package the
+    ValueError names the pip extra that installs it.
+    """
+    if isinstance(name, str) and name in _OPTIONAL_BACKENDS and name not in _BACKENDS:
+        module, package, extra = _OPTIONAL_BACKENDS[name]
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(
+                f"tensor-product backend {name!r} needs the optional package {package!r}, which is not installed "
+                f"({error}); install it with: pip install 'equimol[{extra}]'"
+            ) from error
     if not isinstance(name, str) or name not in _BACKENDS:
         raise ValueError(
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
