@@ -188,6 +188,22 @@ class AtomsDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Data:
         return record_to_graph(self.record(index), self.settings, self.where(index))
 
+    def atom_counts(self, indices: np.ndarray | None = None) -> np.ndarray:
+        """``[len(indices)]`` atoms of frames ``indices`` (all when ``None``), without reading LMDB frames.
+
+        LMDB sources answer from their atom-count index (:mod:`~equimol.datasets.lmdb_index`), in-memory
+        sources from their records.
+        """
+        counts = np.concatenate(
+            [
+                source.atom_counts()
+                if isinstance(source, LmdbFrames)
+                else np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
+                for source in self.sources
+            ]
+        )
+        return counts if indices is None else counts[np.asarray(indices, dtype=np.int64)]
+
     def files(self) -> list[Path]:
         """Every file the dataset reads (for cache fingerprints)."""
         return [file for source in self.sources for file in source_files(source)]

@@ -32,7 +32,7 @@ from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy
 from .readers import LabelKeys
 from .references import ElementReferences, SystemReferences, load_element_references
 from .samplers import EdgeBudgetBatchSampler, StructureBatchSampler
-from .statistics import DatasetStatistics, cached_statistics
+from .statistics import DatasetStatistics, cached_statistics, sample_positions
 
 DATA_DIR_VARIABLE = "EQUIMOL_DATA_DIR"
 PathSpec = str | Path | Sequence[str | Path] | None
@@ -81,6 +81,10 @@ class AtomsDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: pin batches in page-locked memory.
         cache_dir: where statistics are cached (default ``<cache_root()>/dataset_statistics``).
+        statistics_sample: statistics come from a seeded sample of this many structures of a split
+            (all of them when the split is no larger, or when ``None``); the report carries their
+            standard errors. With ``max_edges`` and a sampled split, each structure's edges are
+            estimated as ``avg_num_neighbors`` times its atom count (LMDBs: their atom-count index).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class AtomsDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | None = None,
+        statistics_sample: int | None = 2000,
     ) -> None:
         super().__init__()
         if energy_target not in ("total", "adsorption"):
@@ -116,6 +121,8 @@ class AtomsDataModule(L.LightningDataModule):
             raise ValueError(f"forces_on must be 'all' or 'free', got {forces_on!r}")
         if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each in [0, 1), sum < 1")
+        if statistics_sample is not None and statistics_sample < 2:
+            raise ValueError(f"statistics_sample must be >= 2 structures or null (all), got {statistics_sample}")
         if not radial_cutoff > 0:
             raise ValueError(f"radial_cutoff must be > 0 Å, got {radial_cutoff}")
         if not _as_list(train):
@@ -190,7 +197,9 @@ class AtomsDataModule(L.LightningDataModule):
     def _fit_references(self, train: AtomsDataset, settings: LabelSettings) -> LabelSettings:
         numbers, energies = [], []
         no_elements = LabelSettings(**{**settings.__dict__, "element_references": None})
-        for index in self.indices["train"]:
+        # on the statistics sample: a least-squares fit of a few coefficients needs no full pass over the data
+        split = self.indices["train"]
+        for index in split[sample_positions(len(split), self.config["statistics_sample"], self.seed)]:
             record = train.record(int(index))
             numbers.append(record.atomic_numbers.numpy())
             energies.append(record.energy - reference_energy(record, no_elements, train.where(int(index))))
@@ -210,8 +219,23 @@ class AtomsDataModule(L.LightningDataModule):
         if self.datasets.get(split) is None:
             raise ValueError(f"split {split!r} has no data")
         if split not in self._statistics:
-            self._statistics[split] = cached_statistics(self.datasets[split], self.indices[split], self.cache_dir)
+            self._statistics[split] = cached_statistics(
+                self.datasets[split],
+                self.indices[split],
+                self.cache_dir,
+                sample_size=self.config["statistics_sample"],
+                seed=self.seed,
+            )
         return self._statistics[split]
+
+    def edge_counts(self, split: str) -> np.ndarray:
+        """``[len(indices[split])]`` edges per structure: exact when the statistics saw the whole split, else
+        ``ceil(avg_num_neighbors * atoms)`` from the atom counts (no neighbor-list pass over the data)."""
+        statistics = self.statistics(split)
+        if statistics.is_complete:
+            return np.asarray(statistics.edge_counts, dtype=np.int64)
+        atoms = self.datasets[split].atom_counts(self.indices[split])
+        return np.ceil(statistics.avg_num_neighbors * atoms).astype(np.int64)
 
     def _loader(self, split: str, training: bool) -> DataLoader:
         self.setup()
@@ -221,7 +245,7 @@ class AtomsDataModule(L.LightningDataModule):
         indices = self.indices[split]
         if self.max_edges is not None:
             sampler = EdgeBudgetBatchSampler(
-                self.statistics(split).edge_counts,
+                self.edge_counts(split),
                 self.max_edges,
                 self.max_structures_per_batch,
                 shuffle=training,
@@ -232,7 +256,7 @@ class AtomsDataModule(L.LightningDataModule):
             size = self.batch_size if training else self.eval_batch_size
             sampler = StructureBatchSampler(len(indices), size, shuffle=training, seed=self.seed)
         return DataLoader(
-            Subset(dataset, indices.tolist()),
+            Subset(dataset, indices),  # the numpy array: a Python list would cost ~36 bytes a frame
             batch_sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

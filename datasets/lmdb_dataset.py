@@ -5,8 +5,9 @@ folder of ``*.lmdb`` files, concatenated in name order. Keys are ASCII integers 
 plus, in S2EF sets, ``"length"`` (a pickled int); values are ``pickle``d ``Data`` with ``pos``,
 ``cell`` ``[1, 3, 3]``, ``atomic_numbers``, ``natoms``, ``tags``, ``fixed``, ``sid``, ``fid`` and the
 labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legacy); IS2RE sets hold
-``y_init``, ``y_relaxed`` and ``pos_relaxed``. Only ``lmdb``, ``torch`` and ``torch_geometric`` are
-needed to read them (not fairchem).
+``y_init``, ``y_relaxed`` and ``pos_relaxed``. equimol adds one key, ``equimol_natoms``: every
+frame's atom count (:mod:`.lmdb_index`), for size-bounded batching without reading the frames.
+Only ``lmdb``, ``torch`` and ``torch_geometric`` are needed to read them (not fairchem).
 
 **Bounded memory.** Environments open lazily, once per file and process (DataLoader workers fork
 after the dataset is built; an LMDB environment must not cross a fork), read-only, without locks
@@ -16,6 +17,7 @@ file's pages are mapped, not copied, and the kernel may drop them at any time.
 
 from __future__ import annotations
 
+import array
 import bisect
 import os
 import pickle
@@ -32,6 +34,9 @@ from equimol.utils.io import fsync_folder, temporary_sibling
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
 _LEGACY_NAMES = {"energy": "y", "forces": "force"}
+# equimol's per-frame atom-count index: little-endian int32 ``[length]``, beside "length" (fairchem's
+# readers only read keys "0".."length-1", so the extra key is invisible to them); see lmdb_index.py.
+ATOM_COUNT_KEY = b"equimol_natoms"
 
 
 def lmdb_files(path: str | Path) -> list[Path]:
@@ -101,7 +106,7 @@ def _frame_count(env: lmdb.Environment, path: Path) -> int:
     with env.begin() as txn:
         raw = txn.get(b"length")
         if raw is None:
-            return int(env.stat()["entries"])
+            return int(env.stat()["entries"]) - (txn.get(ATOM_COUNT_KEY) is not None)
         try:
             return int(pickle.loads(raw))
         except Exception as error:
@@ -215,6 +220,17 @@ class LmdbFrames:
         file_index = bisect.bisect_right(self._offsets, index) - 1 if 0 <= index < len(self) else 0
         return normalize_record(self.raw(index), self.keys, str(self.files[file_index]), index)
 
+    def atom_counts(self) -> np.ndarray:
+        """``[len(self)]`` atoms per frame, from the files' atom-count index (see :mod:`.lmdb_index`).
+
+        Raises:
+            DataFormatError: a file has no index (written by ``equimol data convert``; add it to an
+                existing LMDB once with ``equimol data index PATH``).
+        """
+        from .lmdb_index import read_atom_counts
+
+        return np.concatenate([read_atom_counts(file) for file in self.files])
+
     def close(self) -> None:
         """Close the environments of this reader's files (shared by every reader of them in this process)."""
         for file in self.files:
@@ -235,7 +251,8 @@ def write_lmdb(
         records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
         path: output file (must not exist). The frames go to a hidden temporary file beside it, which
             is synced and renamed to ``path`` only once complete (the :mod:`equimol.utils.io` rule):
-            a conversion that fails or is killed never leaves a file at ``path``.
+            a conversion that fails or is killed never leaves a file at ``path``. The atom-count
+            index (``ATOM_COUNT_KEY``, :mod:`.lmdb_index`) is committed in the transaction of "length".
         legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
         progress: show a tqdm progress bar.
         total: number of records, for the progress bar.
@@ -251,6 +268,7 @@ def write_lmdb(
     # sync=False: one fsync at the end (env.sync) instead of one per commit.
     env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
     count = 0
+    atom_counts = array.array("i")  # the atom-count index, committed with "length"
     pending: list[tuple[bytes, bytes]] = []
     try:
         for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
@@ -262,11 +280,13 @@ def write_lmdb(
                         del stored[name]
             value = pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
             pending.append((str(count).encode("ascii"), value))
+            atom_counts.append(int(stored.pos.shape[0]))
             count += 1
             if len(pending) >= 256:
                 _put(env, pending)
                 pending = []
         pending.append((b"length", pickle.dumps(count, protocol=pickle.HIGHEST_PROTOCOL)))
+        pending.append((ATOM_COUNT_KEY, np.asarray(atom_counts, dtype="<i4").tobytes()))
         _put(env, pending)
         env.sync(True)
     except BaseException:

@@ -8,11 +8,19 @@ or an oversized batch. Orders are ``numpy.random.default_rng([seed, epoch])`` pe
 run is reproducible and each epoch differs. Each batch sampler keeps its order in ``.sampler``
 (a :class:`SeededOrder`), where Lightning looks for ``set_epoch`` at every epoch; outside
 Lightning call ``loader.batch_sampler.set_epoch(epoch)``.
+
+**Lazy.** Batches are drawn one at a time from the epoch's order (a ``[size]`` integer array,
+8 bytes a structure, the only per-epoch state); no epoch-long list of batches is built. In
+distributed training :func:`shard_batches` hands each process its own batches as they come:
+global batch :math:`g` goes to rank :math:`g \bmod W`, and a final group of fewer than :math:`W`
+batches is dropped so that every process steps equally often. Rank :math:`r`'s :math:`k`-th
+batch is global batch :math:`kW + r` whatever :math:`W`, which makes the union of the ranks'
+:math:`k`-th batches the :math:`k`-th batch of one process whose batches are :math:`W` times as large.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,9 +61,9 @@ class StructureBatchSampler:
         self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = list(self.sampler)
+        order = epoch_order(self.size, self.sampler.shuffle, self.sampler.seed, self.sampler.epoch)
         for start in range(0, self.size, self.batch_size):
-            batch = order[start : start + self.batch_size]
+            batch = order[start : start + self.batch_size].tolist()
             if len(batch) == self.batch_size or not self.drop_last:
                 yield batch
 
@@ -96,28 +104,54 @@ class EdgeBudgetBatchSampler:
             )
         self.max_edges, self.max_structures = int(max_edges), max_structures
         self.sampler = SeededOrder(len(self.edge_counts), shuffle, seed)
+        self._lengths: dict[int, int] = {}  # batches per epoch, counted once
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
-    def _batches(self) -> list[list[int]]:
-        batches: list[list[int]] = []
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(len(self.edge_counts), self.sampler.shuffle, self.sampler.seed, self.sampler.epoch)
+        cap = self.max_structures if self.max_structures is not None else len(order) + 1
         current: list[int] = []
         edges = 0
-        for position in self.sampler:
-            count = int(self.edge_counts[position])
-            full = self.max_structures is not None and len(current) >= self.max_structures
-            if current and (edges + count > self.max_edges or full):
-                batches.append(current)
-                current, edges = [], 0
-            current.append(position)
-            edges += count
+        chunk = 1 << 16  # numpy gathers per chunk: Python touches plain ints only
+        for start in range(0, len(order), chunk):
+            positions = order[start : start + chunk]
+            for position, count in zip(positions.tolist(), self.edge_counts[positions].tolist()):
+                if current and (edges + count > self.max_edges or len(current) >= cap):
+                    yield current
+                    current, edges = [], 0
+                current.append(position)
+                edges += count
         if current:
-            batches.append(current)
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self._batches()
+            yield current
 
     def __len__(self) -> int:
-        return len(self._batches())
+        epoch = self.sampler.epoch
+        if epoch not in self._lengths:
+            self._lengths[epoch] = sum(1 for _ in self)
+        return self._lengths[epoch]
+
+
+def shard_batches(batches: Iterable[list[int]], rank: int, world_size: int, skip: int = 0) -> Iterator[list[int]]:
+    """Rank ``rank``'s batches of ``batches``, lazily: global batch ``g`` is rank ``g % world_size``'s.
+
+    A last group of fewer than ``world_size`` batches is dropped (every rank steps equally often);
+    the first ``skip`` of this rank's batches are passed over (a resumed epoch), without loading data.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    mine: list[int] | None = None
+    taken = 0
+    for number, batch in enumerate(batches):
+        if number % world_size == rank:
+            mine = batch
+        if number % world_size == world_size - 1:  # the group is complete: this rank's batch may go
+            if taken >= skip:
+                yield list(mine)
+            taken += 1
+
+
+def sharded_length(num_batches: int, world_size: int) -> int:
+    """Batches per rank of :func:`shard_batches` over ``num_batches`` global batches."""
+    return num_batches // world_size

@@ -65,7 +65,7 @@ def test_stored_layout_is_fairchems(oc20_lmdb: Path) -> None:
     with env.begin() as txn:
         assert pickle.loads(txn.get(b"length")) == OC20_FRAMES
         stored = pickle.loads(txn.get(b"0"))
-        assert env.stat()["entries"] == OC20_FRAMES + 1
+        assert env.stat()["entries"] == OC20_FRAMES + 2  # frames, "length" and equimol's atom-count index
     env.close()
     for key in ("pos", "cell", "atomic_numbers", "natoms", "tags", "fixed", "sid", "fid", "energy", "forces"):
         assert key in stored, key
