@@ -4,7 +4,10 @@
   OC20 raw ``*.extxyz[.xz]`` with its ``*.txt[.xz]`` to one LMDB file in the OC20 layout, with a
   progress bar. Frames are streamed (memory holds one frame); an unreadable frame stops the
   conversion with an error naming the file and frame, and the partial output is removed.
-- ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors.
+- ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors,
+  from a seeded sample (``--sample``, default 2000 frames) with standard errors.
+- ``equimol data index PATH [PATH ...]``: add the atom-count index to LMDBs written by other tools
+  (fairchem), once, by streaming their frames; ``data convert`` writes it itself.
 """
 
 from __future__ import annotations
@@ -70,10 +73,27 @@ def run_stats(args: argparse.Namespace) -> int:
         forces_on=args.forces_on,
     )
     dataset = AtomsDataset(args.inputs, settings, _keys(args))
-    statistics = cached_statistics(dataset, progress=not args.quiet)
+    sample = None if args.sample == "all" else int(args.sample)
+    statistics = cached_statistics(dataset, progress=not args.quiet, sample_size=sample, seed=args.seed)
     print(f"cutoff                     {args.radial_cutoff} A")
     print(statistics.summary())
     return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Add the atom-count index to every LMDB file behind each path (kept when present, unless ``--force``)."""
+    from equimol.datasets.lmdb_index import index_lmdb
+
+    for path in args.paths:
+        count = index_lmdb(path, force=args.force, progress=not args.quiet)
+        print(f"indexed {count} frames in {path}")
+    return 0
+
+
+def _sample_size(text: str) -> str:
+    if text != "all" and not (text.isdigit() and int(text) >= 2):
+        raise argparse.ArgumentTypeError(f"expected a number of frames >= 2 or 'all', got {text!r}")
+    return text
 
 
 def _reporting_errors(command):
@@ -113,5 +133,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--element-references", help="E0s: .npz with coeff[Z] or an isolated-atoms file")
     stats.add_argument("--forces-on", choices=["all", "free"], default="all", help="atoms in force statistics")
     _add_key_arguments(stats)
+    stats.add_argument(
+        "--sample", type=_sample_size, default="2000", help="frames in the seeded sample, or 'all' (default 2000)"
+    )
+    stats.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     stats.add_argument("--quiet", action="store_true", help="no progress bar")
     stats.set_defaults(func=_reporting_errors(run_stats))
+    index = commands.add_parser(
+        "index",
+        help="add the atom-count index to LMDBs written by other tools",
+        description="Stream the frames of OC20-layout LMDBs (a file or a folder of *.lmdb) and store every "
+        "frame's atom count under the key 'equimol_natoms', in one atomic LMDB transaction per file "
+        "(and 'length' where it is missing). Size-bounded batching of sampled statistics needs it.",
+    )
+    index.add_argument("paths", nargs="+", help=".lmdb files or folders of them")
+    index.add_argument("--force", action="store_true", help="rebuild an existing index")
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(func=_reporting_errors(run_index))
