@@ -18,6 +18,10 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       tp_options: {}               # passed to the backend, e.g. {cp_rank: 28}
       many_body: none              # none | cg | gaunt
       correlation: 3               # nu_max of the many-body block
+      interaction: gated           # gated (TP, gate, residual) | product_basis (MACE: TP basis, then many-body)
+      message_lmax: null           # product_basis: degree of the atomic basis A (default lmax; MACE's max_ell)
+      self_connection: linear      # linear | species (one self-connection map per element, MACE's skip_tp)
+      readout: final               # final (MLP on the last layer) | per_layer (plus a linear head per layer)
       avg_num_neighbors: 12.3      # from the training data (average_num_neighbors)
       e0s: {H: -13.587, C: -1029.489}   # eV, every species, or omitted (zeros)
       energy_shift: 0.0            # eV, a number or a per-species mapping
@@ -40,9 +44,14 @@ import torch
 from equimol.nn.embedding import parse_species
 from equimol.nn.many_body import MANY_BODY_KINDS
 from equimol.nn.spe import SPE_MODES
+from equimol.nn.species_linear import SELF_CONNECTIONS
 from equimol.utils.dtype import resolve_dtype
 
 PAIR_REPULSIONS = ("none", "zbl")
+
+
+INTERACTIONS = ("gated", "product_basis")
+READOUTS = ("final", "per_layer")
 
 
 def _reject_unknown(cls: type, values: dict, where: str) -> None:
@@ -125,6 +134,10 @@ class ModelConfig:
     tp_options: dict = field(default_factory=dict)
     many_body: str = "none"
     correlation: int = 3
+    interaction: str = "gated"
+    message_lmax: int | None = None
+    self_connection: str = "linear"
+    readout: str = "final"
     avg_num_neighbors: float | None = None
     e0s: dict | None = None
     energy_shift: float | dict = 0.0
@@ -178,6 +191,34 @@ class ModelConfig:
         _require(self.many_body in MANY_BODY_KINDS, "many_body", f"one of {MANY_BODY_KINDS}", self.many_body)
         _require(
             _is_int(self.correlation) and 1 <= self.correlation <= 4, "correlation", "an int in 1..4", self.correlation
+        )
+        _require(self.interaction in INTERACTIONS, "interaction", f"one of {INTERACTIONS}", self.interaction)
+        _require(
+            self.self_connection in SELF_CONNECTIONS,
+            "self_connection",
+            f"one of {SELF_CONNECTIONS}",
+            self.self_connection,
+        )
+        _require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
+        if self.message_lmax is None:
+            self.message_lmax = self.lmax
+        _require(
+            _is_int(self.message_lmax) and self.lmax <= self.message_lmax <= 8,
+            "message_lmax",
+            f"an int in lmax..8 (lmax = {self.lmax})",
+            self.message_lmax,
+        )
+        _require(
+            self.interaction == "product_basis" or self.message_lmax == self.lmax,
+            "message_lmax",
+            "equal to lmax unless interaction is 'product_basis' (only a many-body product folds higher degrees back)",
+            self.message_lmax,
+        )
+        _require(
+            self.interaction != "product_basis" or self.many_body != "none",
+            "many_body",
+            "'cg' or 'gaunt' with interaction 'product_basis' (the product is that layer's nonlinearity)",
+            self.many_body,
         )
         _require(
             _is_number(self.avg_num_neighbors) and self.avg_num_neighbors > 0,

@@ -37,6 +37,7 @@ from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex
 from equimol.nn.interaction import InteractionBlock
 from equimol.nn.linear import natural_irreps
 from equimol.nn.many_body import ManyBodyBlock
+from equimol.nn.product_basis import ProductBasisInteraction
 from equimol.nn.radial import BesselBasis, PolynomialEnvelope
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
@@ -81,20 +82,8 @@ class Potential(nn.Module):
             )
         else:
             self.spe = None
-        self.interactions = nn.ModuleList(
-            InteractionBlock(
-                config.channels,
-                config.lmax,
-                config.sh_lmax,
-                config.num_radial_basis,
-                config.radial_mlp_hidden,
-                config.avg_num_neighbors,
-                tp_backend=config.tp_backend,
-                tp_options=config.tp_options,
-            )
-            for _ in range(config.num_layers)
-        )
-        if config.many_body != "none":
+        self.interactions = nn.ModuleList(self._interaction(config, num_species) for _ in range(config.num_layers))
+        if config.many_body != "none" and config.interaction == "gated":
             self.many_body = nn.ModuleList(
                 ManyBodyBlock(config.many_body, config.channels, config.lmax, config.correlation, num_species)
                 for _ in range(config.num_layers)
@@ -111,7 +100,31 @@ class Potential(nn.Module):
             energy_scale=config.per_species("energy_scale", 1.0),
             energy_shift=config.per_species("energy_shift", 0.0),
             e0s=config.per_species("e0s", 0.0),
+            num_linear_heads=config.num_layers - 1 if config.readout == "per_layer" else 0,
         )
+
+    @staticmethod
+    def _interaction(config: ModelConfig, num_species: int) -> nn.Module:
+        common = dict(
+            sh_lmax=config.sh_lmax,
+            num_radial_basis=config.num_radial_basis,
+            radial_mlp_hidden=config.radial_mlp_hidden,
+            avg_num_neighbors=config.avg_num_neighbors,
+            tp_backend=config.tp_backend,
+            tp_options=config.tp_options,
+            self_connection=config.self_connection,
+            num_elements=num_species,
+        )
+        if config.interaction == "product_basis":
+            return ProductBasisInteraction(
+                config.channels,
+                config.lmax,
+                config.message_lmax,
+                many_body=config.many_body,
+                correlation=config.correlation,
+                **common,
+            )
+        return InteractionBlock(config.channels, config.lmax, **common)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -203,11 +216,13 @@ class Potential(nn.Module):
         if self.spe is not None:
             scalars = scalars + self.spe(element_index, envelope, sender, receiver, node_graph, num_graphs)
         features = torch.cat([scalars, scalars.new_zeros(scalars.shape[0], self.irreps.dim - scalars.shape[1])], dim=-1)
+        layer_scalars = []
         for index, interaction in enumerate(self.interactions):
-            features = interaction(features, edge_sh, basis, envelope, sender, receiver)
+            features = interaction(features, edge_sh, basis, envelope, sender, receiver, element_index)
             if self.many_body is not None:
                 features = self.many_body[index](features, element_index)
-        node_energy = self.readout(features[:, : self.config.channels], element_index)
+            layer_scalars.append(features[:, : self.config.channels])
+        node_energy = self.readout(layer_scalars[-len(self.readout.linear_heads) - 1 :], element_index)
         if self.pair_repulsion is not None:
             node_energy = node_energy + self.pair_repulsion(lengths, element_index, sender, receiver)
         return node_energy
