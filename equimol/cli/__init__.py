@@ -3,13 +3,21 @@
 Each subcommand lives in its own module under :mod:`equimol.cli` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (called with the parsed
 namespace, returning an exit code). Adding a subcommand is one line in ``_COMMAND_MODULES``.
+
+**Errors.** A user error (bad argument, config key, file, frame or model; see
+:data:`USER_ERRORS`) ends the command with exit status 2 and one line on stderr,
+``equimol <command>: error: <what, where, what to do>``, and no traceback. ``--debug`` (or
+``EQUIMOL_DEBUG=1`` in the environment) re-raises it, traceback included. Anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "equimol.cli.bench",
@@ -17,32 +25,84 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "equimol.cli.train",
     "equimol.cli.eval",
     "equimol.cli.export",
+    "equimol.cli.lammps",
 )
+DEBUG_VARIABLE = "EQUIMOL_DEBUG"
+USAGE_ERROR = 2
+
+# Exceptions that mean "the input is wrong", not "equimol is wrong". Every equimol input error
+# (ConfigError, DataFormatError, ModelFileError, StructureError, RunFolderError) is a ValueError.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (argparse prints the usage block as well)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every registered subcommand."""
     from equimol import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="equimol",
         description="Equivariant interatomic potentials with swappable tensor-product backends.",
     )
     parser.add_argument("--version", action="version", version=f"equimol {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show the traceback of an input error (or set {DEBUG_VARIABLE}=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line (a KeyError's message loses its quotes)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = [args.command] + [
+        getattr(args, key) for key in ("bench_command", "data_command") if getattr(args, key, None)
+    ]
+    return " ".join(["equimol", *words])
+
+
+def _debugging(args: argparse.Namespace | None) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``equimol`` console script; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args([word for word in argv if word != "--debug"])
+    args.debug = debug
     if not hasattr(args, "func"):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return USAGE_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as error:
+        if _debugging(args):
+            raise
+        print(f"{_command_name(args)}: error: {one_line(error)}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

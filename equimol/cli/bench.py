@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from equimol.cli.arguments import non_negative_int, positive_float, positive_int
 from equimol.tp import available_backends
 
 
@@ -47,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--edges", type=_int_list, default=[1000], help="samples (edges), e.g. 500,2000")
     tp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     tp.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    tp.add_argument("--warmup", type=int, default=2, help="untimed repeats before timing")
-    tp.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
+    tp.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats before timing")
+    tp.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (the median is reported)")
     tp.add_argument(
         "--kernel",
         type=_kernel_list,
@@ -73,14 +74,14 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
     model.add_argument("--kernel", type=_kernel_list, default=["torch"], help="kernels, e.g. 'torch' or 'torch,triton'")
     model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
-    model.add_argument("--max-atoms", type=int, default=2200, help="largest box to time (atoms)")
-    model.add_argument("--channels", type=int, default=32, help="channels per irrep")
-    model.add_argument("--lmax", type=int, default=2, help="maximum degree of the node features")
-    model.add_argument("--radial-cutoff", type=float, default=5.0, help="radial cutoff in Å")
+    model.add_argument("--max-atoms", type=positive_int, default=2200, help="largest box to time (atoms)")
+    model.add_argument("--channels", type=positive_int, default=32, help="channels per irrep")
+    model.add_argument("--lmax", type=non_negative_int, default=2, help="maximum degree of the node features")
+    model.add_argument("--radial-cutoff", type=positive_float, default=5.0, help="radial cutoff in Å")
     model.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     model.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    model.add_argument("--warmup", type=int, default=1, help="untimed repeats before timing")
-    model.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+    model.add_argument("--warmup", type=non_negative_int, default=1, help="untimed repeats before timing")
+    model.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (the median is reported)")
     model.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     model.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against atoms")
     model.set_defaults(func=run_model)
@@ -107,9 +108,8 @@ def run_model(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
-    except (ValueError, RuntimeError) as error:
-        print(f"equimol bench model: error: {error}", file=sys.stderr)
-        return 2
+    except RuntimeError as error:  # e.g. a device that is not there: an input error here
+        raise ValueError(str(error)) from error
     print(format_model_table(record))
     if args.json_path:
         write_json(record, args.json_path)
@@ -145,9 +145,8 @@ def run_tp(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             kernels=args.kernel,
         )
-    except (ValueError, RuntimeError) as error:  # RuntimeError: kernel='triton' without a GPU or interpreter
-        print(f"equimol bench tp: error: {error}", file=sys.stderr)
-        return 2
+    except RuntimeError as error:  # kernel="triton" without a GPU or interpreter: an input error here
+        raise ValueError(str(error)) from error
     print(format_tp_table(record))
     if args.json_path:
         write_json(record, args.json_path)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
+
+from equimol.cli.arguments import positive_float
 
 
 def _keys(args: argparse.Namespace):
@@ -42,13 +43,11 @@ def run_convert(args: argparse.Namespace) -> int:
     streams = []
     for path in args.inputs:
         if not Path(path).exists():
-            print(f"equimol data convert: input {path!r} does not exist", file=sys.stderr)
-            return 1
+            raise FileNotFoundError(f"input {path!r} does not exist; check the path")
         if Path(path).is_dir():  # a folder of OC20 raw pairs, in name order
             pairs = sorted(p for p in Path(path).iterdir() if is_oc20_extxyz(p))
             if not pairs:
-                print(f"equimol data convert: folder {path!r} holds no *.extxyz[.xz] files", file=sys.stderr)
-                return 1
+                raise FileNotFoundError(f"folder {path!r} holds no *.extxyz[.xz] files; give files or an OC20 folder")
             streams += [iter_oc20_s2ef_records(pair, keys=keys) for pair in pairs]
         elif is_oc20_extxyz(path) and companion_txt(path) is not None:
             streams.append(iter_oc20_s2ef_records(path, keys=keys))
@@ -96,21 +95,6 @@ def _sample_size(text: str) -> str:
     return text
 
 
-def _reporting_errors(command):
-    """Run ``command``; print data errors (which name the file, frame or key) without a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from equimol.datasets.readers import DataFormatError
-
-        try:
-            return command(args)
-        except (DataFormatError, FileNotFoundError, FileExistsError) as error:
-            print(f"equimol data {args.data_command}: {error}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data convert`` and ``data stats`` to the ``equimol`` parser."""
     data = subparsers.add_parser("data", help="convert datasets and print their statistics")
@@ -126,10 +110,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_key_arguments(convert)
     convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
-    convert.set_defaults(func=_reporting_errors(run_convert))
+    convert.set_defaults(func=run_convert)
     stats = commands.add_parser("stats", help="print counts, species, energy/force statistics, neighbors")
     stats.add_argument("inputs", nargs="+", help="input files (any format equimol reads, LMDB included)")
-    stats.add_argument("--radial-cutoff", type=float, default=5.0, help="graph cutoff in Å (default 5.0)")
+    stats.add_argument("--radial-cutoff", type=positive_float, default=5.0, help="graph cutoff in Å (default 5.0)")
     stats.add_argument("--element-references", help="E0s: .npz with coeff[Z] or an isolated-atoms file")
     stats.add_argument("--forces-on", choices=["all", "free"], default="all", help="atoms in force statistics")
     _add_key_arguments(stats)
@@ -138,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     stats.add_argument("--quiet", action="store_true", help="no progress bar")
-    stats.set_defaults(func=_reporting_errors(run_stats))
+    stats.set_defaults(func=run_stats)
     index = commands.add_parser(
         "index",
         help="add the atom-count index to LMDBs written by other tools",
@@ -149,4 +133,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("paths", nargs="+", help=".lmdb files or folders of them")
     index.add_argument("--force", action="store_true", help="rebuild an existing index")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
-    index.set_defaults(func=_reporting_errors(run_index))
+    index.set_defaults(func=run_index)

@@ -10,9 +10,10 @@ RMSE/MAE when the data have stress (:mod:`equimol.train.evaluate`).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
+
+from equimol.cli.arguments import positive_int
 
 
 def _load(model_path: str, device: str, dtype: str | None):
@@ -30,22 +31,17 @@ def run_eval(args: argparse.Namespace) -> int:
     from torch_geometric.loader import DataLoader
 
     from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
-    from equimol.datasets.readers import DataFormatError, LabelKeys
-    from equimol.export import ModelFileError
+    from equimol.datasets.readers import LabelKeys
     from equimol.train.evaluate import evaluate, write_report
 
-    try:
-        model = _load(args.model, args.device, args.dtype)
-        forces = None if args.forces_key in ("", "none") else args.forces_key
-        stress = None if args.stress_key in ("", "none") else args.stress_key
-        keys = LabelKeys(args.energy_key, forces, stress, require_forces=forces is not None)
-        settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype, forces_on=args.forces_on)
-        dataset = AtomsDataset(args.data, settings, keys)
-        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
-        report = evaluate(model, loader, progress=not args.quiet)
-    except (FileNotFoundError, ModelFileError, DataFormatError, ValueError) as error:
-        print(f"equimol eval: {error}", file=sys.stderr)
-        return 1
+    model = _load(args.model, args.device, args.dtype)
+    forces = None if args.forces_key in ("", "none") else args.forces_key
+    stress = None if args.stress_key in ("", "none") else args.stress_key
+    keys = LabelKeys(args.energy_key, forces, stress, require_forces=forces is not None)
+    settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype, forces_on=args.forces_on)
+    dataset = AtomsDataset(args.data, settings, keys)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    report = evaluate(model, loader, progress=not args.quiet)
     stem = f"eval_{Path(args.data[0]).name.split('.')[0]}"
     json_path = args.json or f"{stem}.json"
     plot_path = args.plot or f"{stem}_parity.png"
@@ -62,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data", nargs="+", help="labelled data file(s)")
     parser.add_argument("--json", help="metrics JSON to write (default eval_<data>.json)")
     parser.add_argument("--plot", help="parity-plot PNG to write (default eval_<data>_parity.png)")
-    parser.add_argument("--batch-size", type=int, default=10, help="structures per batch (default 10)")
+    parser.add_argument("--batch-size", type=positive_int, default=10, help="structures per batch (default 10)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
     parser.add_argument("--energy-key", default="energy", help="energy label name (default energy)")

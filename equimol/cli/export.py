@@ -8,18 +8,13 @@ version and a format version; it loads with :func:`equimol.export.load_model` or
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from equimol.export import ModelFileError, read_model_file
+    from equimol.export import read_model_file
     from equimol.train.checkpoints import export_checkpoint
 
-    try:
-        path = export_checkpoint(args.checkpoint, args.output)
-    except (FileNotFoundError, ModelFileError) as error:
-        print(f"equimol export: {error}", file=sys.stderr)
-        return 1
+    path = export_checkpoint(args.checkpoint, args.output)
     payload = read_model_file(path)
     species = ", ".join(str(z) for z in payload["species"])
     print(

@@ -9,26 +9,19 @@ exports ``run_dir/model.pt`` and reports the test-split errors.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from equimol.train.config import ConfigError, load_config
+    from equimol.train.config import load_config
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as error:
-        print(f"equimol train: config error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     from equimol.train.run import train
 
-    try:
-        result = train(config, resume=args.resume)
-    except FileNotFoundError as error:
-        print(f"equimol train: {error}", file=sys.stderr)
-        return 1
-    if result["model"] is not None:
-        print(f"model written to {result['model']}")
+    result = train(config, resume=args.resume)
+    models = result["model"] if isinstance(result["model"], list) else [result["model"]]
+    for model in models:  # a committee (trainer.committee_seeds) writes one model per member
+        if model is not None:
+            print(f"model written to {model}")
     return 0
 
 
