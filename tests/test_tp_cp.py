@@ -23,9 +23,11 @@ def ones(tp, count):
     return torch.ones(count, tp.weight_numel, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("strategy", ["factors", "edge"])
 @pytest.mark.parametrize("irreps", [MIXED, NATURAL])
-def test_exact_rank_equals_cg_with_unit_weights(irreps):
-    cp, cg = build(irreps, cp_rank="exact"), build(irreps, backend="cg")
+def test_exact_rank_equals_cg_with_unit_weights(irreps, strategy):
+    cp, cg = build(irreps, cp_rank="exact", strategy=strategy), build(irreps, backend="cg")
+    assert cp.strategy == strategy
     x1, x2, _ = random_inputs(cp, count=7)
     assert cp.fit_exact and cp.relative_error < 1e-13
     assert (cp(x1, x2, ones(cp, 7)) - cg(x1, x2, ones(cg, 7))).abs().max() <= REFERENCE_TOL
@@ -52,16 +54,26 @@ def test_shared_weight_scales_each_channel():
 
 
 @pytest.mark.parametrize(
-    "weight_sharing, cp_rank", [(True, "exact"), (True, "7L2"), (True, 6), (False, "exact"), (False, 20)]
+    "weight_sharing, cp_rank, strategy",
+    [
+        (True, "exact", "factors"),
+        (True, "7L2", "factors"),
+        (True, 6, "factors"),
+        (True, "exact", "edge"),
+        (True, "7L2", "edge"),
+        (True, 6, "edge"),
+        (False, "exact", "factors"),
+        (False, 20, "factors"),
+    ],
 )
-def test_parity_forbidden_outputs_are_exactly_zero(weight_sharing, cp_rank):
+def test_parity_forbidden_outputs_are_exactly_zero(weight_sharing, cp_rank, strategy):
     """1o x 1o has no 1o or 2o part and 1e x 0e no odd part: exact zeros at any rank, not small numbers.
 
     Ranks 6 (shared) and 20 (per path: one term for each of the 20 paths) are far too low for accuracy (a warning
     says so) and still keep the zeros.
     """
     with pytest.warns(RuntimeWarning, match="above fit_tolerance") if cp_rank in (6, 20) else _no_warning():
-        tp = build(MIXED, cp_rank=cp_rank, weight_sharing=weight_sharing)
+        tp = build(MIXED, cp_rank=cp_rank, weight_sharing=weight_sharing, strategy=strategy)
     generator = torch.Generator().manual_seed(3)
     count = 5
     x1 = torch.zeros(count, tp.irreps_in1.dim, dtype=torch.float64)
@@ -99,14 +111,21 @@ class _no_warning:
         return self._context.__exit__(*args)
 
 
-@pytest.mark.parametrize("weight_sharing", [True, False])
-def test_exact_rank_is_equivariant_under_rotations_and_inversion(weight_sharing):
-    tp = build(MIXED, cp_rank="exact", weight_sharing=weight_sharing)
+@pytest.mark.parametrize("weight_sharing, strategy", [(True, "factors"), (True, "edge"), (False, "factors")])
+def test_exact_rank_is_equivariant_under_rotations_and_inversion(weight_sharing, strategy):
+    tp = build(MIXED, cp_rank="exact", weight_sharing=weight_sharing, strategy=strategy)
     assert tp_equivariance_error(tp) <= EQUIVARIANCE_TOL
 
 
 @pytest.mark.filterwarnings("ignore:cp backend:RuntimeWarning")  # rank 5 is inexact on purpose: generic factors
-@pytest.mark.parametrize("options", [{"cp_rank": 5}, {"cp_rank": "exact", "weight_sharing": False}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cp_rank": 5, "strategy": "factors"},
+        {"cp_rank": 5, "strategy": "edge"},
+        {"cp_rank": "exact", "weight_sharing": False},
+    ],
+)
 def test_gradients_float64(options):
     irreps = ("2x0e + 2x1o", "0e + 1o + 1e", "2x0e + 2x1o + 2x1e")
     check_gradients(build(irreps, **options), count=2)
@@ -119,8 +138,9 @@ def test_rank_at_or_above_exact_becomes_the_exact_rank():
     assert build(NATURAL).rank == 28  # 7 L^2 at L = 2
 
 
-def test_float32_module_is_close_to_float64():
-    tp = build(NATURAL)
+@pytest.mark.parametrize("strategy", ["factors", "edge"])
+def test_float32_module_is_close_to_float64(strategy):
+    tp = build(NATURAL, strategy=strategy)
     x1, x2, weight = random_inputs(tp, count=6)
     reference = tp(x1, x2, weight)
     # float32 rounding of order-one sums over R = 28 terms: about 1e-6 absolute
@@ -139,6 +159,8 @@ def test_float32_module_is_close_to_float64():
         ({"fit_tolerance": 2}, r"fit_tolerance=2 must be"),
         ({"weight_sharing": "yes"}, r"weight_sharing='yes' must be True or False"),
         ({"cp_rank": 3, "weight_sharing": False}, r"cp_rank=3 is below the number of paths \(\d+\)"),
+        ({"strategy": "dense"}, r"strategy='dense' is not one of \('auto', 'factors', 'edge'\)"),
+        ({"strategy": "edge", "weight_sharing": False}, r"strategy='edge' needs weight_sharing=True"),
     ],
 )
 def test_bad_options_are_named(options, message):
@@ -149,6 +171,24 @@ def test_bad_options_are_named(options, message):
 def test_irreps_without_any_path_are_refused():
     with pytest.raises(ValueError, match=r"backend 'cp' cannot serve .*no parity- and triangle-allowed path"):
         build(("2x0e", "1o", "2x0e"))
+
+
+def test_strategies_agree_at_a_fitted_rank():
+    """Both evaluation orders compute the same parity-masked rank-R product (to float64 round-off)."""
+    factors, edge = build(NATURAL, strategy="factors"), build(NATURAL, strategy="edge")
+    x1, x2, weight = random_inputs(factors, count=6)
+    assert (factors(x1, x2, weight) - edge(x1, x2, weight)).abs().max() <= REFERENCE_TOL
+
+
+def test_auto_strategy_counts_multiply_adds():
+    from equimol.tp.cp import choose_cp_strategy
+
+    assert (
+        build(NATURAL).strategy == "edge"
+        and build(NATURAL, weight_sharing=False, cp_rank="exact").strategy == "factors"
+    )
+    assert choose_cp_strategy(49, 49, 49, 32, 252, True) == "edge"  # L = 6, 32 channels
+    assert choose_cp_strategy(49, 49, 49, 1, 252, True) == "factors"  # one channel: the matrix is not shared
 
 
 def test_default_rank_reports_its_fit():

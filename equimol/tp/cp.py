@@ -25,6 +25,14 @@ instead of four, measured 1.4-1.8x faster than the four-product form at L = 3..5
 ``1o`` part): a forbidden output gets only products with an exactly-zero factor. TDN, in contrast,
 treats every irrep as even.
 
+**Strategies.** ``"factors"`` is the evaluation above. ``"edge"`` (shared weights only) contracts
+the second operand first, ``N_n = sum_j y_{n,j} \tilde M_{:,j,:}`` ``[d1, d3]`` per sample (one GEMM
+with the reconstructed tensor), then ``z_{n,u} = w_{n,u} x_{n,u} N_n`` for all channels (one batched
+GEMM): ``d1 d2 d3 + C d1 d3`` multiply-adds per sample instead of ``2 R (C d1 + d2 + C d3)``, the same
+product to round-off. With ``C`` channels sharing each sample's matrix this is the cheaper order
+at every ``L`` measured (``benchmarks/tp_speed_cpu.json``); :func:`choose_cp_strategy` compares the
+two counts.
+
 **Weights.** ``weight_sharing=True`` (default): one weight per channel and sample, shared by all
 paths, ``weight_numel = C``, laid out as ``weight.view(N, C)``. ``weight_sharing=False``: one weight
 per path and channel as in ``cg``, ``weight_numel = n_paths * C``, ``weight.view(N, n_paths, C)``
@@ -71,9 +79,12 @@ from equimol.tp.cp_fit import (
     coupling_tensor,
     fit_factors,
     max_degree,
+    parity_mask,
     path_blocks,
+    reconstruct,
     resolve_rank,
 )
+from equimol.tp.factored import FactoredProduct, WeightGroup
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike
 
@@ -94,6 +105,9 @@ class CPTensorProduct(TensorProductBackend):
         seed: seed of the deterministic ALS fit.
         cache_dir: cache folder (default ``$EQUIMOL_CACHE_DIR``, ``$XDG_CACHE_HOME/equimol`` or
             ``~/.cache/equimol``); factors live in its ``cp_factors/`` subfolder.
+        strategy: ``"factors"`` (rank-``R`` products, any weights), ``"edge"`` (contract the
+            second operand with the reconstructed tensor first; shared weights only) or ``"auto"``
+            (:func:`choose_cp_strategy`). Same product to round-off.
         **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
             (see :class:`~equimol.tp.interface.TensorProductBackend`); factors are fitted in float64.
 
@@ -102,7 +116,10 @@ class CPTensorProduct(TensorProductBackend):
         ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]``: the factors (buffers, float64 masters).
     """
 
-    benchmark_variants: ClassVar[dict[str, dict]] = {"7L2": {"cp_rank": "7L2"}}
+    benchmark_variants: ClassVar[dict[str, dict]] = {
+        "factors": {"cp_rank": "7L2", "strategy": "factors"},
+        "edge": {"cp_rank": "7L2", "strategy": "edge"},
+    }
 
     def __init__(
         self,
@@ -115,6 +132,7 @@ class CPTensorProduct(TensorProductBackend):
         fit_tolerance: float = 1e-6,
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
+        strategy: str = "auto",
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
@@ -122,6 +140,10 @@ class CPTensorProduct(TensorProductBackend):
             raise ValueError(f"fit_tolerance={fit_tolerance!r} must be a number in (0, 1)")
         if not isinstance(weight_sharing, bool):
             raise ValueError(f"weight_sharing={weight_sharing!r} must be True or False")
+        if strategy not in CP_STRATEGIES:
+            raise ValueError(f"strategy={strategy!r} is not one of {CP_STRATEGIES} for backend 'cp'")
+        if strategy == "edge" and not weight_sharing:
+            raise ValueError("strategy='edge' needs weight_sharing=True (per-path weights differ per channel)")
         if not self.paths:
             raise self._unsupported("no parity- and triangle-allowed path connects them")
         requested = resolve_rank(cp_rank, max_degree(self.irreps_in1, self.irreps_in2, self.irreps_out))
@@ -186,11 +208,26 @@ class CPTensorProduct(TensorProductBackend):
         scatter = torch.empty(self.channels * d3, dtype=torch.int64)
         scatter[positions_out.flatten()] = torch.arange(self.channels * d3)
         self.register_buffer("scatter_out", scatter)
+        dims = (positions_in.shape[1], len(parities[1]), d3)
+        self.strategy = (
+            choose_cp_strategy(*dims, self.channels, self.rank, weight_sharing) if strategy == "auto" else strategy
+        )
+        if self.strategy == "edge":
+            # The parity-masked reconstruction, second operand first: [d2, d1 * d3]. Masked entries
+            # are exact zeros, so parity-forbidden outputs stay exact zeros on this path too.
+            mask = parity_mask(*parities)
+            coupling = reconstruct(factors.A, factors.B, factors.C, mask).permute(1, 0, 2).reshape(dims[1], -1)
+            self.register_buffer("edge_coupling", coupling.contiguous())
         self._finish_construction()
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         count, channels = x1.shape[0], self.channels
         x = x1.index_select(-1, self.gather_in1).view(count, channels, -1)  # [N, C, d1] channel-major
+        if self.strategy == "edge":
+            # One coupling matrix per sample, shared by its C channels: [N, d1, d3].
+            matrices = (x2 @ self.edge_coupling).view(count, x.shape[-1], -1)
+            z = torch.bmm(x, matrices) * weight.view(count, channels, 1)
+            return z.reshape(count, -1).index_select(-1, self.scatter_out)
         p = (x @ self.A) * (x2 @ self.B)[:, None, :]  # [N, C, R]
         q = (x @ self.A_signed) * (x2 @ self.B_signed)[:, None, :]
         if not self.weight_sharing:
@@ -202,9 +239,53 @@ class CPTensorProduct(TensorProductBackend):
             z = z * weight.view(count, channels, 1)
         return z.reshape(count, -1).index_select(-1, self.scatter_out)
 
+    def factored_form(self) -> FactoredProduct:
+        r"""The parity fold as one CP product of rank ``2R`` (the form every fused kernel runs).
+
+        With ``S`` the diagonal of component parities, ``p = xA``, ``q = x S_1 A``, ``s = yB``,
+        ``t = y S_2 B``, the parity-coupled sums are ``h^\pm = (p s \pm q t) / 2`` (module docstring), so
+
+        .. math:: z = w\,\big[(xA)(yB)\ \ (xS_1A)(yS_2B)\big] \begin{bmatrix} C/2 \\ C S_3/2 \end{bmatrix}:
+
+        ``F_in = [A, S_1 A]`` ``[d1, 2R]``, ``F_attr = [B, S_2 B]`` ``[d2, 2R]``, ``F_out = [C/2; C S_3/2]``
+        ``[2R, d3]``. Shared weights scale the output (one slot per channel); per-path weights
+        (``weight.view(N, n_paths, C)``, slot-major) scale each rank-one term through
+        ``rank_map = [term_path, term_path]``. Outputs that parity forbids come out as
+        ``(ps - qt) / 2`` with ``ps = qt`` mathematically: zero to round-off, not exactly.
+        """
+        factor_in = torch.cat([self.A, self.A_signed], dim=1)
+        factor_attr = torch.cat([self.B, self.B_signed], dim=1)
+        factor_out = torch.cat([self.C_half, self.C_half * self.output_signs[None, :]], dim=0)
+        if self.weight_sharing:
+            split, rank_map = (WeightGroup("out", 1),), None
+        else:
+            split, rank_map = (WeightGroup("mid", len(self.paths), slot_major=True),), torch.cat([self.term_path] * 2)
+        return FactoredProduct(
+            self.irreps_in1, self.irreps_in2, self.irreps_out, factor_in, factor_attr, factor_out, rank_map, split
+        )
+
     def extra_repr(self) -> str:
         mode = "shared" if self.weight_sharing else "per-path"
-        return f"{super().extra_repr()}, rank={self.rank}, weights={mode}, relative_error={self.relative_error:.2e}"
+        return (
+            f"{super().extra_repr()}, rank={self.rank}, weights={mode}, strategy={self.strategy!r}, "
+            f"relative_error={self.relative_error:.2e}"
+        )
+
+
+CP_STRATEGIES = ("auto", "factors", "edge")
+
+
+def choose_cp_strategy(d1: int, d2: int, d3: int, channels: int, rank: int, weight_sharing: bool) -> str:
+    """``"edge"`` when weights are shared and its multiply-adds per sample are fewer, else ``"factors"``.
+
+    Per sample, ``"edge"`` costs ``d1 d2 d3`` (the coupling matrix) plus ``C d1 d3`` (applying it to
+    the ``C`` channels); ``"factors"`` costs ``2 R (C d1 + d2 + C d3)`` (parity fold: two products).
+    """
+    if not weight_sharing:
+        return "factors"
+    edge = d1 * d2 * d3 + channels * d1 * d3
+    factors = 2 * rank * (channels * d1 + d2 + channels * d3)
+    return "edge" if edge <= factors else "factors"
 
 
 def _single(irreps) -> str:

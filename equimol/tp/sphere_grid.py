@@ -176,3 +176,48 @@ def analyze_on_grid(values: torch.Tensor, phi_matrix: torch.Tensor, theta_matrix
     azimuthal = torch.mm(phi_matrix, values.view(n_phi, -1))  # [M, T * B]
     slots = torch.bmm(theta_matrix, azimuthal.view(theta_matrix.shape[0], -1, columns))  # [M, K, B]
     return slots.view(-1, columns)
+
+
+@functools.lru_cache(maxsize=16)
+def real_gaunt_coefficients(lmax1: int, lmax2: int, lmax3: int) -> torch.Tensor:
+    """``G[a, b, c] = int Y_a Y_b Y_c dOmega`` over canonical components, ``[(L1+1)^2, (L2+1)^2, (L3+1)^2]``, float64.
+
+    Orthonormal real harmonics (e3nn ``normalization="integral"``); the Gauss-Legendre x uniform grid
+    of :func:`product_grid_size` integrates the degree ``L1 + L2 + L3`` integrand exactly. Cached:
+    callers clone before keeping it.
+    """
+    n_theta, n_phi = product_grid_size(lmax1 + lmax2 + lmax3)
+    theta, theta_weights = gauss_legendre_polar(n_theta)
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    values = spherical_harmonics_on_grid(max(lmax1, lmax2, lmax3), theta, phi).flatten(1)  # [D, T * P]
+    weights = (theta_weights[:, None] * (2 * math.pi / n_phi)).expand(n_theta, n_phi).flatten()
+    y1, y2, y3 = (values[: (lmax + 1) ** 2] for lmax in (lmax1, lmax2, lmax3))
+    return torch.einsum("ag,bg,cg->abc", y1 * weights, y2, y3)
+
+
+@functools.lru_cache(maxsize=64)
+def dense_grid_matrices(
+    degrees_in1: tuple[int, ...], degrees_in2: tuple[int, ...], degrees_out: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Dense synthesis and analysis matrices of a product of two sphere functions (float64, cached).
+
+    .. math:: S^{(1)}_{i g} = Y_i(s_g), \quad S^{(2)}_{j g} = Y_j(s_g), \quad A_{g k} = q_g\, Y_k(s_g)
+
+    for the orthonormal harmonics ``Y`` of every component (irreps order, one copy of an irrep of
+    each listed degree) at the ``G = T P`` points ``s_g`` (``theta`` outer) of the smallest product
+    grid exact for degree ``l1_max + l2_max + l3_max`` (:func:`product_grid_size`), ``q_g`` its
+    weights. Then ``sum_g A_gk (a S1)_g (b S2)_g = int f_a f_b Y_k dOmega`` exactly: the dense form
+    of :func:`synthesize_on_grid` / :func:`analyze_on_grid`. Returns ``S1 [D1, G]``, ``S2 [D2, G]``,
+    ``A [G, D_out]``.
+    """
+    n_theta, n_phi = product_grid_size(max(degrees_in1) + max(degrees_in2) + max(degrees_out))
+    theta, theta_weights = gauss_legendre_polar(n_theta)
+    phi = torch.arange(n_phi, dtype=torch.float64) * (2 * math.pi / n_phi)
+    lmax = max(*degrees_in1, *degrees_in2, *degrees_out)
+    harmonics = spherical_harmonics_on_grid(lmax, theta, phi).flatten(1)  # [(L + 1)^2, T * P]
+
+    def rows(degrees: tuple[int, ...]) -> torch.Tensor:
+        return harmonics[torch.cat([torch.arange(l * l, (l + 1) ** 2) for l in degrees])]
+
+    weights = (theta_weights[:, None] * (2 * math.pi / n_phi)).expand(n_theta, n_phi).reshape(-1)
+    return rows(degrees_in1), rows(degrees_in2), weights[:, None] * rows(degrees_out).T
