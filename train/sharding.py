@@ -1,15 +1,20 @@
 """DDP batch sharding: each process runs its own share of the data module's seeded batches.
 
 Each process takes every ``world_size``-th batch of the data module's seeded batches, from its
-``rank`` on. Training batches are cut to a multiple of ``world_size`` so every process steps the
-same number of times. Evaluation batches are never dropped; when there are fewer of them than
-processes, they are re-cut into smaller batches so that every process gets one. A mid-epoch resume
-continues the interrupted epoch where it stopped (see :class:`_EpochBatches`).
+``rank`` on. Training batches are drawn lazily, one group of ``world_size`` at a time
+(:func:`equimol.datasets.samplers.shard_batches`): no process materializes the epoch's batch list,
+and a last incomplete group is dropped so every process steps the same number of times. Rank
+``r``'s ``k``-th step runs global batch ``k * world_size + r``, so a run on ``W`` processes with
+batches of ``B`` steps through the same structures as one process with batches of ``W * B``.
+Evaluation batches are never dropped; when there are fewer of them than processes, they are
+re-cut into smaller batches so that every process gets one. A mid-epoch resume continues the
+interrupted epoch where it stopped (see :class:`_EpochBatches`).
 """
 
 from __future__ import annotations
 
 from equimol.datasets.datamodule import AtomsDataModule
+from equimol.datasets.samplers import shard_batches, sharded_length
 from torch_geometric.loader import DataLoader
 
 
@@ -32,10 +37,9 @@ class _EpochBatches:
             self.batch_sampler.set_epoch(epoch)
 
     def _batches(self) -> list[list[int]]:
+        """The evaluation batches of this process (training batches are drawn lazily, see ``__iter__``)."""
         batches = [list(batch) for batch in self.batch_sampler]
-        if self.training:
-            batches = batches[: len(batches) - len(batches) % self.world_size]
-        elif len(batches) < self.world_size:
+        if len(batches) < self.world_size:
             # fewer evaluation batches than processes: smaller batches, so that every process gets one
             flat = [index for batch in batches for index in batch]
             if len(flat) < self.world_size:
@@ -51,9 +55,14 @@ class _EpochBatches:
         if position is not None:
             epoch, done = position
             self.set_epoch(epoch)
-        yield from self._batches()[done:]
+        if self.training:
+            yield from shard_batches(self.batch_sampler, self.rank, self.world_size, skip=done)
+        else:
+            yield from self._batches()[done:]
 
     def __len__(self) -> int:
+        if self.training:
+            return sharded_length(len(self.batch_sampler), self.world_size)
         return len(self._batches())
 
 
