@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "equimol.cli.eval",
     "equimol.cli.export",
     "equimol.cli.lammps",
+    "equimol.cli.predict",
 )
 DEBUG_VARIABLE = "EQUIMOL_DEBUG"
 USAGE_ERROR = 2

@@ -1,0 +1,252 @@
+"""``equimol predict MODEL INPUTS... --out FILE``: energies, forces and stress of many structures, on N processes.
+
+INPUTS are any files equimol reads (extxyz and everything else :mod:`ase.io` reads, ASE db, OC20
+raw pairs, LMDB files or folders); labels in them are ignored. Frames are streamed: ASE files are
+read frame by frame (:func:`~equimol.datasets.readers.iter_ase_records`), LMDBs by index, so memory
+holds one batch, not the data set.
+
+**Output** (extended XYZ, one frame per input frame, in input order): the structure (species,
+positions, cell, pbc), ``energy`` (eV) in the header, ``forces`` (eV/Å) per atom, ``stress``
+(eV/Å³, ASE Voigt order, positive = tensile) in the header for periodic frames only, and
+``equimol_index`` (frame number over all inputs, from 0) and ``equimol_source`` (``file:frame``).
+ASE reads it back with ``ase.io.read(FILE, ":")`` (energies via ``atoms.get_potential_energy()``).
+Numbers are written with ASE's extxyz precision (8 decimals for positions and forces).
+
+``--quiet`` turns off the progress bar (tqdm, through Lightning) and Lightning's informational log.
+
+**Processes.** ``--num-processes N`` runs Lightning's predict loop with DDP (gloo on CPU): frame
+``i`` goes to process ``i mod N``, each process writes its predictions to a part file in input
+order, and process 0 merges the parts by ``equimol_index`` (a streaming merge) into FILE. Any N
+gives the same file. Lightning starts processes 1..N-1 by re-running this command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _frames(inputs: list[str]) -> Iterator[tuple[str, object]]:
+    """Yield ``(where, frame_record)`` for every frame of every input, streaming, labels ignored."""
+    from equimol.datasets.lmdb_dataset import LmdbFrames
+    from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
+    from equimol.datasets.readers import LabelKeys, iter_ase_records
+
+    keys = LabelKeys("energy", None, None, require_energy=False, require_forces=False)
+    for path in inputs:
+        if path.endswith(".lmdb") or (Path(path).is_dir() and any(Path(path).glob("*.lmdb"))):
+            frames = LmdbFrames(path, keys)
+            for index in range(len(frames)):
+                yield f"{path}:{index}", frames[index]
+        elif is_oc20_extxyz(path) and companion_txt(path) is not None:
+            for index, record in enumerate(iter_oc20_s2ef_records(path, keys=keys)):
+                yield f"{path}:{index}", record
+        else:
+            for index, record in enumerate(iter_ase_records(path, keys)):
+                yield f"{path}:{index}", record
+
+
+class PredictionFrames(torch.utils.data.IterableDataset):
+    """Graphs of this process's share of the frames (``index % world_size == rank``), streamed in order."""
+
+    def __init__(self, inputs: list[str], radial_cutoff: float, dtype: torch.dtype, species: list[int]) -> None:
+        super().__init__()
+        self.inputs, self.radial_cutoff, self.dtype, self.species = inputs, radial_cutoff, dtype, set(species)
+
+    def __iter__(self):
+        from ase.data import chemical_symbols
+
+        from equimol.datasets.readers import DataFormatError
+        from equimol.graph import structure_to_graph
+
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+        world = torch.distributed.get_world_size() if distributed else 1
+        for index, (where, record) in enumerate(_frames(self.inputs)):
+            if index % world != rank:
+                continue
+            numbers = record.atomic_numbers.numpy()
+            unknown = sorted(set(numbers.tolist()) - self.species)
+            if unknown:
+                raise DataFormatError(
+                    f"{where}: element(s) {[chemical_symbols[z] for z in unknown]} are not among the model's "
+                    f"species {[chemical_symbols[z] for z in sorted(self.species)]}"
+                )
+            pbc = record.pbc.reshape(3).numpy() if "pbc" in record else np.ones(3, dtype=bool)
+            cell = record.cell.reshape(3, 3).double().numpy()
+            try:
+                graph = structure_to_graph(
+                    record.pos.double().numpy(), numbers, cell, pbc, self.radial_cutoff, self.dtype
+                )
+            except RuntimeError as error:  # vesin: e.g. a periodic frame with a singular cell
+                raise DataFormatError(f"{where}: no neighbor list ({error})") from error
+            graph.frame_number = torch.tensor([index])
+            graph.where = where
+            yield graph
+
+
+def _lightning_module(model: torch.nn.Module):
+    import lightning as L
+
+    class Predictor(L.LightningModule):
+        """Energy, forces and stress of a batch; stress only for periodic structures."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def predict_step(self, batch, batch_idx: int) -> list:
+            with torch.enable_grad():
+                out = self.model(batch, compute_forces=True, compute_stress=bool(batch.pbc.any()))
+            results = []
+            for graph_index in range(batch.num_graphs):
+                atoms = batch.ptr[graph_index].item(), batch.ptr[graph_index + 1].item()
+                periodic = bool(batch.pbc[graph_index].any())
+                stress = out["stress"][graph_index].detach().double().cpu().numpy() if periodic else None
+                results.append(
+                    {
+                        "index": int(batch.frame_number[graph_index]),
+                        "where": batch.where[graph_index],
+                        "numbers": batch.atomic_numbers[atoms[0] : atoms[1]].cpu().numpy(),
+                        "positions": batch.pos[atoms[0] : atoms[1]].detach().double().cpu().numpy(),
+                        "cell": batch.cell[graph_index].detach().double().cpu().numpy(),
+                        "pbc": batch.pbc[graph_index].cpu().numpy(),
+                        "energy": float(out["energy"][graph_index]),
+                        "forces": out["forces"][atoms[0] : atoms[1]].detach().double().cpu().numpy(),
+                        "stress": stress,
+                    }
+                )
+            return results
+
+    return Predictor()
+
+
+def _to_atoms(result: dict):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = Atoms(numbers=result["numbers"], positions=result["positions"], cell=result["cell"], pbc=result["pbc"])
+    atoms.info["equimol_index"] = result["index"]
+    atoms.info["equimol_source"] = result["where"]
+    values = {"energy": result["energy"], "forces": result["forces"]}
+    if result["stress"] is not None:
+        full = result["stress"]
+        values["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    atoms.calc = SinglePointCalculator(atoms, **values)
+    return atoms
+
+
+def _part_writer(folder: Path):
+    import ase.io
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    class PartWriter(BasePredictionWriter):
+        """Append each batch's predictions to this process's part file (input order within the process)."""
+
+        def __init__(self) -> None:
+            super().__init__(write_interval="batch")
+
+        def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+            with open(folder / f"part{trainer.global_rank}.extxyz", "a", encoding="utf-8") as handle:
+                for result in prediction:
+                    ase.io.write(handle, _to_atoms(result), format="extxyz")
+
+    return PartWriter()
+
+
+def merge_parts(folder: Path, output: Path, processes: int) -> int:
+    """Merge the part files by ``equimol_index`` into ``output`` (written atomically); returns the frame count."""
+    import ase.io
+
+    parts = [folder / f"part{rank}.extxyz" for rank in range(processes)]
+    streams = [ase.io.iread(str(part), index=":", format="extxyz") for part in parts if part.is_file()]
+    merged = heapq.merge(*streams, key=lambda atoms: atoms.info["equimol_index"])
+    partial = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    count = 0
+    with open(partial, "w", encoding="utf-8") as handle:
+        for atoms in merged:
+            ase.io.write(handle, atoms, format="extxyz")
+            count += 1
+    os.replace(partial, output)
+    return count
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import lightning as L
+    from torch_geometric.loader import DataLoader
+
+    from equimol.export import load_model
+
+    output = Path(args.out)
+    if output.suffix not in (".xyz", ".extxyz"):
+        raise ValueError(f"--out {args.out}: write predictions to an extended XYZ file (.xyz or .extxyz)")
+    for path in args.inputs:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"input {path!r} does not exist")
+    model = load_model(args.model, device="cpu", dtype=args.dtype)
+    frames = PredictionFrames(args.inputs, model.radial_cutoff, model.dtype, model.species)
+    loader = DataLoader(frames, batch_size=args.batch_size)
+    folder = output.with_name(f".{output.name}.parts")
+    if args.quiet:  # no progress bar and no Lightning banner (GPU available, ...)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    strategy = "auto"
+    if args.num_processes > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo" if args.accelerator == "cpu" else None)
+    trainer = L.Trainer(
+        accelerator=args.accelerator,
+        devices=args.num_processes,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        inference_mode=False,  # forces and stress need autograd
+        callbacks=[_part_writer(folder)],
+    )
+    if trainer.is_global_zero:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    trainer.strategy.barrier()
+    try:
+        trainer.predict(_lightning_module(model), dataloaders=loader, return_predictions=False)
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            count = merge_parts(folder, output, args.num_processes)
+            print(f"wrote {count} predictions to {output}")
+    finally:
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``predict`` to the ``equimol`` parser."""
+    from equimol.cli.arguments import positive_int
+
+    parser = subparsers.add_parser(
+        "predict",
+        help="energies, forces and stress of many structures (extxyz out)",
+        description="Stream the frames of INPUTS (extxyz, ASE db, ..., LMDB) through a model and write energy, "
+        "forces and stress (periodic frames) to an extended XYZ file, in input order. --num-processes N runs "
+        "Lightning's predict loop on N processes.",
+    )
+    parser.add_argument("model", help="model file (equimol export)")
+    parser.add_argument("inputs", nargs="+", help="structure files: anything ase.io reads, ASE db, LMDB")
+    parser.add_argument("--out", required=True, help="extended XYZ file to write (.xyz or .extxyz)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="structures per batch (default 8)")
+    parser.add_argument("--num-processes", type=positive_int, default=1, help="processes (DDP; default 1)")
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu or gpu (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_predict)
