@@ -26,9 +26,10 @@ def tiny_model(seed: int = 0, dtype: str = "float64"):
     return small_model([29, 79], seed=seed, dtype=dtype, energy_scale=5.0).eval()
 
 
-def cu_au_box(tilt: float = 0.0, temperature_k: float = 300.0) -> Atoms:
-    """32 atoms of fcc Cu with 8 Au, rattled, in a LAMMPS-form (lower-triangular) cell; seeded velocities."""
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 2))
+def cu_au_box(tilt: float = 0.0, temperature_k: float = 300.0, repeat: int = 2) -> Atoms:
+    """``4 repeat^3`` atoms of fcc Cu, every 4th Au, rattled, in a LAMMPS-form (lower-triangular) cell; seeded
+    velocities."""
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((repeat, repeat, repeat))
     atoms.numbers[::4] = 79
     cell = atoms.get_cell()[:]
     cell[1, 0] += tilt * cell[1, 1]

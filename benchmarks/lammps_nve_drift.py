@@ -1,0 +1,131 @@
+"""Energy conservation of 1000 NVE steps in LAMMPS (fix external) with an equimol potential, beside ASE.
+
+    .venv/bin/python benchmarks/lammps_nve_drift.py [MODEL --elements Cu Au] [--out benchmarks/lammps_nve_drift]
+
+The same structure, velocities and model run in LAMMPS (``fix nve``, :mod:`equimol.lammps`) and in
+ASE's ``VelocityVerlet`` with the calculator, float64 and float32, one after the other in one
+process. Without MODEL: the tiny random Cu/Au model of the tests (``tests/lammps_case.py``,
+8 channels, L = 1, 2 layers, cutoff 4 Å) on 108 atoms of rattled fcc Cu with every 4th atom Au,
+300 K, 1 fs: it tests the coupling's energy conservation, not a trained potential. Recorded: total
+energy every 10 steps, its drift (least-squares slope, meV/atom/ps), largest deviation from the
+start, and wall time per step (one intra-op thread; the machine's load is recorded too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.md.verlet import VelocityVerlet
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from lammps_case import cu_au_box, open_lammps, tiny_model  # noqa: E402
+
+from equimol.calculator import EquimolCalculator  # noqa: E402
+from equimol.export import load_model  # noqa: E402
+from equimol.lammps import EquimolFix  # noqa: E402
+from equimol.utils.machine import describe_machine  # noqa: E402
+
+STEPS, EVERY, TIMESTEP_FS = 1000, 10, 1.0
+
+
+def summarize(energies: list[float], count: int, seconds: float) -> dict:
+    energies = np.asarray(energies)
+    times_ps = np.arange(len(energies)) * EVERY * TIMESTEP_FS / 1000.0
+    slope = np.polyfit(times_ps, energies, 1)[0]
+    return {
+        "drift_meV_per_atom_per_ps": float(slope / count * 1000.0),
+        "max_deviation_meV_per_atom": float(np.abs(energies - energies[0]).max() / count * 1000.0),
+        "total_energy_start_eV": float(energies[0]),
+        "ms_per_step": float(seconds / STEPS * 1000.0),
+        "total_energy_eV_every_10_steps": energies.round(8).tolist(),
+    }
+
+
+def run_lammps(model, atoms, elements) -> dict:
+    lmp = open_lammps(atoms, elements=elements)
+    EquimolFix(lmp, model, elements)
+    lmp.command("run 0")
+    energies, start = [lmp.get_thermo("etotal")], time.perf_counter()
+    for _ in range(STEPS // EVERY):
+        lmp.command(f"run {EVERY} pre no post no")
+        energies.append(lmp.get_thermo("etotal"))
+    seconds = time.perf_counter() - start
+    lmp.close()
+    return summarize(energies, len(atoms), seconds)
+
+
+def run_ase(model, atoms) -> dict:
+    atoms = atoms.copy()
+    atoms.calc = EquimolCalculator(model)
+    dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
+    energies, start = [atoms.get_total_energy()], time.perf_counter()
+    for _ in range(STEPS // EVERY):
+        dynamics.run(EVERY)
+        energies.append(atoms.get_total_energy())
+    return summarize(energies, len(atoms), time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", help="model file (default: the tests' tiny random Cu/Au model)")
+    parser.add_argument("--elements", nargs="+", default=["Cu", "Au"], help="element of each LAMMPS type")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lammps_nve_drift"), help="output stem")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    atoms = cu_au_box(repeat=3)
+    record = {
+        "model": args.model or "tests/lammps_case.py tiny_model(): random weights, Cu/Au, float64 and float32 casts",
+        "structure": f"{len(atoms)} atoms, rattled fcc Cu (a = 3.7 Å) with every 4th atom Au, periodic, 300 K",
+        "steps": STEPS,
+        "timestep_fs": TIMESTEP_FS,
+        "machine": describe_machine("cpu"),
+        "load_average_1_5_15_min_at_start": list(os.getloadavg()),
+        "runs": {},
+    }
+    for dtype in ("float64", "float32"):
+        model = load_model(args.model, dtype=dtype) if args.model else tiny_model().to(getattr(torch, dtype))
+        record["runs"][f"lammps_{dtype}"] = run_lammps(model, atoms, args.elements)
+        record["runs"][f"ase_{dtype}"] = run_ase(model, atoms)
+        print(dtype, {k: v["drift_meV_per_atom_per_ps"] for k, v in record["runs"].items()}, flush=True)
+    record["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
+    Path(f"{args.out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_markdown(record, args.out)
+
+
+def write_markdown(record: dict, stem: str) -> None:
+    """The table of ``record`` as ``stem.md`` (drift only: the runs were sequential, so their times are no A/B)."""
+    machine = record["machine"]
+    lines = [
+        "# LAMMPS NVE energy drift (fix external) beside ASE VelocityVerlet",
+        "",
+        f"{record['structure']}; {record['steps']} steps of {record['timestep_fs']} fs; model: {record['model']}.",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, 1 thread; load "
+        f"average {record['load_average_1_5_15_min_at_start'][0]:.2f} at start (a shared machine).",
+        "Command: `.venv/bin/python benchmarks/lammps_nve_drift.py`. Drift: least-squares slope of the total",
+        "energy sampled every 10 steps. Wall times per step are in the JSON; the four runs ran one after the",
+        "other on a loaded machine, so they are not a speed comparison.",
+        "",
+        "| engine, dtype | drift (meV/atom/ps) | max deviation from start (meV/atom) |",
+        "| --- | --- | --- |",
+    ]
+    for name, run in record["runs"].items():
+        lines.append(
+            f"| {name.replace('_', ', ')} | {run['drift_meV_per_atom_per_ps']:.2e} | "
+            f"{run['max_deviation_meV_per_atom']:.2e} |"
+        )
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
