@@ -39,6 +39,7 @@ import torch
 from torch_geometric.data import Data
 
 from equimol.graph import structure_to_graph
+from equimol.structure_checks import StructureError, closest_pair
 
 from .lmdb_dataset import LmdbFrames, lmdb_files
 from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
@@ -98,6 +99,7 @@ class LabelSettings:
         element_references: subtract :math:`\\sum_i c_{Z_i}` when given.
         system_references: per-system references for ``"adsorption"`` (frames' ``reference_energy`` first).
         forces_on: ``"all"`` atoms or only ``"free"`` (not fixed) atoms count in the force loss.
+        min_distance: a frame with two atoms closer than this (Å) is an error; ``None`` allows any distance.
     """
 
     radial_cutoff: float
@@ -106,6 +108,7 @@ class LabelSettings:
     element_references: ElementReferences | None = None
     system_references: SystemReferences | None = None
     forces_on: Literal["all", "free"] = "all"
+    min_distance: float | None = None
 
 
 def reference_energy(record: Data, settings: LabelSettings, where: str) -> float:
@@ -120,6 +123,25 @@ def reference_energy(record: Data, settings: LabelSettings, where: str) -> float
     return shift
 
 
+def check_min_distance(
+    positions: np.ndarray, cell: np.ndarray, edges: tuple[np.ndarray, ...], threshold: float, where: str
+) -> None:
+    """Raise :class:`DataFormatError` naming ``where`` if two atoms are closer than ``threshold`` (Å).
+
+    Args:
+        positions: ``[n, 3]`` Å; cell: ``[3, 3]`` Å (zeros when not periodic).
+        edges: ``(sender [E], receiver [E], cell_offsets [E, 3])`` of :func:`equimol.graph.neighbor_list`.
+    """
+    sender, receiver, offsets = edges
+    shifts = np.asarray(offsets, dtype=np.float64) @ np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    distance, i, j = closest_pair(np.asarray(positions, dtype=np.float64), sender, receiver, shifts)
+    if distance < threshold:
+        raise DataFormatError(
+            f"{where}: atoms {i} and {j} are {distance:.4g} Å apart, closer than data.min_distance={threshold} Å; "
+            "fix or drop the frame, or lower data.min_distance (null allows any distance)"
+        )
+
+
 def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> Data:
     """Radius graph of one frame record (:mod:`equimol.graph`) with the labels of the module docstring."""
     cell, pbc = record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy()
@@ -127,10 +149,17 @@ def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> D
         graph = structure_to_graph(
             record.pos.numpy(), record.atomic_numbers.numpy(), cell, pbc, settings.radial_cutoff, settings.dtype
         )
-    except RuntimeError as error:  # vesin: e.g. a periodic frame whose cell is singular
+    except StructureError as error:  # a degenerate or far too small periodic cell: refused before building
+        raise DataFormatError(f"{where}: {error}") from error
+    except RuntimeError as error:  # vesin
         raise DataFormatError(
             f"{where}: no neighbor list ({error}); pbc={pbc.tolist()}, cell={cell.tolist()}"
         ) from error
+    if settings.min_distance is not None:
+        edges = (*graph.edge_index.numpy(), graph.cell_offsets.double().numpy())
+        check_min_distance(
+            graph.pos.double().numpy(), graph.cell.reshape(3, 3).double().numpy(), edges, settings.min_distance, where
+        )
     n = graph.num_nodes
     if "energy" in record:
         energy = record.energy - reference_energy(record, settings, where)

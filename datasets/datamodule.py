@@ -85,6 +85,8 @@ class AtomsDataModule(L.LightningDataModule):
             (all of them when the split is no larger, or when ``None``); the report carries their
             standard errors. With ``max_edges`` and a sampled split, each structure's edges are
             estimated as ``avg_num_neighbors`` times its atom count (LMDBs: their atom-count index).
+        min_distance: a frame with two atoms closer than this (Å) is an error naming the file and
+            frame (default 0.5 Å, below any bond length); ``None`` allows any distance.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class AtomsDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         cache_dir: str | None = None,
         statistics_sample: int | None = 2000,
+        min_distance: float | None = 0.5,
     ) -> None:
         super().__init__()
         if energy_target not in ("total", "adsorption"):
@@ -121,6 +124,16 @@ class AtomsDataModule(L.LightningDataModule):
             raise ValueError(f"forces_on must be 'all' or 'free', got {forces_on!r}")
         if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
             raise ValueError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each in [0, 1), sum < 1")
+        for name, value, least in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("max_edges", max_edges, 1),
+            ("max_structures_per_batch", max_structures_per_batch, 1),
+            ("num_workers", num_workers, 0),
+            ("min_distance", min_distance, 0),
+        ):
+            if value is not None and not value >= least:
+                raise ValueError(f"{name} must be >= {least}, got {value}")
         if statistics_sample is not None and statistics_sample < 2:
             raise ValueError(f"statistics_sample must be >= 2 structures or null (all), got {statistics_sample}")
         if not radial_cutoff > 0:
@@ -174,11 +187,19 @@ class AtomsDataModule(L.LightningDataModule):
             else load_element_references(self._reference_spec(element_spec), config["energy_key"]),
             system_references=system,
             forces_on=config["forces_on"],
+            min_distance=config["min_distance"],
         )
         train = AtomsDataset(self._paths(config["train"]), settings, self.keys)
         order = np.random.default_rng(self.seed).permutation(len(train))
         n_val = int(round(config["val_fraction"] * len(train))) if config["val"] is None else 0
         n_test = int(round(config["test_fraction"] * len(train))) if config["test"] is None else 0
+        for split, count in (("val", n_val), ("test", n_test)):
+            fraction = config[f"{split}_fraction"]
+            if config[split] is None and fraction > 0 and count == 0:
+                raise ValueError(
+                    f"{split}_fraction={fraction} of {len(train)} training structures rounds to 0 structures; "
+                    f"raise data.{split}_fraction to at least {0.5 / len(train):.2g} or give data.{split} files"
+                )
         self.indices["train"] = np.sort(order[n_val + n_test :])
         if len(self.indices["train"]) == 0:
             raise ValueError(f"no training structures left after the split (of {len(train)})")

@@ -43,9 +43,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from equimol.graph import neighbor_list
+from equimol.structure_checks import StructureError
 from equimol.utils.io import atomic_write, cache_root
 
-from .atoms_dataset import AtomsDataset, reference_energy
+from .atoms_dataset import AtomsDataset, check_min_distance, reference_energy
 from .readers import DataFormatError
 
 _VERSION = 2  # 2: seeded sample and standard errors
@@ -219,10 +220,17 @@ def compute_statistics(
         numbers = record.atomic_numbers.numpy()
         cell, pbc = record.cell.reshape(3, 3).numpy(), record.pbc.reshape(3).numpy()
         try:
-            sender, _, _ = neighbor_list(record.pos.numpy(), cell, pbc, settings.radial_cutoff)
-        except RuntimeError as error:  # vesin: e.g. a periodic frame whose cell is singular
+            sender, receiver, offsets = neighbor_list(record.pos.numpy(), cell, pbc, settings.radial_cutoff)
+        except StructureError as error:  # a degenerate or far too small periodic cell
+            raise DataFormatError(f"{dataset.where(index)}: {error}") from error
+        except RuntimeError as error:  # vesin
             where = dataset.where(index)
             raise DataFormatError(f"{where}: no neighbor list ({error}); pbc={pbc.tolist()}") from error
+        if settings.min_distance is not None:
+            box = cell if pbc.any() else np.zeros((3, 3))
+            check_min_distance(
+                record.pos.numpy(), box, (sender, receiver, offsets), settings.min_distance, dataset.where(index)
+            )
         numbers_list.append(numbers)
         atom_counts.append(int(numbers.shape[0]))
         edge_counts.append(int(sender.shape[0]))

@@ -17,8 +17,9 @@ r"""The potential: an E(3)-equivariant message-passing model with a swappable te
 
 where the symmetric strain ``epsilon`` deforms positions and cell as ``x -> x (I + epsilon)``,
 ``h -> h (I + epsilon)`` (rows are vectors). This is ASE's convention (``stress = dE/d(strain) / V``,
-positive = tensile, eV/Å^3). For a structure without periodic directions or with a zero-volume cell
-the stress is defined as zero (no volume); nothing there is NaN.
+positive = tensile, eV/Å^3). For a structure without periodic directions the stress is defined as
+zero; for a periodic structure whose cell has zero volume it does not exist and is a
+:class:`~equimol.structure_checks.StructureError` (zeros would read as a relaxed cell).
 
 **Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.graph`
 (``pos``, ``atomic_numbers``, ``cell [B, 3, 3]``, ``pbc [B, 3]``, ``edge_index = [sender, receiver]``,
@@ -42,6 +43,7 @@ from equimol.nn.radial import BesselBasis, PolynomialEnvelope
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
 from equimol.nn.zbl import ZBLRepulsion
+from equimol.structure_checks import StructureError
 
 _REQUIRED_FIELDS = ("pos", "atomic_numbers", "cell", "pbc", "edge_index", "cell_offsets")
 
@@ -192,7 +194,17 @@ class Potential(nn.Module):
     @staticmethod
     def _stress(strain_gradient: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
         volume = torch.linalg.det(cell).abs()
-        valid = pbc.any(dim=1) & (volume > 0)
+        periodic = pbc.any(dim=1)
+        # zero volume up to rounding: |det| against the product of the row lengths (0 when a row is 0)
+        degenerate = periodic & (volume <= 1e-12 * cell.norm(dim=-1).prod(dim=-1))
+        if bool(degenerate.any()):
+            first = int(degenerate.nonzero()[0, 0])
+            raise StructureError(
+                f"stress of structure {first} of the batch: its periodic cell (pbc={pbc[first].tolist()}, "
+                f"cell={cell[first].detach().cpu().tolist()}) has zero volume, so stress = dE/d(strain)/V does not "
+                "exist; give the cell its lattice vectors, or do not ask for stress"
+            )
+        valid = periodic
         safe_volume = torch.where(valid, volume, torch.ones_like(volume))
         stress = strain_gradient / safe_volume.view(-1, 1, 1)
         return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
