@@ -28,6 +28,17 @@ def format_tp_table(record: dict) -> str:
             f"{1e3 * m['forward_backward_s']:>11.3f} {m['peak_memory_bytes'] / 2**20:>9.2f} {m['setup_s']:>8.2f} "
             f"{ratio:>9.3f}"
         )
+    if record.get("best"):
+        lines.append("")
+        lines.append(f"best variant per backend (least fwd+bwd), ratios to {baseline_label}:")
+        for b in record["best"]:
+            lines.append(
+                f"  L={b['lmax']:<3} C={b['channels']:<4} E={b['edges']:<7} {b['backend']:<8} {b['label']:<14} "
+                f"forward {b['forward_ratio']:.3f}   forward+backward {b['forward_backward_ratio']:.3f}"
+            )
+    if "load_average_1min" in record:
+        load = record["load_average_1min"]
+        lines.append(f"load average (1 min): {load['before']:.2f} before, {load['after']:.2f} after")
     if record["exponents"]:
         lines.append("")
         lines.append("scaling exponent in L (least-squares slope of log time vs log L):")

@@ -20,11 +20,17 @@ scatter-sum into random receivers (gradients of node features, edge attributes a
 
 The scaling exponent in ``L`` is the least-squares slope of ``log(time)`` against ``log(L)``
 over the measured ``L`` (for each backend, ``C`` and ``E``).
+
+A backend with several variants (``gaunt/fft``, ``gaunt/grid``, ``gaunt/edge``) is summarized by its
+best variant at each grid point (least forward+backward time, :func:`best_per_backend`), with its
+ratios to the first series. The record names the torch thread count and the 1-minute load average
+before and after the run (the machine may be shared; ratios within one run stay comparable).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -242,6 +248,41 @@ def scaling_exponents(measurements: Sequence[Measurement]) -> list[dict]:
     return fits
 
 
+def best_per_backend(measurements: Sequence[dict]) -> list[dict]:
+    """For each grid point and backend, its fastest series (forward+backward) and ratios to the first series.
+
+    ``measurements`` are the JSON dicts of :class:`Measurement` in run order; the first label is the baseline.
+    """
+    if not measurements:
+        return []
+    baseline_label = measurements[0]["label"]
+    points: dict[tuple[int, int, int], list[dict]] = {}
+    for m in measurements:
+        points.setdefault((m["lmax"], m["channels"], m["edges"]), []).append(m)
+    best = []
+    for (lmax, channels, edges), rows in points.items():
+        baseline = next(m for m in rows if m["label"] == baseline_label)
+        winners: dict[str, dict] = {}
+        for m in rows:
+            if m["backend"] not in winners or m["forward_backward_s"] < winners[m["backend"]]["forward_backward_s"]:
+                winners[m["backend"]] = m
+        for backend, m in winners.items():
+            best.append(
+                {
+                    "backend": backend,
+                    "label": m["label"],
+                    "lmax": lmax,
+                    "channels": channels,
+                    "edges": edges,
+                    "forward_s": m["forward_s"],
+                    "forward_backward_s": m["forward_backward_s"],
+                    "forward_ratio": m["forward_s"] / baseline["forward_s"],
+                    "forward_backward_ratio": m["forward_backward_s"] / baseline["forward_backward_s"],
+                }
+            )
+    return best
+
+
 def run_benchmark(
     backends: str | Sequence[str],
     lmax_values: Sequence[int],
@@ -272,6 +313,7 @@ def run_benchmark(
             for kernel in kernels
         ]
     measurements: list[Measurement] = []
+    load_before = os.getloadavg()[0]
     for lmax in lmax_values:
         for channels in channels_values:
             for edges in edges_values:
@@ -291,10 +333,13 @@ def run_benchmark(
                         f"L={lmax} C={channels} E={edges}: "
                         + ", ".join(f"{m.label} {1e3 * m.forward_backward_s:.2f} ms" for m in points)
                     )
+    rows = [asdict(m) for m in measurements]
     return {
         "benchmark": "tp",
         "machine": describe_machine(torch_device),
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "settings": {
+            "threads": torch.get_num_threads(),
             "backends": [asdict(s) for s in series],
             "lmax": list(lmax_values),
             "channels": list(channels_values),
@@ -305,6 +350,7 @@ def run_benchmark(
             "memory": "cuda max_memory_allocated" if torch_device.type == "cuda" else "saved-for-backward + output",
             "operation": f"message_passing (E / {MESSAGE_DEGREE} nodes)" if kernels else "product",
         },
-        "measurements": [asdict(m) for m in measurements],
+        "measurements": rows,
+        "best": best_per_backend(rows),
         "exponents": scaling_exponents(measurements),
     }
