@@ -35,13 +35,30 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
         raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
     # Lightning checkpoints hold optimizer and loop state besides tensors; they are our own training
     # output, so they are loaded as trusted pickles (as Lightning itself does).
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - zip, pickle and I/O errors alike mean a damaged or foreign file
+        raise ModelFileError(
+            f"{checkpoint}: not a readable checkpoint, the file is damaged or of another kind "
+            f"({type(error).__name__}); give a checkpoint of `equimol train` (run_dir/checkpoints/*.ckpt)"
+        ) from error
+    if isinstance(state, dict) and state.get("format") == "equimol-model":
+        raise ModelFileError(
+            f"{checkpoint}: is a model file, not a training checkpoint; it needs no export "
+            "(use it directly with equimol eval or EquimolCalculator)"
+        )
     if not isinstance(state, dict) or "model_config" not in state or "state_dict" not in state:
         raise ModelFileError(f"{checkpoint}: not a checkpoint written by `equimol train`")
-    model = build_model(state["model_config"])
     prefix = "model."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(weights, strict=True)
+    try:
+        model = build_model(state["model_config"])
+        model.load_state_dict(weights, strict=True)
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        raise ModelFileError(
+            f"{checkpoint}: the checkpoint's model cannot be rebuilt ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); it is damaged or from an incompatible equimol"
+        ) from error
     if "ema" in state:
         named = dict(model.named_parameters())
         with torch.no_grad():

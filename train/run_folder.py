@@ -1,0 +1,157 @@
+"""The run folder's safety rules: a run is never overwritten, mixed with another or resumed under a different config.
+
+``equimol train`` into ``trainer.run_dir``:
+
+* a folder that holds no run (absent, or without any of :data:`RUN_PRODUCTS`): a new run;
+* a folder holding a run: refused, naming the folder, unless ``--resume`` (continue it) or
+  ``--overwrite`` (its run products are removed, just before the new run writes its first file,
+  so ``model.pt`` can never be exported from the old run's ``best.ckpt``);
+* ``--resume``: ``checkpoints/last.ckpt`` must exist and load, and the folder's ``config.yaml``
+  must agree with the new config on every key that a resumed run cannot change
+  (:func:`unresumable_changes`): the model's shape, the data, the optimizer and scheduler (their
+  state comes from the checkpoint), the precision and the seed. Checked before anything is written.
+
+Every refusal is a :class:`RunFolderError` (a ``ValueError``: one line from the CLI, exit status 2).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# what a run writes into its folder (run.py); a folder with any of these holds a run
+RUN_PRODUCTS = ("config.yaml", "checkpoints", "model.pt", "test_metrics.json", "test_parity.png", "csv", "tensorboard")
+# keys a resumed run may change: how long and how it runs, how it logs, and the loss weights
+RESUMABLE = {
+    "loss": None,  # every key
+    "trainer": {
+        "run_dir",
+        "max_epochs",
+        "max_steps",
+        "max_time",
+        "num_threads",
+        "progress_bar",
+        "log_every_n_steps",
+        "test_after_fit",
+        "early_stopping_patience",
+        "checkpoint_every_n_steps",
+        "check_val_every_n_epoch",
+        "gradient_clip_val",
+        "accelerator",
+        "devices",
+        "strategy",
+    },
+    "data": {"num_workers", "pin_memory", "cache_dir", "data_dir"},
+}
+AUTO = "auto"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked; the message names the folder or the keys."""
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything a run writes (:data:`RUN_PRODUCTS`)."""
+    return run_dir.is_dir() and any((run_dir / name).exists() for name in RUN_PRODUCTS)
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat if flat or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: values}
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
+        return float(old) == float(new)
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new))
+    return old == new
+
+
+def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
+    """Dotted keys whose value differs between the run's ``config.yaml`` and the new config, and that a
+    resumed run cannot change (everything but :data:`RESUMABLE`). A model key that the new config
+    leaves ``auto`` matches the value it was resolved to."""
+    old, new = _flatten(previous), _flatten(current)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        section, _, name = key.partition(".")
+        allowed = RESUMABLE.get(section, set())
+        if allowed is None or name.split(".")[0] in allowed:
+            continue
+        if section == "model" and new.get(key) == AUTO:
+            continue
+        if not _same(old.get(key), new.get(key)):
+            changed.append(key)
+    return changed
+
+
+def check_run_folder(run_dir: Path, config: Mapping, resume: bool, overwrite: bool) -> None:
+    """Refuse a run that would overwrite, mix or wrongly resume the run in ``run_dir`` (see the module docstring).
+
+    Args:
+        run_dir: the resolved ``trainer.run_dir``.
+        config: the new configuration (``TrainingConfig.as_dict()``).
+        resume: ``--resume`` was given.
+        overwrite: ``--overwrite`` was given.
+    """
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other; give one of them")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"trainer.run_dir {str(run_dir)!r} is a file; choose a folder")
+    if resume:
+        _check_resume(run_dir, config)
+    elif holds_run(run_dir) and not overwrite:
+        raise RunFolderError(
+            f"trainer.run_dir {str(run_dir)!r} already holds a run; give --resume to continue it, "
+            "--overwrite to replace it, or another trainer.run_dir"
+        )
+
+
+def _check_resume(run_dir: Path, config: Mapping) -> None:
+    import torch
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise RunFolderError(f"--resume: no checkpoint {str(last)!r}; train without --resume to start the run")
+    try:  # a damaged checkpoint fails here, before anything is written, not inside Lightning
+        state = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - zip, pickle and I/O errors alike mean a damaged file
+        raise RunFolderError(
+            f"--resume: checkpoint {str(last)!r} is damaged ({type(error).__name__}); "
+            "restore it from a copy, or start again with --overwrite"
+        ) from error
+    if not isinstance(state, dict) or "state_dict" not in state or "model_config" not in state:
+        raise RunFolderError(f"--resume: {str(last)!r} is not a checkpoint written by `equimol train`")
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        raise RunFolderError(f"--resume: {str(recorded)!r} is missing, so the run's config cannot be compared")
+    try:
+        previous = yaml.safe_load(recorded.read_text())
+    except yaml.YAMLError as error:
+        raise RunFolderError(f"--resume: {str(recorded)!r} is not valid YAML ({error})") from error
+    changed = unresumable_changes(previous or {}, config)
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise RunFolderError(
+            f"--resume: the config differs from {str(recorded)!r} in {shown}, which a resumed run cannot change; "
+            "restore those values, or start a new run (another trainer.run_dir, or --overwrite)"
+        )
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Remove the run products (:data:`RUN_PRODUCTS`) of an earlier run from ``run_dir`` (``--overwrite``)."""
+    for name in RUN_PRODUCTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
