@@ -27,8 +27,30 @@ from ase.data import chemical_symbols
 from torch import nn
 from torch_geometric.data import Data
 
+from equimol.committee import COMMITTEE_PROPERTIES, committee_results
 from equimol.graph import graph_from_edges, neighbor_list
 from equimol.utils.dtype import resolve_dtype
+
+
+def _prepare_model(model, device, dtype) -> nn.Module:
+    """One member: load a model file, or move (a copy of) a module to ``device`` and ``dtype``."""
+    if isinstance(model, (str, Path)):
+        from equimol.export import load_model
+
+        model = load_model(model, device=device, dtype=dtype)
+    elif isinstance(model, nn.Module):
+        wanted = resolve_dtype(dtype) if dtype is not None else None
+        if wanted is not None and wanted != next(model.parameters()).dtype:
+            model = copy.deepcopy(model)  # cast a copy: the caller's module keeps its dtype
+        model = model.to(device)
+        if wanted is not None:
+            model = model.to(wanted)
+    else:
+        raise TypeError(f"model must be a model file path or an nn.Module, got {type(model).__name__}")
+    for attribute in ("radial_cutoff", "species"):
+        if not hasattr(model, attribute):
+            raise TypeError(f"model lacks .{attribute}; pass an equimol Potential (build_model) or a model file")
+    return model.eval()
 
 
 class EquimolCalculator(Calculator):
@@ -36,7 +58,10 @@ class EquimolCalculator(Calculator):
 
     Args:
         model: a model file (:func:`equimol.export.export_model`, ``equimol export``) or an ``nn.Module``
-            with the :class:`~equimol.models.potential.Potential` interface (e.g. from ``build_model``).
+            with the :class:`~equimol.models.potential.Potential` interface (e.g. from ``build_model``);
+            or a list of several: a committee (same species and cutoff), whose results are the members'
+            mean plus their spread under the keys of :mod:`equimol.committee` (``energy_std``, ``forces_std``,
+            ``stress_std``, ``energy_members``, ...).
         device: torch device to run on.
         dtype: ``"float32"``/``"float64"`` (or a torch dtype) to cast the model to; ``None`` keeps its own.
         skin: neighbor-list skin in Å (see the module docstring); 0 rebuilds the list at every step.
@@ -46,29 +71,26 @@ class EquimolCalculator(Calculator):
 
     def __init__(
         self,
-        model: str | Path | nn.Module,
+        model: str | Path | nn.Module | list[str | Path | nn.Module],
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(model, (str, Path)):
-            from equimol.export import load_model
-
-            model = load_model(model, device=device, dtype=dtype)
-        elif isinstance(model, nn.Module):
-            wanted = resolve_dtype(dtype) if dtype is not None else None
-            if wanted is not None and wanted != next(model.parameters()).dtype:
-                model = copy.deepcopy(model)  # cast a copy: the caller's module keeps its dtype
-            model = model.to(device)
-            if wanted is not None:
-                model = model.to(wanted)
-        else:
-            raise TypeError(f"model must be a model file path or an nn.Module, got {type(model).__name__}")
-        for attribute in ("radial_cutoff", "species"):
-            if not hasattr(model, attribute):
-                raise TypeError(f"model lacks .{attribute}; pass an equimol Potential (build_model) or a model file")
+        members = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not members:
+            raise ValueError("model: an empty list; give a model file, or several for a committee")
+        self.models = [_prepare_model(member, device, dtype) for member in members]
+        model = self.models[0]
+        for index, member in enumerate(self.models[1:], start=1):
+            if float(member.radial_cutoff) != float(model.radial_cutoff) or list(member.species) != list(model.species):
+                raise ValueError(
+                    f"committee member {index} has cutoff {member.radial_cutoff} Å and species {list(member.species)}, "
+                    f"member 0 has {model.radial_cutoff} Å and {list(model.species)}; members must agree"
+                )
+        if len(self.models) > 1:
+            self.implemented_properties = [*type(self).implemented_properties, *COMMITTEE_PROPERTIES]
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
         self.model = model.eval()
@@ -133,12 +155,18 @@ class EquimolCalculator(Calculator):
                 "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
             )
         graph = self._graph(self.atoms)
-        output = self.model(graph, compute_forces=True, compute_stress=want_stress)
-        energy = float(output["energy"].detach().sum().cpu())
-        self.results["energy"] = energy
-        self.results["free_energy"] = energy
-        self.results["energies"] = output["node_energy"].detach().cpu().double().numpy()
-        self.results["forces"] = output["forces"].detach().cpu().double().numpy()
-        if want_stress:
-            full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
-            self.results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        members = []
+        for model in self.models:
+            output = model(graph, compute_forces=True, compute_stress=want_stress)
+            energy = float(output["energy"].detach().sum().cpu())
+            member = {
+                "energy": energy,
+                "free_energy": energy,
+                "energies": output["node_energy"].detach().cpu().double().numpy(),
+                "forces": output["forces"].detach().cpu().double().numpy(),
+            }
+            if want_stress:
+                full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
+                member["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            members.append(member)
+        self.results.update(members[0] if len(members) == 1 else committee_results(members))

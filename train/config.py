@@ -35,7 +35,7 @@ from typing import Any, Union
 
 import yaml
 
-SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer")
+SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finetune")
 AUTO = "auto"
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
 AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
@@ -89,7 +89,6 @@ class TrainerConfig:
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str = 1
-    num_nodes: int = 1  # machines; each runs `devices` processes (torchrun / SLURM, see the README)
     strategy: str = "auto"
     num_threads: int | None = None
     gradient_clip_val: float | None = 10.0
@@ -99,6 +98,15 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1
     progress_bar: bool = True
     test_after_fit: bool = True
+    committee_seeds: list[int] | None = None  # train one member per seed in run_dir/member_<seed> (train/committee.py)
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning from ``model.init_from`` (see :mod:`equimol.train.finetune`)."""
+
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes, e.g. [embedding, interactions.0]
+    pretrained_lr_factor: float = 1.0  # learning-rate factor for the parameters taken from the model file
 
 
 SECTION_CLASSES = {
@@ -106,6 +114,7 @@ SECTION_CLASSES = {
     "optimizer": OptimizerConfig,
     "scheduler": SchedulerConfig,
     "trainer": TrainerConfig,
+    "finetune": FinetuneConfig,
 }
 CHOICES = {
     "optimizer.name": ("adam", "adamw"),
@@ -125,6 +134,7 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def as_dict(self) -> dict:
         return {
@@ -229,6 +239,7 @@ def _validate_model(model: dict) -> None:
     if not isinstance(model, Mapping):
         raise ConfigError(f"section 'model' must be a mapping, got {type(model).__name__}")
     probe = dict(model)
+    probe.pop("init_from", None)  # fine-tuning: handled by _merge_init_from and the training module
     # "auto" values are filled from the data later; validate every other key now with stand-ins.
     stand_ins = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
     for key in AUTO_MODEL_KEYS:
@@ -244,6 +255,22 @@ def _validate_model(model: dict) -> None:
 
     if probe.get("tp_backend", "cg") not in available_backends():
         raise ConfigError(f"model.tp_backend must be one of {available_backends()}, got {probe['tp_backend']!r}")
+
+
+def _merge_init_from(model: Any, finetune: FinetuneConfig) -> Any:
+    """Complete the model section from ``model.init_from`` (:func:`equimol.train.finetune.merge_pretrained_config`)."""
+    if not isinstance(model, Mapping) or model.get("init_from") is None:
+        if finetune.freeze or finetune.pretrained_lr_factor != 1.0:
+            raise ConfigError("finetune.freeze and finetune.pretrained_lr_factor need model.init_from (a model file)")
+        return model
+    from .finetune import FinetuneError, merge_pretrained_config
+
+    if not isinstance(model["init_from"], str):
+        raise ConfigError(f"model.init_from must be a model file path, got {model['init_from']!r}")
+    try:
+        return merge_pretrained_config(model)
+    except FinetuneError as error:
+        raise ConfigError(str(error)) from error
 
 
 def _resolve_data_dir(data: dict, base: Path | None) -> None:
@@ -296,6 +323,7 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
         sections[name] = cls(**values)
     _check_ranges(sections)
     model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
+    model = _merge_init_from(model, sections["finetune"])
     _validate_model(model)
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
     _check_section("data", data, _data_hints())
@@ -319,7 +347,6 @@ def _check_ranges(sections: dict) -> None:
         (0 < scheduler.factor < 1, "scheduler.factor", "in (0, 1)", scheduler.factor),
         (scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs", ">= 0", scheduler.warmup_epochs),
         (trainer.max_epochs >= 1, "trainer.max_epochs", ">= 1", trainer.max_epochs),
-        (trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", trainer.num_nodes),
         (
             min(loss.energy_weight, loss.forces_weight, loss.stress_weight) >= 0,
             "loss.*_weight",
@@ -340,6 +367,13 @@ def _check_ranges(sections: dict) -> None:
         parts = trainer.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
+    seeds = trainer.committee_seeds
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"trainer.committee_seeds must be a non-empty list of distinct ints or null, got {seeds!r}")
+    if sections["finetune"].pretrained_lr_factor < 0:
+        raise ConfigError(
+            f"finetune.pretrained_lr_factor must be >= 0, got {sections['finetune'].pretrained_lr_factor!r}"
+        )
 
 
 def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> None:

@@ -24,8 +24,9 @@ import torch
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
 
-from .config import LossConfig, OptimizerConfig, SchedulerConfig
+from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig
 from .ema import ExponentialMovingAverage
+from .finetune import freeze, load_pretrained, parameter_groups
 from .losses import weighted_loss
 from .metrics import ErrorMetrics
 
@@ -42,6 +43,9 @@ class PotentialModule(L.LightningModule):
         scheduler: the ``scheduler:`` section (:class:`~equimol.train.config.SchedulerConfig`).
         label_references: ``{atomic number: eV}`` subtracted from the energy labels by the data module.
         max_epochs: length of the cosine schedule when ``scheduler.cosine_epochs`` is unset.
+        finetune: the ``finetune:`` section; with ``model["init_from"]`` the weights start from that model
+            file (:mod:`equimol.train.finetune`), named parts are frozen and pretrained parameters
+            get ``lr * pretrained_lr_factor``.
     """
 
     def __init__(
@@ -52,11 +56,19 @@ class PotentialModule(L.LightningModule):
         scheduler: dict | None = None,
         label_references: dict | None = None,
         max_epochs: int = 100,
+        finetune: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        model = dict(model)
+        init_from = model.pop("init_from", None)
         self.model_config = ModelConfig.from_dict(model)
         self.model = build_model(self.model_config)
+        self.finetune_config = FinetuneConfig(**(finetune or {}))
+        self.pretrained_names: set[str] = set()
+        if init_from is not None:
+            self.pretrained_names = load_pretrained(self.model, init_from)
+        freeze(self.model, self.finetune_config.freeze)
         self.loss_config = LossConfig(**(loss or {}))
         self.optimizer_config = OptimizerConfig(**(optimizer or {}))
         self.scheduler_config = SchedulerConfig(**(scheduler or {}))
@@ -159,9 +171,10 @@ class PotentialModule(L.LightningModule):
     def configure_optimizers(self):
         config = self.optimizer_config
         optimizer_class = torch.optim.Adam if config.name == "adam" else torch.optim.AdamW
-        optimizer = optimizer_class(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+        groups = parameter_groups(
+            self.model, config.lr, self.pretrained_names, self.finetune_config.pretrained_lr_factor
         )
+        optimizer = optimizer_class(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
         schedule = self.scheduler_config
         if schedule.name == "none":
             return optimizer
