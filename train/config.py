@@ -89,6 +89,7 @@ class TrainerConfig:
     seed: int = 0
     accelerator: str = "cpu"
     devices: int | str = 1
+    num_nodes: int = 1  # machines; each runs `devices` processes (torchrun / SLURM, see the README)
     strategy: str = "auto"
     num_threads: int | None = None
     gradient_clip_val: float | None = 10.0
@@ -347,6 +348,7 @@ def _check_ranges(sections: dict) -> None:
         (0 < scheduler.factor < 1, "scheduler.factor", "in (0, 1)", scheduler.factor),
         (scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs", ">= 0", scheduler.warmup_epochs),
         (trainer.max_epochs >= 1, "trainer.max_epochs", ">= 1", trainer.max_epochs),
+        (trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", trainer.num_nodes),
         (
             min(loss.energy_weight, loss.forces_weight, loss.stress_weight) >= 0,
             "loss.*_weight",

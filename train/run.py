@@ -78,6 +78,22 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     return model
 
 
+def statistics_comment(report: dict[str, Any]) -> str:
+    """``#`` lines for the top of ``config.yaml``: the statistics sample and its standard errors.
+
+    A comment, so that ``config.yaml`` stays a valid configuration for ``equimol train``.
+    """
+    shift_errors = ", ".join(f"{z}: {e:.3g}" for z, e in report["per_species_energy_shift_se"].items())
+    return (
+        f"# training-split statistics from a seeded sample of {report['sample_size']} of "
+        f"{report['num_structures']} structures (data.statistics_sample, seed {report['sample_seed']}):\n"
+        f"#   avg_num_neighbors {report['avg_num_neighbors']:.6g}"
+        f" (standard error {report['avg_num_neighbors_se']:.3g})\n"
+        f"#   force_rms {report['force_rms']:.6g} eV/A (standard error {report['force_rms_se']:.3g})\n"
+        f"#   per-species energy shift standard errors (eV): {{{shift_errors}}}\n"
+    )
+
+
 def _callbacks(config: TrainingConfig, run_dir: Path) -> list:
     trainer = config.trainer
     folder = run_dir / "checkpoints"
@@ -133,6 +149,7 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         default_root_dir=str(run_dir),
         accelerator=trainer.accelerator,
         devices=trainer.devices,
+        num_nodes=trainer.num_nodes,
         strategy=strategy,
         max_epochs=trainer.max_epochs,
         max_steps=trainer.max_steps,
@@ -184,11 +201,19 @@ def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
         finetune=config.as_dict()["finetune"],
     )
     trainer = build_trainer(config, run_dir)
+    sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
+    report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**config.as_dict(), "model": model_config}
         with atomic_write(run_dir / "config.yaml", "w") as handle:
-            handle.write(yaml.safe_dump(resolved, sort_keys=False))
+            handle.write((statistics_comment(report) if report else "") + yaml.safe_dump(resolved, sort_keys=False))
+    if report is not None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(statistics_comment(report).replace("# ", "").replace("#", "").rstrip())
+        for logger in trainer.loggers:  # csv/.../hparams.yaml and TensorBoard
+            logger.log_hyperparams({"statistics": report})
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": None, "test": None}
     if not trainer.is_global_zero:
