@@ -1,17 +1,22 @@
 """Triton kernels for the message-passing hot path (installed as ``equimol.kernels``).
 
-Importing this package checks that Triton can run and registers the fused message kernels with
-the TP interface (:func:`equimol.tp.register_message_kernel`). Select them with
-``TensorProduct(..., kernel="triton")`` (add ``deterministic=True`` for a sorted segmented
-reduction instead of atomics), or ``tp_options: {kernel: triton}`` in a model config.
+Importing this package checks that Triton can run and registers one fused message kernel,
+``"triton"`` (:mod:`equimol.kernels.fused`), with the TP interface
+(:func:`equimol.tp.register_message_kernel`). It serves every backend that provides a factored form
+(:meth:`equimol.tp.TensorProductBackend.factored_form`; see :func:`equimol.tp.factored_backends`)
+and names none. Select it with ``TensorProduct(..., kernel="triton")`` (add ``deterministic=True``
+for a sorted segmented reduction instead of atomics), or ``tp_options: {kernel: triton}`` in a
+model config. The interface imports this package on first use through the
+``equimol.message_kernels`` entry point (``pyproject.toml``), never by name.
 
 Triton runs on a CUDA GPU, or on the CPU through its interpreter when ``TRITON_INTERPRET=1`` is
 set in the environment before this package is imported (about 400x slower than torch: for
 tests). Without either, the import raises :class:`TritonUnavailableError` saying so.
 
-Kernels provided: ``cp`` (:mod:`equimol.kernels.cp`, shared or per-path weights) and ``gaunt``
-(:mod:`equimol.kernels.gaunt`, the sphere-grid form, either strategy), both through one fused
-gather-product-scatter kernel on the factored form of :mod:`equimol.kernels.factored`.
+Modules: :mod:`~equimol.kernels.message` (the Triton message kernels on the factored form),
+:mod:`~equimol.kernels.edge_gradients` (per-edge gradients), :mod:`~equimol.kernels.launch` (host
+side: checks, padding, launches), :mod:`~equimol.kernels.autograd` (the differentiable wrapper),
+:mod:`~equimol.kernels.layout` (index maps), :mod:`~equimol.kernels.fused` (the registered kernel).
 
 * **forward**: fused; atomic (default) or receiver-sorted segmented reduction (``deterministic``).
 * **backward** (first derivatives: forces at inference, ``create_graph=False``): Triton kernels,
@@ -53,11 +58,7 @@ def _check_triton_can_run() -> None:
 
 _check_triton_can_run()
 
-from equimol.kernels import cp, gaunt  # noqa: E402, F401  (register the "cp" and "gaunt" triton kernels)
 from equimol.kernels.autograd import fused_message_passing  # noqa: E402
-from equimol.kernels.launch import FactoredProduct  # noqa: E402
+from equimol.kernels.fused import factored_message_passing  # noqa: E402  (registers the "triton" kernel)
 
-#: Backends with a registered ``kernel="triton"`` message-passing kernel.
-FUSED_BACKENDS = ("cp", "gaunt")
-
-__all__ = ["FUSED_BACKENDS", "FactoredProduct", "TritonUnavailableError", "fused_message_passing"]
+__all__ = ["TritonUnavailableError", "factored_message_passing", "fused_message_passing"]

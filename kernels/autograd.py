@@ -1,7 +1,7 @@
 r"""Differentiable fused message passing: Triton forward and backward, torch for double backward.
 
 :func:`fused_message_passing` returns ``m = sum_{e -> n} o(x_{src(e)}, y_e, w_e)`` (see
-:mod:`equimol.kernels.factored`). Its gradients:
+:mod:`equimol.tp.factored`). Its gradients:
 
 * **first derivatives** (what forces need: ``dE/dx``, ``dE/dy``, ``dE/dw`` with ``create_graph=False``)
   run on Triton kernels: the gradient with respect to the node features is the same fused kernel on
@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 from equimol.kernels import launch
-from equimol.kernels.launch import FactoredProduct
+
+from equimol.tp.factored import FactoredProduct
 
 #: ``reference(node_features, edge_attrs, w_in, w_attr, w_out, w_mid) -> [num_nodes, irreps_out.dim]``,
 #: the torch path of the same message (differentiable), used for double backward.
@@ -126,7 +127,7 @@ def fused_message_passing(
     """Differentiable fused message passing.
 
     Args:
-        product: the factored product (:class:`~equimol.kernels.launch.FactoredProduct`).
+        product: the factored product (:class:`~equimol.tp.factored.FactoredProduct`).
         node_features: ``[V, irreps_in.dim]``; edge_attrs: ``[E, irreps_attr.dim]``.
         w_in, w_attr, w_out: ``[E, C, n]`` weights or None (see :mod:`equimol.kernels.launch`).
         edge_src, edge_dst: ``[E]`` sender and receiver of each edge.
@@ -153,36 +154,3 @@ def fused_message_passing(
         deterministic,
         reference,
     )
-
-
-def per_edge_weight(tp, edge_weight: torch.Tensor | None, edges: int) -> torch.Tensor:
-    """``[E, weight_numel]`` per-edge weights of ``tp``: ``edge_weight`` checked, or the internal ones expanded."""
-    if edge_weight is None:
-        if tp.weight is None:
-            raise ValueError(
-                f"this {tp.name!r} tensor product was built with internal_weights=False; pass edge_weight of "
-                f"shape [E, {tp.weight_numel}]"
-            )
-        edge_weight = tp.weight
-    if edge_weight.dim() == 1:
-        edge_weight = edge_weight.unsqueeze(0).expand(edges, -1)
-    if edge_weight.shape != (edges, tp.weight_numel):
-        raise ValueError(
-            f"edge_weight has shape {tuple(edge_weight.shape)}; expected [{edges}, {tp.weight_numel}] (per edge) "
-            f"or [{tp.weight_numel}] (shared) for backend {tp.name!r}"
-        )
-    return edge_weight
-
-
-def cached_product(tp, buffers: tuple[torch.Tensor, ...], build: Callable[[], FactoredProduct]) -> FactoredProduct:
-    """The :class:`FactoredProduct` of module ``tp``, rebuilt only when one of its ``buffers`` changed.
-
-    The key is each buffer's storage, dtype, device and in-place version counter, so ``.to()``,
-    ``.double()`` or an in-place edit of a factor invalidates it.
-    """
-    key = tuple((b.data_ptr(), b.dtype, str(b.device), b._version) for b in buffers)
-    cache = tp.__dict__.setdefault("_fused_product_cache", {})
-    if cache.get("key") != key:
-        # holding the buffers keeps their storage alive, so a key can never match a reused address
-        cache["key"], cache["buffers"], cache["product"] = key, buffers, build()
-    return cache["product"]

@@ -1,6 +1,6 @@
 r"""Triton kernel of the per-edge gradients of the fused message (no reduction across programs).
 
-For the factored message of :mod:`equimol.kernels.factored` and an upstream gradient ``g`` of the
+For the factored message of :mod:`equimol.kernels.message` and an upstream gradient ``g`` of the
 receivers, every edge's gradients with respect to its edge attributes ``y`` and its weights depend
 on that edge only: one program owns ``BLOCK_EDGES`` whole edges (all channels), recomputes the
 forward projections, and stores its gradients with plain stores (deterministic by construction).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from equimol.kernels.factored import autotune_configs, prune_configs
+from equimol.kernels.message import autotune_configs, prune_configs
 
 
 @triton.jit

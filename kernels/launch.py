@@ -1,79 +1,40 @@
 r"""Host side of the factored message kernels: argument checks, padding and launches.
 
-:class:`FactoredProduct` describes one product in the factored form of :mod:`equimol.kernels.factored`
-(irreps and the three factor matrices). :func:`message` launches the fused gather-product-scatter,
-:func:`edge_gradients` the per-edge gradients. Neither records an autograd graph; see
-:mod:`equimol.kernels.autograd` for the differentiable wrapper.
+A :class:`~equimol.tp.factored.FactoredProduct` (the backend's factored form: irreps and the three
+factor matrices) is padded once per dtype and device (:func:`prepare`). :func:`message` launches
+the fused gather-product-scatter of :mod:`equimol.kernels.message`, :func:`edge_gradients` the
+per-edge gradients. Neither records an autograd graph; see :mod:`equimol.kernels.autograd` for the
+differentiable wrapper.
 
 Weights (any of them may be None, meaning one):
 
 * ``w_in`` ``[E, C, len(irreps_in)]``: per (edge, channel, input irrep);
 * ``w_attr`` ``[E, C, len(irreps_attr)]``: per (edge, channel, attribute irrep);
 * ``w_out`` ``[E, C, n]`` with ``n = len(irreps_out)`` (per output irrep) or ``n = 1`` (one weight per
-  channel shared by every output irrep, the CP backend's path-weight sharing);
+  channel shared by every output irrep);
 * ``w_mid`` ``[E, C, n]``: per (edge, channel, slot) on the rank-one terms, term ``r`` reading slot
-  ``rank_map[r]`` of the product (the CP backend's per-path weights: the slot is the term's path).
+  ``rank_map[r]`` of the product (e.g. one weight per path, the slot being the term's path).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 
 import torch
 import triton
-from e3nn import o3
-from equimol.kernels import factored
+from equimol.kernels import message as kernels
 from equimol.kernels.edge_gradients import edge_gradients_kernel
 from equimol.kernels.layout import column_map, degree_map, pad_matrix, padded, receiver_segments
 
+from equimol.tp.factored import FactoredProduct
 
-@dataclass(frozen=True)
-class FactoredProduct:
-    """``o = w_out ((x w_in) F_in * (y w_attr) F_attr) F_out`` per (edge, channel).
 
-    Attributes:
-        irreps_in: ``C x ...`` gathered node-feature irreps (mul_ir layout, ``D_IN`` per channel).
-        irreps_attr: one copy per irrep, edge attributes ``[E, D_ATTR]``.
-        irreps_out: ``C x ...`` output irreps (``D_OUT`` per channel).
-        factor_in: ``[D_IN, R]``; factor_attr: ``[D_ATTR, R]``; factor_out: ``[R, D_OUT]``.
-        rank_map: int64 ``[R]``, the ``w_mid`` slot of each rank-one term, or None (no ``w_mid``).
-    """
-
-    irreps_in: o3.Irreps
-    irreps_attr: o3.Irreps
-    irreps_out: o3.Irreps
-    factor_in: torch.Tensor
-    factor_attr: torch.Tensor
-    factor_out: torch.Tensor
-    rank_map: torch.Tensor | None = None
-    # padded factors and index maps per (dtype, device, weight slots), and the adjoint: built once per product
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def channels(self) -> int:
-        return self.irreps_in[0].mul
-
-    def transposed(self) -> FactoredProduct:
-        """The adjoint in the gathered input: maps an output-side gradient back to the input side."""
-        if "transposed" not in self._cache:
-            self._cache["transposed"] = FactoredProduct(
-                self.irreps_out,
-                self.irreps_attr,
-                self.irreps_in,
-                self.factor_out.T,
-                self.factor_attr,
-                self.factor_in.T,
-                self.rank_map,
-            )
-        return self._cache["transposed"]
-
-    def prepared(self, dtype: torch.dtype, device: torch.device, slots: tuple[int, ...]) -> _Prepared:
-        """Padded factors and index maps for a launch (cached)."""
-        key = (dtype, str(device), slots)
-        if key not in self._cache:
-            self._cache[key] = _Prepared(self, dtype, device, slots)
-        return self._cache[key]
+def prepare(product: FactoredProduct, dtype: torch.dtype, device: torch.device, slots: tuple[int, ...]) -> _Prepared:
+    """Padded factors and index maps of ``product`` for a launch (cached in the product)."""
+    key = ("prepared", dtype, str(device), slots)
+    if key not in product._cache:
+        product._cache[key] = _Prepared(product, dtype, device, slots)
+    return product._cache[key]
 
 
 def _dims(product: FactoredProduct) -> tuple[int, int, int, int]:
@@ -115,7 +76,7 @@ def _check_indices(index: torch.Tensor, name: str, bound: int, what: str) -> Non
 
 
 def _check_device(*tensors: torch.Tensor) -> None:
-    if factored.INTERPRETING:
+    if kernels.INTERPRETING:
         return
     for tensor in tensors:
         if tensor is not None and tensor.device.type != "cuda":
@@ -150,7 +111,7 @@ class _Prepared:
         self.mid_map = torch.zeros(self.rank_p, dtype=torch.int64, device=device)
         if product.rank_map is not None:
             self.mid_map[:rank] = product.rank_map.to(device=device, dtype=torch.int64)
-        # A weight with a single slot per channel (CP path-weight sharing) reads slot 0 everywhere.
+        # A weight with a single slot per channel reads slot 0 everywhere.
         self.deg_in, self.deg_attr, self.deg_out = (
             degree_map(irreps, device)
             if count > 1
@@ -245,7 +206,7 @@ def message(
     out = torch.zeros(num_nodes, product.irreps_out.dim, dtype=dtype, device=device)
     if edges == 0 or num_nodes == 0:
         return out
-    prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
+    prepared = prepare(product, dtype, device, _slots(w_in, w_attr, w_out))
     node_features, edge_attrs = node_features.contiguous(), edge_attrs.to(dtype).contiguous()
     edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()
     w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
@@ -281,14 +242,14 @@ def message(
     with _on(device):
         if deterministic:
             order, segments = receiver_segments(edge_dst, num_nodes)
-            factored.message_segmented_kernel[(num_nodes,)](
+            kernels.message_segmented_kernel[(num_nodes,)](
                 order_ptr=order,
                 segment_ptr=segments,
-                BLOCK_EDGES=factored.segmented_block_edges(prepared.c_p),
+                BLOCK_EDGES=kernels.segmented_block_edges(prepared.c_p),
                 **common,
             )
         else:
-            factored.message_atomic_kernel[grid](scatter_ptr=edge_dst, num_edges=edges, **common)
+            kernels.message_atomic_kernel[grid](scatter_ptr=edge_dst, num_edges=edges, **common)
     return out
 
 
@@ -328,7 +289,7 @@ def edge_gradients(
     ]
     if edges == 0 or not (need_attr or any(need_weight)):
         return tuple(grads)
-    prepared = product.prepared(dtype, device, _slots(w_in, w_attr, w_out))
+    prepared = prepare(product, dtype, device, _slots(w_in, w_attr, w_out))
     grad_out, node_features = grad_out.contiguous(), node_features.contiguous()
     edge_attrs = edge_attrs.to(dtype).contiguous()
     edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()

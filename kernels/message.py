@@ -1,6 +1,6 @@
-r"""Triton kernels of the fused message operation in factored (CP / sphere-grid) form.
+r"""Triton kernels of the fused message operation on a factored form (:mod:`equimol.tp.factored`).
 
-Both the ``cp`` backend and the Gaunt ``grid`` strategy compute, per edge ``e`` and channel ``c``,
+Per edge ``e`` and channel ``c`` a factored product is
 
 .. math::
 
@@ -9,10 +9,8 @@ Both the ``cp`` backend and the Gaunt ``grid`` strategy compute, per edge ``e`` 
         \Big(\sum_j y_{e,j}\, w^{\mathrm{attr}}_{e,c,\deg(j)} F^{\mathrm{attr}}_{j r}\Big)
 
 and the message ``m_n = sum_{e: t(e) = n} o_e``: three small dense products with an elementwise
-product in the middle (``cp``: ``A, B, C`` with ``R`` the CP rank and one weight per channel, or per
-path through ``w^mid`` with ``pi(r)`` the path of term ``r``;
-``grid``: synthesis on ``R`` quadrature points, pointwise product, analysis, with weights per
-(channel, degree)). ``s(e)`` is the gathered row, ``t(e)`` the row scattered into.
+product over the ``R`` terms in the middle, any weight group optional (``pi(r)`` the ``w^mid``
+slot of term ``r``). ``s(e)`` is the gathered row, ``t(e)`` the row scattered into.
 
 A program owns ``BLOCK_EDGES x C_P`` rows ``(edge, channel)`` and the whole ``[rows, R]``
 intermediate stays in registers: nothing per edge is written to memory. The reduction into the

@@ -21,13 +21,13 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from e3nn import o3  # noqa: E402
-from equimol.kernels import FactoredProduct, fused_message_passing  # noqa: E402
-from equimol.kernels.factored import prune_configs, segmented_block_edges  # noqa: E402
+from equimol.kernels import fused_message_passing  # noqa: E402
 from equimol.kernels.launch import message  # noqa: E402
 from equimol.kernels.layout import degree_map, receiver_segments  # noqa: E402
+from equimol.kernels.message import prune_configs, segmented_block_edges  # noqa: E402
 from harness import REFERENCE_TOL  # noqa: E402
 
-from equimol.tp import from_channel_major, to_channel_major  # noqa: E402
+from equimol.tp import FactoredProduct, from_channel_major, to_channel_major  # noqa: E402
 
 FLOAT32_TOL = 1e-5
 IRREPS_IN, IRREPS_ATTR, IRREPS_OUT = o3.Irreps("3x0e + 3x1o + 3x2e"), o3.Irreps("0e + 1o"), o3.Irreps("3x0e + 3x1o")

@@ -100,11 +100,9 @@ def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
 
 
 def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(tmp_path):
-    from equimol.kernels import FUSED_BACKENDS
+    from equimol.tp import factored_backends
 
-    from equimol.tp.interface import _MESSAGE_KERNELS
-
-    assert sorted(FUSED_BACKENDS) == sorted(b for b, k in _MESSAGE_KERNELS if k == "triton")
+    assert factored_backends() == ["cp", "gaunt"]
     json_path = tmp_path / "tp.json"
     code = main(
         ["bench", "tp", "--lmax", "1", "--channels", "2", "--edges", "16", "--warmup", "0", "--repeats", "1",
@@ -112,4 +110,4 @@ def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(tmp_path):
     )  # fmt: skip
     assert code == 0
     labels = {m["label"] for m in json.loads(json_path.read_text())["measurements"]}
-    assert {label.split("/")[0].split("[")[0] for label in labels} == set(FUSED_BACKENDS)
+    assert {label.split("/")[0].split("[")[0] for label in labels} == set(factored_backends())

@@ -130,9 +130,10 @@ def run_tp(args: argparse.Namespace) -> int:
         if backends is None:
             backends = available_backends()
             if args.kernel and "triton" in args.kernel:
-                from equimol.kernels import FUSED_BACKENDS  # raises if Triton cannot run here
+                import equimol.kernels  # noqa: F401  (raises if Triton cannot run here)
+                from equimol.tp import factored_backends
 
-                backends = [name for name in backends if name in FUSED_BACKENDS]
+                backends = [name for name in backends if name in factored_backends()]
         record = run_benchmark(
             backends,
             args.lmax,

@@ -38,52 +38,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from equimol.tp.checks import check_message_inputs, check_product_inputs
+from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
 from equimol.tp.paths import Path, allowed_paths
 from equimol.utils.dtype import resolve_dtype
 
 _BACKENDS: dict[str, type[TensorProductBackend]] = {}
-
-# (backend name, kernel name) -> fused message-passing implementation. ``equimol.kernels``
-# fills it when imported; the interface imports that package only when a kernel is asked for.
-MessageKernel = Callable[..., "torch.Tensor"]
-_MESSAGE_KERNELS: dict[tuple[str, str], MessageKernel] = {}
-KERNELS = ("torch", "triton")
-
-
-def register_message_kernel(backend: str, kernel: str):
-    """Decorator registering a fused ``message_passing`` implementation for ``backend``.
-
-    The function is called as ``fn(tp, node_features, edge_attrs, edge_weight, edge_src,
-    edge_dst, num_nodes)`` with the arguments of :meth:`TensorProductBackend.message_passing`
-    and must return the same ``[num_nodes, irreps_out.dim]`` tensor as the torch reference.
-    """
-
-    def decorator(function: MessageKernel) -> MessageKernel:
-        _MESSAGE_KERNELS[(backend, kernel)] = function
-        return function
-
-    return decorator
-
-
-def _load_message_kernel(backend: str, kernel: str) -> MessageKernel:
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel={kernel!r} is not known; expected one of {list(KERNELS)}")
-    # Importing equimol.kernels checks that Triton can run (a GPU, or TRITON_INTERPRET=1) and
-    # raises a clear error otherwise; it registers every fused kernel it provides.
-    importlib.import_module("equimol.kernels")
-    if (backend, kernel) not in _MESSAGE_KERNELS:
-        provided = sorted(b for b, k in _MESSAGE_KERNELS if k == kernel)
-        raise ValueError(
-            f"backend {backend!r} has no {kernel!r} message-passing kernel; backends with one: {provided or 'none'}"
-        )
-    return _MESSAGE_KERNELS[(backend, kernel)]
 
 
 def register_backend(name: str):
@@ -139,6 +105,15 @@ def get_backend(name: str) -> type[TensorProductBackend]:
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
         )
     return _BACKENDS[name]
+
+
+def factored_backends() -> list[str]:
+    """Registered backends that provide a factored form (:meth:`TensorProductBackend.factored_form`), sorted.
+
+    Every fused message kernel (``kernel="triton"``) serves exactly these.
+    """
+    base = TensorProductBackend.factored_form
+    return sorted(name for name, cls in _BACKENDS.items() if cls.factored_form is not base)
 
 
 def TensorProduct(  # noqa: N802 - reads as the class it constructs
@@ -237,7 +212,7 @@ class TensorProductBackend(nn.Module):
         self.internal_weights = internal_weights
         self.kernel = kernel
         self.deterministic = deterministic
-        self._message_kernel = None if kernel == "torch" else _load_message_kernel(self.name, kernel)
+        self._message_kernel = None if kernel == "torch" else load_message_kernel(kernel)
         self._dtype = resolve_dtype(dtype)
         self._device = torch.device(device) if device is not None else None
         self.weight_numel = 0
@@ -266,6 +241,11 @@ class TensorProductBackend(nn.Module):
             if buffer.dtype in (torch.float64, torch.complex128)
         }
         self.to(dtype=self._dtype, device=self._device)
+        if self._message_kernel is not None and self.factored_form() is None:
+            raise ValueError(
+                f"kernel={self.kernel!r} runs backends with a factored form ({', '.join(factored_backends())}); "
+                f"backend {self.name!r} has none: use kernel='torch'"
+            )
 
     def reset_parameters(self) -> None:
         """Initialise the internal weights with unit variance (see the normalization convention)."""
@@ -304,34 +284,18 @@ class TensorProductBackend(nn.Module):
         """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``."""
         raise NotImplementedError
 
+    def factored_form(self) -> FactoredProduct | None:
+        """The product as factors, weight split and rank map (:mod:`equimol.tp.factored`), or None.
+
+        A backend that returns one gets every fused message kernel (``kernel="triton"``) without
+        further code. The factors may be in any dtype and device (kernels cast them); they must
+        reproduce :meth:`forward` to round-off, with ``weight_split`` covering ``weight_numel``.
+        """
+        return None
+
     def _check_inputs(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-        if x1.dim() != 2 or x1.shape[-1] != self.irreps_in1.dim:
-            raise ValueError(
-                f"x1 has shape {tuple(x1.shape)}; expected [N, {self.irreps_in1.dim}] for irreps_in1={self.irreps_in1}"
-            )
-        if x2.dim() != 2 or x2.shape[-1] != self.irreps_in2.dim:
-            raise ValueError(
-                f"x2 has shape {tuple(x2.shape)}; expected [N, {self.irreps_in2.dim}] for irreps_in2={self.irreps_in2}"
-            )
-        if x1.shape[0] != x2.shape[0]:
-            raise ValueError(f"x1 has {x1.shape[0]} rows but x2 has {x2.shape[0]}; they must match")
-        if x1.dtype != x2.dtype:
-            raise ValueError(f"x1 is {x1.dtype} but x2 is {x2.dtype}; cast both to the module's dtype")
-        if weight is None:
-            if self.weight is None:
-                raise ValueError(
-                    f"this {self.name!r} tensor product was built with internal_weights=False; pass "
-                    f"weight of shape [N, {self.weight_numel}]"
-                )
-            weight = self.weight
-        if weight.dim() == 1:
-            weight = weight.unsqueeze(0).expand(x1.shape[0], -1)
-        if weight.dim() != 2 or weight.shape != (x1.shape[0], self.weight_numel):
-            raise ValueError(
-                f"weight has shape {tuple(weight.shape)}; expected [{x1.shape[0]}, {self.weight_numel}] "
-                f"(per sample) or [{self.weight_numel}] (shared) for backend {self.name!r}"
-            )
-        return weight
+        """:func:`equimol.tp.checks.check_product_inputs`: ``[N, weight_numel]`` weights of checked inputs."""
+        return check_product_inputs(self, x1, x2, weight)
 
     # -- message passing --------------------------------------------------------------------
 
@@ -349,10 +313,11 @@ class TensorProductBackend(nn.Module):
         .. math:: m_i = \\sum_{e = (j \\to i)} \\mathrm{TP}(x_j, y_e, w_e)
 
         With ``kernel="torch"`` this is the plain torch reference (gather, :meth:`forward`,
-        ``index_add``). With ``kernel="triton"`` a fused kernel registered through
-        :func:`register_message_kernel` computes the same sum; ``deterministic=True`` asks it
-        for a sorted-receiver segmented reduction instead of atomics. No normalization by the
-        neighbor count is applied here (the model does it).
+        ``index_add``). With ``kernel="triton"`` the fused kernel registered through
+        :func:`~equimol.tp.factored.register_message_kernel` computes the same sum from the backend's
+        :meth:`factored_form`; ``deterministic=True`` asks it for a sorted-receiver segmented
+        reduction instead of atomics. The inputs are checked here, once, for every kernel. No
+        normalization by the neighbor count is applied here (the model does it).
 
         Args:
             node_features: ``[num_nodes, irreps_in1.dim]``.
@@ -365,13 +330,10 @@ class TensorProductBackend(nn.Module):
         Returns:
             ``[num_nodes, irreps_out.dim]``.
         """
-        if edge_src.shape != edge_dst.shape or edge_src.dim() != 1:
-            raise ValueError(
-                f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D and of equal length"
-            )
+        weight = check_message_inputs(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst)
         if self._message_kernel is not None:
-            return self._message_kernel(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
-        return self.reference_message_passing(node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
+            return self._message_kernel(self, node_features, edge_attrs, weight, edge_src, edge_dst, num_nodes)
+        return self.reference_message_passing(node_features, edge_attrs, weight, edge_src, edge_dst, num_nodes)
 
     def reference_message_passing(
         self,
@@ -400,7 +362,7 @@ __all__ = [
     "TensorProduct",
     "TensorProductBackend",
     "available_backends",
+    "factored_backends",
     "get_backend",
     "register_backend",
-    "register_message_kernel",
 ]
