@@ -8,17 +8,26 @@ Use these files to measure I/O, memory and start-up time as the frame count grow
 Each record carries ``synthetic=True`` and ``sid="synthetic-<source sid>"`` so that nobody mistakes it
 for OC20 data.
 
-Written through :func:`equimol.datasets.lmdb_dataset.write_lmdb` (the writer of ``equimol data
-convert``): keys ``"0".."n-1"``, ``"length"`` and the atom-count index, written atomically.
+Pickling a torch-geometric ``Data`` costs about 1-2 ms a frame on the shared 2-core CPU (an hour
+for 10^6 frames), so with ``--variants V`` (used for the committed figures, ``V = 10``) only
+``V`` rattled copies of each source frame are pickled, and frame ``k`` stores the bytes of variant
+``(k // 2216) mod V`` of source ``k mod 2216``: the stored values repeat every ``2216 V`` frames
+(the ``fid`` too). Layout, value sizes and the page structure are those of distinct frames; LMDB
+does not deduplicate. Without ``--variants`` every frame is rattled and pickled on its own, through
+:func:`equimol.datasets.lmdb_dataset.write_lmdb` (the writer of ``equimol data convert``). Either
+way the file has keys ``"0".."n-1"``, ``"length"`` and the atom-count index, and appears at its
+name only once complete (temporary file, then rename).
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/scale_make_lmdb.py OUT.lmdb --frames 1000000
+    nice -n 5 .venv/bin/python benchmarks/scale_make_lmdb.py OUT.lmdb --frames 1000000 --variants 10
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
 import time
 from collections.abc import Iterator
@@ -54,6 +63,43 @@ def rattled_frames(sources: list[Data], count: int, rattle: float, seed: int) ->
         yield record
 
 
+def write_variants(sources: list[Data], count: int, variants: int, rattle: float, seed: int, path: Path) -> int:
+    """``count`` frames from ``variants`` pickled rattled copies of each source (see the module docstring)."""
+    import lmdb
+    from equimol.datasets.lmdb_dataset import ATOM_COUNT_KEY
+
+    from equimol.utils.io import fsync_folder, temporary_sibling
+
+    pickled = [
+        pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        for record in rattled_frames(sources, len(sources) * variants, rattle, seed)
+    ]
+    atoms = np.array([int(record.pos.shape[0]) for record in sources], dtype="<i4")
+    if path.exists():
+        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
+    partial = temporary_sibling(path)
+    env = lmdb.open(str(partial), subdir=False, map_size=count * 12_000 + (1 << 30), sync=False, meminit=False)
+    try:
+        for start in range(0, count, 10_000):
+            with env.begin(write=True) as txn:
+                for k in range(start, min(count, start + 10_000)):
+                    txn.put(str(k).encode("ascii"), pickled[k % len(pickled)])
+        with env.begin(write=True) as txn:
+            txn.put(b"length", pickle.dumps(count, protocol=pickle.HIGHEST_PROTOCOL))
+            txn.put(ATOM_COUNT_KEY, atoms[np.arange(count) % len(sources)].tobytes())
+        env.sync(True)
+    except BaseException:
+        env.close()
+        partial.unlink(missing_ok=True)
+        Path(f"{partial}-lock").unlink(missing_ok=True)
+        raise
+    env.close()
+    Path(f"{partial}-lock").unlink(missing_ok=True)
+    os.replace(partial, path)
+    fsync_folder(path.parent)
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     from equimol.datasets.lmdb_dataset import write_lmdb
 
@@ -62,19 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, required=True, help="number of frames to write")
     parser.add_argument("--rattle", type=float, default=0.02, help="Gaussian displacement per component, Å")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", type=int, default=0, help="pickle this many rattled copies per source frame")
     args = parser.parse_args(argv)
     sources = source_records()
     start = time.perf_counter()
-    count = write_lmdb(
-        rattled_frames(sources, args.frames, args.rattle, args.seed),
-        args.output,
-        progress=sys.stderr.isatty(),
-        total=args.frames,
-    )
+    if args.variants:
+        count = write_variants(sources, args.frames, args.variants, args.rattle, args.seed, Path(args.output))
+    else:
+        count = write_lmdb(
+            rattled_frames(sources, args.frames, args.rattle, args.seed),
+            args.output,
+            progress=sys.stderr.isatty(),
+            total=args.frames,
+        )
     seconds = time.perf_counter() - start
     size = Path(args.output).stat().st_size
     print(
-        f"wrote {count} synthetic frames (rattled copies of {len(sources)} OC20 frames) to {args.output}: "
+        f"wrote {count} synthetic frames (rattled copies of {len(sources)} OC20 frames, variants "
+        f"{args.variants or 'all distinct'}) to {args.output}: "
         f"{size / 2**30:.2f} GiB, {size / count:.0f} bytes/frame, {seconds:.1f} s ({count / seconds:.0f} frames/s)"
     )
     return 0
