@@ -6,16 +6,10 @@ import pytest
 import torch
 from e3nn import o3
 
-from equimol.tp import TensorProduct, cp_fit
-from equimol.tp.cp_fit import (
-    component_parities,
-    coupling_tensor,
-    default_cache_dir,
-    fit_factors,
-    parity_mask,
-    reconstruct,
-    resolve_rank,
-)
+from equimol.tp import TensorProduct, cp_cache, cp_fit
+from equimol.tp.cp_cache import default_cache_dir
+from equimol.tp.cp_coupling import component_parities, coupling_tensor, parity_mask, reconstruct
+from equimol.tp.cp_fit import fit_factors, resolve_rank
 
 IRREPS = ("2x0e + 2x1o + 2x2e", "0e + 1o + 2e", "2x0e + 2x1o + 2x2e")
 
@@ -132,7 +126,7 @@ def test_factors_that_do_not_reproduce_the_tensor_are_refitted(tmp_path):
         payload = torch.load(path, weights_only=True)
         payload["A"][0, 0] += 1.0
         tensors = [payload[name] for name in ("A", "B", "C", "term_path")]
-        payload["checksum"] = cp_fit._checksum(payload["key"], tensors)
+        payload["checksum"] = cp_cache._checksum(payload["key"], tensors)
         torch.save(payload, path)
 
     _refit_after(tmp_path, tamper_consistently, r"reproduce M to .* not the stored")

@@ -1,7 +1,7 @@
 r"""Backend ``cp``: the CP-decomposed tensor product (TDN), parity-exact, with path-weight sharing.
 
 The ``cg`` product of one channel is a bilinear map ``z_k = sum_ij M_ijk x_i y_j`` with the stacked
-coupling tensor ``M [d1, d2, d3]`` (:mod:`equimol.tp.cp_fit`). ``cp`` replaces ``M`` by a rank-``R``
+coupling tensor ``M [d1, d2, d3]`` (:mod:`equimol.tp.cp_coupling`). ``cp`` replaces ``M`` by a rank-``R``
 CP decomposition restricted to the parity-allowed entries,
 
 .. math:: \tilde M_{ijk} = \Pi_{ijk} \sum_r A_{ir} B_{jr} C_{rk}, \qquad \Pi_{ijk} = [p_i p_j p_k = 1],
@@ -71,19 +71,18 @@ from typing import ClassVar
 import torch
 
 from equimol import __version__
-from equimol.tp.cp_fit import (
+from equimol.tp.cp_cache import cached_fit
+from equimol.tp.cp_coupling import (
     NORMALIZATION,
     CPFactors,
-    cached_fit,
     component_parities,
     coupling_tensor,
-    fit_factors,
     max_degree,
     parity_mask,
     path_blocks,
     reconstruct,
-    resolve_rank,
 )
+from equimol.tp.cp_fit import fit_factors, resolve_rank
 from equimol.tp.factored import FactoredProduct, WeightGroup
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike

@@ -1,4 +1,4 @@
-r"""Fitting and caching the CP factors of the stacked Clebsch-Gordan coupling tensor.
+r"""Fitting the CP factors of the stacked Clebsch-Gordan coupling tensor (exact construction and ALS).
 
 **The coupling tensor.** ``M[i, j, k]`` maps one channel of ``irreps_in1`` (``i`` over the
 ``d1 = sum (2 l1 + 1)`` channel-major components, :func:`equimol.tp.irreps.to_channel_major`) and
@@ -34,113 +34,25 @@ exactly as a sum of rank-one terms; the exact rank is the smallest total over th
 ``M[l1 block, l2 block, l3 block]`` and carries that path's weight; blocks are fitted one by one
 with the rank split in proportion to their exact ranks.
 
-**Cache.** Factors are stored under ``cache_dir/cp_factors/<sha256 of the key>.pt``; the key holds
-the irreps, rank, weight mode, tolerance, seed, normalization, dtype and the equimol version.
-Writes are atomic (temporary file, then rename). A file is trusted only if it loads, its key
-matches, its shapes, dtype and checksum are right and the factors reproduce ``M`` to the stored
-error; otherwise it is refitted and overwritten (with a warning).
+The coupling tensor and its mask live in :mod:`equimol.tp.cp_coupling`, the cache in
+:mod:`equimol.tp.cp_cache`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
-import os
 import time
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from e3nn import o3
 
-from equimol.utils.io import atomic_write, cache_root
+from equimol.tp.cp_coupling import (
+    CPFactors,
+    parity_mask,
+    relative_error,
+)
 
-NORMALIZATION = "irrep=component,path=element"
-_FORMAT = 1
 _DROP = 1e-13  # relative singular-value cutoff of the exact construction
-
-
-@dataclass
-class CPFactors:
-    """Fitted factors: ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]`` (float64) and the fit report.
-
-    ``term_path[r]`` is the path whose weight scales term ``r`` (all zero with weight sharing).
-    ``relative_error`` is ``||M - \\tilde M||_F / ||M||_F`` of the parity-masked reconstruction.
-    """
-
-    A: torch.Tensor
-    B: torch.Tensor
-    C: torch.Tensor
-    term_path: torch.Tensor
-    relative_error: float
-    exact: bool
-    iterations: int
-    fit_seconds: float
-
-    @property
-    def rank(self) -> int:
-        return self.A.shape[1]
-
-
-# --------------------------------------------------------------------------------------------
-# The coupling tensor
-# --------------------------------------------------------------------------------------------
-
-
-def single_channel(irreps: o3.Irreps) -> o3.Irreps:
-    """``irreps`` with every multiplicity set to one (the per-channel layout)."""
-    return o3.Irreps([(1, ir) for _, ir in irreps])
-
-
-def coupling_tensor(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> torch.Tensor:
-    """The stacked CG tensor ``M [d1, d2, d3]`` (float64) of the ``cg`` backend with unit weights.
-
-    Multiplicities are ignored (one channel). ``M`` is read off the ``cg`` backend applied to all
-    pairs of basis vectors, so its normalization is the ``cg`` backend's by construction.
-    """
-    from equimol.tp.interface import TensorProduct
-
-    tp = TensorProduct(
-        single_channel(irreps_in1),
-        single_channel(irreps_in2),
-        single_channel(irreps_out),
-        backend="cg",
-        internal_weights=False,
-        dtype=torch.float64,
-    )
-    d1, d2, d3 = tp.irreps_in1.dim, tp.irreps_in2.dim, tp.irreps_out.dim
-    x1 = torch.eye(d1, dtype=torch.float64).repeat_interleave(d2, dim=0)
-    x2 = torch.eye(d2, dtype=torch.float64).repeat(d1, 1)
-    weight = torch.ones(d1 * d2, tp.weight_numel, dtype=torch.float64)
-    with torch.no_grad():
-        return tp(x1, x2, weight).reshape(d1, d2, d3)
-
-
-def component_parities(irreps: o3.Irreps) -> torch.Tensor:
-    """``[sum (2l+1)]`` int64 parity (+1 / -1) of each per-channel component of ``irreps``."""
-    return torch.tensor([ir.p for _, ir in irreps for _ in range(ir.dim)], dtype=torch.int64)
-
-
-def parity_mask(p1: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor) -> torch.Tensor:
-    """``Pi [d1, d2, d3]`` float64: one where ``p1_i p2_j p3_k = 1`` (parity allows the entry)."""
-    return (p1[:, None, None] * p2[None, :, None] * p3[None, None, :] == 1).to(torch.float64)
-
-
-def reconstruct(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``Pi * sum_r A[:, r] x B[:, r] x C[r, :]``, ``[d1, d2, d3]``."""
-    return torch.einsum("ir,jr,rk->ijk", A, B, C) * mask
-
-
-def relative_error(M: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, mask: torch.Tensor) -> float:
-    """``||M - Pi [[A, B, C]]||_F / ||M||_F``."""
-    return ((reconstruct(A, B, C, mask) - M).norm() / M.norm()).item()
-
-
-def max_degree(*irreps: o3.Irreps) -> int:
-    """Largest ``l`` over the given irreps (the ``L`` of the ``7 L^2`` default rank)."""
-    return max(ir.l for group in irreps for _, ir in group)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,14 +246,6 @@ def resolve_rank(cp_rank: int | str, lmax: int) -> int | None:
     raise ValueError(f"cp_rank={cp_rank!r} must be a positive int, '7L2' (7 L^2, the TDN default) or 'exact'")
 
 
-def path_blocks(paths, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps):
-    """Index sets ``(rows1, rows2, rows3)`` of each path's block of ``M``, in ``paths`` order."""
-    from equimol.tp.irreps import degree_offsets
-
-    offsets = [degree_offsets(irreps) for irreps in (irreps_in1, irreps_in2, irreps_out)]
-    return [tuple(torch.arange(*offsets[n][index]) for n, index in enumerate((p.i1, p.i2, p.i_out))) for p in paths]
-
-
 def _allocate(rank: int, exact_ranks: list[int]) -> list[int]:
     """Split ``rank`` over blocks in proportion to their exact ranks (each >= 1, <= its exact rank)."""
     total = sum(exact_ranks)
@@ -428,103 +332,3 @@ def _fit_factors(M, parities, rank, *, tolerance, seed, blocks) -> CPFactors:
         A, B, C, term_path = _assemble(M.shape, blocks, terms_per_block, block_paths)
     error = relative_error(M, A, B, C, parity_mask(*parities))
     return CPFactors(A, B, C, term_path, error, exact, iterations, time.perf_counter() - start)
-
-
-# --------------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """The CP-factor cache root: :func:`equimol.utils.io.cache_root`."""
-    return cache_root()
-
-
-def cache_path(key: dict, cache_dir: str | os.PathLike | None) -> Path:
-    """``<cache_dir>/cp_factors/<sha256(key)>.pt``."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:32]
-    return root / "cp_factors" / f"{digest}.pt"
-
-
-def _checksum(key: dict, tensors: list[torch.Tensor]) -> str:
-    digest = hashlib.sha256(repr(sorted(key.items())).encode())
-    for tensor in tensors:
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def save_factors(path: Path, key: dict, factors: CPFactors) -> None:
-    """Write ``factors`` under ``path`` through :func:`~equimol.utils.io.atomic_write`."""
-    tensors = [factors.A, factors.B, factors.C, factors.term_path]
-    payload = {
-        "format": _FORMAT,
-        "key": dict(key),
-        "A": factors.A,
-        "B": factors.B,
-        "C": factors.C,
-        "term_path": factors.term_path,
-        "relative_error": factors.relative_error,
-        "exact": factors.exact,
-        "iterations": factors.iterations,
-        "fit_seconds": factors.fit_seconds,
-        "checksum": _checksum(key, tensors),
-    }
-    with atomic_write(path) as handle:
-        torch.save(payload, handle)
-
-
-def load_factors(path: Path, key: dict, M: torch.Tensor, parities, num_paths: int = 1) -> CPFactors:
-    """Read and validate cached factors; ValueError saying what is wrong with the file otherwise."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file is corrupt, whatever torch raises
-        raise ValueError(f"cannot read {path}: {type(error).__name__}: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not an equimol CP-factor file of format {_FORMAT}")
-    if payload.get("key") != key:
-        raise ValueError(f"{path} is stale: its key {payload.get('key')} differs from {key}")
-    A, B, C, term_path = (payload.get(name) for name in ("A", "B", "C", "term_path"))
-    d1, d2, d3 = M.shape
-    if not all(isinstance(t, torch.Tensor) for t in (A, B, C, term_path)):
-        raise ValueError(f"{path} lacks one of the tensors A, B, C, term_path")
-    rank = A.shape[-1]
-    shapes_ok = A.shape == (d1, rank) and B.shape == (d2, rank) and C.shape == (rank, d3) and term_path.shape == (rank,)
-    dtypes_ok = all(t.dtype == torch.float64 for t in (A, B, C)) and term_path.dtype == torch.int64
-    if not shapes_ok or not dtypes_ok:
-        raise ValueError(f"{path} holds factors of the wrong shape or dtype for M of shape {tuple(M.shape)}")
-    if rank and (term_path.min() < 0 or term_path.max() >= num_paths):
-        raise ValueError(f"{path} assigns terms to paths outside 0..{num_paths - 1}")
-    if payload.get("checksum") != _checksum(key, [A, B, C, term_path]):
-        raise ValueError(f"{path} fails its checksum")
-    try:
-        stored = float(payload["relative_error"])
-        report = bool(payload["exact"]), int(payload["iterations"]), float(payload["fit_seconds"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} has a malformed fit report: {error!r}") from error
-    measured = relative_error(M, A, B, C, parity_mask(*parities))
-    # the stored error was measured on the same float64 tensors: agreement to rounding is required
-    if not math.isfinite(measured) or abs(measured - stored) > 1e-9 + 1e-6 * stored:
-        raise ValueError(f"{path}: the factors reproduce M to {measured:.3e}, not the stored {stored:.3e}")
-    return CPFactors(A, B, C, term_path, measured, *report)
-
-
-def cached_fit(
-    key: dict, M: torch.Tensor, parities, fit, cache_dir: str | os.PathLike | None, num_paths: int = 1
-) -> CPFactors:
-    """Load the factors for ``key`` from the cache, or call ``fit()`` and store the result.
-
-    A corrupt or stale file is never trusted: it is reported with a warning, refitted and replaced.
-    """
-    path = cache_path(key, cache_dir)
-    if path.exists():
-        try:
-            return load_factors(path, key, M, parities, num_paths)
-        except ValueError as error:
-            warnings.warn(f"refitting CP factors: {error}", RuntimeWarning, stacklevel=3)
-    factors = fit()
-    try:
-        save_factors(path, key, factors)
-    except OSError as error:  # a read-only cache must not stop the model from being built
-        warnings.warn(f"could not write the CP-factor cache {path}: {error}", RuntimeWarning, stacklevel=3)
-    return factors
