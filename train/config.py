@@ -85,6 +85,7 @@ class TrainerConfig:
     max_epochs: int = 100
     max_steps: int = -1
     max_time: str | float | None = None  # "DD:HH:MM:SS" or seconds
+    max_cpu_time: float | None = None  # CPU seconds of this process (load-independent budget, train/cpu_budget.py)
     precision: int = 64
     seed: int = 0
     accelerator: str = "cpu"
@@ -349,6 +350,12 @@ def _check_ranges(sections: dict) -> None:
         (scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs", ">= 0", scheduler.warmup_epochs),
         (trainer.max_epochs >= 1, "trainer.max_epochs", ">= 1", trainer.max_epochs),
         (trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", trainer.num_nodes),
+        (
+            trainer.max_cpu_time is None or trainer.max_cpu_time > 0,
+            "trainer.max_cpu_time",
+            "> 0 (CPU seconds) or null",
+            trainer.max_cpu_time,
+        ),
         (
             min(loss.energy_weight, loss.forces_weight, loss.stress_weight) >= 0,
             "loss.*_weight",
