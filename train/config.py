@@ -250,13 +250,9 @@ def _validate_model(model: dict) -> None:
     if model.get("avg_num_neighbors") is None:
         raise ConfigError("model.avg_num_neighbors is required: a positive number or 'auto' (from the training data)")
     try:
-        ModelConfig.from_dict(probe)
+        ModelConfig.from_dict(probe)  # checks tp_backend against the TP registry, too
     except (ValueError, TypeError) as error:
         raise ConfigError(f"model: {error}") from error
-    from equimol.tp import available_backends
-
-    if probe.get("tp_backend", "cg") not in available_backends():
-        raise ConfigError(f"model.tp_backend must be one of {available_backends()}, got {probe['tp_backend']!r}")
 
 
 def _merge_init_from(model: Any, finetune: FinetuneConfig) -> Any:

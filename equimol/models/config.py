@@ -182,7 +182,7 @@ class ModelConfig:
             "a list of positive ints",
             self.radial_mlp_hidden,
         )
-        _require(isinstance(self.tp_backend, str), "tp_backend", "a backend name", self.tp_backend)
+        self._check_backend()
         _require(isinstance(self.tp_options, dict), "tp_options", "a mapping", self.tp_options)
         reserved = sorted({"dtype", "device", "internal_weights"} & set(self.tp_options))
         _require(
@@ -249,6 +249,15 @@ class ModelConfig:
             "'float32' or 'float64'",
             self.dtype,
         )
+
+    def _check_backend(self) -> None:
+        """``tp_backend`` against the TP registry (:func:`equimol.tp.get_backend`): the one place it is checked."""
+        from equimol.tp import get_backend
+
+        try:
+            get_backend(self.tp_backend)
+        except ValueError as error:
+            raise ValueError(f"model.tp_backend={self.tp_backend!r}: {error}") from error
 
     @property
     def torch_dtype(self) -> torch.dtype:
