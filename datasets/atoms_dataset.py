@@ -4,6 +4,8 @@
 
 - ``*.lmdb`` or a folder of them: :class:`~equimol.datasets.lmdb_dataset.LmdbFrames`, lazy (bounded memory);
 - ``*.extxyz[.xz]`` with a companion ``*.txt[.xz]``, or a folder of such pairs: OC20 raw S2EF;
+- a plain ``*.xyz``/``*.extxyz`` of at least 256 MiB: :class:`~equimol.datasets.extxyz_index.ExtxyzFrames`,
+  frames parsed on access through an index of byte offsets (12 bytes a frame);
 - anything else :mod:`ase.io` reads (extxyz, traj, ASE db, json, ...): read into memory once.
   Convert large ASE files to LMDB with ``equimol data convert``.
 
@@ -41,6 +43,7 @@ from torch_geometric.data import Data
 from equimol.graph import structure_to_graph
 from equimol.structure_checks import StructureError, closest_pair
 
+from .extxyz_index import INDEXED_MIN_BYTES, ExtxyzFrames, is_plain_extxyz
 from .lmdb_dataset import LmdbFrames, lmdb_files
 from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, read_ase_records
@@ -61,7 +64,7 @@ class FrameList:
         return self.records[index]
 
 
-def open_source(path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> LmdbFrames | FrameList:
+def open_source(path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> LmdbFrames | ExtxyzFrames | FrameList:
     """Open one data path with the reader its name calls for (see the module docstring)."""
     path = Path(path)
     if not path.exists():
@@ -80,6 +83,8 @@ def open_source(path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> LmdbFrames 
         return FrameList(records, files)
     if is_oc20_extxyz(path) and companion_txt(path) is not None:
         return FrameList(list(iter_oc20_s2ef_records(path, keys=keys)), [path, companion_txt(path)])
+    if is_plain_extxyz(path) and path.stat().st_size >= INDEXED_MIN_BYTES:
+        return ExtxyzFrames(path, keys)
     return FrameList(read_ase_records(path, keys), [path])
 
 
@@ -226,7 +231,7 @@ class AtomsDataset(torch.utils.data.Dataset):
         counts = np.concatenate(
             [
                 source.atom_counts()
-                if isinstance(source, LmdbFrames)
+                if isinstance(source, LmdbFrames | ExtxyzFrames)
                 else np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
                 for source in self.sources
             ]
