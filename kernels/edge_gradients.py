@@ -6,6 +6,29 @@ on that edge only: one program owns ``BLOCK_EDGES`` whole edges (all channels), 
 forward projections, and stores its gradients with plain stores (deterministic by construction).
 The gradient with respect to the gathered node features needs a reduction over the edges of each
 sender and reuses the message kernels on the adjoint product instead.
+
+**Formulas.** For edge ``e`` (sender ``s``, receiver ``t``) and channel ``c`` (indices dropped), with
+the weight-scaled inputs ``\hat x_i = x_{s,i} w^{in}_{\deg i}``, ``\hat y_j = y_j w^{attr}_{\deg j}``,
+the projections ``a_r = \sum_i \hat x_i F^{in}_{ir}``, ``b_r = \sum_j \hat y_j F^{attr}_{jr}``, the
+upstream row ``g_k = G_{t,c,k}`` and its pull-back through the output
+``u_r = \sum_k F^{out}_{rk}\, w^{out}_{\deg k}\, g_k``:
+
+.. math::
+
+    \frac{\partial L}{\partial w^{mid}_m} = \sum_{r:\, \pi(r) = m} u_r\, a_r\, b_r, \qquad
+    \frac{\partial L}{\partial w^{out}_n} = \sum_{k:\, \deg k = n} g_k \sum_r F^{out}_{rk}\, a_r b_r w^{mid}_{\pi(r)},
+
+    \frac{\partial L}{\partial w^{attr}_n} = \sum_{j:\, \deg j = n} y_j\, v_j, \qquad
+    \frac{\partial L}{\partial y_j} = \sum_c w^{attr}_{c,\deg j}\, v_{c,j}, \qquad
+    v_j = \sum_r F^{attr}_{jr}\, u_r\, a_r\, w^{mid}_{\pi(r)},
+
+    \frac{\partial L}{\partial w^{in}_n} = \sum_{i:\, \deg i = n} x_{s,i} \sum_r F^{in}_{ir} u_r b_r w^{mid}_{\pi(r)}
+
+(``y`` is shared by the channels, hence the sum over ``c``). The slot sums ``\sum_{k: \deg k = n}``
+are one small matrix product with a one-hot map (:func:`_degree_sums`). The node-feature gradient
+``\partial L / \partial x_{s,i} = w^{in}_{\deg i} \sum_r F^{in}_{ir} u_r b_r w^{mid}_{\pi(r)}``, summed
+over the edges leaving ``s``, is the message kernel on the adjoint product (``F^{in}`` and ``F^{out}``
+swapped and transposed, ``w^{in}`` and ``w^{out}`` swapped, gathered at ``t``, scattered into ``s``).
 """
 
 from __future__ import annotations
