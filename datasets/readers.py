@@ -224,18 +224,3 @@ def read_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: s
     if not records:
         raise DataFormatError(f"{path}: the file holds no frames")
     return records
-
-
-def record_to_atoms(record: Data) -> Atoms:
-    """Inverse of :func:`atoms_to_record` for structure, constraints and tags (labels not attached)."""
-    pbc = record.pbc.reshape(3).numpy() if "pbc" in record else np.ones(3, dtype=bool)
-    atoms = Atoms(
-        numbers=record.atomic_numbers.numpy(),
-        positions=record.pos.double().numpy(),
-        cell=record.cell.reshape(3, 3).double().numpy(),
-        pbc=pbc,
-        tags=record.tags.numpy() if "tags" in record else None,
-    )
-    if "fixed" in record and bool(record.fixed.any()):
-        atoms.set_constraint(FixAtoms(mask=record.fixed.numpy().astype(bool)))
-    return atoms

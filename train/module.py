@@ -156,17 +156,6 @@ class PotentialModule(L.LightningModule):
         for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name in ("energy_rmse", "forces_rmse"))
 
-    def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
-
-    def test_step(self, batch, batch_index: int) -> None:
-        self._evaluation_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = self._end_evaluation()
-        for name, value in self.test_results.items():
-            self.log(f"test/{name}", value)
-
     # ------------------------------------------------------------------------------ optimizer, scheduler
     def configure_optimizers(self):
         config = self.optimizer_config
