@@ -1,50 +1,47 @@
-"""GPU benchmark of the fused Triton message kernels against the torch path and e3nn.
+"""The one prepared GPU run: correctness on the GPU first, then speed (issue 17). See benchmarks/GPU_RUN.md.
 
-One command on a machine with a CUDA GPU (from the repository root)::
+    python benchmarks/gpu_kernels.py                       # on a CUDA GPU: the full run (~10 min budget)
+    TRITON_INTERPRET=1 python benchmarks/gpu_kernels.py --dry-run     # tiny sizes on a CPU, end to end
 
-    python benchmarks/gpu_kernels.py                 # L = 1..4, 64 channels, 100k edges, float32
+Sections, in order (each writes its result into the JSON as soon as it ends, so a run cut short keeps
+what it measured; a section that raises is recorded with its error and the run goes on):
 
-The ``cp`` factors are fitted on first use and cached (``$EQUIMOL_CACHE_DIR``); fitting ``L = 1..4``
-took 22 s on a 2-core CPU shared with other jobs (``L = 4``: 20 s, rank 112, relative error 2.3e-4).
-To keep GPU time for the measurement, fit them beforehand on any machine and carry the cache along::
+1. ``fused_vs_torch`` - every backend with a fused kernel, float32 and float64, atomics and
+   deterministic, against its torch path (:mod:`gpu_checks`);
+2. ``cueq_vs_cg`` - the ``cueq`` backend (cuEquivariance's CUDA kernel when installed) against ``cg``;
+3. ``fd_forces`` - model forces against central differences in float64, every backend and kernel;
+4. ``nve`` - 2 ps velocity-Verlet NVE of a 3BPA molecule (a trained model with ``--model``), per kernel;
+5. ``convolution`` - gather + TP + scatter at L = 1..4 (and 6 for gaunt and cp), 64 channels, 100k
+   edges: e3nn with scatter, the equimol torch paths, the Triton kernels, cuEquivariance and
+   OpenEquivariance, forward and forward+backward, with the achieved fraction of memory bandwidth
+   (:mod:`gpu_speed`);
+6. ``training`` - optimizer steps per second on 3BPA (:mod:`gpu_model`);
+7. ``model_scaling`` / ``mace`` - model E+F on ~1k/10k/100k-atom water boxes, and MACE (e3nn and
+   cuEquivariance, same weights) on the same boxes (:mod:`gpu_model`, ``gpu_mace.py``).
 
-    EQUIMOL_CACHE_DIR=benchmarks/.cp_cache python benchmarks/gpu_kernels.py --prefit   # CPU only
-    EQUIMOL_CACHE_DIR=benchmarks/.cp_cache python benchmarks/gpu_kernels.py            # on the GPU
+Speed sections (5-7) start no new size after ``--budget-s`` seconds from the start of the run.
 
-writes ``benchmarks/gpu_kernels_<gpu>.json`` (the GPU named in the file name and in the record) and
-prints a table. For each ``L`` the convolution ``m_i = sum_{e: j -> i} TP(x_j, Y(r_e), w_e)`` with
-``C x (0e + 1o + ... + L)`` features and ``0e + ... + L`` edge harmonics is timed (CUDA events,
-median of ``--repeats`` after warm-up and Triton autotuning), forward and forward+backward
-(gradients of node features, edge attributes and weights, as forces need), for:
-
-* ``e3nn``: ``o3.TensorProduct`` (uvu, per-edge weights) + gather + ``index_add`` (what the ``cg``
-  backend runs);
-* ``cp[torch]`` / ``cp[triton]`` / ``cp[triton,det]``: the ``cp`` backend (rank ``7 L^2``), torch path,
-  fused kernel with atomics, fused kernel with the receiver-sorted segmented reduction;
-* ``gaunt[torch]`` / ``gaunt[triton]``: the Gaunt ``grid`` strategy, torch path and fused kernel.
-
-**Correctness on the GPU** (races cannot show under the CPU interpreter): every fused result and
-gradient is compared with the torch path of the same backend (max abs difference, relative to the
-largest reference entry, recorded), and the deterministic mode is run twice and compared bitwise.
-
-**Bandwidth.** The fused forward must at least read, per edge, the gathered sender features
-``C d1``, the edge attributes ``d2``, the weights and two indices, and add ``C d3`` values into the
-receiver: ``bytes = E (C d1 + d2 + n_w + C d3) s + 16 E`` for element size ``s``. Achieved bandwidth
-= bytes / forward time, reported as a fraction of the card's peak (NVML's memory clock and bus width
-when ``pynvml`` is importable, else a table of known cards) and of a measured device-to-device copy.
+Writes ``benchmarks/gpu_kernels_<gpu>.json`` and ``.png`` (``gpu_kernels_dryrun_cpu.*`` for a dry run,
+which checks correctness only: interpreter timings are not speeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parents[1]
 # Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
 KNOWN_PEAK_BANDWIDTH = {
     "H200": 4.8e12,
@@ -54,14 +51,19 @@ KNOWN_PEAK_BANDWIDTH = {
     "H100 NVL": 3.9e12,
     "A100-SXM4-80GB": 2.039e12,
     "A100-SXM4-40GB": 1.555e12,
-    "A100-PCIE-40GB": 1.555e12,
     "A100 80GB PCIe": 1.935e12,
     "L40S": 0.864e12,
 }
+FULL = {"lmax": [1, 2, 3, 4], "lmax_factored": [6], "channels": 64, "edges": 100_000, "check_edges": 20_000}
+FULL |= {"check_nodes": 2_000, "lattices": [7, 15, 32], "nve_steps": 4000, "fd_components": 12, "train_steps": 20}
+DRY = {"lmax": [1, 2], "lmax_factored": [], "channels": 4, "edges": 64, "check_edges": 40, "check_nodes": 6}
+DRY |= {"lattices": [2], "nve_steps": 4, "fd_components": 2, "train_steps": 1, "model_channels": 2, "model_lmax": 1}
+FULL |= {"model_channels": 16, "model_lmax": 2}
+SPEED_SECTIONS = ("convolution", "training", "model_scaling", "mace")
 
 
 def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
-    """Spec peak DRAM bandwidth in bytes/s and where it came from."""
+    """Spec peak DRAM bandwidth in bytes/s and where it came from (NVML, else the table above)."""
     try:
         import pynvml
 
@@ -94,207 +96,192 @@ def copy_bandwidth(device: torch.device, megabytes: int = 1024) -> float:
     return 2 * source.numel() * 4 / statistics.median(times[2:])
 
 
-def timed(function, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``function()`` (CUDA events on a GPU, perf_counter otherwise)."""
-    import time
+def molecule(data_dir: Path):
+    """Frame 0 of 3BPA ``test_300K.xyz`` (27 atoms) if present, else ASE's ethanol."""
+    import ase.build
+    import ase.io
 
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            function()
-            stop.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(stop) / 1e3)
-        else:
-            begin = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+    path = data_dir / "3bpa" / "test_300K.xyz"
+    if path.is_file():
+        atoms = ase.io.read(path, index=0)
+        atoms.calc = None
+        return atoms, str(path)
+    return ase.build.molecule("CH3CH2OH"), "ase.build.molecule('CH3CH2OH')"
 
 
-def e3nn_convolution(irreps, dtype, device):
-    """The e3nn reference: uvu ``o3.TensorProduct`` + gather + index_add."""
-    from e3nn import o3
+class Run:
+    """Runs sections, records results, errors and seconds, and rewrites the JSON after each one."""
 
-    from equimol.utils.dtype import float64_construction
+    def __init__(self, record: dict, path: Path) -> None:
+        self.record, self.path = record, path
+        self.record.setdefault("sections", {})
 
-    irreps_in, irreps_sh, irreps_out = (o3.Irreps(i) for i in irreps)
-    instructions = []
-    for i1, (_, ir1) in enumerate(irreps_in):
-        for i2, (_, ir2) in enumerate(irreps_sh):
-            for i3, (_, ir3) in enumerate(irreps_out):
-                if ir3 in ir1 * ir2:
-                    instructions.append((i1, i2, i3, "uvu", True))
-    with float64_construction():
-        tp = o3.TensorProduct(
-            irreps_in, irreps_sh, irreps_out, instructions, shared_weights=False, internal_weights=False
-        )
-    tp = tp.to(dtype=dtype, device=device)
-
-    def run(nodes, attrs, weight, src, dst, num_nodes):
-        messages = tp(nodes[src], attrs, weight)
-        return messages.new_zeros(num_nodes, messages.shape[1]).index_add(0, dst, messages)
-
-    return tp.weight_numel, run
-
-
-def prefit(args) -> None:
-    """Fit and cache the cp factors of every requested ``L`` (CPU; no GPU needed)."""
-    import time
-
-    from equimol.bench.tp import benchmark_irreps
-    from equimol.tp import TensorProduct
-
-    for lmax in args.lmax:
+    def section(self, name: str, function, *args, **kwargs) -> None:
         start = time.perf_counter()
-        tp = TensorProduct(*benchmark_irreps(lmax, args.channels), backend="cp", cp_rank="7L2", dtype=torch.float64)
-        print(
-            f"L={lmax}: cp rank {tp.rank}, relative error {tp.relative_error:.1e}, {time.perf_counter() - start:.1f} s"
-        )
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            result = {"result": function(*args, **kwargs)}
+        except Exception as error:  # noqa: BLE001 - one broken section must not lose the others
+            result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-2000:]}
+        result["seconds"] = time.perf_counter() - start
+        self.record["sections"][name] = result
+        self.write()
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps(self.record, indent=1, default=str) + "\n", encoding="utf-8")
 
 
-def measure(args) -> dict:
-    import os
-
-    device = torch.device(args.device)
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise SystemExit("gpu_kernels.py needs a CUDA GPU (or TRITON_INTERPRET=1 with --device cpu for a dry run)")
-    import equimol.kernels  # noqa: F401  (fails clearly if Triton cannot run)
-
-    from equimol.bench.tp import benchmark_irreps
-    from equimol.tp import TensorProduct
-    from equimol.utils.machine import describe_machine
-
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    generator = torch.Generator().manual_seed(0)
-    rows = []
-    for lmax in args.lmax:
-        irreps = benchmark_irreps(lmax, args.channels)
-        num_nodes = max(1, args.edges // args.degree)
-        src = torch.randint(0, num_nodes, (args.edges,), generator=generator).to(device)
-        dst = torch.randint(0, num_nodes, (args.edges,), generator=generator).to(device)
-        series = {"e3nn": e3nn_convolution(irreps, dtype, device)}
-        modules = {}
-        for label, backend, options in [
-            ("cp[torch]", "cp", {"cp_rank": "7L2"}),
-            ("cp[triton]", "cp", {"cp_rank": "7L2", "kernel": "triton"}),
-            ("cp[triton,det]", "cp", {"cp_rank": "7L2", "kernel": "triton", "deterministic": True}),
-            ("gaunt[torch]", "gaunt", {"strategy": "grid"}),
-            ("gaunt[triton]", "gaunt", {"strategy": "grid", "kernel": "triton"}),
-        ]:
-            tp = TensorProduct(*irreps, backend=backend, internal_weights=False, dtype=dtype, device=device, **options)
-            modules[label] = tp
-            series[label] = (tp.weight_numel, tp.message_passing)
-        shapes = modules["cp[torch]"]
-        d1, d2, d3 = (
-            shapes.irreps_in1.dim // args.channels,
-            shapes.irreps_in2.dim,
-            shapes.irreps_out.dim // args.channels,
-        )
-        nodes = torch.randn(num_nodes, args.channels * d1, generator=generator, dtype=dtype).to(device)
-        attrs = torch.randn(args.edges, d2, generator=generator, dtype=dtype).to(device)
-        upstream = torch.randn(num_nodes, args.channels * d3, generator=generator, dtype=dtype).to(device)
-        results, outputs = {}, {}
-        for label, (weight_numel, run) in series.items():
-            weight = torch.randn(args.edges, weight_numel, generator=generator, dtype=dtype).to(device)
-            inputs = [t.clone().requires_grad_(True) for t in (nodes, attrs, weight)]
-
-            graph = (src, dst, num_nodes)
-
-            def forward(run=run, inputs=inputs, graph=graph):
-                with torch.no_grad():
-                    return run(*inputs, *graph)
-
-            def forward_backward(run=run, inputs=inputs, graph=graph, upstream=upstream):
-                out = run(*inputs, *graph)
-                return torch.autograd.grad(out, inputs, upstream)
-
-            forward_s = timed(forward, device, args.warmup, args.repeats)
-            backward_s = timed(forward_backward, device, args.warmup, args.repeats)
-            element = torch.finfo(dtype).bits // 8
-            moved = args.edges * (args.channels * (d1 + d3) + d2 + weight_numel) * element + 16 * args.edges
-            results[label] = {"forward_s": forward_s, "forward_backward_s": backward_s, "min_bytes_forward": moved}
-            out = run(*inputs, src, dst, num_nodes)
-            outputs[label] = (out.detach(), [g.detach() for g in torch.autograd.grad(out, inputs, upstream)], weight)
-        for fused, plain in (
-            ("cp[triton]", "cp[torch]"),
-            ("cp[triton,det]", "cp[torch]"),
-            ("gaunt[triton]", "gaunt[torch]"),
-        ):
-            # Same weights for the comparison: rerun the torch path with the fused series' weights.
-            weight = outputs[fused][2]
-            inputs = [t.clone().requires_grad_(True) for t in (nodes, attrs, weight)]
-            reference = modules[plain].message_passing(*inputs, src, dst, num_nodes)
-            grads = torch.autograd.grad(reference, inputs, upstream)
-            reference = reference.detach()
-            differences = [(outputs[fused][0] - reference).abs().max() / reference.abs().max()]
-            differences += [(a - b).abs().max() / b.abs().max() for a, b in zip(outputs[fused][1], grads)]
-            results[fused]["max_relative_difference_vs_torch"] = max(float(d) for d in differences)
-        det = modules["cp[triton,det]"]
-        weight = outputs["cp[triton,det]"][2]
-        with torch.no_grad():
-            first, second = (det.message_passing(nodes, attrs, weight, src, dst, num_nodes) for _ in range(2))
-        results["cp[triton,det]"]["bitwise_reproducible"] = bool(torch.equal(first, second))
-        rows.append(
-            {"lmax": lmax, "channels": args.channels, "edges": args.edges, "nodes": num_nodes, "series": results}
-        )
-        print(
-            f"L={lmax}: " + ", ".join(f"{k} {1e3 * v['forward_backward_s']:.2f} ms" for k, v in results.items()),
-            file=sys.stderr,
-        )
-    machine = describe_machine(device)
-    record = {"benchmark": "gpu_kernels", "machine": machine, "dtype": args.dtype, "rows": rows}
-    if device.type == "cuda":
-        peak, source = peak_bandwidth(device)
-        copy = copy_bandwidth(device)
-        record["bandwidth"] = {"peak_bytes_per_s": peak, "peak_source": source, "copy_bytes_per_s": copy}
-        for row in rows:
-            for values in row["series"].values():
-                achieved = values["min_bytes_forward"] / values["forward_s"]
-                values["achieved_bytes_per_s"] = achieved
-                values["fraction_of_peak"] = achieved / peak if peak else None
-                values["fraction_of_copy"] = achieved / copy
-    return record
+def checks_passed(record: dict) -> dict:
+    """``section -> all rows passed`` for the correctness sections that ran."""
+    verdict = {}
+    for name in ("fused_vs_torch", "cueq_vs_cg", "fd_forces", "nve"):
+        result = record["sections"].get(name, {})
+        if "error" in result:
+            verdict[name] = False
+            continue
+        rows = result.get("result") or []
+        rows = rows if isinstance(rows, list) else [rows]
+        ran = [r for r in rows if "passed" in r]
+        verdict[name] = bool(ran) and all(r["passed"] for r in ran)
+    return verdict
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lmax", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 3, 4])
-    parser.add_argument("--channels", type=int, default=64)
-    parser.add_argument("--edges", type=int, default=100_000)
-    parser.add_argument("--degree", type=int, default=16, help="edges per node of the random graph")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
+    parser.add_argument("--device", default=None, help="default: cuda, or cpu with --dry-run")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="speed sections")
+    parser.add_argument("--budget-s", type=float, default=400.0, help="seconds after which no new speed size starts")
+    parser.add_argument("--model", help="trained model file for the NVE check (default: a random-init model)")
+    parser.add_argument("--data", default=str(ROOT / ".gpu" / "data"), help="folder holding 3bpa/ (see GPU_RUN.md)")
+    parser.add_argument("--mace-python", default=sys.executable, help="Python that runs benchmarks/gpu_mace.py")
+    parser.add_argument("--mace-pythonpath", default=os.environ.get("EQUIMOL_MACE_PYTHONPATH", ""))
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip")
     parser.add_argument("--out", help="JSON path (default: benchmarks/gpu_kernels_<gpu>.json)")
     parser.add_argument("--prefit", action="store_true", help="only fit and cache the cp factors (CPU), then exit")
     args = parser.parse_args(argv)
     if args.prefit:
-        prefit(args)
-        return 0
-    record = measure(args)
-    name = record["machine"].get("gpu", "cpu-interpreter")
-    path = Path(
-        args.out or Path(__file__).parent / f"gpu_kernels_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
-    )
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"{'L':>2} {'series':<16} {'fwd ms':>9} {'fwd+bwd ms':>11} {'of peak':>8} {'vs torch':>9}")
-    for row in record["rows"]:
-        for label, v in row["series"].items():
-            fraction, difference = v.get("fraction_of_peak"), v.get("max_relative_difference_vs_torch")
-            fraction = "" if fraction is None else f"{fraction:.1%}"
-            difference = "" if difference is None else f"{difference:.1e}"
-            print(
-                f"{row['lmax']:>2} {label:<16} {1e3 * v['forward_s']:>9.3f} {1e3 * v['forward_backward_s']:>11.3f} "
-                f"{fraction:>8} {difference:>9}"
-            )
+        return prefit(FULL["lmax"] + FULL["lmax_factored"], FULL["channels"])
+    device = torch.device(args.device or ("cpu" if args.dry_run else "cuda"))
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise SystemExit("gpu_kernels.py: error: needs a CUDA GPU, or TRITON_INTERPRET=1 with --dry-run on a CPU")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_kernels.py: error: --device cuda but torch sees no GPU")
+    import gpu_checks
+    import gpu_model
+    import gpu_speed
+
+    from equimol.utils.machine import describe_machine
+
+    sizes = DRY if args.dry_run else FULL
+    machine = describe_machine(device)
+    name = "dryrun_cpu" if args.dry_run else re.sub(r"[^A-Za-z0-9]+", "_", str(machine.get("gpu", "cpu"))).strip("_")
+    path = Path(args.out or ROOT / "benchmarks" / f"gpu_kernels_{name}.json")
+    record = {
+        "benchmark": "gpu_kernels",
+        "kind": "CPU interpreter dry run: correctness only, timings are not speeds" if args.dry_run else "GPU run",
+        "machine": machine,
+        "load_average": os.getloadavg(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+        "sizes": sizes,
+        "speed_dtype": args.dtype,
+    }
+    run, skip = Run(record, path), set(filter(None, args.skip.split(",")))
+    deadline = time.monotonic() + args.budget_s
+    dtype = getattr(torch, args.dtype)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    atoms, molecule_source = molecule(Path(args.data))
+    record["molecule"] = molecule_source
+    check = (device, 2, 16 if not args.dry_run else 2, sizes["check_nodes"], sizes["check_edges"])
+    sections = {
+        "fused_vs_torch": (gpu_checks.fused_vs_torch, check),
+        "cueq_vs_cg": (gpu_checks.cueq_vs_cg, (device, 3, *check[2:])),
+        "fd_forces": (
+            gpu_checks.finite_difference_forces,
+            (device, atoms, sizes["fd_components"], sizes["model_channels"], sizes["model_lmax"]),
+        ),
+        "nve": (nve_section, (gpu_checks, device, atoms, args.model, sizes["nve_steps"])),
+        "convolution": (
+            gpu_speed.convolution_speed,
+            (device, sizes["lmax"], sizes["lmax_factored"], sizes["channels"], sizes["edges"], 16, dtype),
+            {"warmup": 3 if not args.dry_run else 0, "repeats": 20 if not args.dry_run else 1},
+        ),
+        "training": (
+            gpu_model.training_steps,
+            (device, Path(args.data) / "3bpa" / "train_300K.xyz", gpu_checks.kernels_for, torch.float64),
+            {"steps": sizes["train_steps"], "warmup": 2 if not args.dry_run else 1}
+            | ({"overrides": {"channels": 2, "lmax": 1}} if args.dry_run else {}),
+        ),
+        "model_scaling": (
+            gpu_model.model_scaling,
+            (device, sizes["lattices"], gpu_checks.kernels_for, 32 if not args.dry_run else 4, 2, dtype),
+            {"warmup": 1, "repeats": 5 if not args.dry_run else 1},
+        ),
+        "mace": (
+            gpu_model.mace_scaling,
+            (args.mace_python, args.mace_pythonpath, str(device), sizes["lattices"], 32 if not args.dry_run else 4),
+            {"lmax": 2, "dtype": args.dtype, "timeout": 300.0},
+        ),
+    }
+    for section, (function, positional, *keywords) in sections.items():
+        if section in skip:
+            record["sections"][section] = {"skipped": "--skip"}
+            continue
+        if section in SPEED_SECTIONS and time.monotonic() > deadline:
+            record["sections"][section] = {"skipped": f"time budget of {args.budget_s} s spent"}
+            continue
+        extra = dict(keywords[0]) if keywords else {}
+        if section in ("convolution", "model_scaling"):
+            extra |= {"deadline": deadline, "log": log}
+        if section == "training":
+            extra["log"] = log
+        run.section(section, function, *positional, **extra)
+        if section == "convolution" and device.type == "cuda" and "result" in record["sections"][section]:
+            peak, source = peak_bandwidth(device)
+            copy = copy_bandwidth(device)
+            record["bandwidth"] = {"peak_bytes_per_s": peak, "peak_source": source, "copy_bytes_per_s": copy}
+            gpu_speed.add_bandwidth(record["sections"][section]["result"], peak, copy)
+    record["checks_passed"] = checks_passed(record)
+    run.write()
+    try:
+        from gpu_plot import plot_record
+
+        plot_record(record, path.with_suffix(".png"))
+    except Exception as error:  # noqa: BLE001 - a plot failure must not hide the JSON
+        log(f"no plot: {type(error).__name__}: {error}")
+    log(json.dumps(record["checks_passed"]))
     print(f"wrote {path}")
     return 0
+
+
+def prefit(degrees: list[int], channels: int) -> int:
+    """Fit and cache (``$EQUIMOL_CACHE_DIR``) the rank-7L^2 cp factors of the convolution, on any CPU."""
+    from equimol.bench.tp import benchmark_irreps
+    from equimol.tp import TensorProduct
+
+    for lmax in degrees:
+        start = time.perf_counter()
+        tp = TensorProduct(*benchmark_irreps(lmax, channels), backend="cp", cp_rank="7L2", dtype=torch.float64)
+        print(
+            f"L={lmax}: cp rank {tp.rank}, relative error {tp.relative_error:.1e}, {time.perf_counter() - start:.1f} s"
+        )
+    return 0
+
+
+def nve_section(gpu_checks, device: torch.device, atoms, model_file: str | None, steps: int) -> list[dict]:
+    """NVE per kernel of the model (trained file or a random-init ``cg`` model)."""
+    source = model_file or gpu_checks.small_model_config("cg", "torch", "float64")
+    backend = source["tp_backend"] if isinstance(source, dict) else None
+    if backend is None:
+        from equimol.export import read_model_file
+
+        backend = read_model_file(source)["model_config"].get("tp_backend", "cg")
+    rows = []
+    for kernel in gpu_checks.kernels_for(backend, device):
+        model = gpu_checks.model_with_kernel(source, kernel, device)
+        result = gpu_checks.nve_drift(device, atoms, model, steps)
+        rows.append({"model": str(model_file or "random-init cg"), "kernel": kernel, **result})
+    return rows
 
 
 if __name__ == "__main__":

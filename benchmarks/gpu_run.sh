@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# On the GPU machine (a bare image without network; see GPU_RUN.md): install what gpu_prepare.sh put
+# into .whl/, run benchmarks/gpu_kernels.py, and copy its JSON, PNG and log into $OUT.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-/tmp/gpu_out}"
+site=/tmp/site
+mace=/tmp/mace
+mkdir -p "$out" "$site" "$mace" /tmp/cueops
+stamp="$(mktemp)"
+log() { echo "[gpu_run $(date +%H:%M:%S)] $*" | tee -a "$out/log.txt" >&2; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv | tee -a "$out/log.txt"
+python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)" \
+  | tee -a "$out/log.txt"
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl || log "wheel install failed"
+tar xJf .whl/cuequivariance_ops_cu13_torch_cu13-0.13.0.tar.xz -C /tmp/cueops \
+  && cp -r /tmp/cueops/a/. /tmp/cueops/b/. "$site"/ || log "cuequivariance ops unpack failed"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" .whl/openequivariance-0.7.0.tar.gz \
+  || log "openequivariance did not build: its series will be skipped with the import error"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$mace" .whl/mace/* \
+  || log "mace-torch did not install: the mace section will say why"
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . || log "equimol install failed"
+export PYTHONPATH="$site"
+export EQUIMOL_CACHE_DIR="$PWD/.gpu/cp_cache" EQUIMOL_MACE_PYTHONPATH="$mace:$site" PYTHONUNBUFFERED=1
+model=()
+if [ -f .gpu/model.pt ]; then model=(--model .gpu/model.pt); fi
+log "installed; running gpu_kernels.py"
+timeout "${GPU_RUN_TIMEOUT:-500}" python3 benchmarks/gpu_kernels.py --data .gpu/data "${model[@]}" "$@" 2>&1 | tee -a "$out/log.txt"
+log "gpu_kernels.py exited ${PIPESTATUS[0]}"
+find benchmarks -maxdepth 1 -name 'gpu_kernels_*' -newer "$stamp" -exec cp {} "$out"/ \;
+ls -la "$out"
