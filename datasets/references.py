@@ -25,12 +25,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from ase.data import atomic_numbers as ATOMIC_NUMBERS
 from ase.data import chemical_symbols
 
 from .readers import DataFormatError, LabelKeys, read_ase_records
 
-NUM_ELEMENTS = 119  # index 0 unused, 1..118 the elements
+NUM_ELEMENTS = len(chemical_symbols)  # 119, ASE's element table: index 0 unused, 1..118 the elements
+
+
+def reference_table(references: Mapping[int, float] | None) -> torch.Tensor:
+    """``[NUM_ELEMENTS]`` float64 table of ``{atomic number: eV}`` (zero for elements not given)."""
+    table = torch.zeros(NUM_ELEMENTS, dtype=torch.float64)
+    for number, energy in (references or {}).items():
+        table[int(number)] = float(energy)
+    return table
+
+
+def add_references(energy: torch.Tensor, atomic_numbers: torch.Tensor, batch: torch.Tensor | None, table: torch.Tensor):
+    """Total energies ``[B]`` (eV): labels ``energy`` ``[B]`` from which the data module took the per-element
+    references, plus ``sum_i table[Z_i]`` over each structure's atoms (``batch`` ``[n]``; None: one structure).
+
+    The inverse of the subtraction of :func:`~equimol.datasets.atoms_dataset.reference_energy`, for the
+    trainer and the evaluation alike; sums in float64, returned in the dtype of ``energy``.
+    """
+    if batch is None:
+        batch = torch.zeros_like(atomic_numbers)
+    per_atom = table.to(energy.device)[atomic_numbers]
+    per_graph = per_atom.new_zeros(energy.shape[0]).index_add(0, batch, per_atom)
+    return energy.view(-1) + per_graph.to(energy.dtype)
 
 
 class ElementReferences:

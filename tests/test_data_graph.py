@@ -103,3 +103,25 @@ def test_edge_vectors_of_a_batch_use_each_structures_cell() -> None:
     separate = torch.cat([edge_vectors(g.pos, g.edge_index, g.cell_offsets, g.cell) for g in graphs])
     torch.testing.assert_close(batched, separate, rtol=0, atol=1e-14)
     assert batched.norm(dim=1).max() < 3.5
+
+
+def test_subtracted_references_come_back_with_add_references() -> None:
+    """The reference round trip of the trainer and the evaluation: subtract per element, add back per structure."""
+    import ase.build
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from equimol.datasets.references import add_references, reference_table
+    from torch_geometric.data import Batch
+
+    frames = [ase.build.molecule(name) for name in ("CH4", "H2O", "NH3")]
+    for energy, atoms in zip((-1084.1, -2069.3, -1526.2), frames):
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((len(atoms), 3)))
+    references = {1: -13.6, 6: -1029.5, 7: -1484.3, 8: -2041.8}
+    coeff = np.zeros(9)
+    coeff[list(references)] = list(references.values())
+    settings = LabelSettings(5.0, torch.float64, element_references=ElementReferences(coeff))
+    graphs = [record_to_graph(atoms_to_record(a, LabelKeys(), "mol", i), settings) for i, a in enumerate(frames)]
+    batch = Batch.from_data_list(graphs)
+    total = add_references(batch.energy, batch.atomic_numbers, batch.batch, reference_table(references))
+    expected = torch.tensor([-1084.1, -2069.3, -1526.2], dtype=torch.float64)
+    assert (total - expected).abs().max().item() <= 1e-9  # float64 sums of ~1e3 eV: a few ulps
+    assert (batch.energy - expected).abs().min().item() > 1e3  # the labels had the references taken off

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from equimol.datasets.references import add_references, reference_table
 from tqdm.auto import tqdm
 
 from equimol.utils.io import atomic_write
@@ -43,9 +44,7 @@ def evaluate(
     """
     model.eval()
     device = next(model.parameters()).device
-    table = torch.zeros(119, dtype=torch.float64)
-    for number, energy in (references or {}).items():
-        table[int(number)] = float(energy)
+    table = reference_table(references)
     metrics = ErrorMetrics()
     collected: dict[str, list[np.ndarray]] = {
         k: [] for k in ("energy_pred", "energy_ref", "natoms", "forces_pred", "forces_ref")
@@ -57,11 +56,7 @@ def evaluate(
         prediction = model(batch, compute_forces=True, compute_stress=with_stress)
         prediction = {k: v.detach() for k, v in prediction.items()}
         node_graph = batch.batch
-        reference = table.to(device)[batch.atomic_numbers]
-        offset = torch.zeros(batch.energy.shape[0], dtype=torch.float64, device=device).index_add(
-            0, node_graph, reference
-        )
-        target = batch.energy.view(-1) + offset.to(batch.energy.dtype)
+        target = add_references(batch.energy, batch.atomic_numbers, node_graph, table)
         metrics.update(prediction, batch, target)
         natoms = torch.bincount(node_graph, minlength=target.shape[0])
         collected["energy_pred"].append(prediction["energy"].cpu().double().numpy())

@@ -20,6 +20,7 @@ import math
 
 import lightning as L
 import torch
+from equimol.datasets.references import add_references, reference_table
 
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
@@ -29,8 +30,6 @@ from .ema import ExponentialMovingAverage
 from .finetune import freeze, load_pretrained, parameter_groups
 from .losses import weighted_loss
 from .metrics import ErrorMetrics
-
-_NUM_ELEMENTS = 119
 
 
 class PotentialModule(L.LightningModule):
@@ -72,10 +71,7 @@ class PotentialModule(L.LightningModule):
         self.loss_config = LossConfig(**(loss or {}))
         self.optimizer_config = OptimizerConfig(**(optimizer or {}))
         self.scheduler_config = SchedulerConfig(**(scheduler or {}))
-        table = torch.zeros(_NUM_ELEMENTS, dtype=torch.float64)
-        for number, energy in (label_references or {}).items():
-            table[int(number)] = float(energy)
-        self.register_buffer("reference_table", table, persistent=False)
+        self.register_buffer("reference_table", reference_table(label_references), persistent=False)
         decay = self.optimizer_config.ema_decay
         self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None
         self._ema_backup: dict | None = None
@@ -86,12 +82,7 @@ class PotentialModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------- energies
     def target_energy(self, batch) -> torch.Tensor:
         """``[B]`` total energies (eV): the labels plus the references the data module took off."""
-        batch_index = getattr(batch, "batch", None)
-        if batch_index is None:
-            batch_index = torch.zeros_like(batch.atomic_numbers)
-        references = self.reference_table.to(batch.energy.device)[batch.atomic_numbers].to(batch.energy.dtype)
-        per_graph = batch.energy.new_zeros(batch.energy.shape[0]).index_add(0, batch_index, references)
-        return batch.energy.view(-1) + per_graph
+        return add_references(batch.energy, batch.atomic_numbers, getattr(batch, "batch", None), self.reference_table)
 
     def _predict(self, batch) -> dict[str, torch.Tensor]:
         stress = self.loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None

@@ -14,7 +14,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
-_MAX_Z = 118
+_MAX_Z = len(chemical_symbols) - 1  # 118: ASE's element table, index 0 is the dummy 'X'
 
 
 def parse_species(species: list) -> list[int]:
