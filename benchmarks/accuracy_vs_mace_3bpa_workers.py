@@ -1,0 +1,309 @@
+"""Worker processes of ``benchmarks/accuracy_vs_mace_3bpa.py`` (one per code, each in its own virtual
+environment) and the calculator timing that drives two of them (:func:`run_timing`).
+
+Commands (started by the driver, not by hand)::
+
+    .venv/bin/python      ..._workers.py equimol-train CURVE.jsonl -- train CONFIG [overrides]
+    .venv-mace/bin/python ..._workers.py mace-train --budget SECONDS --curve CURVE.jsonl -- <run_train args>
+    <either python>       ..._workers.py timing {equimol,mace} MODEL STRUCTURES.xyz   # JSON lines on stdin/stdout
+
+Only the standard library, numpy and ASE are imported at module level, so both environments can run it.
+
+**Learning curves.** Each training process appends one JSON line per validation to CURVE: epoch,
+training steps, CPU seconds (``time.process_time()``, this process) and wall seconds since the start of
+fitting, and the validation RMSEs (eV/Å per force component, eV/atom). equimol's come from a Lightning
+callback added to ``equimol.train.run._callbacks``; MACE's from a wrapper of ``valid_err_log``.
+
+**CPU-time budget for MACE, without modifying MACE.** mace 0.3.16 has no time budget, so
+``mace-train`` runs MACE's own ``mace.cli.run_train.main`` in this process after wrapping functions of
+``mace.tools.train`` (module attributes that MACE looks up at call time):
+
+* ``train_one_epoch``: the clock starts at its first call, i.e. at the first training batch, after
+  data loading and MACE's initial validation (equimol's ``trainer.max_cpu_time`` also counts from the
+  start of fitting). The epoch's data loader is wrapped so that no batch is taken once the budget is
+  spent: the epoch ends early, and MACE validates it and saves a checkpoint if the validation loss
+  improved, as Lightning does for equimol when ``max_cpu_time`` stops the fit after a batch. If the
+  budget is spent when the next epoch would start, ``BudgetSpent`` is raised before any batch.
+* the training loop (``mace.tools.train``, as ``run_train`` calls it) catches ``BudgetSpent`` and
+  returns normally, so ``run_train`` carries on exactly as after its last epoch: it loads the latest
+  checkpoint, which is the best on validation (MACE deletes the previous one at each improvement) and
+  holds the EMA weights (MACE saves inside ``ema.average_parameters()``), evaluates it and saves
+  ``<model_dir>/<name>.model``: the model MACE itself ships.
+
+Both budgets are checked after each training batch (one batch of 5 structures overshoots by a fraction
+of a CPU second). Lightning also validates after the stopping batch; MACE validates at the end of the
+shortened epoch, the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON, MACE_PYTHON = ROOT / ".venv/bin/python", ROOT / ".venv-mace/bin/python"
+WORKERS = Path(__file__).resolve()
+MARK = "TIMING "  # prefix of the timing worker's answers (libraries may print to stdout too)
+
+
+def _append(path: str, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def equimol_train(curve: str, argv: list[str]) -> int:
+    """``equimol`` CLI ``argv`` with a callback that appends every validation to ``curve``."""
+    import equimol.train.run as run
+    import lightning as L
+
+    from equimol.cli import main
+
+    class CurveRecorder(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or not hasattr(self, "cpu"):
+                return
+            metrics = trainer.callback_metrics
+            record = {"epoch": trainer.current_epoch, "steps": trainer.global_step}
+            record |= {"cpu_s": time.process_time() - self.cpu, "wall_s": time.perf_counter() - self.wall}
+            record["val_forces_rmse"] = float(metrics["val/forces_rmse"])
+            record["val_energy_per_atom_rmse"] = float(metrics["val/energy_per_atom_rmse"])
+            _append(curve, record)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            cpu, wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+            _append(curve, {"event": "fit_end", "steps": trainer.global_step, "cpu_s": cpu, "wall_s": wall})
+
+    callbacks = run._callbacks
+    run._callbacks = lambda config, run_dir: [*callbacks(config, run_dir), CurveRecorder()]
+    code = main(argv)
+    _append(curve, {"event": "exit", "process_cpu_s": time.process_time()})
+    return code
+
+
+class BudgetSpent(Exception):
+    """The CPU-time budget ran out between two epochs."""
+
+
+def mace_train(budget: float, curve: str, mace_argv: list[str]) -> int:
+    """MACE's ``run_train`` with ``mace_argv`` under a CPU-time budget (see the module docstring)."""
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    import mace.tools
+    from mace.cli.run_train import main
+
+    loop = importlib.import_module("mace.tools.train")
+    clock: dict = {"cpu": None, "wall": None, "steps": 0}
+
+    def elapsed() -> tuple[float, float]:
+        return time.process_time() - clock["cpu"], time.perf_counter() - clock["wall"]
+
+    def budgeted(loader):
+        for batch in loader:
+            if elapsed()[0] >= budget:
+                return
+            clock["steps"] += 1
+            yield batch
+
+    one_epoch, log, whole = loop.train_one_epoch, loop.valid_err_log, mace.tools.train
+
+    def train_one_epoch(*args, **kwargs):
+        if clock["cpu"] is None:
+            clock["cpu"], clock["wall"] = time.process_time(), time.perf_counter()
+        elif elapsed()[0] >= budget:
+            raise BudgetSpent
+        kwargs["data_loader"] = budgeted(kwargs["data_loader"])
+        return one_epoch(*args, **kwargs)
+
+    def valid_err_log(valid_loss, eval_metrics, logger, log_errors, epoch=None, valid_loader_name="Default"):
+        if epoch is not None and clock["cpu"] is not None:
+            cpu, wall = elapsed()
+            record = {"epoch": int(epoch), "steps": clock["steps"], "cpu_s": cpu, "wall_s": wall}
+            record["val_forces_rmse"] = float(eval_metrics["rmse_f"])
+            record["val_energy_per_atom_rmse"] = float(eval_metrics["rmse_e_per_atom"])
+            _append(curve, record)
+        return log(valid_loss, eval_metrics, logger, log_errors, epoch, valid_loader_name)
+
+    def train_loop(*args, **kwargs):
+        try:
+            whole(*args, **kwargs)
+        except BudgetSpent:
+            logging.info(f"CPU-time budget of {budget} s spent: training complete")
+        cpu, wall = elapsed() if clock["cpu"] is not None else (0.0, 0.0)
+        _append(curve, {"event": "fit_end", "steps": clock["steps"], "cpu_s": cpu, "wall_s": wall})
+
+    loop.train_one_epoch, loop.valid_err_log, mace.tools.train = train_one_epoch, valid_err_log, train_loop
+    sys.argv = ["mace_run_train", *mace_argv]
+    main()
+    _append(curve, {"event": "exit", "process_cpu_s": time.process_time()})
+    return 0
+
+
+def serve_timing(make_calculator: Callable[[], object], structures: str, noise: float = 0.005, seed: int = 0) -> None:
+    """Answer timing requests on stdin/stdout: energy+forces of one structure through an ASE calculator.
+
+    Each request is a JSON line ``{"structure": i, "threads": t, "calls": k}``; the answer is a line
+    ``TIMING {"times": [...]}`` (seconds per call). Every call moves the atoms to new positions
+    (base + Gaussian noise of ``noise`` Å, the same sequence in every worker) so the calculator
+    recomputes, as in MD; the neighbour list is whatever the calculator does between such steps.
+    """
+    import torch
+
+    torch.set_num_interop_threads(1)
+    frames = ase.io.read(structures, ":")
+    bases = [atoms.positions.copy() for atoms in frames]
+    for atoms in frames:  # one calculator per structure: each keeps its own neighbour-list state
+        atoms.calc = make_calculator()
+    rng = np.random.default_rng(seed)
+    print(MARK + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        torch.set_num_threads(int(request["threads"]))
+        atoms, base, times = frames[request["structure"]], bases[request["structure"]], []
+        for _ in range(int(request["calls"])):
+            atoms.positions = base + rng.normal(0.0, noise, base.shape)
+            start = time.perf_counter()
+            atoms.get_forces()
+            atoms.get_potential_energy()
+            times.append(time.perf_counter() - start)
+        print(MARK + json.dumps({"times": times}), flush=True)
+
+
+def timing(side: str, model: str, structures: str) -> None:
+    """Serve timing requests for equimol's or MACE's (float32) ASE calculator."""
+    if side == "mace":
+        from mace.calculators import MACECalculator
+
+        serve_timing(lambda: MACECalculator(model_paths=model, device="cpu", default_dtype="float32"), structures)
+    else:
+        from equimol.calculator import EquimolCalculator
+
+        serve_timing(lambda: EquimolCalculator(model=model), structures)
+
+
+def molecule_box(molecules: list[ase.Atoms], density: float = 0.6, grid=(3, 3, 4), seed: int = 0) -> ase.Atoms:
+    """Periodic box of randomly rotated molecules on a ``grid`` lattice at ``density`` g/cm³ (3 x 3 x 4 = 36).
+
+    Each molecule is centred on its lattice site and rotated at random until no atom is within 1.8 Å of
+    another molecule's (minimum image). 0.6 g/cm³ packs 3BPA without retries running out.
+    """
+    spacing = (molecules[0].get_masses().sum() / (density * 0.602214)) ** (1.0 / 3.0)  # Å; amu/Å³ per g/cm³
+    lengths, rng = spacing * np.array(grid), np.random.default_rng(seed)
+    positions, numbers = np.zeros((0, 3)), []
+    for index, site in enumerate(np.ndindex(*grid)):
+        molecule = molecules[index % len(molecules)]
+        centered = molecule.positions - molecule.get_center_of_mass()
+        for _ in range(5000):
+            rotation, upper = np.linalg.qr(rng.normal(size=(3, 3)))
+            trial = centered @ (rotation * np.sign(np.diag(upper))).T + (np.array(site) + 0.5) * spacing
+            gaps = trial[:, None, :] - positions[None, :, :]
+            gaps -= lengths * np.round(gaps / lengths)
+            if len(positions) == 0 or np.sqrt((gaps**2).sum(-1)).min() >= 1.8:
+                positions, numbers = np.vstack([positions, trial]), [*numbers, *molecule.numbers]
+                break
+        else:
+            raise RuntimeError(f"molecule_box: no room for molecule {index} at {density} g/cm^3")
+    return ase.Atoms(numbers=numbers, positions=positions, cell=np.diag(lengths), pbc=True)
+
+
+class TimingWorker:
+    """A timing worker process (``..._workers.py timing``): one code's ASE calculator, asked over a pipe."""
+
+    def __init__(self, python: Path, side: str, model: Path, structures: Path) -> None:
+        command = [str(python), str(WORKERS), "timing", side, str(model), str(structures)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.answer()
+
+    def answer(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK) :])
+        raise RuntimeError(f"timing worker {self.process.args} ended (exit {self.process.wait()})")
+
+    def times(self, structure: int, threads: int, calls: int) -> list[float]:
+        self.process.stdin.write(json.dumps({"structure": structure, "threads": threads, "calls": calls}) + "\n")
+        self.process.stdin.flush()
+        return self.answer()["times"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def run_timing(work: Path, data_dir: Path, rounds: int, threads: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """E+F time through both calculators, workers asked in turn (order swapped every round); medians, ratio."""
+    molecules = ase.io.read(data_dir / "3bpa/test_300K.xyz", ":36")
+    structures = [molecules[0], molecule_box(molecules)]
+    for atoms in structures:
+        atoms.calc = None
+    ase.io.write(work / "timing_structures.xyz", structures, format="extxyz")
+    workers = {
+        "equimol": TimingWorker(PYTHON, "equimol", work / "equimol/model.pt", work / "timing_structures.xyz"),
+        "mace": TimingWorker(MACE_PYTHON, "mace", work / "mace/mace_small.model", work / "timing_structures.xyz"),
+    }
+    results = []
+    try:
+        for count in threads:
+            for index, atoms in enumerate(structures):
+                calls = 10 if len(atoms) < 100 else 2
+                for worker in workers.values():
+                    worker.times(index, count, 2)  # warm-up
+                times: dict[str, list[float]] = {"equimol": [], "mace": []}
+                for round_ in range(rounds):
+                    for side in ("equimol", "mace") if round_ % 2 == 0 else ("mace", "equimol"):
+                        times[side] += workers[side].times(index, count, calls)
+                medians = {side: statistics.median(values) for side, values in times.items()}
+                results.append({
+                    "atoms": len(atoms), "threads": count, "calls": len(times["mace"]), "load_1min": os.getloadavg()[0],
+                    "median_s": medians, "ratio_equimol_over_mace": medians["equimol"] / medians["mace"],
+                })  # fmt: skip
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    equimol = commands.add_parser("equimol-train")
+    equimol.add_argument("curve", help="JSON-lines file for the validation curve")
+    equimol.add_argument("argv", nargs=argparse.REMAINDER, help="-- then equimol CLI arguments")
+    mace = commands.add_parser("mace-train")
+    mace.add_argument("--budget", type=float, required=True, help="CPU seconds of training")
+    mace.add_argument("--curve", required=True, help="JSON-lines file for the validation curve")
+    mace.add_argument("argv", nargs=argparse.REMAINDER, help="-- then mace run_train arguments")
+    worker = commands.add_parser("timing")
+    worker.add_argument("side", choices=("equimol", "mace"))
+    worker.add_argument("model")
+    worker.add_argument("structures")
+    args = parser.parse_args()
+    if args.command == "timing":
+        timing(args.side, args.model, args.structures)
+        return 0
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if args.command == "equimol-train":
+        return equimol_train(args.curve, argv)
+    return mace_train(args.budget, args.curve, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
