@@ -27,7 +27,7 @@ product ``1o x 1o -> 1e``). Other irreps raise ValueError pointing to ``cg``.
 ``cat(w1.flatten(1), w2.flatten(1), w3.flatten(1))`` with ``w1`` ``[N, C, n1]`` (channel-major), etc.
 Internal weights start standard normal (unit variance, as for every backend).
 
-**Strategies** (same result to round-off; both O(L^3) per channel for degrees ``L``):
+**Strategies** (same result to round-off; ``fft`` and ``grid`` are O(L^3) per channel for degrees ``L``):
 
 * ``"fft"``: harmonics -> 2D Fourier grid in ``(theta, phi)`` (:mod:`~equimol.tp.sphere_fourier`,
   O(L^3) since ``Y_lm`` only touches ``v = +-m``), zero-padded 2D FFT linear convolution of the two
@@ -35,7 +35,9 @@ Internal weights start standard normal (unit variance, as for every backend).
 * ``"grid"``: evaluate both functions on a Gauss-Legendre x uniform grid exact for the product up
   to the output degree (:mod:`~equimol.tp.sphere_grid`), multiply, project back; separable
   matrix products only.
-* ``"auto"``: :func:`choose_strategy`.
+* ``"edge"``: the dense Gaunt tensor contracted with ``x2`` first, one ``[d3, n2 d1]`` matrix per
+  sample applied to its ``C`` channels by one batched GEMM: O(L^6 + C L^4) per sample, fastest at small L.
+* ``"auto"``: :meth:`GauntTensorProduct.choose`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from e3nn import o3
 
 from equimol.tp.factored import FactoredProduct, WeightGroup
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike, from_channel_major, to_channel_major
+from equimol.tp.irreps import IrrepsLike, component_major_index, from_channel_major, to_channel_major
 from equimol.tp.sphere_fourier import for_forward_transform, fourier_factors, fourier_projection, product_fft_size
 from equimol.tp.sphere_grid import (
     analyze_on_grid,
@@ -67,15 +69,12 @@ EDGE_MAX_DEGREE = 3
 
 
 def choose_strategy(lmax1: int, lmax2: int, lmax_out: int) -> str:
-    """The faster strategy for these degrees: ``"grid"`` on every shape measured.
+    """The faster sphere strategy for these degrees: ``"grid"`` on every shape measured.
 
-    Rule and measurement: ``equimol bench tp --backends cg,gaunt`` (``benchmarks/tp_gaunt_vs_cg_cpu.json``),
-    ``C x (0e..Le) x (0e..Le) -> C x (0e..Le)``, 32 channels, 2000 edges, float32, forward + backward,
-    L = 1..8, one torch thread on a 2-core AMD EPYC shared with other jobs (series interleaved in
-    one process). ``grid`` beat ``fft`` at every L, by 11.5x at L = 1 down to 7.3x at L = 8: the grid
-    is a few GEMMs over ``N * C`` columns, while the FFT path spends its time in small batched 2D
-    transforms and the layout copies around them. The degrees are accepted so that a rule for other
-    devices (cuFFT, unmeasured so far) can be added without changing callers.
+    ``benchmarks/tp_gaunt_vs_cg_cpu.json`` (32 channels, 2000 edges, float32, L = 1..8, one thread):
+    ``grid`` beat ``fft`` at every L, by 11.5x at L = 1 down to 7.3x at L = 8 (a few GEMMs over ``N C``
+    columns against small batched 2D transforms and layout copies). The degrees are accepted so
+    that a rule for other devices (cuFFT, unmeasured) can be added without changing callers.
     """
     del lmax1, lmax2, lmax_out  # the measured rule does not depend on them
     return "grid"
@@ -240,23 +239,32 @@ class GauntTensorProduct(TensorProductBackend):
     def choose(lmax1: int, lmax2: int, lmax_out: int) -> str:
         """``"edge"`` up to degree :data:`EDGE_MAX_DEGREE`, above it :func:`choose_strategy` (``"grid"``).
 
-        Measured with ``equimol bench tp`` (32 channels, 2000 samples, float32, one thread, 2-core
-        CPU; ``benchmarks/tp_speed_cpu.json``): the per-sample dense coupling of ``"edge"`` costs
-        ``d1 d2 d3 n2`` multiply-adds per sample, O(L^6), and loses to the O(L^3) grid above L = 3.
+        Measured (``benchmarks/tp_speed_cpu.json``, 32 channels, 2000 samples, float32, one thread):
+        the dense per-sample coupling of ``"edge"`` costs ``d1 d2 d3 n2`` multiply-adds per sample,
+        O(L^6), and loses to the O(L^3) grid above L = 3.
         """
-        if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE:
-            return "edge"
-        return choose_strategy(lmax1, lmax2, lmax_out)
+        return "edge" if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE else choose_strategy(lmax1, lmax2, lmax_out)
 
     def _build_edge(self, l1: int, l2: int, l3: int) -> None:
-        # Dense coupling, second operand first: K[j, (i2, i, k)] = G[i, j, k] [irrep(j) = i2] * scale(k),
-        # so that (x2 @ K) is, per sample, one [n2 * d1, d3] matrix for the w2-weighted copies of a1.
+        # Dense coupling, second operand first: K[j, (k, i2, i)] = G[i, j, k] [irrep(j) = i2] * scale(k),
+        # so that (x2 @ K) is, per sample, one [d3, n2 * d1] matrix for the w2-weighted copies of a1.
         gaunt = real_gaunt_coefficients(l1, l2, l3)
         index1, index2, index3 = (layout.canonical_index for layout in (self.layout1, self.layout2, self.layout_out))
         coupling = gaunt[index1][:, index2][:, :, index3] * self.output_scale[self.layout_out.irrep_of_component]
         irrep_mask = torch.nn.functional.one_hot(self.layout2.irrep_of_component).T.double()  # [n2, d2]
-        stacked = coupling.permute(1, 0, 2)[:, None] * irrep_mask.T[:, :, None, None]  # [d2, n2, d1, d3]
+        stacked = coupling.permute(1, 2, 0)[:, :, None] * irrep_mask.T[:, None, :, None]  # [d2, d3, n2, d1]
         self._register_constant("edge_coupling", stacked.reshape(stacked.shape[0], -1))
+        # Component-major [N, D, C] gathers: x1 in, the result out, and all weights expanded per row.
+        self._register_index("gather_in1", component_major_index(self.irreps_in1))
+        self._register_index("gather_out", torch.argsort(component_major_index(self.irreps_out)))
+        channels, n1, n2 = self.channels, len(self.irreps_in1), len(self.irreps_in2)
+        w1, w2, w3 = (
+            start + torch.arange(channels * n).view(channels, n).T
+            for start, n in ((0, n1), (channels * n1, n2), (channels * (n1 + n2), len(self.irreps_out)))
+        )
+        rows = torch.cat([w1[self.layout1.irrep_of_component], w2, w3[self.layout_out.irrep_of_component]])
+        self._register_index("gather_weight", rows.flatten())
+        self.edge_split = [channels * self.layout1.dim, channels * n2, channels * self.layout_out.dim]
 
     def _register_index(self, name: str, index: torch.Tensor) -> None:
         self.register_buffer(name, index, persistent=False)
@@ -315,18 +323,22 @@ class GauntTensorProduct(TensorProductBackend):
         per_irrep = x2.T[:, :, None] * self.in2_irrep_mask.T[:, None, :]  # [D2, N, n2]
         basis = self._grid_values("2", per_irrep.reshape(per_irrep.shape[0], -1))  # [G, N * n2]
         f2 = torch.bmm(basis.view(-1, count, w2.shape[-1]).transpose(0, 1), w2.transpose(1, 2))  # [N, G, C]
-        product = f1 * f2.transpose(0, 1).reshape(f1.shape)
+        # A strided read of f2 inside the product instead of a transposing copy: one memory pass less.
+        product = (f1.view(-1, count, channels) * f2.transpose(0, 1)).reshape(f1.shape)
         projected = self._grid_project(product).view(-1, count, channels)  # [D_out, N, C]
         scale = (w3 * self.output_scale).permute(2, 0, 1).index_select(0, self.irrep_of_component_out)
         return from_feature_major(projected * scale, self.irreps_out)
 
-    def _product_edge(self, x1: torch.Tensor, x2: torch.Tensor, w1, w2, w3) -> torch.Tensor:
+    def _product_edge(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # Component-major [N, rows, C] (weights broadcast over rows, C contiguous): fastest measured on a CPU.
         count, channels = x1.shape[0], self.channels
-        a1 = to_channel_major(x1, self.irreps_in1) * w1.index_select(-1, self.irrep_of_component1)  # [N, C, d1]
-        a12 = (w2[..., None] * a1[:, :, None, :]).view(count, channels, -1)  # [N, C, n2 * d1]
-        matrices = (x2 @ self.edge_coupling).view(count, a12.shape[-1], -1)  # [N, n2 * d1, d3]
-        z = torch.bmm(a12, matrices) * w3.index_select(-1, self.irrep_of_component_out)
-        return from_channel_major(z, self.irreps_out)
+        x = x1.index_select(1, self.gather_in1).view(count, -1, channels)  # [N, d1, C]
+        rows = weight.index_select(1, self.gather_weight).split(self.edge_split, dim=1)
+        w1, w2, w3 = (w.view(count, -1, channels) for w in rows)  # [N, d1 | n2 | d3, C]
+        a12 = ((x * w1).unsqueeze(1) * w2.unsqueeze(2)).view(count, -1, channels)  # [N, n2 * d1, C]
+        matrices = (x2 @ self.edge_coupling).view(count, -1, a12.shape[1])  # [N, d3, n2 * d1]
+        z = torch.bmm(matrices, a12) * w3  # [N, d3, C]
+        return z.view(count, -1).index_select(1, self.gather_out)
 
     def _slots(self, key: str, features: torch.Tensor) -> torch.Tensor:
         layout = self.layout1 if key == "1" else self.layout2
@@ -354,11 +366,11 @@ class GauntTensorProduct(TensorProductBackend):
         if x1.shape[0] == 0:
             # Empty batch (e.g. a graph without edges): FFT and reshapes cannot take it; keep the graph.
             return x1.new_zeros(0, self.irreps_out.dim) + 0.0 * (x1.sum() + x2.sum() + weight.sum())
+        if self.strategy == "edge":
+            return self._product_edge(x1, x2, weight)
         w1, w2, w3 = (w.unflatten(1, (self.channels, -1)) for w in torch.split(weight, self.weight_split, dim=1))
         if self.strategy == "grid":
             return self._product_grid(x1, x2, w1, w2, w3)
-        if self.strategy == "edge":
-            return self._product_edge(x1, x2, w1, w2, w3)
         a1 = to_channel_major(x1, self.irreps_in1) * w1[..., self.irrep_of_component1]
         f1 = self._samples("1", a1)  # [N, C, G]
         per_irrep = self._samples("2", x2[:, None, :] * self.in2_irrep_mask)  # [N, n2, G]

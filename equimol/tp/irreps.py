@@ -74,3 +74,19 @@ def degree_offsets(irreps: o3.Irreps) -> list[tuple[int, int]]:
         offsets.append((start, start + ir.dim))
         start += ir.dim
     return offsets
+
+
+def component_major_index(irreps: o3.Irreps) -> torch.Tensor:
+    """Gather index from the mul_ir layout (uniform ``C``) to the component-major layout ``[N, D, C]``.
+
+    ``x.index_select(1, index).view(N, D, C)`` puts component ``d`` of channel ``u`` at ``[:, d, u]``:
+    the ``C`` channels of a component are contiguous, so per-(sample, channel) weights broadcast
+    over components without a stride-0 inner loop. The inverse permutation (``argsort``) gathers back.
+    """
+    channels = irreps[0].mul
+    rows = [
+        sl.start + torch.arange(channels) * ir.dim + m
+        for (_, ir), sl in zip(irreps, irreps.slices())
+        for m in range(ir.dim)
+    ]
+    return torch.stack(rows).flatten()
