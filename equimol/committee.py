@@ -10,23 +10,17 @@ component) the committee predicts the mean and reports the population standard d
 :math:`\sigma_y^2 = \frac{1}{2M^2} \sum_{m,n} (y^{(m)} - y^{(n)})^2` (the same number), so that identical
 members give exactly zero spread (a mean of equal floats need not round to that float).
 Members are trained from different seeds (``trainer.committee_seeds``, :mod:`equimol.train.run`);
-their spread grows away from the training data, which is what active learning selects on.
+their spread is expected to grow away from the training data, which is what active learning selects on
+(``benchmarks/committee_3bpa.md`` measures it on 3BPA).
 
 Result keys of :class:`~equimol.calculator.EquimolCalculator` with several models (ASE units):
 
-=================== ============ ======================================================
-``energy``          eV           committee mean (also ``free_energy``, ``forces``, ``stress``,
-                                 ``energies`` are means)
-``energy_std``      eV           spread of the total energy
-``energies_std``    eV, ``[n]``  spread of the per-atom energies
-``forces_std``      eV/Å,        spread of each force component
-                    ``[n, 3]``
-``stress_std``      eV/Å³,       spread of each stress component (Voigt), when stress was computed
-                    ``[6]``
-``energy_members``  eV, ``[M]``  each member's total energy
-``forces_members``  eV/Å,        each member's forces
-                    ``[M, n, 3]``
-=================== ============ ======================================================
+* ``energy``, ``free_energy`` (eV), ``energies`` (eV, ``[n]``), ``forces`` (eV/Å, ``[n, 3]``),
+  ``stress`` (eV/Å³, Voigt ``[6]``): the committee means;
+* ``energy_std`` (eV): spread of the total energy; ``energies_std`` (eV, ``[n]``): of the per-atom
+  energies; ``forces_std`` (eV/Å, ``[n, 3]``): of each force component; ``stress_std`` (eV/Å³, ``[6]``):
+  of each stress component, when stress was computed;
+* ``energy_members`` (eV, ``[M]``) and ``forces_members`` (eV/Å, ``[M, n, 3]``): each member's values.
 """
 
 from __future__ import annotations
