@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datamodule import DATA_DIR_VARIABLE
+from .config import DATA_DIR_VARIABLE
 
 
 @dataclass(frozen=True)

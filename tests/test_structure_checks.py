@@ -130,7 +130,7 @@ def test_the_default_min_distance_accepts_the_shipped_data(shared_data: Path) ->
     module = AtomsDataModule(
         train=str(shared_data / "3bpa" / "iso_atoms.xyz"), forces_key=None, val_fraction=0.0, batch_size=1
     )
-    assert module.config["min_distance"] == 0.5
+    assert module.config.min_distance == 0.5
     for name in ("3bpa/train_300K.xyz", "oc20/oc20_single_adslab_atoms.json"):
         atoms = ase.io.read(shared_data / name, index=0)
         sender, receiver, offsets = neighbor_list(atoms.positions, atoms.cell[:], atoms.pbc, 5.0)

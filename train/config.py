@@ -3,7 +3,7 @@
 .. code-block:: yaml
 
     model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
-    data:      {...}   # equimol.datasets.AtomsDataModule(**data); its radial_cutoff is model.radial_cutoff
+    data:      {...}   # equimol.datasets.config.DataConfig (AtomsDataModule); its radial_cutoff is model.radial_cutoff
     loss:      {...}   # LossConfig: energy (per atom), forces and stress weights
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
     scheduler: {...}   # SchedulerConfig: plateau | cosine (with warm-up) | none
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -197,11 +196,9 @@ def _check_section(name: str, values: Any, hints: dict[str, Any]) -> None:
 
 
 def _data_hints() -> dict[str, Any]:
-    from equimol.datasets.datamodule import AtomsDataModule
+    from equimol.datasets.config import DataConfig
 
-    hints = typing.get_type_hints(AtomsDataModule.__init__)
-    parameters = inspect.signature(AtomsDataModule.__init__).parameters
-    return {name: hints.get(name, Any) for name in parameters if name != "self"}
+    return typing.get_type_hints(DataConfig)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -280,7 +277,7 @@ def _resolve_data_dir(data: dict, base: Path | None) -> None:
 
 
 def _check_data_files(data: dict) -> None:
-    from equimol.datasets.datamodule import resolve_data_path
+    from equimol.datasets.config import resolve_data_path
 
     if data.get("data_dir") is not None and not Path(data["data_dir"]).is_dir():
         raise ConfigError(
