@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
+
+from .schema import ConfigError, check_section
 
 SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finetune")
 AUTO = "auto"
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
 AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
-
-
-class ConfigError(ValueError):
-    """A configuration error; the message names the offending key."""
 
 
 @dataclass
@@ -143,56 +140,6 @@ class TrainingConfig:
             "data": copy.deepcopy(self.data),
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTION_CLASSES},
         }
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """``isinstance`` for the annotations used by the config classes and ``AtomsDataModule``."""
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(annotation))
-    if annotation is type(None) or annotation is None:
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if annotation is Path:
-        return isinstance(value, (str, Path))
-    if origin is not None and isinstance(origin, type):
-        if issubclass(origin, Mapping):
-            return isinstance(value, Mapping)
-        if issubclass(origin, Sequence):
-            return isinstance(value, (list, tuple)) and all(
-                _matches(item, typing.get_args(annotation)[0]) for item in value
-            )
-    if isinstance(annotation, type):
-        if annotation.__module__ == "torch":  # torch.dtype: YAML gives its name
-            return isinstance(value, str)
-        return isinstance(value, annotation)
-    return True
-
-
-def _check_section(name: str, values: Any, hints: dict[str, Any]) -> None:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"section {name!r} must be a mapping of keys to values, got {type(values).__name__}")
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"unknown key {name}.{key}; valid keys in {name!r}: {sorted(hints)}")
-        if not _matches(value, hints[key]):
-            raise ConfigError(f"{name}.{key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})")
-        choices = CHOICES.get(f"{name}.{key}")
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{name}.{key} must be one of {list(choices)}, got {value!r}")
 
 
 def _data_hints() -> dict[str, Any]:
@@ -314,14 +261,14 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     sections = {}
     for name, cls in SECTION_CLASSES.items():
         values = raw.get(name) or {}
-        _check_section(name, values, typing.get_type_hints(cls))
+        check_section(name, values, typing.get_type_hints(cls), CHOICES)
         sections[name] = cls(**values)
     _check_ranges(sections)
     model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
     model = _merge_init_from(model, sections["finetune"])
     _validate_model(model)
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
-    _check_section("data", data, _data_hints())
+    check_section("data", data, _data_hints(), CHOICES)
     _reconcile_precision(model, data, sections["trainer"])
     _reconcile_cutoff(model, data)
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
