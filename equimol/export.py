@@ -93,11 +93,18 @@ def load_model(
 ) -> Potential:
     """Rebuild the potential stored in ``path`` (eval mode) on ``device``, cast to ``dtype`` if given.
 
+    A compiled model file (``.pt2``, ``equimol export --compile``) loads as a
+    :class:`~equimol.compiled.CompiledPotential` with the same call interface.
+
     Raises:
         FileNotFoundError, ModelFileError: see :func:`read_model_file`.
     """
     from equimol.utils.dtype import resolve_dtype
 
+    if Path(path).suffix == ".pt2":
+        from equimol.compiled import load_compiled
+
+        return load_compiled(path, device=device, dtype=dtype)
     payload = read_model_file(path)
     try:
         model = build_model(payload["model_config"])

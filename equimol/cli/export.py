@@ -1,5 +1,9 @@
 """``equimol export CHECKPOINT OUT``: a self-contained model file (:mod:`equimol.export`) from a training checkpoint.
 
+``equimol export MODEL_OR_CHECKPOINT OUT.pt2 --compile [aotinductor|export]`` writes a compiled
+model file instead (:mod:`equimol.compiled`), which the calculator, TorchSim, LAMMPS and
+``equimol predict`` load like a model file.
+
 The file holds the EMA weights, every model hyperparameter, species, cutoff, dtype, the equimol
 version and a format version; it loads with :func:`equimol.export.load_model` or
 :class:`equimol.calculator.EquimolCalculator` without the training config.
@@ -10,10 +14,31 @@ from __future__ import annotations
 import argparse
 
 
+def run_compile(args: argparse.Namespace) -> int:
+    """``--compile``: a checkpoint or model file to a compiled model file (:mod:`equimol.compiled`)."""
+    import tempfile
+    from pathlib import Path
+
+    from equimol.compiled import compile_model
+    from equimol.export import load_model
+    from equimol.train.checkpoints import export_checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = args.checkpoint
+        if Path(source).suffix == ".ckpt":
+            source = export_checkpoint(source, Path(folder) / "model.pt")
+        model = load_model(source, device=args.device, dtype=args.dtype)
+    path = compile_model(model, args.output, mode=args.compile)
+    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {args.device}")
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from equimol.export import read_model_file
     from equimol.train.checkpoints import export_checkpoint
 
+    if args.compile is not None:
+        return run_compile(args)
     path = export_checkpoint(args.checkpoint, args.output)
     payload = read_model_file(path)
     species = ", ".join(str(z) for z in payload["species"])
@@ -28,5 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` to the ``equimol`` parser."""
     parser = subparsers.add_parser("export", help="write a self-contained model file from a training checkpoint")
     parser.add_argument("checkpoint", help="a checkpoint of `equimol train` (run_dir/checkpoints/*.ckpt)")
-    parser.add_argument("output", help="model file to write (e.g. model.pt)")
+    parser.add_argument("output", help="model file to write (e.g. model.pt; model.pt2 with --compile)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="aotinductor",
+        choices=("aotinductor", "export"),
+        help="write a compiled model file (.pt2) instead: an AOTInductor package (default) or a torch.export "
+        "program; CHECKPOINT may then also be a model file",
+    )
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="with --compile: cast first (default: own)")
+    parser.add_argument("--device", default="cpu", help="with --compile: device to compile for (default cpu)")
     parser.set_defaults(func=run_export)

@@ -1,0 +1,226 @@
+r"""Compiled model files: a potential's energy, forces and stress as one ``torch.export`` graph (``.pt2``).
+
+``equimol export --compile`` (:func:`compile_model`) writes either
+
+* ``aotinductor`` (default): an AOTInductor package, the graph compiled ahead of time to C++ and
+  loaded with ``torch._inductor.aoti_load_package``; no Python model code runs at inference; or
+* ``export``: the serialized ``torch.export`` program (``torch.export.save``), run by torch's
+  graph interpreter: no compiler needed to write it, quick to write, and portable.
+
+Both hold the whole force computation: the model's ``autograd.grad`` (forces ``-dE/dx``, stress
+``dE/d(strain) / V``) is traced into plain operators with ``make_fx`` (symbolic shapes) before
+``torch.export`` (which cannot trace ``autograd.grad`` itself), with dynamic numbers of atoms and
+edges, for **one structure per call**: a batch is evaluated structure by structure (tracing the
+number of structures as dynamic specialized it to the example's, and there was no time to find
+where). A JSON entry ``<root>/equimol/metadata.json`` in the archive keeps species, cutoff,
+dtype and the model config. :func:`load_compiled` returns a :class:`CompiledPotential`, which has
+the :class:`~equimol.models.potential.Potential` call interface, so the ASE calculator, TorchSim
+and LAMMPS couplings and ``equimol predict`` take a ``.pt2`` file wherever they take a model file.
+
+Inside the traced graph two data-dependent checks of the eager model are left out, because a
+traced graph cannot branch on values: the unknown-element check (the callers check elements
+before calling) and the zero-volume-cell error (:class:`CompiledPotential` checks it in Python).
+A compiled file runs on the device type and dtype it was compiled for.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from equimol.graph import structure_to_graph
+
+MODES = ("aotinductor", "export")
+METADATA = "equimol/metadata.json"
+
+
+class CompiledModelError(ValueError):
+    """A compiled model file that cannot be written or read; the message says which and why."""
+
+
+class _TableLookup(nn.Module):
+    """Atomic numbers to element indices without the unknown-element branch (callers check elements)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table.clone(), persistent=False)
+
+    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        return self.table[atomic_numbers]
+
+
+def _stress_without_checks(strain_gradient: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """``dE/d(strain) / V``, zero for non-periodic structures (zero-volume cells are refused before the call)."""
+    volume = torch.linalg.det(cell).abs()
+    valid = pbc.any(dim=1) & (volume > 0)
+    stress = strain_gradient / torch.where(valid, volume, torch.ones_like(volume)).view(-1, 1, 1)
+    return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
+
+
+class _Traceable(nn.Module):
+    """Tensors in, ``(energy [B], node_energy [n], forces [n, 3], stress [B, 3, 3])`` out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pos, atomic_numbers, cell, pbc, edge_index, cell_offsets, batch):
+        graph = SimpleNamespace(
+            pos=pos, atomic_numbers=atomic_numbers, cell=cell, pbc=pbc, edge_index=edge_index,
+            cell_offsets=cell_offsets, batch=batch,
+        )  # fmt: skip
+        out = self.model(graph, compute_forces=True, compute_stress=True)
+        return out["energy"], out["node_energy"], out["forces"], out["stress"]
+
+
+def _example_structure(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """A periodic 5-atom structure of the model's species: the trace input (sizes are dynamic, values free)."""
+    species = list(model.species)
+    positions = np.array([[0.0, 0.0, 0.0], [1.4, 0.3, 0.0], [2.6, -0.4, 0.5], [1.0, 1.5, -0.6], [-0.8, 1.2, 1.0]])
+    numbers = [species[i % len(species)] for i in range(len(positions))]
+    cell = np.eye(3) * max(4.0, 0.75 * float(model.radial_cutoff))
+    graph = structure_to_graph(positions, numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
+    batch = torch.zeros(len(positions), dtype=torch.long)
+    return graph.pos, graph.atomic_numbers, graph.cell, graph.pbc, graph.edge_index, graph.cell_offsets, batch
+
+
+def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+    """The ``torch.export`` program of ``model``'s energy, per-atom energies, forces and stress (dynamic sizes)."""
+    import copy
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    traced_model = copy.deepcopy(model).eval()
+    traced_model.species_index = _TableLookup(model.species_index.table)
+    traced_model._stress = _stress_without_checks
+    for parameter in traced_model.parameters():
+        parameter.requires_grad_(False)
+    example = _example_structure(model)
+    # make_fx runs below autograd, so the backward pass of autograd.grad is recorded as operators
+    graph = make_fx(_Traceable(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    atoms, edges = torch.export.Dim("atoms", min=2), torch.export.Dim("edges", min=2)
+    shapes = ({0: atoms}, {0: atoms}, None, None, {1: edges}, {0: edges}, {0: atoms})
+    return torch.export.export(graph, example, dynamic_shapes=shapes)
+
+
+def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor") -> Path:
+    """Write ``model`` (an equimol ``Potential``) as a compiled model file (``.pt2``) at ``path``."""
+    from equimol.models import Potential
+
+    if not isinstance(model, Potential):
+        raise TypeError(f"compile_model needs an equimol Potential, got {type(model).__name__}")
+    if mode not in MODES:
+        raise CompiledModelError(f"compile mode {mode!r}: expected one of {MODES}")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise CompiledModelError(f"{path}: a compiled model file must end in .pt2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = export_program(model)
+    metadata = {
+        "format": "equimol-compiled",
+        "mode": mode,
+        "species": list(model.species),
+        "radial_cutoff": float(model.radial_cutoff),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "device_type": next(model.parameters()).device.type,
+        "model_config": model.config.to_dict(),
+    }
+    partial = path.with_name(f".{path.name}.partial.pt2")
+    if mode == "export":
+        torch.export.save(program, partial)
+    else:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+    with zipfile.ZipFile(partial, "a") as archive:  # torch's reader wants every entry under the archive's root folder
+        root = archive.namelist()[0].split("/", 1)[0]
+        archive.writestr(f"{root}/{METADATA}", json.dumps(metadata))
+    partial.replace(path)
+    return path
+
+
+class CompiledPotential(nn.Module):
+    """A compiled model file with the call interface of :class:`~equimol.models.potential.Potential`.
+
+    ``forward(graph, compute_forces=True, compute_stress=False)`` returns ``energy`` ``[B]`` eV,
+    ``node_energy`` ``[n]`` eV, ``forces`` ``[n, 3]`` eV/Å and, when asked, ``stress`` ``[B, 3, 3]``
+    eV/Å³ (the compiled graph always computes all of them). No gradients flow out of it.
+    """
+
+    def __init__(self, path: Path, runner, metadata: dict) -> None:
+        super().__init__()
+        self.path, self.metadata = path, metadata
+        self.__dict__["runner"] = runner  # not a submodule: an exported program refuses .train()/.eval()
+        self.species = list(metadata["species"])
+        self.radial_cutoff = float(metadata["radial_cutoff"])
+        # a zero-size parameter: callers read a model's dtype and device from its parameters
+        self.marker = nn.Parameter(torch.zeros(0, dtype=getattr(torch, metadata["dtype"])), requires_grad=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.marker.dtype
+
+    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, torch.Tensor]:
+        cell = graph.cell.view(-1, 3, 3)
+        pbc = graph.pbc.view(-1, 3)
+        volume = torch.linalg.det(cell).abs()
+        degenerate = pbc.any(dim=1) & (volume <= 1e-12 * cell.norm(dim=-1).prod(dim=-1))
+        if compute_stress and bool(degenerate.any()):
+            raise ValueError(f"{self.path}: a periodic cell of zero volume has no stress (cell={cell.tolist()})")
+        batch = getattr(graph, "batch", None)
+        if batch is None:
+            batch = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
+        sender = graph.edge_index[0]
+        parts = []
+        for structure in range(cell.shape[0]):  # the graph is traced for one structure at a time
+            atoms = (batch == structure).nonzero().flatten()
+            first = int(atoms[0]) if atoms.numel() else 0
+            edges = (batch[sender] == structure).nonzero().flatten()
+            inputs = (
+                graph.pos[atoms].detach(), graph.atomic_numbers[atoms], cell[structure : structure + 1],
+                pbc[structure : structure + 1], graph.edge_index[:, edges] - first, graph.cell_offsets[edges],
+                torch.zeros_like(atoms),
+            )  # fmt: skip
+            parts.append(self.runner(*inputs))
+        energy, node_energy, forces, stress = (torch.cat(values) for values in zip(*parts))
+        out = {"energy": energy, "node_energy": node_energy}
+        if compute_forces:
+            out["forces"] = forces
+        if compute_stress:
+            out["stress"] = stress
+        return out
+
+
+def load_compiled(path: str | Path, device: str | torch.device = "cpu", dtype=None) -> CompiledPotential:
+    """Load a compiled model file written by :func:`compile_model`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CompiledModelError: not an equimol compiled file, a cast to another dtype, or another device type.
+    """
+    from equimol.utils.dtype import resolve_dtype
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"compiled model file {str(path)!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entry = next(name for name in archive.namelist() if name.endswith(f"/{METADATA}"))
+            metadata = json.loads(archive.read(entry))
+    except (zipfile.BadZipFile, StopIteration, json.JSONDecodeError) as error:
+        raise CompiledModelError(f"{path}: not an equimol compiled model file ({error})") from error
+    if dtype is not None and str(resolve_dtype(dtype)).removeprefix("torch.") != metadata["dtype"]:
+        raise CompiledModelError(
+            f"{path}: compiled for {metadata['dtype']}; a compiled model cannot be cast, compile it again in {dtype}"
+        )
+    if torch.device(device).type != metadata["device_type"]:
+        raise CompiledModelError(f"{path}: compiled for {metadata['device_type']}, cannot run on {device}")
+    if metadata["mode"] == "export":
+        runner = torch.export.load(path).module()
+    else:
+        runner = torch._inductor.aoti_load_package(str(path))
+    return CompiledPotential(path, runner, metadata).to(device)
