@@ -256,7 +256,7 @@ def plot(record: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def markdown(record: dict, command: str) -> str:
+def markdown(record: dict, png: str) -> str:
     """The Markdown report (tables of test errors and, if measured, calculator timings)."""
     software, machine, load = record["software"], record["software"]["machine"], record["training"]["load_1min"]
     lines = [
@@ -274,7 +274,7 @@ def markdown(record: dict, command: str) -> str:
         f"`3bpa/iso_atoms.xyz`; test on {record['test']['equimol']['test_300K']['frames']} frames of `test_300K` and "
         f"{record['test']['equimol']['test_600K']['frames']} of `test_600K`.",
         f"equimol: `{record['config']}` {' '.join(record['equimol_overrides']) or '(as shipped)'}. "
-        'MACE "small": ' + " ".join(f"`{a}`" for a in MACE_SMALL[:12]) + " ... (all in the JSON).",
+        'MACE "small": `' + " ".join(MACE_SMALL) + "` (the full command line is in the JSON).",
         "",
         "| model | epochs (steps) | training CPU s | training wall s | test_300K E (meV/atom) | E (meV) | F (meV/Å) "
         "| test_600K E (meV/atom) | E (meV) | F (meV/Å) |",
@@ -292,7 +292,7 @@ def markdown(record: dict, command: str) -> str:
         "Epochs = validations during training (the last epoch is cut short by the budget). Each model is the one",
         "its code ships: the best on validation, EMA weights. RMSEs from one function over both codes' predictions:",
         "energy per atom and per structure, force over all Cartesian components.",
-        "Validation force RMSE against CPU and wall time: `accuracy_vs_mace_3bpa.png`.",
+        f"Validation force RMSE against CPU and wall time: `{png}`.",
     ]
     if record.get("timing"):
         lines += [
@@ -310,13 +310,13 @@ def markdown(record: dict, command: str) -> str:
                 f"| {row['atoms']} | {row['threads']} | {row['calls']} | {row['load_1min']:.1f} | "
                 f"{1e3 * median['equimol']:.1f} | {1e3 * median['mace']:.1f} | {row['ratio_equimol_over_mace']:.2f} |"
             )
-    return "\n".join([*lines, "", f"Command: `{command}`", ""])
+    return "\n".join([*lines, "", f"Command: `{record['command']}`", ""])
 
 
 def write_report(record: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n")
-    Path(f"{out}.md").write_text(markdown(record, record["command"]))
+    Path(f"{out}.md").write_text(markdown(record, f"{out.name}.png"))
     plot(record, Path(f"{out}.png"))
 
 
@@ -332,13 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing", action="store_true", help="also time E+F through both calculators")
     parser.add_argument("--timing-only", action="store_true", help="time the models in --work, update --out")
     parser.add_argument("--timing-rounds", type=int, default=10, help="interleaved rounds per timing (default 10)")
+    parser.add_argument("--timing-threads", type=int, nargs="+", default=[1, 2], help="torch threads (default 1 2)")
     parser.add_argument("overrides", nargs="*", help="equimol section.key=value overrides (e.g. the architecture)")
     args = parser.parse_intermixed_args(argv)
     command = "bash benchmarks/accuracy_vs_mace_3bpa.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     work = args.work.resolve()
     if args.timing_only:
         record = json.loads(Path(f"{args.out}.json").read_text())
-        record["timing"] = run_timing(work, args.data_dir, args.timing_rounds)
+        record["timing"] = run_timing(work, args.data_dir, args.timing_rounds, tuple(args.timing_threads))
         write_report(record, args.out)
         return 0
     work.mkdir(parents=True, exist_ok=True)
@@ -361,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         "fit": {side: curve["fit_end"] for side, curve in curves.items()},
         "process_cpu_s": {side: curve["process_cpu_s"] for side, curve in curves.items()},
     }  # fmt: skip
-    record["timing"] = run_timing(work, args.data_dir, args.timing_rounds) if args.timing else None
+    record["timing"] = (
+        run_timing(work, args.data_dir, args.timing_rounds, tuple(args.timing_threads)) if args.timing else None
+    )
     write_report(record, args.out)
     print(Path(f"{args.out}.md").read_text())
     return 0
