@@ -29,7 +29,7 @@ from equimol.tp.gaunt_power import GauntSelfProduct
 from equimol.tp.paths import allowed_paths
 from equimol.utils.dtype import float64_construction
 
-MANY_BODY_KINDS = ("none", "cg", "gaunt")
+MANY_BODY_KINDS = ("none", "cg", "gaunt", "cueq")
 
 
 class SymmetricProduct(nn.Module):
@@ -96,6 +96,12 @@ def many_body_product(kind: str, channels: int, lmax: int, correlation: int, num
     if kind == "gaunt":
         irreps = natural_irreps(channels, lmax)
         return GauntSelfProduct(irreps, correlation, num_elements=num_elements, dtype=torch.float64)
+    if kind == "cueq":  # cuEquivariance's symmetric contraction; how it differs: equimol.tp.cueq_power
+        try:
+            from equimol.tp.cueq_power import CueqSymmetricContraction
+        except ImportError as error:
+            raise ValueError(f"many_body='cueq' needs cuEquivariance ({error}): pip install 'equimol[cueq]'") from error
+        return CueqSymmetricContraction(natural_irreps(channels, lmax), correlation, num_elements)
     raise ValueError(f"many_body must be one of {MANY_BODY_KINDS[1:]} here, got {kind!r}")
 
 
