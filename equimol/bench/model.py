@@ -30,7 +30,8 @@ import ase.io
 import numpy as np
 import torch
 
-from equimol.bench.tp import Series, parse_series
+from equimol.bench.report import save_figure
+from equimol.bench.tp import Series, parse_series, timed
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine, machine_label
 
@@ -132,19 +133,6 @@ def model_config(
     }
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(function: Callable[[], object], device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    function()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
 def benchmark_structure(
     series: Sequence[tuple[Series, str]],
     system: str,
@@ -172,7 +160,7 @@ def benchmark_structure(
     times: list[list[float]] = [[] for _ in series]
     for repeat in range(warmup + repeats):
         for index, model in enumerate(models):
-            elapsed = _timed(lambda model=model: model(graph, compute_forces=True), device)
+            elapsed = timed(lambda model=model: model(graph, compute_forces=True), device)
             if repeat >= warmup:
                 times[index].append(elapsed)
     results = []
@@ -332,8 +320,4 @@ def plot_model(record: dict, path: str | Path) -> None:
     )
     axis.legend(fontsize=7)
     axis.grid(True, which="both", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)

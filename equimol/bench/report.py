@@ -56,6 +56,17 @@ def write_json(record: dict, path: str | Path) -> None:
         handle.write(json.dumps(record, indent=2) + "\n")
 
 
+def save_figure(figure, path: str | Path) -> None:
+    """Write a matplotlib ``figure`` as a PNG (120 dpi, tight layout, parent folders created), then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_tp(record: dict, path: str | Path) -> None:
     """Log-log PNG of time against L: solid forward+backward, dashed forward, one colour per series."""
     import matplotlib
@@ -85,8 +96,4 @@ def plot_tp(record: dict, path: str | Path) -> None:
     axis.set_title(f"equimol bench tp ({record['settings']['dtype']})\n{machine_label(record['machine'])}", fontsize=8)
     axis.legend(fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -111,7 +111,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(function: Callable[[], object], device: torch.device) -> float:
+def timed(function: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call of ``function``, the device synchronized before and after (GPU work included)."""
     _synchronize(device)
     start = time.perf_counter()
     function()
@@ -201,8 +202,8 @@ def benchmark_point(
     for repeat in range(warmup + repeats):
         for index in range(len(series)):
             with torch.no_grad():
-                elapsed_forward = _timed(forward_of(index), device)
-            elapsed_backward = _timed(forward_backward_of(index), device)
+                elapsed_forward = timed(forward_of(index), device)
+            elapsed_backward = timed(forward_backward_of(index), device)
             if repeat >= warmup:
                 forward_times[index].append(elapsed_forward)
                 backward_times[index].append(elapsed_backward)

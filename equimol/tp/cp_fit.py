@@ -1,24 +1,8 @@
 r"""Fitting the CP factors of the stacked Clebsch-Gordan coupling tensor (exact construction and ALS).
 
-**The coupling tensor.** ``M[i, j, k]`` maps one channel of ``irreps_in1`` (``i`` over the
-``d1 = sum (2 l1 + 1)`` channel-major components, :func:`equimol.tp.irreps.to_channel_major`) and
-``irreps_in2`` (``j``, ``d2`` components) to one channel of ``irreps_out`` (``k``, ``d3``):
-
-.. math:: z_k = \sum_{ij} M_{ijk}\, x_i\, y_j ,
-
-summed over every parity-allowed path with unit weight and exactly the ``cg`` backend's
-normalization (``sqrt(2 l3 + 1) / sqrt(fan_in)`` times e3nn's 3j symbols). It is obtained by
-evaluating the ``cg`` backend (one channel, float64, all weights one) on basis vectors.
-
-**Parity-coupled CP.** With component parities ``p1, p2, p3`` (``+1`` for ``e``, ``-1`` for ``o``)
-``M`` vanishes unless ``p1_i p2_j p3_k = 1``. The fitted tensor keeps these zeros exactly:
-
-.. math:: \tilde M_{ijk} = \Pi_{ijk} \sum_{r=1}^{R} A_{ir} B_{jr} C_{rk},
-          \qquad \Pi_{ijk} = [p1_i\, p2_j\, p3_k = 1],
-
-which is what the ``cp`` forward evaluates (it multiplies parity-split projections, so forbidden
-outputs are exact zeros, not small numbers). Alternating least squares (ALS) on this masked
-objective has closed-form updates: row ``i`` of ``A`` with parity ``a`` solves
+**Parity-coupled CP.** The fitted tensor keeps the parity zeros of the coupling tensor ``M``
+(:mod:`equimol.tp.cp_coupling`) exactly, ``\tilde M = \Pi \odot [[A, B, C]]``. Alternating least
+squares (ALS) on this masked objective has closed-form updates: row ``i`` of ``A`` with parity ``a`` solves
 ``A_i G_a = (M_(1) (B \odot C))_i`` with ``G_a = sum_{b c: a b c = 1} (B_b^T B_b) * (C_c^T C_c)``
 (``B_b``: rows of parity ``b``), and likewise for ``B`` and ``C``. Fitting is deterministic for a
 given seed: ``restarts`` random starts of ``warmup_iterations`` ALS sweeps, then the best is refined
