@@ -120,6 +120,28 @@ class _Prepared:
         )
 
 
+def _factor_args(prepared: _Prepared) -> dict:
+    """The padded factors, the layout maps and the sizes: the kernel arguments every launch shares."""
+    return {
+        "base_in_ptr": prepared.base_in,
+        "stride_in_ptr": prepared.stride_in,
+        "f_in_ptr": prepared.f_in,
+        "f_attr_ptr": prepared.f_attr,
+        "f_out_ptr": prepared.f_out,
+        "base_out_ptr": prepared.base_out,
+        "stride_out_ptr": prepared.stride_out,
+        "C": prepared.channels,
+        "D_IN": prepared.d_in,
+        "D_ATTR": prepared.d_attr,
+        "D_OUT": prepared.d_out,
+        "C_P": prepared.c_p,
+        "D_IN_P": prepared.d_in_p,
+        "D_ATTR_P": prepared.d_attr_p,
+        "RANK_P": prepared.rank_p,
+        "D_OUT_P": prepared.d_out_p,
+    }
+
+
 def _slots(*weights: torch.Tensor | None) -> tuple[int, ...]:
     return tuple(1 if w is None else w.shape[2] for w in weights)
 
@@ -214,25 +236,10 @@ def message(
         feat_ptr=node_features,
         feat_stride=node_features.shape[1],
         gather_ptr=edge_src,
-        base_in_ptr=prepared.base_in,
-        stride_in_ptr=prepared.stride_in,
         attr_ptr=edge_attrs,
-        f_in_ptr=prepared.f_in,
-        f_attr_ptr=prepared.f_attr,
-        f_out_ptr=prepared.f_out,
         out_ptr=out,
         out_stride=out.shape[1],
-        base_out_ptr=prepared.base_out,
-        stride_out_ptr=prepared.stride_out,
-        C=channels,
-        D_IN=prepared.d_in,
-        D_ATTR=prepared.d_attr,
-        D_OUT=prepared.d_out,
-        C_P=prepared.c_p,
-        D_IN_P=prepared.d_in_p,
-        D_ATTR_P=prepared.d_attr_p,
-        RANK_P=prepared.rank_p,
-        D_OUT_P=prepared.d_out_p,
+        **_factor_args(prepared),
         **_weight_args(prepared, w_in, w_attr, w_out, w_mid, out),
     )
 
@@ -276,7 +283,7 @@ def edge_gradients(
     Returns:
         ``[E, D_ATTR]`` and the weight gradients in the shapes of the weights (five entries).
     """
-    edges, channels = edge_src.shape[0], product.channels
+    edges = edge_src.shape[0]
     dtype, device = node_features.dtype, node_features.device
     need = tuple(need) + (False,) * (5 - len(need))
     weights = (w_in, w_attr, w_out, w_mid)
@@ -305,32 +312,16 @@ def edge_gradients(
             feat_ptr=node_features,
             feat_stride=node_features.shape[1],
             src_ptr=edge_src,
-            base_in_ptr=prepared.base_in,
-            stride_in_ptr=prepared.stride_in,
             grad_ptr=grad_out,
             grad_stride=grad_out.shape[1],
             dst_ptr=edge_dst,
-            base_out_ptr=prepared.base_out,
-            stride_out_ptr=prepared.stride_out,
             attr_ptr=edge_attrs,
-            f_in_ptr=prepared.f_in,
-            f_attr_ptr=prepared.f_attr,
-            f_out_ptr=prepared.f_out,
             grad_attr_ptr=dummy if grads[0] is None else grads[0],
             grad_w_in_ptr=dummy if grads[1] is None else grads[1],
             grad_w_attr_ptr=dummy if grads[2] is None else grads[2],
             grad_w_out_ptr=dummy if grads[3] is None else grads[3],
             grad_w_mid_ptr=dummy if grads[4] is None else grads[4],
             num_edges=edges,
-            C=channels,
-            D_IN=prepared.d_in,
-            D_ATTR=prepared.d_attr,
-            D_OUT=prepared.d_out,
-            C_P=prepared.c_p,
-            D_IN_P=prepared.d_in_p,
-            D_ATTR_P=prepared.d_attr_p,
-            RANK_P=prepared.rank_p,
-            D_OUT_P=prepared.d_out_p,
             N_IN_P=padded(arguments["N_IN"]),
             N_ATTR_P=padded(arguments["N_ATTR"]),
             N_OUT_P=padded(arguments["N_OUT"]),
@@ -340,6 +331,7 @@ def edge_gradients(
             NEED_W_ATTR=need_weight[1],
             NEED_W_OUT=need_weight[2],
             NEED_W_MID=need_weight[3],
+            **_factor_args(prepared),
             **arguments,
         )
     return tuple(grads)
