@@ -154,6 +154,12 @@ def test_cueq_on_cpu_chooses_the_fallback_without_warning():
         TensorProduct(*IRREPS[0], backend="cueq", method="fast")
 
 
+def test_cueq_refuses_the_triton_kernel_clearly():
+    # cuEquivariance fuses gather and scatter itself; the Triton kernel serves factored backends only.
+    with pytest.raises(ValueError, match="backend 'cueq' has none: use kernel='torch'"):
+        TensorProduct(*IRREPS[0], backend="cueq", kernel="triton")
+
+
 def test_cueq_without_the_package_names_the_pip_extra(monkeypatch):
     for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.tp.cueq"))]:
         monkeypatch.delitem(sys.modules, name)

@@ -44,6 +44,7 @@ import cuequivariance_torch as cuet
 import torch
 from e3nn import o3
 
+from equimol.tp.checks import check_message_inputs
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike
 from equimol.tp.paths import Path
@@ -137,8 +138,6 @@ class CueqTensorProduct(TensorProductBackend):
             (see :class:`~equimol.tp.interface.TensorProductBackend`).
     """
 
-    benchmark_variants: dict[str, dict] = {}
-
     def __init__(
         self,
         irreps_in1: IrrepsLike,
@@ -182,21 +181,11 @@ class CueqTensorProduct(TensorProductBackend):
     ) -> torch.Tensor:
         """``m_i = sum_{e: j -> i} TP(x_j, y_e, w_e)`` with cuEquivariance's indexed gather and scatter.
 
-        Same arguments, shapes and result as :meth:`TensorProductBackend.message_passing`.
+        Same arguments, checks, shapes and result as :meth:`TensorProductBackend.message_passing`; no
+        Triton kernel serves this backend (it has no factored form), cuEquivariance fuses instead.
         """
-        if edge_src.shape != edge_dst.shape or edge_src.dim() != 1:
-            raise ValueError(
-                f"edge_src {tuple(edge_src.shape)} and edge_dst {tuple(edge_dst.shape)} must be 1-D and of equal length"
-            )
-        if self._message_kernel is not None:
-            return self._message_kernel(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes)
-        if node_features.dim() != 2 or node_features.shape[-1] != self.irreps_in1.dim:
-            raise ValueError(
-                f"node_features has shape {tuple(node_features.shape)}; expected [num_nodes, {self.irreps_in1.dim}]"
-            )
-        # One broadcast row stands in for the gathered senders: validates dtypes and the weight shape.
-        sender_row = node_features.new_zeros(1, self.irreps_in1.dim).expand(edge_attrs.shape[0], -1)
-        weight = _broadcast_rows(self._check_inputs(sender_row, edge_attrs, edge_weight))
+        edge_weight = check_message_inputs(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst)
+        weight = _broadcast_rows(edge_weight)
         nodes = node_features.index_select(1, self.in1_to_ir_mul)
         (out,) = self.polynomial(
             [weight, nodes, edge_attrs],
