@@ -5,7 +5,8 @@ in ``.venv-mace``), so this script is a driver that launches one worker per envi
 back for every degree, with the same torch thread count, and records the load average around each
 worker. Every worker times, at the same shapes (``C x (0e + 1o + ... + Le)`` in and out, ``N`` nodes,
 ``correlation`` 3, one-hot elements), the forward and the forward + backward (gradients of the node
-features and of every weight) with interleaved repeats, and reports medians.
+features and of every weight) with interleaved repeats, and reports medians of wall and process CPU
+time (CPU time leaves out the slices a loaded machine gives to other jobs).
 
     .venv/bin/python benchmarks/many_body_vs_mace.py --threads 1 \\
         --json benchmarks/many_body_vs_mace_cpu.json --markdown benchmarks/many_body_vs_mace_cpu.md
@@ -41,7 +42,7 @@ def _time_series(series: dict, make_inputs, repeats: int, warmup: int) -> dict:
     """Interleave ``series`` (name -> (module, call)) repeat by repeat; medians in seconds."""
     import torch
 
-    times = {name: ([], []) for name in series}
+    times = {name: ([], [], []) for name in series}
     for repeat in range(warmup + repeats):
         for name, (module, call) in series.items():
             inputs = make_inputs()
@@ -49,17 +50,22 @@ def _time_series(series: dict, make_inputs, repeats: int, warmup: int) -> dict:
                 start = time.perf_counter()
                 call(*inputs)
                 forward = time.perf_counter() - start
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = call(*inputs)
             parameters = [inputs[0], *[p for p in module.parameters() if p.requires_grad]]
             torch.autograd.grad(out, parameters, torch.ones_like(out))
-            both = time.perf_counter() - start
+            both, both_cpu = time.perf_counter() - start, time.process_time() - cpu
             if repeat >= warmup:
                 times[name][0].append(forward)
                 times[name][1].append(both)
+                times[name][2].append(both_cpu)
     return {
-        name: {"forward_s": statistics.median(f), "forward_backward_s": statistics.median(b)}
-        for name, (f, b) in times.items()
+        name: {
+            "forward_s": statistics.median(f),
+            "forward_backward_s": statistics.median(b),
+            "forward_backward_cpu_s": statistics.median(c),
+        }
+        for name, (f, b, c) in times.items()
     }
 
 
@@ -128,17 +134,20 @@ def markdown(record: dict) -> str:
         "forward+backward = gradients of the node features and all weights. One run of "
         "`benchmarks/many_body_vs_mace.py`; load = 1-minute load average before/after each worker.",
         "",
-        "| L | series | forward ms | fwd+bwd ms | fwd+bwd / mace | parameters | load |",
-        "|---|---|---|---|---|---|---|",
+        "| L | series | forward ms | fwd+bwd ms | fwd+bwd / mace | fwd+bwd CPU ms | CPU / mace | parameters | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for point in record["points"]:
         mace = point["mace"]["series"]["mace"]["forward_backward_s"]
+        mace_cpu = point["mace"]["series"]["mace"]["forward_backward_cpu_s"]
         for worker_name in ("mace", "equimol"):
             load = "{:.1f} / {:.1f}".format(*point[worker_name]["load_average_1min"])
             for name, values in point[worker_name]["series"].items():
                 lines.append(
                     f"| {point['lmax']} | {name} | {1e3 * values['forward_s']:.2f} | "
                     f"{1e3 * values['forward_backward_s']:.2f} | {values['forward_backward_s'] / mace:.2f} | "
+                    f"{1e3 * values['forward_backward_cpu_s']:.2f} | "
+                    f"{values['forward_backward_cpu_s'] / mace_cpu:.2f} | "
                     f"{values['parameters']} | {load} |"
                 )
     return "\n".join(lines) + "\n"

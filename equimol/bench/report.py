@@ -34,7 +34,9 @@ def format_tp_table(record: dict) -> str:
         for b in record["best"]:
             lines.append(
                 f"  L={b['lmax']:<3} C={b['channels']:<4} E={b['edges']:<7} {b['backend']:<8} {b['label']:<14} "
-                f"forward {b['forward_ratio']:.3f}   forward+backward {b['forward_backward_ratio']:.3f}"
+                f"forward {b['forward_ratio']:.3f}   forward+backward {b['forward_backward_ratio']:.3f}   "
+                f"(CPU time: {b.get('forward_cpu_ratio', float('nan')):.3f}, "
+                f"{b.get('forward_backward_cpu_ratio', float('nan')):.3f})"
             )
     if "load_average_1min" in record:
         load = record["load_average_1min"]

@@ -23,7 +23,9 @@ over the measured ``L`` (for each backend, ``C`` and ``E``).
 
 A backend with several variants (``gaunt/fft``, ``gaunt/grid``, ``gaunt/edge``) is summarized by its
 best variant at each grid point (least forward+backward time, :func:`best_per_backend`), with its
-ratios to the first series. The record names the torch thread count and the 1-minute load average
+ratios to the first series, in wall time and in process CPU time (medians of both are recorded; on a
+shared machine CPU time leaves out the slices the OS gave to other jobs, which at small L can be
+longer than the product itself). The record names the torch thread count and the 1-minute load average
 before and after the run (the machine may be shared; ratios within one run stay comparable).
 """
 
@@ -71,6 +73,8 @@ class Measurement:
     weight_numel: int
     forward_all_s: list[float]
     forward_backward_all_s: list[float]
+    forward_cpu_s: float = math.nan
+    forward_backward_cpu_s: float = math.nan
 
 
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
@@ -118,6 +122,13 @@ def timed(function: Callable[[], object], device: torch.device) -> float:
     function()
     _synchronize(device)
     return time.perf_counter() - start
+
+
+def _timed_with_cpu(function: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall and process CPU seconds of one call (CPU time leaves out the time the OS ran other jobs)."""
+    cpu = time.process_time()
+    wall = timed(function, device)
+    return wall, time.process_time() - cpu
 
 
 def _activation_bytes(function: Callable[[], torch.Tensor]) -> int:
@@ -199,14 +210,17 @@ def benchmark_point(
 
     forward_times: list[list[float]] = [[] for _ in series]
     backward_times: list[list[float]] = [[] for _ in series]
+    cpu_times: list[tuple[list[float], list[float]]] = [([], []) for _ in series]
     for repeat in range(warmup + repeats):
         for index in range(len(series)):
             with torch.no_grad():
-                elapsed_forward = timed(forward_of(index), device)
-            elapsed_backward = timed(forward_backward_of(index), device)
+                elapsed_forward, cpu_forward = _timed_with_cpu(forward_of(index), device)
+            elapsed_backward, cpu_backward = _timed_with_cpu(forward_backward_of(index), device)
             if repeat >= warmup:
                 forward_times[index].append(elapsed_forward)
                 backward_times[index].append(elapsed_backward)
+                cpu_times[index][0].append(cpu_forward)
+                cpu_times[index][1].append(cpu_backward)
     results = []
     for index, item in enumerate(series):
         peak = _peak_memory(forward_backward_of(index), device, forward_of(index))
@@ -224,6 +238,8 @@ def benchmark_point(
                 weight_numel=modules[index].weight_numel,
                 forward_all_s=forward_times[index],
                 forward_backward_all_s=backward_times[index],
+                forward_cpu_s=statistics.median(cpu_times[index][0]),
+                forward_backward_cpu_s=statistics.median(cpu_times[index][1]),
             )
         )
     return results
@@ -279,6 +295,9 @@ def best_per_backend(measurements: Sequence[dict]) -> list[dict]:
                     "forward_backward_s": m["forward_backward_s"],
                     "forward_ratio": m["forward_s"] / baseline["forward_s"],
                     "forward_backward_ratio": m["forward_backward_s"] / baseline["forward_backward_s"],
+                    "forward_cpu_ratio": m.get("forward_cpu_s", math.nan) / baseline.get("forward_cpu_s", math.nan),
+                    "forward_backward_cpu_ratio": m.get("forward_backward_cpu_s", math.nan)
+                    / baseline.get("forward_backward_cpu_s", math.nan),
                 }
             )
     return best
