@@ -115,12 +115,12 @@ def test_missing_lmdb_path(tmp_path: Path) -> None:
 
 
 def test_convert_refuses_to_overwrite_and_reports_bad_frames(oc20_lmdb: Path, tmp_path: Path, capsys) -> None:
-    assert main(["data", "convert", str(oc20_lmdb), str(oc20_lmdb), "--quiet"]) == 1
+    assert main(["data", "convert", str(oc20_lmdb), str(oc20_lmdb), "--quiet"]) == 2
     assert "exists" in capsys.readouterr().err
     bad = tmp_path / "bad.xyz"
     bad.write_text('1\nProperties=species:S:1:pos:R:3 energy=1.0 pbc="F F F"\nH 0 0 0\n')
     output = tmp_path / "bad.lmdb"
-    assert main(["data", "convert", str(bad), str(output), "--quiet"]) == 1
+    assert main(["data", "convert", str(bad), str(output), "--quiet"]) == 2
     assert "bad.xyz, frame 0: forces key 'forces' not found" in capsys.readouterr().err
     assert not output.exists()  # the partial output is removed
     assert [path.name for path in tmp_path.iterdir()] == ["bad.xyz"]  # and so is its hidden temporary file

@@ -210,9 +210,9 @@ def test_cli_export_and_eval(trained_run: dict, tmp_path: Path, capsys: pytest.C
 def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from equimol.cli import main
 
-    assert main(["eval", str(tmp_path / "missing.pt"), str(tmp_path / "x.xyz")]) == 1
+    assert main(["eval", str(tmp_path / "missing.pt"), str(tmp_path / "x.xyz")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "out.pt")]) == 1
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "out.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
@@ -234,6 +234,6 @@ def test_resume_without_a_checkpoint_is_an_error(shared_data: Path, tmp_path: Pa
     from equimol.cli import main
 
     path = write_tiny_config(shared_data, tmp_path)
-    assert main(["train", str(path), "--resume"]) == 1
+    assert main(["train", str(path), "--resume"]) == 2
     error = capsys.readouterr().err
     assert "--resume: no checkpoint" in error and "last.ckpt" in error

@@ -272,8 +272,23 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     _reconcile_precision(model, data, sections["trainer"])
     _reconcile_cutoff(model, data)
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
+    _check_data_values(data, sections["trainer"])
     _check_data_files(data)
     return TrainingConfig(model=model, data=data, **sections)
+
+
+def _check_data_values(data: dict, trainer: TrainerConfig) -> None:
+    """The data options' own checks (:meth:`DataConfig.validate`: no Lightning, no data read) and the run folder."""
+    from equimol.datasets.config import DataConfig
+
+    try:
+        DataConfig(**data).validate()
+    except ValueError as error:
+        raise ConfigError(f"data.{error}") from error
+    if data.get("val") is None and not data.get("val_fraction"):
+        raise ConfigError("data: no validation data; give data.val files or a data.val_fraction > 0")
+    if Path(trainer.run_dir).expanduser().is_file():
+        raise ConfigError(f"trainer.run_dir={trainer.run_dir!r} is an existing file; choose a folder")
 
 
 def _check_ranges(sections: dict) -> None:

@@ -21,6 +21,7 @@ are shared out by :mod:`equimol.train.sharding`. Checkpoints are written and exp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .checkpoints import AtomicCheckpointIO, export_checkpoint
 from .config import AUTO, TrainingConfig
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
+from .run_folder import check_run_folder, clear_run_folder
 from .sharding import ShardedAtomsDataModule
 
 
@@ -47,17 +49,19 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     * ``energy_shift``: least-squares per-species energy (after references), 0 for species absent from the data;
     * ``energy_scale``: the RMS force component (eV/Å), 1 without forces.
     """
+    from ase.data import chemical_symbols
+
     from equimol.nn.embedding import parse_species
 
     model = dict(model)
-    wanted = [key for key, value in model.items() if value == AUTO]
-    if not wanted:
-        return model
-    statistics = datamodule.statistics("train")
+    statistics = datamodule.statistics("train")  # also without "auto" keys: the species check needs it
     species = parse_species(model["species"])
     missing = sorted(set(statistics.species) - set(species))
     if missing:
-        raise ValueError(f"model.species {species} lacks element(s) {missing} found in the training data")
+        raise ValueError(
+            f"model.species {[chemical_symbols[z] for z in species]} lacks element(s) "
+            f"{[chemical_symbols[z] for z in missing]} found in the training data; add them to model.species"
+        )
     if model.get("avg_num_neighbors") == AUTO:
         model["avg_num_neighbors"] = float(statistics.avg_num_neighbors)
     if model.get("e0s") == AUTO:
@@ -167,13 +171,16 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
     )
 
 
-def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
+def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Fit, export and test (see the module docstring); returns ``{"run_dir", "model", "test"}``.
 
     With ``trainer.committee_seeds``, trains one run per seed (:func:`equimol.train.committee.train_committee`).
 
+    ``resume`` continues the run in ``trainer.run_dir``; ``overwrite`` replaces it. Without either, a
+    folder that holds a run is refused (:mod:`equimol.train.run_folder`).
+
     Raises:
-        FileNotFoundError: ``resume`` without ``run_dir/checkpoints/last.ckpt``.
+        RunFolderError: the run folder cannot be used as asked (checked before anything is written).
     """
     if config.trainer.committee_seeds:
         from .committee import train_committee
@@ -182,8 +189,9 @@ def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
     trainer_config = config.trainer
     run_dir = Path(trainer_config.run_dir).expanduser().resolve()
     last = run_dir / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {last} (trainer.run_dir={trainer_config.run_dir!r})")
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        # DDP processes started by Lightning re-run this command after rank 0 has written the folder
+        check_run_folder(run_dir, config.as_dict(), resume, overwrite)
     if trainer_config.num_threads:
         torch.set_num_threads(trainer_config.num_threads)
     L.seed_everything(trainer_config.seed, workers=True, verbose=False)
@@ -204,6 +212,8 @@ def train(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
     sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
     report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
+        if overwrite:  # the old run goes only now that the new one is about to write its first file
+            clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**config.as_dict(), "model": model_config}
         with atomic_write(run_dir / "config.yaml", "w") as handle:

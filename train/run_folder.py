@@ -87,8 +87,8 @@ def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
         allowed = RESUMABLE.get(section, set())
         if allowed is None or name.split(".")[0] in allowed:
             continue
-        if section == "model" and new.get(key) == AUTO:
-            continue
+        if section == "model" and (current.get("model") or {}).get(name.split(".")[0]) == AUTO:
+            continue  # resolved from the data when the run started: the resolved value is the run's
         if not _same(old.get(key), new.get(key)):
             changed.append(key)
     return changed

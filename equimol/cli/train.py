@@ -17,7 +17,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     from equimol.train.run import train
 
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     models = result["model"] if isinstance(result["model"], list) else [result["model"]]
     for model in models:  # a committee (trainer.committee_seeds) writes one model per member
         if model is not None:
@@ -35,5 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", help="YAML configuration file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from trainer.run_dir/checkpoints/last.ckpt")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in trainer.run_dir from its checkpoints/last.ckpt (the config must agree with its "
+        "config.yaml on the model, data, optimizer, scheduler, precision and seed)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run in trainer.run_dir (refused without this flag)"
+    )
     parser.set_defaults(func=run_train)
