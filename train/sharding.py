@@ -6,9 +6,9 @@ Each process takes every ``world_size``-th batch of the data module's seeded bat
 and a last incomplete group is dropped so every process steps the same number of times. Rank
 ``r``'s ``k``-th step runs global batch ``k * world_size + r``, so a run on ``W`` processes with
 batches of ``B`` steps through the same structures as one process with batches of ``W * B``.
-Evaluation batches are never dropped; when there are fewer of them than processes, they are
-re-cut into smaller batches so that every process gets one. A mid-epoch resume continues the
-interrupted epoch where it stopped (see :class:`_EpochBatches`).
+Evaluation batches are never dropped and every process takes part in the metrics' reduction,
+with or without structures of its own (:mod:`equimol.train.eval_sharding`). A mid-epoch resume
+continues the interrupted epoch where it stopped (see :class:`_EpochBatches`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 from equimol.datasets.datamodule import AtomsDataModule
 from equimol.datasets.samplers import shard_batches, sharded_length
 from torch_geometric.loader import DataLoader
+
+from .eval_sharding import evaluation_loader
 
 
 class _EpochBatches:
@@ -27,26 +29,14 @@ class _EpochBatches:
     before it sets the epoch.) ``len()`` stays the full count, which Lightning's restarted loop counts against.
     """
 
-    def __init__(self, batch_sampler, rank: int, world_size: int, training: bool, resume=lambda: None) -> None:
-        self.batch_sampler, self.rank, self.world_size, self.training = batch_sampler, rank, world_size, training
+    def __init__(self, batch_sampler, rank: int, world_size: int, resume=lambda: None) -> None:
+        self.batch_sampler, self.rank, self.world_size = batch_sampler, rank, world_size
         self.resume = resume
         self.sampler = getattr(batch_sampler, "sampler", None)  # Lightning calls sampler.set_epoch here
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(epoch)
-
-    def _batches(self) -> list[list[int]]:
-        """The evaluation batches of this process (training batches are drawn lazily, see ``__iter__``)."""
-        batches = [list(batch) for batch in self.batch_sampler]
-        if len(batches) < self.world_size:
-            # fewer evaluation batches than processes: smaller batches, so that every process gets one
-            flat = [index for batch in batches for index in batch]
-            if len(flat) < self.world_size:
-                raise ValueError(f"{len(flat)} evaluation structures cannot be shared by {self.world_size} processes")
-            size = -(-len(flat) // self.world_size)
-            batches = [flat[start : start + size] for start in range(0, len(flat), size)]
-        return batches[self.rank :: self.world_size]
 
     def __iter__(self):
         # a generator: nothing is drawn before the first next()
@@ -55,15 +45,10 @@ class _EpochBatches:
         if position is not None:
             epoch, done = position
             self.set_epoch(epoch)
-        if self.training:
-            yield from shard_batches(self.batch_sampler, self.rank, self.world_size, skip=done)
-        else:
-            yield from self._batches()[done:]
+        yield from shard_batches(self.batch_sampler, self.rank, self.world_size, skip=done)
 
     def __len__(self) -> int:
-        if self.training:
-            return sharded_length(len(self.batch_sampler), self.world_size)
-        return len(self._batches())
+        return sharded_length(len(self.batch_sampler), self.world_size)
 
 
 class ShardedAtomsDataModule(AtomsDataModule):
@@ -80,11 +65,9 @@ class ShardedAtomsDataModule(AtomsDataModule):
         trainer = getattr(self, "trainer", None)
         world_size = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
-        if world_size <= 1 and not training:
-            return loader
-        batches = _EpochBatches(
-            loader.batch_sampler, rank, world_size, training, self._take_resume_position if training else (lambda: None)
-        )
+        if not training:
+            return evaluation_loader(loader, rank, world_size)
+        batches = _EpochBatches(loader.batch_sampler, rank, world_size, self._take_resume_position)
         return DataLoader(
             loader.dataset,
             batch_sampler=batches,
