@@ -290,6 +290,8 @@ def run_input(
             break
     if split is None:
         raise LammpsCouplingError(f"{path}: no 'fix {fix_id} all external pf/callback 1 1' line")
+    if isinstance(model, (str, Path)):
+        model = Path(model).resolve()  # before the working folder changes
     cwd = os.getcwd()
     os.chdir(path.parent)  # relative read_data/include paths resolve beside the script, as with lmp -in
     try:

@@ -159,20 +159,24 @@ def test_input_script_example_runs(tmp_path):
     lmp.close()
 
 
-def test_command_line_runs_the_example_and_reports_a_bad_map_in_one_line(tmp_path, capsys):
+def test_command_line_runs_the_example_and_reports_a_bad_map_in_one_line(tmp_path, capsys, monkeypatch):
     from equimol.cli import main
 
     model_file = export_model(tiny_model(), tmp_path / "model.pt")
     example = (ROOT / "examples" / "lammps" / "in.npt.lmp").read_text(encoding="utf-8")
     (tmp_path / "in.lmp").write_text(re.sub(r"^run\s+\d+", "run 1", example, flags=re.M), encoding="utf-8")
     (tmp_path / "cu_au.data").write_text((ROOT / "examples" / "lammps" / "cu_au.data").read_text(), encoding="utf-8")
-    arguments = ["lammps", str(model_file), str(tmp_path / "in.lmp"), "--quiet", "--elements"]
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "in.lmp").rename(tmp_path / "inputs" / "in.lmp")
+    (tmp_path / "cu_au.data").rename(tmp_path / "inputs" / "cu_au.data")
+    monkeypatch.chdir(tmp_path)  # relative paths, the script in another folder: as in the README
+    arguments = ["lammps", model_file.name, "inputs/in.lmp", "--quiet", "--elements"]
     assert main(arguments + ["Cu", "Au"]) == 0
     assert "2 force evaluations" in capsys.readouterr().out
     assert main(arguments + ["Au", "Cu"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("equimol lammps: error: LAMMPS type 1 has mass") and "\n" not in error
-    (tmp_path / "in.lmp").write_text(example.replace("read_data", "read_dat"), encoding="utf-8")
+    (tmp_path / "inputs" / "in.lmp").write_text(example.replace("read_data", "read_dat"), encoding="utf-8")
     assert main(arguments + ["Cu", "Au"]) == 2
     error = capsys.readouterr().err.strip()
     assert "LAMMPS ERROR: Unknown command" in error and "\n" not in error
