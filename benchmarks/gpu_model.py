@@ -118,8 +118,13 @@ def mace_scaling(
     return json.loads(lines[-1])
 
 
-def three_bpa_batches(path: Path, count: int, batch_size: int, dtype: torch.dtype, device: torch.device) -> list:
-    """``count`` batches of ``batch_size`` 3BPA molecules with ``energy`` [B] and ``forces`` [n, 3] targets."""
+def three_bpa_batches(
+    path: Path, count: int, batch_size: int, dtype: torch.dtype, device: torch.device, atoms: int | None = None
+) -> list:
+    """``count`` batches of ``batch_size`` 3BPA molecules with ``energy`` [B] and ``forces`` [n, 3] targets.
+
+    ``atoms``: keep only the first atoms of each frame (dry runs: exercises the code, not the physics).
+    """
     import ase.io
     from torch_geometric.data import Batch
 
@@ -127,10 +132,11 @@ def three_bpa_batches(path: Path, count: int, batch_size: int, dtype: torch.dtyp
 
     frames = ase.io.read(path, index=f":{count * batch_size}")
     graphs = []
-    for atoms in frames:
-        graph = atoms_to_graph(atoms, 5.0, dtype)
-        graph.energy = torch.tensor([atoms.get_potential_energy()], dtype=dtype)
-        graph.forces = torch.tensor(atoms.get_forces(), dtype=dtype)
+    for frame in frames:
+        keep = slice(0, atoms)
+        graph = atoms_to_graph(frame[keep], 5.0, dtype)
+        graph.energy = torch.tensor([frame.get_potential_energy()], dtype=dtype)
+        graph.forces = torch.tensor(frame.get_forces()[keep], dtype=dtype)
         graphs.append(graph)
     return [Batch.from_data_list(graphs[i : i + batch_size]).to(device) for i in range(0, len(graphs), batch_size)]
 
@@ -144,6 +150,8 @@ def training_steps(
     warmup: int,
     log,
     overrides: dict | None = None,
+    atoms_per_frame: int | None = None,
+    frames: int = 50,
 ) -> list[dict]:
     """Optimizer steps per second on 3BPA for every backend and kernel (see the module docstring)."""
     import yaml
@@ -153,15 +161,16 @@ def training_steps(
     if not data_file.is_file():
         return [{"skipped": f"{data_file} not found (carry shared/data/3bpa/train_300K.xyz; see GPU_RUN.md)"}]
     config = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
-    batches = three_bpa_batches(data_file, 10, 5, dtype, device)
+    batch_size = min(5, frames)
+    batches = three_bpa_batches(data_file, frames // batch_size, batch_size, dtype, device, atoms_per_frame)
     per_atom = float(sum(b.energy.sum() for b in batches) / sum(b.pos.shape[0] for b in batches))
     config.update(avg_num_neighbors=12.0, e0s=None, energy_shift=per_atom, energy_scale=1.0, **(overrides or {}))
     config["dtype"] = str(dtype).removeprefix("torch.")
     rows = []
     for backend in available_backends():
         for kernel in kernels_for(backend, device):
-            row = {"backend": backend, "kernel": kernel, "dtype": config["dtype"], "batch_size": 5}
-            row |= {"channels": config["channels"], "lmax": config["lmax"]}
+            row = {"backend": backend, "kernel": kernel, "dtype": config["dtype"], "batch_size": batch_size}
+            row |= {"channels": config["channels"], "lmax": config["lmax"], "atoms_per_frame": atoms_per_frame or "all"}
             try:
                 model = build_model({**config, "tp_backend": backend, "tp_options": {"kernel": kernel}}).to(device)
                 model.train()
