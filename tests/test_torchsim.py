@@ -135,3 +135,19 @@ def test_unknown_element_is_a_clear_error(model):
     state = ts.io.atoms_to_state([bulk("Fe", "bcc", a=2.9, cubic=True)], wrapped.device, wrapped.dtype)
     with pytest.raises(ValueError, match=r"atomic number\(s\) \[26\] are not among the model's species"):
         wrapped(state)
+
+
+def test_readme_example_runs(model, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    from equimol.export import export_model
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "EquimolModel" in b)
+    export_model(model, tmp_path / "demo.pt")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert namespace["state"].positions.shape == (24, 3)
+    assert namespace["relaxed"].positions.shape == (24, 3)
