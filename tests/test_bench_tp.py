@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from equimol.bench.tp import parse_series, scaling_exponents
+from equimol.bench.tp import best_per_backend, parse_series, scaling_exponents
 from equimol.cli import main
 
 
@@ -47,3 +47,35 @@ def test_scaling_exponent_of_a_power_law():
     fit = scaling_exponents(rows)[0]
     assert fit["forward_exponent"] == pytest.approx(3.0, abs=1e-12)
     assert fit["forward_backward_exponent"] == pytest.approx(4.0, abs=1e-12)
+
+
+def test_json_names_threads_and_load_and_best_variant(tmp_path):
+    json_path = tmp_path / "out.json"
+    code = main(
+        ["bench", "tp", "--backends", "cg,gaunt/grid,gaunt/edge", "--lmax", "1", "--channels", "2", "--edges", "8",
+         "--warmup", "0", "--repeats", "1", "--threads", "1", "--json", str(json_path)]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(json_path.read_text())
+    assert record["settings"]["threads"] == record["machine"]["torch_threads"] == 1
+    assert set(record["load_average_1min"]) == {"before", "after"}
+    (gaunt,) = [b for b in record["best"] if b["backend"] == "gaunt"]
+    times = {m["label"]: m["forward_backward_s"] for m in record["measurements"]}
+    assert gaunt["label"] == min(("gaunt/grid", "gaunt/edge"), key=times.get)
+    assert gaunt["forward_backward_ratio"] == pytest.approx(times[gaunt["label"]] / times["cg"])
+    cpu = {m["label"]: m["forward_backward_cpu_s"] for m in record["measurements"]}
+    assert all(value > 0 for value in cpu.values())
+    assert gaunt["forward_backward_cpu_ratio"] == pytest.approx(cpu[gaunt["label"]] / cpu["cg"])
+
+
+def test_best_per_backend_picks_the_fastest_variant_at_each_point():
+    def row(label, lmax, forward, both):
+        return {"label": label, "backend": label.split("/")[0], "lmax": lmax, "channels": 4, "edges": 10,
+                "forward_s": forward, "forward_backward_s": both}  # fmt: skip
+
+    rows = [row("cg", 1, 1.0, 4.0), row("gaunt/a", 1, 0.5, 3.0), row("gaunt/b", 1, 0.4, 2.0),
+            row("cg", 2, 2.0, 8.0), row("gaunt/a", 2, 1.0, 1.0), row("gaunt/b", 2, 0.1, 6.0)]  # fmt: skip
+    best = {(b["backend"], b["lmax"]): b for b in best_per_backend(rows)}
+    assert best[("gaunt", 1)]["label"] == "gaunt/b" and best[("gaunt", 1)]["forward_backward_ratio"] == 0.5
+    assert best[("gaunt", 2)]["label"] == "gaunt/a" and best[("gaunt", 2)]["forward_ratio"] == 0.5
+    assert best[("cg", 2)]["forward_backward_ratio"] == 1.0

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats before timing")
     tp.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (the median is reported)")
     tp.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's; the JSON records it)"
+    )
+    tp.add_argument(
         "--kernel",
         type=_kernel_list,
         default=None,
@@ -124,6 +127,11 @@ def run_tp(args: argparse.Namespace) -> int:
     """Run ``equimol bench tp`` with parsed arguments; returns the exit code."""
     from equimol.bench.report import format_tp_table, plot_tp, write_json
     from equimol.bench.tp import run_benchmark
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     try:
         backends = args.backends
