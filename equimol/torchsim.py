@@ -82,6 +82,8 @@ class EquimolModel(ModelInterface):
         unknown = sorted(set(numbers.tolist()) - self.species)
         if unknown:
             raise ValueError(f"EquimolModel: atomic number(s) {unknown} are not among the model's species")
+        if np.any(np.diff(system_index) < 0):
+            raise ValueError("EquimolModel: state.system_idx must be sorted (atoms of each system contiguous)")
         pbc = np.array([bool(state.pbc)] * 3)
         senders, receivers, offsets = [], [], []
         starts = np.searchsorted(system_index, np.arange(len(cells) + 1))
