@@ -157,7 +157,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --dry-run")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="speed sections")
-    parser.add_argument("--budget-s", type=float, default=400.0, help="seconds after which no new speed size starts")
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="seconds after which no new speed size starts (400; dry run 7200)"
+    )
     parser.add_argument("--model", help="trained model file for the NVE check (default: a random-init model)")
     parser.add_argument("--data", default=str(ROOT / ".gpu" / "data"), help="folder holding 3bpa/ (see GPU_RUN.md)")
     parser.add_argument("--mace-python", default=sys.executable, help="Python that runs benchmarks/gpu_mace.py")
@@ -193,6 +195,7 @@ def main(argv=None) -> int:
         "speed_dtype": args.dtype,
     }
     run, skip = Run(record, path), set(filter(None, args.skip.split(",")))
+    args.budget_s = args.budget_s or (7200.0 if args.dry_run else 400.0)
     deadline = time.monotonic() + args.budget_s
     dtype = getattr(torch, args.dtype)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731

@@ -21,7 +21,8 @@ def plot_record(record: dict, path: str | Path) -> None:
     for label, points in sorted(series.items()):
         left.plot(*zip(*points), marker="o", label=label)
     left.set(xlabel="L", ylabel="forward+backward (ms)", yscale="log", title="convolution (gather, TP, scatter)")
-    left.legend(fontsize=7)
+    if series:
+        left.legend(fontsize=7)
     models: dict[str, list[tuple[int, float]]] = {}
     for row in record["sections"].get("model_scaling", {}).get("result") or []:
         if "energy_forces_s" in row:
@@ -33,7 +34,8 @@ def plot_record(record: dict, path: str | Path) -> None:
     for label, points in sorted(models.items()):
         right.plot(*zip(*sorted(points)), marker="o", label=label)
     right.set(xlabel="atoms", ylabel="energy+forces (s)", xscale="log", yscale="log", title="model, water boxes")
-    right.legend(fontsize=7)
+    if models:
+        right.legend(fontsize=7)
     machine = record["machine"]
     figure.suptitle(f"{record['kind']}: {machine.get('gpu') or machine.get('cpu')}, torch {machine['torch']}")
     figure.tight_layout()
