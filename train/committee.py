@@ -33,13 +33,13 @@ def member_config(config: TrainingConfig, seed: int) -> TrainingConfig:
     return member
 
 
-def train_committee(config: TrainingConfig, resume: bool = False) -> dict[str, Any]:
+def train_committee(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train every member (see the module docstring).
 
     Returns:
         ``{"run_dir", "model": [model file per member], "test": [test metrics per member],
         "seeds": [...]}``. With ``resume``, members whose ``model.pt`` exists are kept as they are and
-        the first unfinished one continues from its last checkpoint.
+        the first unfinished one continues from its last checkpoint; ``overwrite`` replaces every member's run.
     """
     from .run import train
 
@@ -54,7 +54,7 @@ def train_committee(config: TrainingConfig, resume: bool = False) -> dict[str, A
             result["test"].append(None)
             continue
         last = model_path.parent / "checkpoints" / "last.ckpt"
-        outcome = train(member, resume=resume and last.is_file())
+        outcome = train(member, resume=resume and last.is_file(), overwrite=overwrite)
         result["model"].append(outcome["model"])
         result["test"].append(outcome["test"])
     return result

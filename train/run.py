@@ -185,7 +185,7 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
     if config.trainer.committee_seeds:
         from .committee import train_committee
 
-        return train_committee(config, resume)
+        return train_committee(config, resume, overwrite)
     trainer_config = config.trainer
     run_dir = Path(trainer_config.run_dir).expanduser().resolve()
     last = run_dir / "checkpoints" / "last.ckpt"
