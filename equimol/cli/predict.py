@@ -27,6 +27,7 @@ import heapq
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def merge_parts(folder: Path, output: Path, processes: int) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     import lightning as L
+    from lightning.pytorch.callbacks import TQDMProgressBar  # tqdm, also where rich is installed
     from torch_geometric.loader import DataLoader
 
     from equimol.export import load_model
@@ -195,6 +197,8 @@ def run_predict(args: argparse.Namespace) -> int:
     frames = PredictionFrames(args.inputs, model.radial_cutoff, model.dtype, model.species)
     loader = DataLoader(frames, batch_size=args.batch_size)
     folder = output.with_name(f".{output.name}.parts")
+    # the writer takes frame numbers from the batches, not from Lightning's batch indices
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     if args.quiet:  # no progress bar and no Lightning banner (GPU available, ...)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     strategy = "auto"
@@ -211,7 +215,7 @@ def run_predict(args: argparse.Namespace) -> int:
         enable_progress_bar=not args.quiet,
         enable_model_summary=False,
         inference_mode=False,  # forces and stress need autograd
-        callbacks=[_part_writer(folder)],
+        callbacks=[_part_writer(folder)] + ([] if args.quiet else [TQDMProgressBar()]),
     )
     if trainer.is_global_zero:
         shutil.rmtree(folder, ignore_errors=True)
