@@ -12,7 +12,12 @@ alike; the table gives medians and the load average before each run.
 ``first_step_s``: seconds from the process start (before imports) to the end of the first
 optimizer step; ``cpu_s``: the CPU seconds (user + system) the process used by then, which the
 machine's load does not inflate; ``setup_s``: the part inside ``train()`` before Lightning's fit (data, statistics,
-model); ``peak_rss_mib``: ``ru_maxrss`` of the process at that moment. ``--processes 2`` starts
+model); ``peak_rss_mib``: ``ru_maxrss`` of the process at that moment; ``rssanon_mib`` and
+``rssfile_mib``: its private memory and its mapped file pages then (``/proc/self/status``). The
+LMDB is memory-mapped: reading a frame maps its pages, and the kernel's fault-around maps up to
+64 KiB of already cached neighbours with each, so mapped file pages grow with the number of
+distinct regions read (the statistics sample), up to a bound, and are page cache the kernel may
+drop, not memory the process owns. ``--processes 2`` starts
 each run under ``torchrun`` (2 processes, gloo) and reports every rank.
 
 Usage::
@@ -46,6 +51,12 @@ def _species() -> list[str]:
     return yaml.safe_load((REPOSITORY / "configs" / "oc20_s2ef.yaml").read_text())["model"]["species"]
 
 
+def _resident() -> dict[str, float]:
+    """``RssAnon`` (private memory) and ``RssFile`` (mapped file pages, here the LMDB's) now, MiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {f"{name.lower()}_mib": int(fields[name].split()[0]) / 1024 for name in ("RssAnon", "RssFile")}
+
+
 def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
     """One run; writes ``{rank: {...}}`` figures to ``result`` (one file per rank)."""
     import torch
@@ -69,6 +80,7 @@ def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
                 "first_step_s": marks["first_step_s"],
                 "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                **_resident(),
                 "threads": torch.get_num_threads(),
             }
             Path(f"{result}.{rank}").write_text(json.dumps(figures))
@@ -172,22 +184,35 @@ def main() -> int:
                 "lmdb_gib": (args.folder / f"synthetic_{size}.lmdb").stat().st_size / 2**30,
                 **{
                     key: statistics.median(row[key] for row in rows)
-                    for key in ("first_step_s", "cpu_s", "setup_s", "import_s", "peak_rss_mib", "load_before")
+                    for key in (
+                        "first_step_s",
+                        "cpu_s",
+                        "setup_s",
+                        "import_s",
+                        "peak_rss_mib",
+                        "rssanon_mib",
+                        "rssfile_mib",
+                        "load_before",
+                    )
                 },
                 "runs": len(rows),
             }
         )
     base = table[0]
     print(f"processes {args.processes}, threads 1, {os.cpu_count()} CPUs; medians of {args.repeats} interleaved runs")
-    print("| frames | LMDB GiB | first step s | x 10k | CPU s | x 10k | setup s | peak RSS MiB | x 10k | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| frames | LMDB GiB | first step s | x 10k | CPU s | x 10k | setup s | peak RSS MiB | x 10k "
+        "| anon RSS MiB | x 10k | file RSS MiB | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         print(
             f"| {row['frames']:,} | {row['lmdb_gib']:.2f} | {row['first_step_s']:.1f} | "
             f"{row['first_step_s'] / base['first_step_s']:.2f} | {row['cpu_s']:.1f} | "
             f"{row['cpu_s'] / base['cpu_s']:.2f} | "
             f"{row['setup_s']:.1f} | {row['peak_rss_mib']:.0f} | "
-            f"{row['peak_rss_mib'] / base['peak_rss_mib']:.2f} | {row['load_before']:.1f} |"
+            f"{row['peak_rss_mib'] / base['peak_rss_mib']:.2f} | {row['rssanon_mib']:.0f} | "
+            f"{row['rssanon_mib'] / base['rssanon_mib']:.2f} | {row['rssfile_mib']:.0f} | {row['load_before']:.1f} |"
         )
     if args.out:
         args.out.write_text(json.dumps({"processes": args.processes, "table": table, "runs": runs}, indent=1))
