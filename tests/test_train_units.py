@@ -79,13 +79,54 @@ def test_metrics_do_not_depend_on_batching() -> None:
     assert split["forces_rmse"] == pytest.approx(one["forces_rmse"], rel=1e-14)
     errors = [0.02, 0.03 + 0.1, 0.04, 0.05 + 0.1, 0.06 + 0.2]
     assert split["energy_rmse"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / 5), rel=1e-12)
-    # reduce() adds sums over processes: two identical "processes" give the same metrics
-    metrics = ErrorMetrics()
+
+
+def test_reduce_over_processes_equals_one_process() -> None:
+    """Two "processes" with different structures: after reduce() each has the metrics of all of them."""
+    graphs = [labelled(n, float(n), n) for n in (2, 3, 4, 5, 6)]
+
+    def metrics_of(group: list) -> ErrorMetrics:
+        metrics = ErrorMetrics()
+        batch = Batch.from_data_list(group)
+        prediction = {"energy": batch.energy * 1.01 + 0.1, "forces": batch.forces * 1.1}
+        metrics.update(prediction, batch, batch.energy)
+        return metrics
+
+    one = metrics_of(graphs).compute()
+    first, second = metrics_of(graphs[:2]), metrics_of(graphs[2:])
+    assert first.compute()["forces_rmse"] != pytest.approx(one["forces_rmse"], rel=1e-3)  # the test can fail
+    other = second.sums.clone()
+    first.reduce(lambda sums: sums + other)  # what an all-reduce (sum) over the two processes returns
+    assert first.compute() == pytest.approx(one, rel=1e-14)
+
+
+def test_zero_weight_structures_add_nothing() -> None:
+    """Padding structures (weight 0, :mod:`equimol.train.eval_sharding`) change no metric."""
+    graphs = [labelled(n, float(n), n, stress=True) for n in (2, 3, 4)]
     batch = Batch.from_data_list(graphs)
-    metrics.update({"energy": batch.energy + 0.1, "forces": batch.forces}, batch, batch.energy)
-    before = metrics.compute()
-    metrics.reduce(lambda sums: 2 * sums)
-    assert metrics.compute() == pytest.approx(before, rel=1e-14)
+    prediction = {"energy": batch.energy + 0.3, "forces": batch.forces * 1.2, "stress": batch.stress * 0.9}
+    plain = ErrorMetrics()
+    plain.update(prediction, batch, batch.energy)
+    padded_graphs = [graph.clone() for graph in graphs]
+    for graph, weight in zip(padded_graphs, (1.0, 0.0, 1.0)):
+        graph.eval_weight = torch.tensor([weight], dtype=torch.float64)
+    padded_batch = Batch.from_data_list(padded_graphs)
+    padded = ErrorMetrics()
+    padded.update(prediction, padded_batch, padded_batch.energy)
+    kept = Batch.from_data_list([graphs[0], graphs[2]])
+    reference = ErrorMetrics()
+    keep_atoms = padded_batch.batch != 1
+    reference.update(
+        {
+            "energy": prediction["energy"][[0, 2]],
+            "forces": prediction["forces"][keep_atoms],
+            "stress": prediction["stress"].view(-1, 3, 3)[[0, 2]],
+        },
+        kept,
+        kept.energy,
+    )
+    assert padded.compute() == pytest.approx(reference.compute(), rel=1e-14)
+    assert padded.compute()["forces_rmse"] != pytest.approx(plain.compute()["forces_rmse"], rel=1e-6)
 
 
 def test_ema_average_and_swap() -> None:
