@@ -8,6 +8,23 @@ import sys
 from equimol.cli.arguments import non_negative_int, positive_float, positive_int
 from equimol.tp import available_backends
 
+# e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
+MAX_LMAX = 12
+
+
+def _lmax_list(text: str) -> list[int]:
+    values = _int_list(text)
+    if max(values) > MAX_LMAX:
+        raise argparse.ArgumentTypeError(f"degrees above {MAX_LMAX} are not supported by e3nn, got {text!r}")
+    return values
+
+
+def _lmax(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_LMAX:
+        raise argparse.ArgumentTypeError(f"degrees above {MAX_LMAX} are not supported by e3nn, got {value}")
+    return value
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -43,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated backends or backend/variant (default: all registered: {','.join(available_backends())}; "
         "with --kernel triton, those with a fused kernel)",
     )
-    tp.add_argument("--lmax", type=_int_list, default=[1, 2, 3, 4], help="maximum degrees, e.g. 1,2,3")
+    tp.add_argument("--lmax", type=_lmax_list, default=[1, 2, 3, 4], help="maximum degrees, e.g. 1,2,3")
     tp.add_argument("--channels", type=_int_list, default=[16], help="channel counts, e.g. 16,32")
     tp.add_argument("--edges", type=_int_list, default=[1000], help="samples (edges), e.g. 500,2000")
     tp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
@@ -79,7 +96,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
     model.add_argument("--max-atoms", type=positive_int, default=2200, help="largest box to time (atoms)")
     model.add_argument("--channels", type=positive_int, default=32, help="channels per irrep")
-    model.add_argument("--lmax", type=non_negative_int, default=2, help="maximum degree of the node features")
+    model.add_argument("--lmax", type=_lmax, default=2, help="maximum degree of the node features")
     model.add_argument("--radial-cutoff", type=positive_float, default=5.0, help="radial cutoff in Å")
     model.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     model.add_argument("--dtype", default="float32", choices=["float32", "float64"])
