@@ -3,10 +3,15 @@ r"""The potential: an E(3)-equivariant message-passing model with a swappable te
 .. math::
 
     h^{(0)}_i = \mathrm{Embed}(Z_i) \,[+\, \mathrm{SPE}_i], \qquad
-    h^{(t+1)} = \mathrm{ManyBody}\big(\mathrm{Interaction}(h^{(t)})\big), \qquad
-    E = \sum_i \varepsilon_i\big(h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{ZBL}}]
+    h^{(t+1)} = \mathrm{Layer}_t(h^{(t)}), \qquad
+    E = \sum_i \varepsilon_i\big(h^{(1)}_{i, 0e}, \dots, h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{ZBL}}]
 
-(:mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`, :mod:`equimol.nn.spe`,
+Each layer is either ``interaction: gated`` (TP convolution, gate, residual, then an optional residual
+many-body block: :mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`) or ``interaction:
+product_basis`` (MACE's layer: TP messages form an atomic basis up to ``message_lmax``, a many-body
+product with per-element weights follows, plus a self-connection: :mod:`equimol.nn.product_basis`).
+The read-out takes the last layer's scalars (``readout: final``) or every layer's (``per_layer``)
+(:mod:`equimol.nn.spe`,
 :mod:`equimol.nn.readout`; the optional switched ZBL pair repulsion ``model.pair_repulsion: zbl``,
 :mod:`equimol.nn.zbl`, adds per-atom energies for any backend). Forces and stress come from autograd:
 
