@@ -2,20 +2,21 @@
 
 Tolerances and why:
 
-* float64 forces: ``max |F_autograd - F_fd| <= 1e-6 max(max |F|, 1 eV/Å)`` on 6 random coordinates per
-  structure (the 1 eV/Å floor makes it an absolute 1e-6 eV/Å check where symmetry makes every force
-  vanish, as in the perfect fcc crystal; a non-vanishing SPE gradient at that structure is checked in
-  ``test_spe.py``).
-  Central differences with step ``h = 1e-5`` Å have truncation error ``h^2 E''' / 6`` (about 1e-11 eV/Å
-  here) and rounding error ``eps |E| / h`` (up to 4e-9 eV/Å for the 3BPA frame, |E| ~ 190 eV with the
-  random tiny model), both far below the 1e-6 relative bound that the issue asks for. Measured worst
-  (2-core CPU): 3.4e-9 (3BPA), 7e-10 (OC20), <= 8e-10 (degenerate structures), both SPE modes.
-* float32 (same 1 eV/Å floor): rounding error ``eps32 |E| / h`` is about 1e-3 eV/Å at any useful
-  step, so 1e-6 relative is out of reach by finite differences. Instead the float32 model (the
-  float64 model rounded, same seed) must give forces within 2e-5 (relative, floored) and energies
-  within 5e-6 (relative) of the float64 model, which was checked against finite differences; measured
-  worst 1.9e-6 and 3.9e-7 (2-core CPU), so a 10x margin. A float32 end-to-end finite-difference check at 1e-2 eV/Å
-  (step 1e-2 Å) catches gross errors as well.
+* float64 forces: ``max |F_autograd - F_fd| <= 1e-6 max |F| + 10 eps64 |E| / h`` on 6 random coordinates
+  per structure. The second term is the rounding error of central differences, ``eps |E| / h`` with
+  step ``h = 1e-5`` Å (4e-9 eV/Å for the 3BPA frame, |E| ~ 190 eV with the random tiny model); it
+  alone bounds the check where symmetry makes every force vanish (perfect fcc crystal, |F| ~ 1e-16;
+  a non-vanishing SPE gradient there is checked in ``test_spe.py``). Truncation error ``h^2 E''' / 6``
+  is about 1e-11 eV/Å. Measured worst (2-core CPU): 3.4e-9 (3BPA), 7e-10 (OC20), <= 8e-10
+  (degenerate structures), both SPE modes. Forces scaled by 1.0001 fail for every frame with forces.
+* float32: rounding error ``eps32 |E| / h`` is about 1e-3 eV/Å at any useful step, so 1e-6 relative
+  is out of reach by finite differences. Instead the float32 model (the float64 model rounded, same
+  seed) must give forces within ``2e-5 max |F64| + 3e-7`` eV/Å and energies within 5e-6 (relative) of
+  the float64 model, which was checked against finite differences; measured worst absolute force
+  differences 2.0e-6 (benzene, max |F| 0.59) and 1.5e-7 (OC20, max |F| 8.9e-3), energies 3.9e-7.
+  A float32 end-to-end finite-difference check (step 1e-2 Å) asserts ``3 eps32 |E| / h``, its
+  rounding bound (measured 0.3 to 1.0 of ``eps32 |E| / h``), and that this bound is below half the
+  largest checked force, so that zeroed forces fail (every frame but the fcc crystal, whose forces vanish).
 * stress: ``max |sigma - sigma_fd| <= 1e-6 max |sigma|`` with strain step 1e-5 (same reasoning), and
   against ASE's own numerical stress (``Atoms.get_stress`` convention: positive = tensile).
 """
@@ -36,6 +37,13 @@ from test_model_structures import (  # noqa: F401  (single_thread: autouse fixtu
 
 STEP = 1e-5
 FORCE_TOL = 1e-6
+EPS64 = float(torch.finfo(torch.float64).eps)
+EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def _fd_tolerance(forces: torch.Tensor, energy: float) -> float:
+    """``1e-6 max |F| + 10 eps64 |E| / h`` (eV/Å): relative to the forces, plus the rounding of the differences."""
+    return FORCE_TOL * float(forces.abs().max()) + 10 * EPS64 * abs(energy) / STEP
 
 
 def _energy_at(model, graph, positions: torch.Tensor) -> float:
@@ -67,14 +75,15 @@ def _coordinates(num_atoms: int, count: int = 6, seed: int = 0) -> list[tuple[in
 def test_forces_match_finite_differences_float64(name, mode, shared_data):
     model = tiny_model(spe={"mode": mode})
     graph = graph_of(build_structure(name, shared_data))
-    forces = model(graph)["forces"].detach()
+    output = model(graph)
+    forces = output["forces"].detach()
     assert torch.isfinite(forces).all()
     coordinates = _coordinates(graph.num_nodes)
     reference = _finite_difference_forces(model, graph, coordinates)
     computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
-    scale = max(float(forces.abs().max()), 1.0)
-    error = (computed - reference).abs().max() / scale
-    assert error <= FORCE_TOL, f"{name}/{mode}: relative FD error {error:.3e}"
+    error = float((computed - reference).abs().max())
+    tolerance = _fd_tolerance(forces, float(output["energy"].sum()))
+    assert error <= tolerance, f"{name}/{mode}: FD error {error:.3e} > {tolerance:.3e} eV/Å"
 
 
 @pytest.mark.parametrize("mode", ["exact", "chebyshev"])
@@ -88,9 +97,10 @@ def test_float32_forces_match_float64(name, mode, shared_data):
     out64 = model64(graph_of(atoms, torch.float64))
     out32 = model32(graph_of(atoms, torch.float32))
     assert out32["forces"].dtype == torch.float32 and torch.isfinite(out32["forces"]).all()
-    scale = max(float(out64["forces"].abs().max()), 1.0)  # 1 eV/Å floor: fcc forces vanish by symmetry
-    error = (out32["forces"].double() - out64["forces"]).abs().max() / scale
-    assert error <= 2e-5, f"{name}/{mode}: float32 vs float64 force error {error:.3e}"
+    # absolute 3e-7 eV/Å: float32 rounding where forces are small or vanish (fcc); measured <= 1.5e-7 there
+    tolerance = 2e-5 * float(out64["forces"].abs().max()) + 3e-7
+    error = float((out32["forces"].double() - out64["forces"]).abs().max())
+    assert error <= tolerance, f"{name}/{mode}: float32 vs float64 force error {error:.3e} > {tolerance:.3e}"
     energy_error = (out32["energy"].double() - out64["energy"]).abs().max() / out64["energy"].abs().max()
     assert energy_error <= 5e-6
 
@@ -101,16 +111,22 @@ def test_forces_match_finite_differences_float32(name, mode, shared_data):
     """Float32 end to end (graph, model, finite differences): a coarse check that catches gross errors.
 
     Step 1e-2 Å; the error is rounding-dominated (``eps32 |E| / h``, it grows as the step shrinks):
-    measured at most 2.0e-3 eV/Å (3BPA, |E| ~ 10-200 eV). Asserted: 1e-2 eV/Å.
+    measured 2.0e-3 eV/Å (3BPA, |E| 187 eV) down to 1.2e-4 eV/Å (OC20, |E| 23 eV). Asserted:
+    ``3 eps32 |E| / h``, which must be below half the largest checked force (see the module docstring).
     """
     model = tiny_model(spe={"mode": mode}, dtype="float32")
     graph = graph_of(build_structure(name, shared_data), torch.float32)
-    forces = model(graph)["forces"].detach()
+    output = model(graph)
+    forces = output["forces"].detach()
     assert forces.dtype == torch.float32 and torch.isfinite(forces).all()
     coordinates = _coordinates(graph.num_nodes)
-    reference = _finite_difference_forces(model, graph, coordinates, step=1e-2)
+    step = 1e-2
+    reference = _finite_difference_forces(model, graph, coordinates, step=step)
     computed = torch.stack([forces[atom, axis] for atom, axis in coordinates]).double()
-    assert (computed - reference).abs().max() <= 1e-2
+    tolerance = 3 * EPS32 * abs(float(output["energy"].sum())) / step
+    if name != "cu_fcc":  # the perfect crystal's forces vanish by symmetry: nothing to resolve
+        assert tolerance < 0.5 * float(reference.abs().max()), f"{name}: float32 FD cannot resolve these forces"
+    assert (computed - reference).abs().max() <= tolerance
 
 
 def _strained_energy(model, atoms, strain: np.ndarray) -> float:
@@ -182,12 +198,14 @@ def test_forces_match_finite_differences_other_many_body_options(many_body):
     """The FD check of the CG many-body default above, repeated without a many-body block and with Gaunt's."""
     model = tiny_model(many_body=many_body, spe={"mode": "exact"})
     graph = graph_of(build_structure("benzene"))
-    forces = model(graph)["forces"].detach()
+    output = model(graph)
+    forces = output["forces"].detach()
     coordinates = _coordinates(graph.num_nodes)
     reference = _finite_difference_forces(model, graph, coordinates)
     computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
-    error = (computed - reference).abs().max() / max(float(forces.abs().max()), 1.0)
-    assert error <= FORCE_TOL, f"{many_body}: relative FD error {error:.3e}"
+    error = float((computed - reference).abs().max())
+    tolerance = _fd_tolerance(forces, float(output["energy"].sum()))
+    assert error <= tolerance, f"{many_body}: FD error {error:.3e} > {tolerance:.3e} eV/Å"
 
 
 def test_stress_of_a_one_atom_cell_with_only_self_images():
