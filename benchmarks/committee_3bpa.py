@@ -1,0 +1,116 @@
+"""Committee uncertainty on 3BPA: spread of 3 members (seeds) on test_300K (in-domain) and test_600K (hotter).
+
+Train first (one thread, nice, short budget per member)::
+
+    nice -n 5 .venv/bin/equimol train configs/3bpa_quick.yaml 'trainer.committee_seeds=[0,1,2]' \\
+        trainer.max_steps=400 trainer.max_time=1500 trainer.early_stopping_patience=null \\
+        trainer.run_dir=runs/committee_3bpa_s400 trainer.test_after_fit=false trainer.progress_bar=false
+
+then ``nice -n 5 .venv/bin/python benchmarks/committee_3bpa.py runs/committee_3bpa_s400`` evaluates every member
+on every 4th frame of both test sets (batched, float64) and writes ``benchmarks/committee_3bpa.json`` (and
+prints the table of ``committee_3bpa.md``): per set the committee mean's errors, each member's errors, and the
+spread (population standard deviation across members, :mod:`equimol.committee`) of energies and force components.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
+from equimol.datasets.readers import LabelKeys
+from equimol.train.evaluate import evaluate
+from torch.utils.data import Subset
+from torch_geometric.loader import DataLoader
+
+from equimol.committee import spread
+from equimol.export import load_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "3bpa"
+SETS = ("test_300K", "test_600K")
+STRIDE = 4  # every 4th frame of each test set: CPU time on the shared 2-core machine (frames are MD snapshots)
+
+
+def _member_steps(member: Path) -> int:
+    checkpoint = member / "checkpoints" / "last.ckpt"
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+
+
+def main(run_dir: str) -> None:
+    torch.set_num_threads(1)
+    members = sorted(Path(run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
+    models = [load_model(member / "model.pt") for member in members]
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, "
+        f"torch {torch.__version__}",
+        "members": [member.name for member in members],
+        "training_steps": [_member_steps(member) for member in members],
+        "test_stride": STRIDE,
+        "sets": {},
+    }
+    for name in SETS:
+        settings = LabelSettings(radial_cutoff=models[0].radial_cutoff, dtype=models[0].dtype)
+        dataset = AtomsDataset([DATA / f"{name}.xyz"], settings, LabelKeys("energy", "forces", None))
+        dataset = Subset(dataset, range(0, len(dataset), STRIDE))
+        loader = DataLoader(dataset, batch_size=20, shuffle=False)
+        reports = [evaluate(model, loader) for model in models]
+        energies = np.stack([r.arrays["energy_pred"] for r in reports])  # [M, N] eV
+        forces = np.stack([r.arrays["forces_pred"] for r in reports])  # [M, 3 n_total] eV/Å
+        natoms = reports[0].arrays["natoms"]
+        energy_ref, forces_ref = reports[0].arrays["energy_ref"], reports[0].arrays["forces_ref"]
+        mean_energy, mean_forces = energies.mean(axis=0), forces.mean(axis=0)
+        energy_spread, force_spread = spread(energies), spread(forces)
+        energy_error = np.abs(mean_energy - energy_ref)
+        force_error = np.abs(mean_forces - forces_ref)
+        results["sets"][name] = {
+            "num_structures": int(len(energy_ref)),
+            "committee_energy_rmse_meV_per_atom": float(np.sqrt(np.mean(((mean_energy - energy_ref) / natoms) ** 2)))
+            * 1e3,
+            "committee_forces_rmse_meV_per_A": float(np.sqrt(np.mean((mean_forces - forces_ref) ** 2))) * 1e3,
+            "member_energy_rmse_meV_per_atom": [r.metrics["energy_per_atom_rmse"] * 1e3 for r in reports],
+            "member_forces_rmse_meV_per_A": [r.metrics["forces_rmse"] * 1e3 for r in reports],
+            "energy_spread_mean_meV": float(energy_spread.mean()) * 1e3,
+            "energy_spread_median_meV": float(np.median(energy_spread)) * 1e3,
+            "forces_spread_rms_meV_per_A": float(np.sqrt(np.mean(force_spread**2))) * 1e3,
+            "spearman_energy_spread_vs_error": _spearman(energy_spread, energy_error),
+            "spearman_force_spread_vs_error": _spearman(force_spread, force_error),
+        }
+        print(name, json.dumps(results["sets"][name], indent=1), flush=True)
+    low, high = (results["sets"][name] for name in SETS)
+    results["spread_larger_on_600K"] = {
+        "energy": high["energy_spread_mean_meV"] > low["energy_spread_mean_meV"],
+        "forces": high["forces_spread_rms_meV_per_A"] > low["forces_spread_rms_meV_per_A"],
+    }
+    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    out = Path(__file__).with_suffix(".json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    rows = [
+        "| set | structures | committee E RMSE (meV/atom) | committee F RMSE (meV/Å) | member F RMSE (meV/Å) "
+        "| mean E spread (meV) | RMS F spread (meV/Å) | rank corr. F spread vs error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in SETS:
+        r = results["sets"][name]
+        members = ", ".join(f"{x:.1f}" for x in r["member_forces_rmse_meV_per_A"])
+        rows.append(
+            f"| {name} | {r['num_structures']} | {r['committee_energy_rmse_meV_per_atom']:.2f} "
+            f"| {r['committee_forces_rmse_meV_per_A']:.1f} | {members} | {r['energy_spread_mean_meV']:.1f} "
+            f"| {r['forces_spread_rms_meV_per_A']:.1f} | {r['spearman_force_spread_vs_error']:.2f} |"
+        )
+    print("\n".join(rows))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (no ties expected in float data)."""
+    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/committee_3bpa_s400")
