@@ -135,10 +135,19 @@ class EquimolFix:
             raise LammpsCouplingError(
                 f"elements names {len(elements)} type(s) {list(elements)} but the LAMMPS box has {ntypes} atom types"
             )
-        self.calculator = EquimolCalculator(model, device=device, dtype=dtype, skin=skin) if self.rank == 0 else None
-        species = sorted(self.calculator.species) if self.calculator is not None else None
+        self.calculator, species, failure = None, None, None
+        if self.rank == 0:
+            try:
+                self.calculator = EquimolCalculator(model, device=device, dtype=dtype, skin=skin)
+                species = sorted(self.calculator.species)
+            except Exception as error:  # every rank must learn of it, or the others wait in bcast forever
+                failure = error
         if comm is not None:
-            species = comm.bcast(species, root=0)
+            species, message = comm.bcast((species, None if failure is None else str(failure)), root=0)
+            if message is not None and failure is None:
+                failure = LammpsCouplingError(f"rank 0 could not load the model: {message}")
+        if failure is not None:
+            raise failure
         unknown = [chemical_symbols[z] for z in self.type_numbers[1:] if z not in species]
         if unknown:
             raise LammpsCouplingError(

@@ -180,3 +180,26 @@ def test_command_line_runs_the_example_and_reports_a_bad_map_in_one_line(tmp_pat
     assert main(arguments + ["Cu", "Au"]) == 2
     error = capsys.readouterr().err.strip()
     assert "LAMMPS ERROR: Unknown command" in error and "\n" not in error
+
+
+@pytest.mark.slow
+def test_a_model_rank_0_cannot_load_stops_every_rank(tmp_path):
+    """Rank 0 alone loads the model: its error must reach the other ranks, which would otherwise wait forever."""
+    example = (ROOT / "examples" / "lammps" / "in.npt.lmp").read_text(encoding="utf-8")
+    (tmp_path / "in.lmp").write_text(re.sub(r"^run\s+\d+", "run 1", example, flags=re.M), encoding="utf-8")
+    (tmp_path / "cu_au.data").write_text((ROOT / "examples" / "lammps" / "cu_au.data").read_text(), encoding="utf-8")
+    launcher, console = Path(sys.executable).parent / "mpirun", Path(sys.executable).with_name("equimol")
+    command = [
+        str(launcher),
+        "-np",
+        "2",
+        str(console),
+        "lammps",
+        str(tmp_path / "missing.pt"),
+        str(tmp_path / "in.lmp"),
+    ]
+    completed = subprocess.run(
+        [*command, "--elements", "Cu", "Au", "--quiet"], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.count("missing.pt' does not exist") == 2  # rank 0's own error and rank 1's copy
