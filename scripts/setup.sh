@@ -6,7 +6,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
+# A venv whose creation was interrupted (no pip inside) is made again rather than used half-built.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
   "$python" -m venv .venv
 fi
 stamp=.venv/.equimol-installed
