@@ -343,12 +343,18 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     """The console script itself, once without and once with ``--debug`` (and once with EQUIMOL_DEBUG=1)."""
     script = str(Path(sys.executable).with_name("equimol"))
     command = [script, "export", str(tmp_path / "nosuch.ckpt"), str(tmp_path / "out.pt")]
-    plain = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, timeout=120)
-    variable = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env={**os.environ, "EQUIMOL_DEBUG": "1"}
-    )
-    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "nosuch.ckpt" in plain.stderr
-    for result in (debug, variable):
-        assert result.returncode == 1 and "Traceback" in result.stderr and "nosuch.ckpt" in result.stderr
+    processes = [  # three at once: each imports torch
+        subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for arguments, env in (
+            (command, os.environ),
+            ([*command, "--debug"], os.environ),
+            (command, {**os.environ, "EQUIMOL_DEBUG": "1"}),
+        )
+    ]
+    (plain, plain_err), (debug, debug_err), (variable, variable_err) = [
+        (process, process.communicate(timeout=600)[1]) for process in processes
+    ]
+    assert plain.returncode == 2 and plain_err.count("\n") == 1 and "nosuch.ckpt" in plain_err
+    for result, stderr in ((debug, debug_err), (variable, variable_err)):
+        assert result.returncode == 1 and "Traceback" in stderr and "nosuch.ckpt" in stderr
     assert not (tmp_path / "out.pt").exists()
