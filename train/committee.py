@@ -7,9 +7,9 @@
       committee_seeds: [0, 1, 2]     # -> runs/3bpa_committee/member_0/model.pt, member_1/..., member_2/...
 
 Each member is the configured run with ``trainer.seed`` and ``model.seed`` set to its seed: the
-weights are initialised and the batches shuffled differently, while the data split (``data.seed``)
-stays the same, so every member sees the same training and validation frames and their spread
-measures the model's uncertainty, not a change of data. Members run one after another, each with
+weights are initialised differently, while the data split and the batch order (both ``data.seed``)
+stay the same, so every member sees the same frames in the same order and their spread measures
+the model's initialisation, not a change of data. Members run one after another, each with
 the full budget of the ``trainer:`` section. Use them together with
 ``EquimolCalculator([member_0/model.pt, ...])`` (:mod:`equimol.committee`).
 """
