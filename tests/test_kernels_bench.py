@@ -76,7 +76,9 @@ def test_benchmark_boxes_have_the_stated_sizes_and_density():
 
 
 def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
-    """``benchmarks/gpu_kernels.py`` runs end to end (CPU interpreter, tiny sizes) so it is ready for a GPU."""
+    """``benchmarks/gpu_kernels.py --dry-run`` runs its correctness checks and the convolution timing on the
+    interpreter (the slower NVE, training and model-size sections are skipped here; they ran in the committed
+    ``benchmarks/gpu_kernels_dryrun_cpu.json``), so the one prepared GPU command is known to work."""
     import runpy
     import sys
     from pathlib import Path
@@ -84,19 +86,20 @@ def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_kernels.py"
     out = tmp_path / "gpu.json"
     argv = sys.argv
-    sys.argv = [str(script), "--device", "cpu", "--lmax", "1", "--channels", "2", "--edges", "16", "--degree", "4",
-                "--warmup", "0", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    sys.argv = [str(script), "--dry-run", "--skip", "nve,training,model_scaling,mace", "--out", str(out)]
     try:
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(script), run_name="__main__")
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_info:
+        assert exit_info.code in (0, None)
     finally:
         sys.argv = argv
-    assert exit_info.value.code == 0
-    row = json.loads(out.read_text())["rows"][0]
-    assert set(row["series"]) == {"e3nn", "cp[torch]", "cp[triton]", "cp[triton,det]", "gaunt[torch]", "gaunt[triton]"}
-    for fused in ("cp[triton]", "cp[triton,det]", "gaunt[triton]"):
-        assert row["series"][fused]["max_relative_difference_vs_torch"] < 1e-5  # float32, see test_kernels.py
-    assert row["series"]["cp[triton,det]"]["bitwise_reproducible"]
+    record = json.loads(out.read_text())
+    assert record["checks_passed"] == {"fused_vs_torch": True, "cueq_vs_cg": True, "fd_forces": True, "nve": None}
+    rows = record["sections"]["convolution"]["result"]
+    assert [row["lmax"] for row in rows][:2] == [1, 2]
+    for row in rows:
+        assert {"e3nn", "cg[torch]", "cp[torch]", "cp[triton]", "gaunt[torch]", "gaunt[triton]"} <= set(row["series"])
+        assert row["series"]["cg[torch]"]["max_relative_difference_vs_e3nn"] < 1e-5
 
 
 def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(tmp_path):
