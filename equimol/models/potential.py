@@ -12,7 +12,8 @@ product_basis`` (MACE's layer: TP messages form an atomic basis up to ``message_
 product with per-element weights follows, plus a self-connection: :mod:`equimol.nn.product_basis`).
 The read-out takes the last layer's scalars (``readout: final``) or every layer's (``per_layer``;
 :mod:`equimol.nn.readout`). SPE: :mod:`equimol.nn.spe`. The optional switched ZBL pair repulsion
-``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) adds per-atom energies for any backend. Forces and stress come from autograd:
+``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) adds per-atom energies for any backend.
+Forces and stress come from autograd:
 
 .. math::
 
