@@ -79,6 +79,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         _with(MACE, "model.many_body=gaunt"),
     ),
     "mace-float64": ("trained in float64", _with(MACE, "trainer.precision=64")),
+    "main-forces-1000": (
+        "main job, force weight 1000 (energy 1)",
+        _with(MACE, "model.many_body=gaunt", "loss.forces_weight=1000.0"),
+    ),
+    "main-cosine": (
+        "main job, cosine decay over 26 epochs instead of the plateau schedule",
+        _with(MACE, "model.many_body=gaunt", "scheduler.name=cosine", "scheduler.cosine_epochs=26"),
+    ),
 }
 
 
