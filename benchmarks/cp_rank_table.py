@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import random_inputs, random_orthogonal_matrices, wigner_d  # noqa: E402
 
-from equimol.bench.tp import benchmark_irreps  # noqa: E402
+from equimol.microbench.tp import benchmark_irreps  # noqa: E402
 from equimol.tp import TensorProduct, to_channel_major  # noqa: E402
 from equimol.utils.machine import describe_machine  # noqa: E402
 

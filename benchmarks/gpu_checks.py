@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from equimol.bench.tp import benchmark_irreps
+from equimol.microbench.tp import benchmark_irreps
 from equimol.tp import TensorProduct, available_backends
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}

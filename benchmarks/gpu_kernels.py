@@ -265,7 +265,7 @@ def main(argv=None) -> int:
 
 def prefit(degrees: list[int], channels: int) -> int:
     """Fit and cache (``$EQUIMOL_CACHE_DIR``) the rank-7L^2 cp factors of the convolution, on any CPU."""
-    from equimol.bench.tp import benchmark_irreps
+    from equimol.microbench.tp import benchmark_irreps
     from equimol.tp import TensorProduct
 
     for lmax in degrees:

@@ -2,7 +2,7 @@
 
 mace-torch pins e3nn 0.4.4 and equimol needs e3nn >= 0.5, so this script runs under its own Python
 path and imports nothing of equimol; the water boxes are rebuilt here with the same recipe
-(``equimol.bench.model.water_box``: O on a 3.1 Å cubic lattice, random orientations, seed 0).
+(``equimol.microbench.model.water_box``: O on a 3.1 Å cubic lattice, random orientations, seed 0).
 
 Series: ``mace[e3nn]`` (plain e3nn) and ``mace[cueq]`` (the same weights converted by MACE's
 ``convert_e3nn_cueq``, ``ir_mul`` layout, when cuequivariance-torch imports); both energies are
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-WATER_SPACING = 3.1  # Å, as equimol.bench.model (liquid density)
+WATER_SPACING = 3.1  # Å, as equimol.microbench.model (liquid density)
 
 
 def water_box(lattice: int, seed: int = 0):

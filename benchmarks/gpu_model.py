@@ -1,8 +1,8 @@
 """Model-level sections of ``benchmarks/gpu_kernels.py``: energy+forces scaling, MACE, training steps/s.
 
 * :func:`model_scaling`: ``model(graph, compute_forces=True)`` (eval mode) on periodic liquid-density
-  water boxes of about 1k, 10k and 100k atoms (``equimol.bench.model.water_box``), for every backend
-  with the torch path and, where accepted, the fused Triton kernel (``equimol.bench.model``'s model:
+  water boxes of about 1k, 10k and 100k atoms (``equimol.microbench.model.water_box``), for every backend
+  with the torch path and, where accepted, the fused Triton kernel (``equimol.microbench.model``'s model:
   2 layers, ``C x (0e + ... + L)``, cutoff 5 Å, no many-body block);
 * :func:`mace_scaling`: the same boxes through MACE (``benchmarks/gpu_mace.py``), run in a subprocess
   with its own Python path because mace-torch pins e3nn 0.4.4 while equimol needs e3nn >= 0.5;
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from equimol.bench.model import benchmark_structure, water_box
-from equimol.bench.tp import Series
+from equimol.microbench.model import benchmark_structure, water_box
+from equimol.microbench.tp import Series
 from equimol.tp import available_backends
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from equimol.bench.tp import benchmark_irreps
+from equimol.microbench.tp import benchmark_irreps
 from equimol.tp import TensorProduct, available_backends
 
 FACTORED_ONLY = ("gaunt", "cp")

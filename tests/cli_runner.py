@@ -30,8 +30,8 @@ _PRELOADED = (
     "equimol.export",
     "equimol.calculator",
     "equimol.datasets.datamodule",
-    "equimol.bench.tp",
-    "equimol.bench.model",
+    "equimol.microbench.tp",
+    "equimol.microbench.model",
 )
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from equimol.bench.tp import best_per_backend, parse_series, scaling_exponents
+from equimol.microbench.tp import best_per_backend, parse_series, scaling_exponents
 from equimol.cli import main
 
 
@@ -41,7 +41,7 @@ def test_unknown_variant_is_named():
 
 
 def test_scaling_exponent_of_a_power_law():
-    from equimol.bench.tp import Measurement
+    from equimol.microbench.tp import Measurement
 
     rows = [Measurement("x", "x", l, 1, 1, 2.0 * l**3, 5.0 * l**4, 0, 0.0, 1, [], []) for l in (1, 2, 4, 8)]
     fit = scaling_exponents(rows)[0]

@@ -11,7 +11,7 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
-from equimol.bench.model import copper_box, structures, water_box  # noqa: E402
+from equimol.microbench.model import copper_box, structures, water_box  # noqa: E402
 from equimol.cli import main  # noqa: E402
 
 

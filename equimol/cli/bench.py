@@ -109,8 +109,8 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
 
 def run_model(args: argparse.Namespace) -> int:
     """Run ``equimol bench model`` with parsed arguments; returns the exit code."""
-    from equimol.bench.model import format_model_table, plot_model, run_model_benchmark
-    from equimol.bench.report import write_json
+    from equimol.microbench.model import format_model_table, plot_model, run_model_benchmark
+    from equimol.microbench.report import write_json
 
     try:
         record = run_model_benchmark(
@@ -142,8 +142,8 @@ def run_model(args: argparse.Namespace) -> int:
 
 def run_tp(args: argparse.Namespace) -> int:
     """Run ``equimol bench tp`` with parsed arguments; returns the exit code."""
-    from equimol.bench.report import format_tp_table, plot_tp, write_json
-    from equimol.bench.tp import run_benchmark
+    from equimol.microbench.report import format_tp_table, plot_tp, write_json
+    from equimol.microbench.tp import run_benchmark
 
     if args.threads is not None:
         import torch

@@ -30,8 +30,8 @@ import ase.io
 import numpy as np
 import torch
 
-from equimol.bench.report import save_figure
-from equimol.bench.tp import Series, parse_series, timed
+from equimol.microbench.report import save_figure
+from equimol.microbench.tp import Series, parse_series, timed
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine, machine_label
 
