@@ -1,4 +1,5 @@
-"""Backend ``cg``: equivariance, gradients and agreement with a direct e3nn reference (float64)."""
+"""Backend ``cg``: equivariance, gradients and agreement with a direct e3nn reference (float64), for both
+strategies (``e3nn``: e3nn's generated product; ``edge``: the stacked per-sample coupling)."""
 
 import pytest
 import torch
@@ -19,22 +20,28 @@ MIXED_PARITY = [
 ]
 
 
+STRATEGIES = ["e3nn", "edge"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("irreps", MIXED_PARITY)
-def test_cg_equivariant_under_rotation_and_inversion(irreps):
-    tp = TensorProduct(*irreps, backend="cg", dtype=torch.float64)
+def test_cg_equivariant_under_rotation_and_inversion(irreps, strategy):
+    tp = TensorProduct(*irreps, backend="cg", strategy=strategy, dtype=torch.float64)
     assert tp_equivariance_error(tp) <= EQUIVARIANCE_TOL
 
 
-def test_cg_float64_exact_after_double_from_float32():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cg_float64_exact_after_double_from_float32(strategy):
     # Built in float32 then converted: the float64 copies of the coefficients must come back.
-    tp = TensorProduct(*MIXED_PARITY[2], backend="cg", dtype=torch.float32).double()
+    tp = TensorProduct(*MIXED_PARITY[2], backend="cg", strategy=strategy, dtype=torch.float32).double()
     assert tp_equivariance_error(tp) <= EQUIVARIANCE_TOL
     assert torch.get_default_dtype() == torch.float32
 
 
-def test_cg_matches_direct_e3nn_reference():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cg_matches_direct_e3nn_reference(strategy):
     irreps_in1, irreps_in2, irreps_out = MIXED_PARITY[1]
-    tp = TensorProduct(irreps_in1, irreps_in2, irreps_out, backend="cg", dtype=torch.float64)
+    tp = TensorProduct(irreps_in1, irreps_in2, irreps_out, backend="cg", strategy=strategy, dtype=torch.float64)
     x1, x2, weight = random_inputs(tp, count=5)
     # Independent reference: the sum over paths of sqrt(2 l3 + 1) C x1 x2 w / sqrt(fan-in).
     in1, in2, out = o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out)
@@ -53,8 +60,9 @@ def test_cg_matches_direct_e3nn_reference():
     assert (tp(x1, x2, weight.reshape(5, -1)) - expected).abs().max() <= REFERENCE_TOL
 
 
-def test_cg_paths_include_parity_odd_products():
-    tp = TensorProduct("4x1o", "1o", "4x0e + 4x1e + 4x1o + 4x2e", backend="cg", dtype=torch.float64)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cg_paths_include_parity_odd_products(strategy):
+    tp = TensorProduct("4x1o", "1o", "4x0e + 4x1e + 4x1o + 4x2e", backend="cg", strategy=strategy, dtype=torch.float64)
     assert {(p.l1, p.l2, p.l3) for p in tp.paths} == {(1, 1, 0), (1, 1, 1), (1, 1, 2)}
     assert tp.weight_numel == 3 * 4
     x1, x2, weight = random_inputs(tp)
@@ -62,6 +70,24 @@ def test_cg_paths_include_parity_odd_products():
     assert out[:, 4 + 12 : 4 + 24].abs().max() == 0.0  # 1o x 1o has no 1o output
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("irreps", MIXED_PARITY[:2])
-def test_cg_gradcheck_and_gradgradcheck(irreps):
-    check_gradients(TensorProduct(*irreps, backend="cg", dtype=torch.float64))
+def test_cg_gradcheck_and_gradgradcheck(irreps, strategy):
+    check_gradients(TensorProduct(*irreps, backend="cg", strategy=strategy, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "irreps", [MIXED_PARITY[2], ("32x0e + 32x1o", "0e + 1o + 2e + 3o", "32x0e + 32x1o + 32x2e + 32x3o")]
+)
+def test_cg_edge_equals_e3nn_strategy(irreps):
+    # The main-job message shape (32 channels, SH to L = 3) and the L = 4 mixed-parity one; float64 round-off.
+    tp_e3nn, tp_edge = (TensorProduct(*irreps, backend="cg", strategy=s, dtype=torch.float64) for s in STRATEGIES)
+    x1, x2, weight = random_inputs(tp_e3nn, count=7)
+    expected = tp_e3nn(x1, x2, weight)
+    assert (tp_edge(x1, x2, weight) - expected).abs().max() <= REFERENCE_TOL * expected.abs().max()
+
+
+def test_cg_auto_strategy_and_unknown_strategy():
+    assert TensorProduct("2x0e + 2x1o", "0e + 1o", "2x0e + 2x1o", backend="cg").strategy == "edge"
+    with pytest.raises(ValueError, match="strategy='fast' is not one of"):
+        TensorProduct("2x0e", "0e", "2x0e", backend="cg", strategy="fast")
