@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
-from equimol.cli.arguments import non_negative_int, positive_float, positive_int
+from equimol.cli.arguments import add_command, add_command_group, non_negative_int, positive_float, positive_int
 from equimol.tp import available_backends
 
 # e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
 MAX_LMAX = 12
+
+_TP_DESCRIPTION = (
+    "Time forward and forward+backward of each backend over a grid of L, channels and edges, "
+    "interleaved in one process. Prints medians, peak memory and the scaling exponent in L."
+)
+_MODEL_DESCRIPTION = (
+    "Time model(graph, compute_forces=True) per structure for 3BPA, periodic Cu and water boxes "
+    "of growing size, for each backend and message-passing kernel, interleaved in one process."
+)
 
 
 def _lmax_list(text: str) -> list[int]:
@@ -46,14 +56,8 @@ def _kernel_list(text: str) -> list[str]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench`` and its subcommands to the ``equimol`` parser."""
-    bench = subparsers.add_parser("bench", help="microbenchmarks")
-    bench_commands = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
-    tp = bench_commands.add_parser(
-        "tp",
-        help="time tensor-product backends against each other",
-        description="Time forward and forward+backward of each backend over a grid of L, channels and edges, "
-        "interleaved in one process. Prints medians, peak memory and the scaling exponent in L.",
-    )
+    bench_commands = add_command_group(subparsers, "bench", help="microbenchmarks", metavar="BENCHMARK")
+    tp = add_command(bench_commands, "tp", run_tp, "time tensor-product backends against each other", _TP_DESCRIPTION)
     tp.add_argument(
         "--backends",
         default=None,
@@ -79,16 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tp.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     tp.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against L")
-    tp.set_defaults(func=run_tp)
     _register_model(bench_commands)
 
 
 def _register_model(bench_commands: argparse._SubParsersAction) -> None:
-    model = bench_commands.add_parser(
+    model = add_command(
+        bench_commands,
         "model",
-        help="time the potential's energy and forces against system size",
-        description="Time model(graph, compute_forces=True) per structure for 3BPA, periodic Cu and water boxes "
-        "of growing size, for each backend and message-passing kernel, interleaved in one process.",
+        run_model,
+        "time the potential's energy and forces against system size",
+        _MODEL_DESCRIPTION,
     )
     model.add_argument("--backends", default="cg,cp,gaunt/grid", help="comma-separated backends or backend/variant")
     model.add_argument("--kernel", type=_kernel_list, default=["torch"], help="kernels, e.g. 'torch' or 'torch,triton'")
@@ -104,45 +108,49 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
     model.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (the median is reported)")
     model.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     model.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against atoms")
-    model.set_defaults(func=run_model)
+
+
+def _print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace, *names: str) -> dict:
+    """The parsed options ``names`` as keyword arguments of the same names."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _measure_and_report(args: argparse.Namespace, measure: Callable[[], dict], table, plot) -> int:
+    """Run ``measure()``, print ``table(record)``, write ``--json`` and ``--plot`` if asked; exit code 0."""
+    from equimol.microbench.report import write_json
+
+    try:
+        record = measure()
+    except RuntimeError as error:  # no such device, or kernel="triton" without a GPU or interpreter: an input error
+        raise ValueError(str(error)) from error
+    print(table(record))
+    for path, write in ((args.json_path, write_json), (args.plot_path, plot)):
+        if path:
+            write(record, path)
+            print(f"wrote {path}")
+    return 0
 
 
 def run_model(args: argparse.Namespace) -> int:
     """Run ``equimol bench model`` with parsed arguments; returns the exit code."""
     from equimol.microbench.model import format_model_table, plot_model, run_model_benchmark
-    from equimol.microbench.report import write_json
 
-    try:
-        record = run_model_benchmark(
-            args.backends,
-            args.kernel,
-            [s.strip() for s in args.systems.split(",") if s.strip()],
-            max_atoms=args.max_atoms,
-            molecule_file=args.molecule_file,
-            channels=args.channels,
-            lmax=args.lmax,
-            radial_cutoff=args.radial_cutoff,
-            device=args.device,
-            dtype=args.dtype,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except RuntimeError as error:  # e.g. a device that is not there: an input error here
-        raise ValueError(str(error)) from error
-    print(format_model_table(record))
-    if args.json_path:
-        write_json(record, args.json_path)
-        print(f"wrote {args.json_path}")
-    if args.plot_path:
-        plot_model(record, args.plot_path)
-        print(f"wrote {args.plot_path}")
-    return 0
+    def measure() -> dict:
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        sizes = _settings(args, "max_atoms", "molecule_file", "channels", "lmax", "radial_cutoff")
+        timing = _settings(args, "device", "dtype", "warmup", "repeats")
+        return run_model_benchmark(args.backends, args.kernel, systems, progress=_print_progress, **sizes, **timing)
+
+    return _measure_and_report(args, measure, format_model_table, plot_model)
 
 
 def run_tp(args: argparse.Namespace) -> int:
     """Run ``equimol bench tp`` with parsed arguments; returns the exit code."""
-    from equimol.microbench.report import format_tp_table, plot_tp, write_json
+    from equimol.microbench.report import format_tp_table, plot_tp
     from equimol.microbench.tp import run_benchmark
 
     if args.threads is not None:
@@ -150,7 +158,7 @@ def run_tp(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
 
-    try:
+    def measure() -> dict:
         backends = args.backends
         if backends is None:
             backends = available_backends()
@@ -159,25 +167,8 @@ def run_tp(args: argparse.Namespace) -> int:
                 from equimol.tp import factored_backends
 
                 backends = [name for name in backends if name in factored_backends()]
-        record = run_benchmark(
-            backends,
-            args.lmax,
-            args.channels,
-            args.edges,
-            device=args.device,
-            dtype=args.dtype,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            progress=lambda line: print(line, file=sys.stderr, flush=True),
-            kernels=args.kernel,
-        )
-    except RuntimeError as error:  # kernel="triton" without a GPU or interpreter: an input error here
-        raise ValueError(str(error)) from error
-    print(format_tp_table(record))
-    if args.json_path:
-        write_json(record, args.json_path)
-        print(f"wrote {args.json_path}")
-    if args.plot_path:
-        plot_tp(record, args.plot_path)
-        print(f"wrote {args.plot_path}")
-    return 0
+        timing = _settings(args, "device", "dtype", "warmup", "repeats")
+        grid = (args.lmax, args.channels, args.edges)
+        return run_benchmark(backends, *grid, kernels=args.kernel, progress=_print_progress, **timing)
+
+    return _measure_and_report(args, measure, format_tp_table, plot_tp)

@@ -16,7 +16,17 @@ import argparse
 import itertools
 from pathlib import Path
 
-from equimol.cli.arguments import positive_float
+from equimol.cli.arguments import add_command, add_command_group, positive_float
+
+_CONVERT_DESCRIPTION = (
+    "Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
+    "in the OC20 layout (pickled torch-geometric Data, keys '0'..'n-1' and 'length')."
+)
+_INDEX_DESCRIPTION = (
+    "Stream the frames of OC20-layout LMDBs (a file or a folder of *.lmdb) and store every "
+    "frame's atom count under the key 'equimol_natoms', in one atomic LMDB transaction per file "
+    "(and 'length' where it is missing). Size-bounded batching of sampled statistics needs it."
+)
 
 
 def _keys(args: argparse.Namespace):
@@ -97,21 +107,18 @@ def _sample_size(text: str) -> str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data convert`` and ``data stats`` to the ``equimol`` parser."""
-    data = subparsers.add_parser("data", help="convert datasets and print their statistics")
-    commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    convert = commands.add_parser(
-        "convert",
-        help="write ASE-readable files to an OC20-layout LMDB",
-        description="Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
-        "in the OC20 layout (pickled torch-geometric Data, keys '0'..'n-1' and 'length').",
+    commands = add_command_group(
+        subparsers, "data", help="convert datasets and print their statistics", metavar="ACTION"
+    )
+    convert = add_command(
+        commands, "convert", run_convert, "write ASE-readable files to an OC20-layout LMDB", _CONVERT_DESCRIPTION
     )
     convert.add_argument("inputs", nargs="+", help="input files, or folders of OC20 extxyz.xz + txt.xz pairs")
     convert.add_argument("output", help="output .lmdb file (must not exist)")
     _add_key_arguments(convert)
     convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
-    convert.set_defaults(func=run_convert)
-    stats = commands.add_parser("stats", help="print counts, species, energy/force statistics, neighbors")
+    stats = add_command(commands, "stats", run_stats, help="print counts, species, energy/force statistics, neighbors")
     stats.add_argument("inputs", nargs="+", help="input files (any format equimol reads, LMDB included)")
     stats.add_argument("--radial-cutoff", type=positive_float, default=5.0, help="graph cutoff in Å (default 5.0)")
     stats.add_argument("--element-references", help="E0s: .npz with coeff[Z] or an isolated-atoms file")
@@ -122,15 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     stats.add_argument("--quiet", action="store_true", help="no progress bar")
-    stats.set_defaults(func=run_stats)
-    index = commands.add_parser(
-        "index",
-        help="add the atom-count index to LMDBs written by other tools",
-        description="Stream the frames of OC20-layout LMDBs (a file or a folder of *.lmdb) and store every "
-        "frame's atom count under the key 'equimol_natoms', in one atomic LMDB transaction per file "
-        "(and 'length' where it is missing). Size-bounded batching of sampled statistics needs it.",
+    index = add_command(
+        commands, "index", run_index, "add the atom-count index to LMDBs written by other tools", _INDEX_DESCRIPTION
     )
     index.add_argument("paths", nargs="+", help=".lmdb files or folders of them")
     index.add_argument("--force", action="store_true", help="rebuild an existing index")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
-    index.set_defaults(func=run_index)

@@ -13,7 +13,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from equimol.cli.arguments import positive_int
+from equimol.cli.arguments import add_command, positive_int
+
+HELP = "energy/force/stress errors of a model on labelled data"
 
 
 def _load(model_path: str, device: str, dtype: str | None):
@@ -53,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``equimol`` parser."""
-    parser = subparsers.add_parser("eval", help="energy/force/stress errors of a model on labelled data")
+    parser = add_command(subparsers, "eval", run_eval, HELP)
     parser.add_argument("model", help="model file (equimol export) or training checkpoint (.ckpt)")
     parser.add_argument("data", nargs="+", help="labelled data file(s)")
     parser.add_argument("--json", help="metrics JSON to write (default eval_<data>.json)")
@@ -66,4 +68,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stress-key", default="stress", help="stress label name, or none (default stress)")
     parser.add_argument("--forces-on", choices=("all", "free"), default="all", help="atoms whose forces count")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_eval)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from equimol.cli.arguments import add_command
+
 
 def run_compile(args: argparse.Namespace) -> int:
     """``--compile``: a checkpoint or model file to a compiled model file (:mod:`equimol.compiled`)."""
@@ -51,7 +53,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` to the ``equimol`` parser."""
-    parser = subparsers.add_parser("export", help="write a self-contained model file from a training checkpoint")
+    parser = add_command(
+        subparsers, "export", run_export, help="write a self-contained model file from a training checkpoint"
+    )
     parser.add_argument("checkpoint", help="a checkpoint of `equimol train` (run_dir/checkpoints/*.ckpt)")
     parser.add_argument("output", help="model file to write (e.g. model.pt; model.pt2 with --compile)")
     parser.add_argument(
@@ -64,4 +68,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), help="with --compile: cast first (default: own)")
     parser.add_argument("--device", default="cpu", help="with --compile: device to compile for (default cpu)")
-    parser.set_defaults(func=run_export)

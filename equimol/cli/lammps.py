@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+from equimol.cli.arguments import add_command
+
+HELP = "run a LAMMPS input script with an equimol potential (fix external)"
+DESCRIPTION = (
+    "Run a LAMMPS input script (units metal) whose 'fix equimol all external pf/callback 1 1' "
+    "is served by the model: energy, forces and virial. Under mpirun, rank 0 evaluates the model."
+)
+
 
 def run_lammps(args: argparse.Namespace) -> int:
     from equimol.lammps import LammpsCouplingError, load_lammps, run_input
@@ -39,12 +47,7 @@ def run_lammps(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``lammps`` to the ``equimol`` parser."""
-    parser = subparsers.add_parser(
-        "lammps",
-        help="run a LAMMPS input script with an equimol potential (fix external)",
-        description="Run a LAMMPS input script (units metal) whose 'fix equimol all external pf/callback 1 1' "
-        "is served by the model: energy, forces and virial. Under mpirun, rank 0 evaluates the model.",
-    )
+    parser = add_command(subparsers, "lammps", run_lammps, HELP, DESCRIPTION)
     parser.add_argument("model", help="model file (equimol export)")
     parser.add_argument("input", help="LAMMPS input script")
     parser.add_argument("--elements", nargs="+", required=True, help="element of each LAMMPS type, type 1 first")
@@ -54,4 +57,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
     parser.add_argument("--log", help="LAMMPS log file (default: none)")
     parser.add_argument("--quiet", action="store_true", help="no LAMMPS screen output")
-    parser.set_defaults(func=run_lammps)

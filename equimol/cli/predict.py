@@ -34,6 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+HELP = "energies, forces and stress of many structures (extxyz out)"
+DESCRIPTION = (
+    "Stream the frames of INPUTS (extxyz, ASE db, ..., LMDB) through a model and write energy, "
+    "forces and stress (periodic frames) to an extended XYZ file, in input order. --num-processes N runs "
+    "Lightning's predict loop on N processes."
+)
+
 
 def _frames(inputs: list[str]) -> Iterator[tuple[str, object]]:
     """Yield ``(where, frame_record)`` for every frame of every input, streaming, labels ignored."""
@@ -236,15 +243,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``predict`` to the ``equimol`` parser."""
-    from equimol.cli.arguments import positive_int
+    from equimol.cli.arguments import add_command, positive_int
 
-    parser = subparsers.add_parser(
-        "predict",
-        help="energies, forces and stress of many structures (extxyz out)",
-        description="Stream the frames of INPUTS (extxyz, ASE db, ..., LMDB) through a model and write energy, "
-        "forces and stress (periodic frames) to an extended XYZ file, in input order. --num-processes N runs "
-        "Lightning's predict loop on N processes.",
-    )
+    parser = add_command(subparsers, "predict", run_predict, HELP, DESCRIPTION)
     parser.add_argument("model", help="model file (equimol export)")
     parser.add_argument("inputs", nargs="+", help="structure files: anything ase.io reads, ASE db, LMDB")
     parser.add_argument("--out", required=True, help="extended XYZ file to write (.xyz or .extxyz)")
@@ -253,4 +254,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator: cpu or gpu (default cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_predict)

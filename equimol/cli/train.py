@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+from equimol.cli.arguments import add_command
+
+HELP = "train a potential from a YAML config"
+DESCRIPTION = (
+    "Train from a YAML config with sections model, data, loss, optimizer, scheduler, trainer. "
+    "Overrides are dotted section.key=value pairs, values parsed as YAML (trainer.max_epochs=3)."
+)
+
 
 def run_train(args: argparse.Namespace) -> int:
     from equimol.train.config import load_config
@@ -27,12 +35,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` to the ``equimol`` parser."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train a potential from a YAML config",
-        description="Train from a YAML config with sections model, data, loss, optimizer, scheduler, trainer. "
-        "Overrides are dotted section.key=value pairs, values parsed as YAML (trainer.max_epochs=3).",
-    )
+    parser = add_command(subparsers, "train", run_train, HELP, DESCRIPTION)
     parser.add_argument("config", help="YAML configuration file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     parser.add_argument(
@@ -44,4 +47,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the run in trainer.run_dir (refused without this flag)"
     )
-    parser.set_defaults(func=run_train)
