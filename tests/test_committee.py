@@ -9,11 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from ase.build import bulk, molecule
 from test_model_structures import single_thread, tiny_config  # noqa: F401
 from test_train_e2e import tiny_config as tiny_training_config
 
 from equimol.calculator import EquimolCalculator
+from equimol.cli import main
 from equimol.committee import COMMITTEE_PROPERTIES, committee_results
 from equimol.export import export_model
 from equimol.models import build_model
@@ -88,7 +90,7 @@ def test_members_must_agree_on_species_and_cutoff(members):
         EquimolCalculator([])
 
 
-def test_train_committee_over_seeds(shared_data, tmp_path):
+def test_train_committee_over_seeds(shared_data, tmp_path, capsys):
     from equimol.train.config import validate_config
     from equimol.train.run import train
 
@@ -102,6 +104,16 @@ def test_train_committee_over_seeds(shared_data, tmp_path):
     assert atoms.calc.results["energy_std"] > 0 and atoms.calc.results["forces_std"].max() > 0
     saved = [torch.load(path, weights_only=True)["model_config"]["seed"] for path in paths]
     assert saved == [3, 5]
+
+    # the same committee again: refused without --overwrite, and --overwrite replaces every member's run
+    config_path = tmp_path / "committee.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    for path in paths:  # a run product that the new runs (test_after_fit false) do not write again
+        (path.parent / "test_metrics.json").write_text("{}")
+    assert main(["train", str(config_path)]) == 2
+    assert "member_3" in capsys.readouterr().err and all((path.parent / "test_metrics.json").is_file() for path in paths)
+    assert main(["train", str(config_path), "--overwrite"]) == 0
+    assert all(path.is_file() and not (path.parent / "test_metrics.json").exists() for path in paths)
 
 
 @pytest.mark.parametrize("seeds", [[], [1, 1]])
