@@ -111,7 +111,8 @@ def test_train_committee_over_seeds(shared_data, tmp_path, capsys):
     for path in paths:  # a run product that the new runs (test_after_fit false) do not write again
         (path.parent / "test_metrics.json").write_text("{}")
     assert main(["train", str(config_path)]) == 2
-    assert "member_3" in capsys.readouterr().err and all((path.parent / "test_metrics.json").is_file() for path in paths)
+    assert "member_3" in capsys.readouterr().err
+    assert all((path.parent / "test_metrics.json").is_file() for path in paths)
     assert main(["train", str(config_path), "--overwrite"]) == 0
     assert all(path.is_file() and not (path.parent / "test_metrics.json").exists() for path in paths)
 
