@@ -20,8 +20,7 @@ from collections.abc import Callable
 
 import torch
 from equimol.kernels import launch
-
-from equimol.tp.factored import FactoredProduct
+from equimol.kernels.launch import Message
 
 #: ``reference(node_features, edge_attrs, w_in, w_attr, w_out, w_mid) -> [num_nodes, irreps_out.dim]``,
 #: the torch path of the same message (differentiable), used for double backward.
@@ -29,73 +28,30 @@ TorchReference = Callable[..., torch.Tensor]
 
 
 class _FusedMessage(torch.autograd.Function):
+    """Autograd sees the tensors one by one; ``template`` carries the product and the graph."""
+
     @staticmethod
-    def forward(
-        ctx,
-        node_features: torch.Tensor,
-        edge_attrs: torch.Tensor,
-        w_in: torch.Tensor | None,
-        w_attr: torch.Tensor | None,
-        w_out: torch.Tensor | None,
-        w_mid: torch.Tensor | None,
-        product: FactoredProduct,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        num_nodes: int,
-        deterministic: bool,
-        reference: TorchReference,
-    ) -> torch.Tensor:
-        ctx.save_for_backward(node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst)
-        ctx.product, ctx.deterministic, ctx.reference = product, deterministic, reference
-        return launch.message(
-            product,
-            node_features,
-            edge_attrs,
-            w_in,
-            w_attr,
-            w_out,
-            edge_src,
-            edge_dst,
-            num_nodes,
-            deterministic,
-            w_mid=w_mid,
-        )
+    def forward(ctx, template: Message, deterministic: bool, reference: TorchReference, *tensors: torch.Tensor):
+        node_features, edge_attrs, *weights = tensors
+        inputs = Message(template.product, node_features, edge_attrs, tuple(weights), *_graph(template))
+        ctx.save_for_backward(*tensors)
+        ctx.template, ctx.deterministic, ctx.reference = template, deterministic, reference
+        return launch.message(inputs, deterministic)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:6]
+        tensors = ctx.saved_tensors
+        needs = ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():
-            return (*_torch_backward(ctx.reference, grad_out, needs, ctx.saved_tensors[:6]), *(None,) * 6)
-        grad_nodes = None
-        if needs[0]:
-            grad_nodes = launch.message(
-                ctx.product.transposed(),
-                grad_out,
-                edge_attrs,
-                w_out,
-                w_attr,
-                w_in,
-                edge_dst,
-                edge_src,
-                node_features.shape[0],
-                ctx.deterministic,
-                w_mid=w_mid,
-            )
-        edge_grads = launch.edge_gradients(
-            ctx.product,
-            grad_out,
-            node_features,
-            edge_attrs,
-            w_in,
-            w_attr,
-            w_out,
-            edge_src,
-            edge_dst,
-            needs[1:],
-            w_mid=w_mid,
-        )
-        return grad_nodes, *edge_grads, *(None,) * 6
+            return (None, None, None, *_torch_backward(ctx.reference, grad_out, needs, tensors))
+        node_features, edge_attrs, *weights = tensors
+        inputs = Message(ctx.template.product, node_features, edge_attrs, tuple(weights), *_graph(ctx.template))
+        grad_nodes = launch.message(inputs.adjoint(grad_out), ctx.deterministic) if needs[0] else None
+        return None, None, None, grad_nodes, *launch.edge_gradients(inputs, grad_out, needs[1:])
+
+
+def _graph(inputs: Message) -> tuple[torch.Tensor, torch.Tensor, int]:
+    return inputs.edge_src, inputs.edge_dst, inputs.num_nodes
 
 
 def _torch_backward(reference: TorchReference, grad_out: torch.Tensor, needs, inputs) -> list[torch.Tensor | None]:
@@ -110,47 +66,21 @@ def _torch_backward(reference: TorchReference, grad_out: torch.Tensor, needs, in
     return result
 
 
-def fused_message_passing(
-    product: FactoredProduct,
-    node_features: torch.Tensor,
-    edge_attrs: torch.Tensor,
-    w_in: torch.Tensor | None,
-    w_attr: torch.Tensor | None,
-    w_out: torch.Tensor | None,
-    edge_src: torch.Tensor,
-    edge_dst: torch.Tensor,
-    num_nodes: int,
-    deterministic: bool,
-    reference: TorchReference,
-    w_mid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Differentiable fused message passing.
+def fused_message_passing(inputs: Message, deterministic: bool, reference: TorchReference) -> torch.Tensor:
+    """Differentiable fused message passing of ``inputs`` (:class:`~equimol.kernels.launch.Message`).
 
     Args:
-        product: the factored product (:class:`~equimol.tp.factored.FactoredProduct`).
-        node_features: ``[V, irreps_in.dim]``; edge_attrs: ``[E, irreps_attr.dim]``.
-        w_in, w_attr, w_out: ``[E, C, n]`` weights or None (see :mod:`equimol.kernels.launch`).
-        edge_src, edge_dst: ``[E]`` sender and receiver of each edge.
-        num_nodes: rows of the result.
+        inputs: the factored product (:class:`~equimol.tp.factored.FactoredProduct`), ``node_features``
+            ``[V, irreps_in.dim]``, ``edge_attrs`` ``[E, irreps_attr.dim]``, the ``[E, C, n]`` weights
+            ``(w_in, w_attr, w_out, w_mid)`` or None (see :mod:`equimol.kernels.launch`; ``w_mid`` needs
+            ``product.rank_map``), sender and receiver ``[E]`` of each edge, and the rows of the result.
         deterministic: sorted segmented reductions (forward and node-feature gradient) instead of atomics.
         reference: the torch path, called as
             ``reference(node_features, edge_attrs, w_in, w_attr, w_out, w_mid)`` for double backward.
-        w_mid: ``[E, C, n]`` weights of the rank-one terms (needs ``product.rank_map``), or None.
 
     Returns:
         ``[num_nodes, irreps_out.dim]``.
     """
     return _FusedMessage.apply(
-        node_features,
-        edge_attrs,
-        w_in,
-        w_attr,
-        w_out,
-        w_mid,
-        product,
-        edge_src,
-        edge_dst,
-        num_nodes,
-        deterministic,
-        reference,
+        inputs, deterministic, reference, inputs.node_features, inputs.edge_attrs, *inputs.weights
     )

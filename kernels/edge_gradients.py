@@ -35,7 +35,13 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from equimol.kernels.message import autotune_configs, prune_configs
+from equimol.kernels.message import (
+    autotune_configs,
+    gather_rows,
+    load_factors,
+    prune_configs,
+    slot_weights,
+)
 
 
 @triton.jit
@@ -48,6 +54,14 @@ def _degree_sums(values, deg_ptr, D, D_P: tl.constexpr, N_P: tl.constexpr):
     return tl.dot(values, one_hot, input_precision="ieee")
 
 
+@triton.jit
+def _store_slot_sums(values, slot_ptr, D, D_P: tl.constexpr, N_P: tl.constexpr, out_ptr, row, N, valid):
+    """Store the weight-slot sums of ``values`` ``[rows, D_P]`` into ``out[row, :N]`` (weight shape)."""
+    sums = _degree_sums(values, slot_ptr, D, D_P, N_P)
+    slots = tl.arange(0, N_P)
+    tl.store(out_ptr + row[:, None] * N + slots[None, :], sums, mask=valid[:, None] & (slots < N)[None, :])
+
+
 @triton.autotune(
     configs=autotune_configs(),
     key=["C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P", "HAS_W_IN", "HAS_W_ATTR", "HAS_W_OUT", "HAS_W_MID"],
@@ -58,40 +72,18 @@ def edge_gradients_kernel(
     feat_ptr,
     feat_stride,
     src_ptr,
-    base_in_ptr,
-    stride_in_ptr,
+    layout_in,
     grad_ptr,
     grad_stride,
     dst_ptr,
-    base_out_ptr,
-    stride_out_ptr,
+    layout_out,
     attr_ptr,
-    w_in_ptr,
-    w_attr_ptr,
-    w_out_ptr,
-    deg_in_ptr,
-    deg_attr_ptr,
-    deg_out_ptr,
-    w_mid_ptr,
-    mid_map_ptr,
-    f_in_ptr,
-    f_attr_ptr,
-    f_out_ptr,
-    grad_attr_ptr,
-    grad_w_in_ptr,
-    grad_w_attr_ptr,
-    grad_w_out_ptr,
-    grad_w_mid_ptr,
+    weights,
+    maps,
+    factors,
+    sizes,
+    grads,
     num_edges,
-    C,
-    D_IN,
-    D_ATTR,
-    D_OUT,
-    N_IN,
-    N_ATTR,
-    N_OUT,
-    RANK,
-    N_MID,
     C_P: tl.constexpr,
     D_IN_P: tl.constexpr,
     D_ATTR_P: tl.constexpr,
@@ -112,13 +104,18 @@ def edge_gradients_kernel(
     NEED_W_MID: tl.constexpr,
     BLOCK_EDGES: tl.constexpr,
 ):
-    """Per-edge gradients: ``y`` (summed over channels) and the three weight groups.
+    """Per-edge gradients: ``y`` (summed over channels) and the weight groups, into ``grads``
+    ``(grad_attr, grad_w_in, grad_w_attr, grad_w_out, grad_w_mid)``.
 
     With ``g`` the upstream gradient gathered at the receiver, ``T = (g w_out) F_out^T``,
     ``P = (x_s F_in)(y_s F_attr)``: ``grad w_mid = slot-sum(T P)``, and with ``T' = T w_mid``:
     ``grad w_out = deg-sum(g * (P w_mid) F_out)``, ``grad y_s = (T' (x_s F_in)) F_attr^T``,
     ``grad x_s = (T' (y_s F_attr)) F_in^T``, with ``_s`` the weight-scaled inputs.
     """
+    C, D_IN, D_ATTR, D_OUT, N_IN, N_ATTR, N_OUT, RANK, N_MID = sizes
+    w_in_ptr, w_attr_ptr, w_out_ptr, w_mid_ptr = weights
+    deg_in_ptr, deg_attr_ptr, deg_out_ptr, mid_map_ptr = maps
+    grad_attr_ptr, grad_w_in_ptr, grad_w_attr_ptr, grad_w_out_ptr, grad_w_mid_ptr = grads
     rows = tl.arange(0, BLOCK_EDGES * C_P)
     edge = tl.program_id(0).to(tl.int64) * BLOCK_EDGES + rows // C_P
     channel = rows % C_P
@@ -129,57 +126,37 @@ def edge_gradients_kernel(
     k_out = tl.arange(0, D_OUT_P)
     rank = tl.arange(0, RANK_P)
 
-    node = tl.load(src_ptr + edge, mask=valid, other=0)
-    columns = tl.load(base_in_ptr + k_in)[None, :] + channel[:, None] * tl.load(stride_in_ptr + k_in)[None, :]
-    in_mask = valid[:, None] & (k_in < D_IN)[None, :]
-    x = tl.load(feat_ptr + node[:, None] * feat_stride + columns, mask=in_mask, other=0.0)
+    x, in_mask = gather_rows(feat_ptr, feat_stride, src_ptr, edge, layout_in, channel, valid, k_in, D_IN)
     x_scaled = x
     if HAS_W_IN:
-        w_in = tl.load(w_in_ptr + row[:, None] * N_IN + tl.load(deg_in_ptr + k_in)[None, :], mask=in_mask, other=0.0)
-        x_scaled = x * w_in
+        x_scaled = x * slot_weights(w_in_ptr, row, N_IN, deg_in_ptr, k_in, in_mask)
     attr_mask = valid[:, None] & (k_attr < D_ATTR)[None, :]
     y = tl.load(attr_ptr + edge[:, None] * D_ATTR + k_attr[None, :], mask=attr_mask, other=0.0)
     w_attr = tl.full((BLOCK_EDGES * C_P, D_ATTR_P), 1.0, dtype=y.dtype)
     if HAS_W_ATTR:
-        w_columns = row[:, None] * N_ATTR + tl.load(deg_attr_ptr + k_attr)[None, :]
-        w_attr = tl.load(w_attr_ptr + w_columns, mask=attr_mask, other=0.0)
+        w_attr = slot_weights(w_attr_ptr, row, N_ATTR, deg_attr_ptr, k_attr, attr_mask)
     y_scaled = y * w_attr
 
-    receiver = tl.load(dst_ptr + edge, mask=valid, other=0)
-    columns = tl.load(base_out_ptr + k_out)[None, :] + channel[:, None] * tl.load(stride_out_ptr + k_out)[None, :]
-    out_mask = valid[:, None] & (k_out < D_OUT)[None, :]
-    grad = tl.load(grad_ptr + receiver[:, None] * grad_stride + columns, mask=out_mask, other=0.0)
+    grad, out_mask = gather_rows(grad_ptr, grad_stride, dst_ptr, edge, layout_out, channel, valid, k_out, D_OUT)
     grad_scaled = grad
     if HAS_W_OUT:
-        w_columns = row[:, None] * N_OUT + tl.load(deg_out_ptr + k_out)[None, :]
-        grad_scaled = grad * tl.load(w_out_ptr + w_columns, mask=out_mask, other=0.0)
+        grad_scaled = grad * slot_weights(w_out_ptr, row, N_OUT, deg_out_ptr, k_out, out_mask)
 
-    f_in = tl.load(f_in_ptr + k_in[:, None] * RANK_P + rank[None, :])
-    f_attr = tl.load(f_attr_ptr + k_attr[:, None] * RANK_P + rank[None, :])
-    f_out = tl.load(f_out_ptr + rank[:, None] * D_OUT_P + k_out[None, :])
+    f_in, f_attr, f_out = load_factors(factors, k_in, k_attr, rank, k_out, RANK_P, D_OUT_P)
     projected_in = tl.dot(x_scaled, f_in, input_precision="ieee")
     projected_attr = tl.dot(y_scaled, f_attr, input_precision="ieee")
     pulled = tl.dot(grad_scaled, tl.trans(f_out), input_precision="ieee")
     product = projected_in * projected_attr
     if HAS_W_MID:
-        mid_mask = valid[:, None] & (rank < RANK)[None, :]
-        w_mid = tl.load(
-            w_mid_ptr + row[:, None] * N_MID + tl.load(mid_map_ptr + rank)[None, :], mask=mid_mask, other=0.0
-        )
+        w_mid = slot_weights(w_mid_ptr, row, N_MID, mid_map_ptr, rank, valid[:, None] & (rank < RANK)[None, :])
         if NEED_W_MID:
-            sums = _degree_sums(pulled * product, mid_map_ptr, RANK, RANK_P, N_MID_P)
-            slots = tl.arange(0, N_MID_P)
-            mask = valid[:, None] & (slots < N_MID)[None, :]
-            tl.store(grad_w_mid_ptr + row[:, None] * N_MID + slots[None, :], sums, mask=mask)
+            _store_slot_sums(pulled * product, mid_map_ptr, RANK, RANK_P, N_MID_P, grad_w_mid_ptr, row, N_MID, valid)
         product = product * w_mid
         pulled = pulled * w_mid
 
     if NEED_W_OUT:
         unweighted = tl.dot(product, f_out, input_precision="ieee")
-        sums = _degree_sums(grad * unweighted, deg_out_ptr, D_OUT, D_OUT_P, N_OUT_P)
-        slots = tl.arange(0, N_OUT_P)
-        mask = valid[:, None] & (slots < N_OUT)[None, :]
-        tl.store(grad_w_out_ptr + row[:, None] * N_OUT + slots[None, :], sums, mask=mask)
+        _store_slot_sums(grad * unweighted, deg_out_ptr, D_OUT, D_OUT_P, N_OUT_P, grad_w_out_ptr, row, N_OUT, valid)
     if NEED_ATTR or NEED_W_ATTR:
         grad_attr_scaled = tl.dot(pulled * projected_in, tl.trans(f_attr), input_precision="ieee")
         if NEED_ATTR:
@@ -189,13 +166,8 @@ def edge_gradients_kernel(
             mask = (edges < num_edges)[:, None] & (k_attr < D_ATTR)[None, :]
             tl.store(grad_attr_ptr + edges[:, None] * D_ATTR + k_attr[None, :], per_edge, mask=mask)
         if NEED_W_ATTR:
-            sums = _degree_sums(grad_attr_scaled * y, deg_attr_ptr, D_ATTR, D_ATTR_P, N_ATTR_P)
-            slots = tl.arange(0, N_ATTR_P)
-            mask = valid[:, None] & (slots < N_ATTR)[None, :]
-            tl.store(grad_w_attr_ptr + row[:, None] * N_ATTR + slots[None, :], sums, mask=mask)
+            values = grad_attr_scaled * y
+            _store_slot_sums(values, deg_attr_ptr, D_ATTR, D_ATTR_P, N_ATTR_P, grad_w_attr_ptr, row, N_ATTR, valid)
     if NEED_W_IN:
         grad_in_scaled = tl.dot(pulled * projected_attr, tl.trans(f_in), input_precision="ieee")
-        sums = _degree_sums(grad_in_scaled * x, deg_in_ptr, D_IN, D_IN_P, N_IN_P)
-        slots = tl.arange(0, N_IN_P)
-        mask = valid[:, None] & (slots < N_IN)[None, :]
-        tl.store(grad_w_in_ptr + row[:, None] * N_IN + slots[None, :], sums, mask=mask)
+        _store_slot_sums(grad_in_scaled * x, deg_in_ptr, D_IN, D_IN_P, N_IN_P, grad_w_in_ptr, row, N_IN, valid)

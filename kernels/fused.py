@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from equimol.kernels.autograd import fused_message_passing
+from equimol.kernels.launch import Message
 
 from equimol.tp.factored import factored_form_of, register_message_kernel
 
@@ -47,17 +48,5 @@ def factored_message_passing(
         flat = product.join_weight(w_in, w_attr, w_out, w_mid)
         return tp.reference_message_passing(features, attrs, flat, edge_src, edge_dst, num_nodes)
 
-    return fused_message_passing(
-        product,
-        node_features,
-        edge_attrs,
-        w_in,
-        w_attr,
-        w_out,
-        edge_src,
-        edge_dst,
-        num_nodes,
-        tp.deterministic,
-        reference,
-        w_mid=w_mid,
-    )
+    inputs = Message(product, node_features, edge_attrs, (w_in, w_attr, w_out, w_mid), edge_src, edge_dst, num_nodes)
+    return fused_message_passing(inputs, tp.deterministic, reference)

@@ -6,7 +6,9 @@ the fused gather-product-scatter of :mod:`equimol.kernels.message`, :func:`edge_
 per-edge gradients. Neither records an autograd graph; see :mod:`equimol.kernels.autograd` for the
 differentiable wrapper.
 
-Weights (any of them may be None, meaning one):
+A launch takes a :class:`Message` (the product, its inputs and the graph). Its ``weights`` are
+``(w_in, w_attr, w_out, w_mid)`` (what :meth:`~equimol.tp.factored.FactoredProduct.split_weight`
+returns; any of them may be None, meaning one):
 
 * ``w_in`` ``[E, C, len(irreps_in)]``: per (edge, channel, input irrep);
 * ``w_attr`` ``[E, C, len(irreps_attr)]``: per (edge, channel, attribute irrep);
@@ -19,6 +21,7 @@ Weights (any of them may be None, meaning one):
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -118,54 +121,125 @@ class _Prepared:
             else torch.zeros(padded(irreps.dim // irreps[0].mul), dtype=torch.int64, device=device)
             for irreps, count in zip((product.irreps_in, product.irreps_attr, product.irreps_out), slots)
         )
+        self.layout_in, self.layout_out = (self.base_in, self.stride_in), (self.base_out, self.stride_out)
+        pads = (self.c_p, self.d_in_p, self.d_attr_p, self.rank_p, self.d_out_p)
+        self.pads = dict(zip(("C_P", "D_IN_P", "D_ATTR_P", "RANK_P", "D_OUT_P"), pads))
+        self.factors = (self.f_in, self.f_attr, self.f_out)
+        self.maps = (self.deg_in, self.deg_attr, self.deg_out, self.mid_map)
 
 
-def _factor_args(prepared: _Prepared) -> dict:
-    """The padded factors, the layout maps and the sizes: the kernel arguments every launch shares."""
-    return {
-        "base_in_ptr": prepared.base_in,
-        "stride_in_ptr": prepared.stride_in,
-        "f_in_ptr": prepared.f_in,
-        "f_attr_ptr": prepared.f_attr,
-        "f_out_ptr": prepared.f_out,
-        "base_out_ptr": prepared.base_out,
-        "stride_out_ptr": prepared.stride_out,
-        "C": prepared.channels,
-        "D_IN": prepared.d_in,
-        "D_ATTR": prepared.d_attr,
-        "D_OUT": prepared.d_out,
-        "C_P": prepared.c_p,
-        "D_IN_P": prepared.d_in_p,
-        "D_ATTR_P": prepared.d_attr_p,
-        "RANK_P": prepared.rank_p,
-        "D_OUT_P": prepared.d_out_p,
-    }
+Weights = tuple[torch.Tensor | None, ...]
 
 
-def _slots(*weights: torch.Tensor | None) -> tuple[int, ...]:
-    return tuple(1 if w is None else w.shape[2] for w in weights)
+@dataclass(frozen=True)
+class Message:
+    """One fused message ``m_n = sum_{e: dst(e) = n} o(x_{src(e)}, y_e, w_e)``: what a launch reads.
 
+    Attributes:
+        product: the factored product.
+        node_features: ``[V, irreps_in.dim]`` (mul_ir layout), gathered at ``edge_src``.
+        edge_attrs: ``[E, irreps_attr.dim]``.
+        weights: ``(w_in, w_attr, w_out, w_mid)`` as in the module docstring (``w_mid`` may be left
+            out; it needs ``product.rank_map``).
+        edge_src, edge_dst: ``[E]`` integer indices, ``0 <= src < V``, ``0 <= dst < num_nodes``.
+        num_nodes: rows of the result.
+    """
 
-def _weight_args(prepared: _Prepared, w_in, w_attr, w_out, w_mid, dummy: torch.Tensor) -> dict:
-    return {
-        "w_mid_ptr": dummy if w_mid is None else w_mid,
-        "mid_map_ptr": prepared.mid_map,
-        "RANK": prepared.rank,
-        "N_MID": 1 if w_mid is None else w_mid.shape[2],
-        "HAS_W_MID": w_mid is not None,
-        "w_in_ptr": dummy if w_in is None else w_in,
-        "w_attr_ptr": dummy if w_attr is None else w_attr,
-        "w_out_ptr": dummy if w_out is None else w_out,
-        "deg_in_ptr": prepared.deg_in,
-        "deg_attr_ptr": prepared.deg_attr,
-        "deg_out_ptr": prepared.deg_out,
-        "N_IN": 1 if w_in is None else w_in.shape[2],
-        "N_ATTR": 1 if w_attr is None else w_attr.shape[2],
-        "N_OUT": 1 if w_out is None else w_out.shape[2],
-        "HAS_W_IN": w_in is not None,
-        "HAS_W_ATTR": w_attr is not None,
-        "HAS_W_OUT": w_out is not None,
-    }
+    product: FactoredProduct
+    node_features: torch.Tensor
+    edge_attrs: torch.Tensor
+    weights: Weights
+    edge_src: torch.Tensor
+    edge_dst: torch.Tensor
+    num_nodes: int
+
+    def __post_init__(self) -> None:
+        weights = tuple(self.weights) + (None,) * (4 - len(self.weights))
+        if len(weights) != 4:
+            raise ValueError(f"weights has {len(self.weights)} entries; expected (w_in, w_attr, w_out[, w_mid])")
+        object.__setattr__(self, "weights", weights)
+
+    def adjoint(self, grad_out: torch.Tensor) -> Message:
+        """The message whose result is the gradient of ``<grad_out, m>`` in ``node_features``.
+
+        The transposed product gathered at the receivers and scattered into the senders, with the
+        roles of ``w_in`` and ``w_out`` swapped.
+        """
+        w_in, w_attr, w_out, w_mid = self.weights
+        return Message(
+            self.product.transposed(),
+            grad_out,
+            self.edge_attrs,
+            (w_out, w_attr, w_in, w_mid),
+            self.edge_dst,
+            self.edge_src,
+            self.node_features.shape[0],
+        )
+
+    def check(self) -> None:
+        """Raise ValueError naming the first input whose shape, index range or device is wrong."""
+        product, features, edges, channels = (
+            self.product,
+            self.node_features,
+            self.edge_src.shape[0],
+            self.product.channels,
+        )
+        if features.dim() != 2 or features.shape[1] != product.irreps_in.dim:
+            raise ValueError(
+                f"node_features has shape {tuple(features.shape)}; expected [V, {product.irreps_in.dim}] "
+                f"for {product.irreps_in}"
+            )
+        if self.edge_attrs.shape != (edges, product.irreps_attr.dim):
+            raise ValueError(
+                f"edge_attrs has shape {tuple(self.edge_attrs.shape)}; expected [{edges}, {product.irreps_attr.dim}] "
+                f"for {product.irreps_attr}"
+            )
+        w_in, w_attr, w_out, w_mid = self.weights
+        for weight, name, irreps in zip(
+            (w_in, w_attr, w_out),
+            ("w_in", "w_attr", "w_out"),
+            (product.irreps_in, product.irreps_attr, product.irreps_out),
+        ):
+            _check_weight(weight, name, edges, channels, (1, len(irreps)))
+        _check_mid_weight(product, w_mid, edges, channels)
+        _check_indices(self.edge_src, "edge_src", features.shape[0], "rows of node_features")
+        _check_indices(self.edge_dst, "edge_dst", self.num_nodes, "num_nodes")
+        _check_device(features, self.edge_attrs, *self.weights, self.edge_src, self.edge_dst)
+
+    def prepared(self) -> tuple[_Prepared, dict]:
+        """Padded factors and maps for this message, and the kernel arguments both kernels share.
+
+        The inputs are made contiguous (``edge_attrs`` cast to the dtype of ``node_features``); a
+        weight that is None is passed as a dummy pointer the kernel never reads.
+        """
+        features = self.node_features.contiguous()
+        dtype, device = features.dtype, features.device
+        weights = tuple(None if w is None else w.contiguous() for w in self.weights)
+        prepared = prepare(self.product, dtype, device, tuple(1 if w is None else w.shape[2] for w in weights[:3]))
+        slots = tuple(1 if w is None else w.shape[2] for w in weights)
+        has = {f"HAS_W_{name}": w is not None for name, w in zip(("IN", "ATTR", "OUT", "MID"), weights)}
+        arguments = dict(
+            feat_ptr=features,
+            feat_stride=features.shape[1],
+            layout_in=prepared.layout_in,
+            attr_ptr=self.edge_attrs.to(dtype).contiguous(),
+            weights=tuple(features if w is None else w for w in weights),
+            maps=prepared.maps,
+            factors=prepared.factors,
+            sizes=(
+                prepared.channels,
+                prepared.d_in,
+                prepared.d_attr,
+                prepared.d_out,
+                *slots[:3],
+                prepared.rank,
+                slots[3],
+            ),
+            layout_out=prepared.layout_out,
+            **prepared.pads,
+            **has,
+        )
+        return prepared, arguments
 
 
 def _on(device: torch.device):
@@ -173,109 +247,59 @@ def _on(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _contiguous(tensor: torch.Tensor | None) -> torch.Tensor | None:
-    return None if tensor is None else tensor.contiguous()
+def _edge_grid(edges: int):
+    def grid(meta):
+        return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
+
+    return grid
 
 
-def message(
-    product: FactoredProduct,
-    node_features: torch.Tensor,
-    edge_attrs: torch.Tensor,
-    w_in: torch.Tensor | None,
-    w_attr: torch.Tensor | None,
-    w_out: torch.Tensor | None,
-    edge_src: torch.Tensor,
-    edge_dst: torch.Tensor,
-    num_nodes: int,
-    deterministic: bool = False,
-    w_mid: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fused ``m_n = sum_{e: dst(e) = n} o(x_{src(e)}, y_e, w_e)``, no autograd.
+def message(inputs: Message, deterministic: bool = False) -> torch.Tensor:
+    """Fused ``m_n = sum_{e: dst(e) = n} o(x_{src(e)}, y_e, w_e)`` of ``inputs``, no autograd.
 
     Args:
-        product: the factored product.
-        node_features: ``[V, irreps_in.dim]`` (mul_ir layout), gathered at ``edge_src``.
-        edge_attrs: ``[E, irreps_attr.dim]``.
-        w_in, w_attr, w_out: weights as in the module docstring, or None.
-        edge_src, edge_dst: ``[E]`` integer indices, ``0 <= src < V``, ``0 <= dst < num_nodes``.
-        num_nodes: rows of the result.
+        inputs: the product, its inputs and the graph (checked here: ValueError naming the input).
         deterministic: receiver-sorted segmented reduction instead of atomics.
-        w_mid: weights of the rank-one terms (needs ``product.rank_map``), or None.
 
     Returns:
         ``[num_nodes, irreps_out.dim]`` in the dtype of ``node_features``.
     """
-    edges = edge_src.shape[0]
-    channels = product.channels
-    if node_features.dim() != 2 or node_features.shape[1] != product.irreps_in.dim:
-        raise ValueError(
-            f"node_features has shape {tuple(node_features.shape)}; expected [V, {product.irreps_in.dim}] "
-            f"for {product.irreps_in}"
-        )
-    if edge_attrs.shape != (edges, product.irreps_attr.dim):
-        raise ValueError(
-            f"edge_attrs has shape {tuple(edge_attrs.shape)}; expected [{edges}, {product.irreps_attr.dim}] "
-            f"for {product.irreps_attr}"
-        )
-    _check_weight(w_in, "w_in", edges, channels, (1, len(product.irreps_in)))
-    _check_weight(w_attr, "w_attr", edges, channels, (1, len(product.irreps_attr)))
-    _check_weight(w_out, "w_out", edges, channels, (1, len(product.irreps_out)))
-    _check_mid_weight(product, w_mid, edges, channels)
-    _check_indices(edge_src, "edge_src", node_features.shape[0], "rows of node_features")
-    _check_indices(edge_dst, "edge_dst", num_nodes, "num_nodes")
-    _check_device(node_features, edge_attrs, w_in, w_attr, w_out, w_mid, edge_src, edge_dst)
-    dtype, device = node_features.dtype, node_features.device
-    out = torch.zeros(num_nodes, product.irreps_out.dim, dtype=dtype, device=device)
+    inputs.check()
+    edges, num_nodes, features = inputs.edge_src.shape[0], inputs.num_nodes, inputs.node_features
+    out = torch.zeros(num_nodes, inputs.product.irreps_out.dim, dtype=features.dtype, device=features.device)
     if edges == 0 or num_nodes == 0:
         return out
-    prepared = prepare(product, dtype, device, _slots(w_in, w_attr, w_out))
-    node_features, edge_attrs = node_features.contiguous(), edge_attrs.to(dtype).contiguous()
-    edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()
-    w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
-    common = dict(
-        feat_ptr=node_features,
-        feat_stride=node_features.shape[1],
-        gather_ptr=edge_src,
-        attr_ptr=edge_attrs,
-        out_ptr=out,
-        out_stride=out.shape[1],
-        **_factor_args(prepared),
-        **_weight_args(prepared, w_in, w_attr, w_out, w_mid, out),
-    )
-
-    def grid(meta):
-        return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
-
-    with _on(device):
+    prepared, arguments = inputs.prepared()
+    arguments.update(gather_ptr=inputs.edge_src.contiguous(), out_ptr=out, out_stride=out.shape[1])
+    with _on(features.device):
         if deterministic:
-            order, segments = receiver_segments(edge_dst, num_nodes)
-            kernels.message_segmented_kernel[(num_nodes,)](
+            order, segments = receiver_segments(inputs.edge_dst, num_nodes)
+            kernels.message_kernel[(num_nodes,)](
+                scatter_ptr=order,
                 order_ptr=order,
                 segment_ptr=segments,
+                num_edges=edges,
+                SEGMENTED=True,
                 BLOCK_EDGES=kernels.segmented_block_edges(prepared.c_p),
-                **common,
+                **arguments,
             )
         else:
-            kernels.message_atomic_kernel[grid](scatter_ptr=edge_dst, num_edges=edges, **common)
+            kernels.message_atomic_kernel[_edge_grid(edges)](
+                scatter_ptr=inputs.edge_dst.contiguous(),
+                order_ptr=inputs.edge_dst,
+                segment_ptr=inputs.edge_dst,
+                num_edges=edges,
+                SEGMENTED=False,
+                **arguments,
+            )
     return out
 
 
-def edge_gradients(
-    product: FactoredProduct,
-    grad_out: torch.Tensor,
-    node_features: torch.Tensor,
-    edge_attrs: torch.Tensor,
-    w_in: torch.Tensor | None,
-    w_attr: torch.Tensor | None,
-    w_out: torch.Tensor | None,
-    edge_src: torch.Tensor,
-    edge_dst: torch.Tensor,
-    need: tuple[bool, ...],
-    w_mid: torch.Tensor | None = None,
-) -> tuple[torch.Tensor | None, ...]:
-    """Gradients of ``<grad_out, message(...)>`` with respect to ``edge_attrs, w_in, w_attr, w_out, w_mid``.
+def edge_gradients(inputs: Message, grad_out: torch.Tensor, need: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of ``<grad_out, message(inputs)>`` with respect to ``edge_attrs, w_in, w_attr, w_out, w_mid``.
 
     Args:
+        inputs: as for :func:`message` (already checked by the forward).
         grad_out: ``[num_nodes, irreps_out.dim]`` upstream gradient.
         need: which of ``(edge_attrs, w_in, w_attr, w_out, w_mid)`` to compute (the others come back
             None; a weight that is None has no gradient). A missing fifth entry means False.
@@ -283,55 +307,39 @@ def edge_gradients(
     Returns:
         ``[E, D_ATTR]`` and the weight gradients in the shapes of the weights (five entries).
     """
-    edges = edge_src.shape[0]
-    dtype, device = node_features.dtype, node_features.device
+    edges = inputs.edge_src.shape[0]
+    dtype, device = inputs.node_features.dtype, inputs.node_features.device
     need = tuple(need) + (False,) * (5 - len(need))
-    weights = (w_in, w_attr, w_out, w_mid)
     need_attr = need[0]
-    need_weight = [flag and w is not None for flag, w in zip(need[1:], weights)]
-    grads = [torch.zeros(edges, product.irreps_attr.dim, dtype=dtype, device=device) if need_attr else None]
+    need_weight = [flag and w is not None for flag, w in zip(need[1:], inputs.weights)]
+    grads = [torch.zeros(edges, inputs.product.irreps_attr.dim, dtype=dtype, device=device) if need_attr else None]
     # fresh contiguous buffers: the kernel writes [E, C, n] row-major whatever the strides of the weight
     grads += [
-        torch.zeros(w.shape, dtype=dtype, device=device) if flag else None for flag, w in zip(need_weight, weights)
+        torch.zeros(w.shape, dtype=dtype, device=device) if flag else None
+        for flag, w in zip(need_weight, inputs.weights)
     ]
     if edges == 0 or not (need_attr or any(need_weight)):
         return tuple(grads)
-    prepared = prepare(product, dtype, device, _slots(w_in, w_attr, w_out))
-    grad_out, node_features = grad_out.contiguous(), node_features.contiguous()
-    edge_attrs = edge_attrs.to(dtype).contiguous()
-    edge_src, edge_dst = edge_src.contiguous(), edge_dst.contiguous()
-    w_in, w_attr, w_out, w_mid = (_contiguous(w) for w in (w_in, w_attr, w_out, w_mid))
-    dummy = grad_out
-    arguments = _weight_args(prepared, w_in, w_attr, w_out, w_mid, dummy)
-
-    def grid(meta):
-        return (triton.cdiv(edges, meta["BLOCK_EDGES"]),)
-
+    _, arguments = inputs.prepared()
+    grad_out = grad_out.contiguous()
+    slots = arguments["sizes"][4:7] + arguments["sizes"][8:]
     with _on(device):
-        edge_gradients_kernel[grid](
-            feat_ptr=node_features,
-            feat_stride=node_features.shape[1],
-            src_ptr=edge_src,
+        edge_gradients_kernel[_edge_grid(edges)](
+            src_ptr=inputs.edge_src.contiguous(),
             grad_ptr=grad_out,
             grad_stride=grad_out.shape[1],
-            dst_ptr=edge_dst,
-            attr_ptr=edge_attrs,
-            grad_attr_ptr=dummy if grads[0] is None else grads[0],
-            grad_w_in_ptr=dummy if grads[1] is None else grads[1],
-            grad_w_attr_ptr=dummy if grads[2] is None else grads[2],
-            grad_w_out_ptr=dummy if grads[3] is None else grads[3],
-            grad_w_mid_ptr=dummy if grads[4] is None else grads[4],
+            dst_ptr=inputs.edge_dst.contiguous(),
+            grads=tuple(grad_out if g is None else g for g in grads),
             num_edges=edges,
-            N_IN_P=padded(arguments["N_IN"]),
-            N_ATTR_P=padded(arguments["N_ATTR"]),
-            N_OUT_P=padded(arguments["N_OUT"]),
-            N_MID_P=padded(arguments["N_MID"]),
+            N_IN_P=padded(slots[0]),
+            N_ATTR_P=padded(slots[1]),
+            N_OUT_P=padded(slots[2]),
+            N_MID_P=padded(slots[3]),
             NEED_ATTR=need_attr,
             NEED_W_IN=need_weight[0],
             NEED_W_ATTR=need_weight[1],
             NEED_W_OUT=need_weight[2],
             NEED_W_MID=need_weight[3],
-            **_factor_args(prepared),
             **arguments,
         )
     return tuple(grads)

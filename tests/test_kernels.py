@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from e3nn import o3  # noqa: E402
 from equimol.kernels import fused_message_passing  # noqa: E402
-from equimol.kernels.launch import message  # noqa: E402
+from equimol.kernels.launch import Message, message  # noqa: E402
 from equimol.kernels.layout import degree_map, receiver_segments  # noqa: E402
 from equimol.kernels.message import prune_configs, segmented_block_edges  # noqa: E402
 from harness import REFERENCE_TOL  # noqa: E402
@@ -102,7 +102,9 @@ def test_forward_and_gradients_equal_torch(dtype, deterministic, weights):
     def torch_path(*args):
         return reference(product, *args, src, dst, NUM_NODES)
 
-    out = fused_message_passing(product, *inputs[:5], src, dst, NUM_NODES, deterministic, torch_path, w_mid=inputs[5])
+    out = fused_message_passing(
+        Message(product, *inputs[:2], inputs[2:], src, dst, NUM_NODES), deterministic, torch_path
+    )
     expected = torch_path(*inputs)
     assert out.dtype == dtype
     assert (out - expected).abs().max().item() <= tolerance(dtype, expected)
@@ -133,7 +135,9 @@ def test_double_backward_falls_back_to_torch(deterministic):
         grads = torch.autograd.grad((out * upstream).sum(), inputs, create_graph=True)
         return torch.autograd.grad(sum((g * d).sum() for g, d in zip(grads, directions)), inputs)
 
-    got = second_order(fused_message_passing(product, *inputs, src, dst, NUM_NODES, deterministic, torch_path))
+    got = second_order(
+        fused_message_passing(Message(product, *inputs[:2], inputs[2:], src, dst, NUM_NODES), deterministic, torch_path)
+    )
     wanted = second_order(torch_path(*inputs))
     for a, b in zip(got, wanted):
         assert (a - b).abs().max().item() <= REFERENCE_TOL * max(1.0, b.abs().max().item())
@@ -141,9 +145,9 @@ def test_double_backward_falls_back_to_torch(deterministic):
 
 def test_deterministic_mode_is_reproducible_and_matches_atomic():
     product, x, y, w, src, dst = make_case(torch.float64, "shared", seed=2)
-    first = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=True)
-    second = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=True)
-    atomic = message(product, x, y, *w[:3], src, dst, NUM_NODES, deterministic=False)
+    first = message(Message(product, x, y, w[:3], src, dst, NUM_NODES), deterministic=True)
+    second = message(Message(product, x, y, w[:3], src, dst, NUM_NODES), deterministic=True)
+    atomic = message(Message(product, x, y, w[:3], src, dst, NUM_NODES), deterministic=False)
     assert torch.equal(first, second)
     assert (first - atomic).abs().max().item() <= REFERENCE_TOL
 
@@ -158,26 +162,26 @@ def test_receiver_segments_cover_every_edge_once():
 def test_no_edges_gives_zeros():
     product, x, y, w, src, dst = make_case(torch.float64, "shared")
     empty = torch.zeros(0, dtype=torch.long)
-    out = message(product, x, y[:0], None, None, w[2][:0], empty, empty, NUM_NODES)
+    out = message(Message(product, x, y[:0], (None, None, w[2][:0]), empty, empty, NUM_NODES))
     assert out.shape == (NUM_NODES, IRREPS_OUT.dim) and out.abs().max().item() == 0.0
 
 
 def test_out_of_range_indices_are_refused():
     product, x, y, w, src, dst = make_case(torch.float64, "shared")
     with pytest.raises(ValueError, match=r"edge_dst holds indices in \[6, 6\]; expected 0 <= index < 6"):
-        message(product, x, y, *w[:3], src, torch.full_like(dst, NUM_NODES), NUM_NODES)
+        message(Message(product, x, y, w[:3], src, torch.full_like(dst, NUM_NODES), NUM_NODES))
     with pytest.raises(ValueError, match=r"edge_src holds indices in \[-1, -1\]"):
-        message(product, x, y, *w[:3], torch.full_like(src, -1), dst, NUM_NODES)
+        message(Message(product, x, y, w[:3], torch.full_like(src, -1), dst, NUM_NODES))
 
 
 def test_bad_shapes_are_refused():
     product, x, y, w, src, dst = make_case(torch.float64, "shared")
     with pytest.raises(ValueError, match=r"node_features has shape \(6, 5\); expected \[V, 27\]"):
-        message(product, x[:, :5], y, *w[:3], src, dst, NUM_NODES)
+        message(Message(product, x[:, :5], y, w[:3], src, dst, NUM_NODES))
     with pytest.raises(ValueError, match=r"edge_attrs has shape \(32, 4\); expected \[33, 4\]"):
-        message(product, x, y[1:], *w[:3], src, dst, NUM_NODES)
+        message(Message(product, x, y[1:], w[:3], src, dst, NUM_NODES))
     with pytest.raises(ValueError, match=r"w_out has shape \(33, 3, 5\); expected \[33, 3, n\] with n in \[1, 2\]"):
-        message(product, x, y, None, None, torch.ones(33, 3, 5, dtype=torch.float64), src, dst, NUM_NODES)
+        message(Message(product, x, y, (None, None, torch.ones(33, 3, 5, dtype=torch.float64)), src, dst, NUM_NODES))
 
 
 def test_autotune_pruning_keeps_row_blocks_that_fit_tl_dot_and_registers():
