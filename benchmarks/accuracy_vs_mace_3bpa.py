@@ -43,6 +43,7 @@ from pathlib import Path
 import ase
 import ase.io
 import numpy as np
+from _common import markdown_table
 from accuracy_vs_mace_3bpa_workers import MACE_PYTHON, PYTHON, ROOT, WORKERS, run_timing
 
 #: MACE "small" (the issue's reference): run_train arguments besides data, E0s, seed and folders.
@@ -301,15 +302,15 @@ def markdown(record: dict, png: str) -> str:
             "in MD; workers asked in turn, the order swapped each round). Box: 36 randomly oriented 3BPA molecules,",
             "0.6 g/cm³.",
             "",
-            "| atoms | threads | calls each | load | equimol (ms) | MACE small (ms) | equimol / MACE |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for row in record["timing"]:
-            median = row["median_s"]
-            lines.append(
-                f"| {row['atoms']} | {row['threads']} | {row['calls']} | {row['load_1min']:.1f} | "
-                f"{1e3 * median['equimol']:.1f} | {1e3 * median['mace']:.1f} | {row['ratio_equimol_over_mace']:.2f} |"
-            )
+        header = ["atoms", "threads", "calls each", "load", "equimol (ms)", "MACE small (ms)", "equimol / MACE"]
+        rows = [
+            [row["atoms"], row["threads"], row["calls"], f"{row['load_1min']:.1f}"]
+            + [f"{1e3 * row['median_s'][side]:.1f}" for side in ("equimol", "mace")]
+            + [f"{row['ratio_equimol_over_mace']:.2f}"]
+            for row in record["timing"]
+        ]
+        lines += markdown_table(header, rows)
     return "\n".join([*lines, "", f"Command: `{record['command']}`", ""])
 
 

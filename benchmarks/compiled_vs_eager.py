@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _common import markdown_table, write_json, write_markdown  # noqa: E402
 from lammps_case import cu_au_box  # noqa: E402
 from test_calculator import small_model  # noqa: E402
 
@@ -80,7 +81,7 @@ def main() -> None:
         record["results"].append(entry)
         print(json.dumps(entry), flush=True)
     record["load_average_end"] = list(os.getloadavg())
-    Path(f"{args.out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_json(args.out, record)
     machine = record["machine"]
     lines = [
         f"# Compiled model file ({args.mode}) against eager: energy, forces and stress",
@@ -92,17 +93,14 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/compiled_vs_eager.py --mode {args.mode}`. Loading the file took "
         f"{record['load_seconds']:.0f} s.",
         "",
-        "| atoms | edges | eager (ms) | compiled (ms) | eager / compiled | max abs difference |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for entry in record["results"]:
-        lines.append(
-            f"| {entry['atoms']} | {entry['edges']} | {entry['median_ms']['eager']:.1f} | "
-            f"{entry['median_ms']['compiled']:.1f} | {entry['eager_over_compiled']:.2f} | "
-            f"{entry['max_abs_difference']:.1e} |"
-        )
-    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}.json and {args.out}.md")
+    header = ["atoms", "edges", "eager (ms)", "compiled (ms)", "eager / compiled", "max abs difference"]
+    rows = [
+        [e["atoms"], e["edges"], *(f"{e['median_ms'][k]:.1f}" for k in ("eager", "compiled"))]
+        + [f"{e['eager_over_compiled']:.2f}", f"{e['max_abs_difference']:.1e}"]
+        for e in record["results"]
+    ]
+    write_markdown(args.out, lines + markdown_table(header, rows))
 
 
 if __name__ == "__main__":

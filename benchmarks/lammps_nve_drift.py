@@ -14,7 +14,6 @@ start, and wall time per step (one intra-op thread; the machine's load is record
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from ase.md.verlet import VelocityVerlet
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _common import markdown_table, write_json, write_markdown  # noqa: E402
 from lammps_case import cu_au_box, open_lammps, tiny_model  # noqa: E402
 
 from equimol.calculator import EquimolCalculator  # noqa: E402
@@ -98,11 +98,11 @@ def main() -> None:
         record["runs"][f"ase_{dtype}"] = run_ase(model, atoms)
         print(dtype, {k: v["drift_meV_per_atom_per_ps"] for k, v in record["runs"].items()}, flush=True)
     record["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
-    Path(f"{args.out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    write_markdown(record, args.out)
+    write_json(args.out, record)
+    write_drift_markdown(record, args.out)
 
 
-def write_markdown(record: dict, stem: str) -> None:
+def write_drift_markdown(record: dict, stem: str) -> None:
     """The table of ``record`` as ``stem.md`` (drift only: the runs were sequential, so their times are no A/B)."""
     machine = record["machine"]
     lines = [
@@ -115,16 +115,13 @@ def write_markdown(record: dict, stem: str) -> None:
         "energy sampled every 10 steps. Wall times per step are in the JSON; the four runs ran one after the",
         "other on a loaded machine, so they are not a speed comparison.",
         "",
-        "| engine, dtype | drift (meV/atom/ps) | max deviation from start (meV/atom) |",
-        "| --- | --- | --- |",
     ]
-    for name, run in record["runs"].items():
-        lines.append(
-            f"| {name.replace('_', ', ')} | {run['drift_meV_per_atom_per_ps']:.2e} | "
-            f"{run['max_deviation_meV_per_atom']:.2e} |"
-        )
-    Path(f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {stem}.json and {stem}.md")
+    header = ["engine, dtype", "drift (meV/atom/ps)", "max deviation from start (meV/atom)"]
+    rows = [
+        [name.replace("_", ", "), f"{run['drift_meV_per_atom_per_ps']:.2e}", f"{run['max_deviation_meV_per_atom']:.2e}"]
+        for name, run in record["runs"].items()
+    ]
+    write_markdown(stem, lines + markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ase.md.verlet import VelocityVerlet
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _common import markdown_table, write_json, write_markdown  # noqa: E402
 from test_calculator import small_model  # noqa: E402
 from test_torchsim import SPECIES, periodic_structures  # noqa: E402
 
@@ -98,7 +99,7 @@ def main() -> None:
         record["results"].append(entry)
         print(json.dumps({k: entry[k] for k in ("structures", "atoms", "atoms_steps_per_s", "torchsim_over_ase")}))
     record["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
-    Path(f"{args.out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_json(args.out, record)
     machine = record["machine"]
     lines = [
         "# TorchSim batched NVE against looping the ASE calculator",
@@ -110,17 +111,14 @@ def main() -> None:
         f"{record['load_average_1_5_15_min_at_end'][0]:.2f} at end (a shared machine).",
         "Command: `.venv/bin/python benchmarks/torchsim_throughput.py`.",
         "",
-        "| structures | atoms | TorchSim (atoms·steps/s) | ASE loop (atoms·steps/s) | TorchSim / ASE |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    for entry in record["results"]:
-        rates = entry["atoms_steps_per_s"]
-        lines.append(
-            f"| {entry['structures']} | {entry['atoms']} | {rates['torchsim']:.0f} | {rates['ase_loop']:.0f} | "
-            f"{entry['torchsim_over_ase']:.2f} |"
-        )
-    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}.json and {args.out}.md")
+    header = ["structures", "atoms", "TorchSim (atoms·steps/s)", "ASE loop (atoms·steps/s)", "TorchSim / ASE"]
+    rows = [
+        [e["structures"], e["atoms"], *(f"{e['atoms_steps_per_s'][k]:.0f}" for k in ("torchsim", "ase_loop"))]
+        + [f"{e['torchsim_over_ase']:.2f}"]
+        for e in record["results"]
+    ]
+    write_markdown(args.out, lines + markdown_table(header, rows))
 
 
 if __name__ == "__main__":
