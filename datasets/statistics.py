@@ -48,6 +48,7 @@ from equimol.utils.io import atomic_write, cache_root
 
 from .atoms_dataset import AtomsDataset, check_min_distance, reference_energy
 from .readers import DataFormatError
+from .statistics_sharing import wait_for_file, waits_for_first_process
 
 _VERSION = 2  # 2: seeded sample and standard errors
 
@@ -332,7 +333,11 @@ def cached_statistics(
     sample_size: int | None = None,
     seed: int = 0,
 ) -> DatasetStatistics:
-    """:func:`compute_statistics`, read from / written to the cache (see the module docstring)."""
+    """:func:`compute_statistics`, read from / written to the cache (see the module docstring).
+
+    In a distributed launch only the first process of each machine computes a missing entry; the
+    others wait for its file (:mod:`.statistics_sharing`).
+    """
     key = statistics_key(dataset, indices, sample_size, seed)
     folders = [Path(cache_dir)] if cache_dir is not None else [*_beside_data(dataset), default_cache_dir()]
     for folder in folders:
@@ -342,6 +347,10 @@ def cached_statistics(
                 return DatasetStatistics.from_json(path.read_text())
             except (ValueError, TypeError, KeyError):
                 pass  # an unreadable cache entry (interrupted write, older layout) is recomputed
+    if waits_for_first_process():
+        shared = wait_for_file([folder / f"{key}.json" for folder in folders], DatasetStatistics.from_json)
+        if shared is not None:
+            return shared
     statistics = compute_statistics(dataset, indices, progress, sample_size, seed)
     for folder in folders:
         try:
