@@ -64,6 +64,9 @@ def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
     from equimol.train.config import validate_config
     from equimol.train.run import train
 
+    sys.path.insert(0, str(REPOSITORY / "tests"))
+    from harness import tiny_model_section  # the tiny model of the training tests
+
     imported = time.perf_counter() - START
     marks: dict[str, float] = {}
     original = module_file.PotentialModule.optimizer_step
@@ -94,20 +97,7 @@ def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
     processes = int(os.environ.get("WORLD_SIZE", 1))
     config = validate_config(
         {
-            "model": {
-                "species": _species(),
-                "channels": 4,
-                "lmax": 1,
-                "num_layers": 1,
-                "num_radial_basis": 4,
-                "radial_mlp_hidden": [8],
-                "readout_hidden": 4,
-                "radial_cutoff": 6.0,
-                "avg_num_neighbors": "auto",
-                "e0s": None,
-                "energy_shift": "auto",
-                "energy_scale": "auto",
-            },
+            "model": tiny_model_section(_species(), radial_cutoff=6.0, e0s=None),
             "data": {
                 "train": train_path,
                 "val": val_path,
@@ -215,7 +205,20 @@ def main() -> int:
             f"{row['rssanon_mib'] / base['rssanon_mib']:.2f} | {row['rssfile_mib']:.0f} | {row['load_before']:.1f} |"
         )
     if args.out:
-        args.out.write_text(json.dumps({"processes": args.processes, "table": table, "runs": runs}, indent=1))
+        import torch
+        from equimol.datasets.lmdb_dataset import RELEASE_EVERY
+
+        from equimol.utils.machine import describe_machine
+
+        torch.set_num_threads(1)
+        record = {
+            "processes": args.processes,
+            "machine": describe_machine("cpu"),
+            "lmdb_release_every": RELEASE_EVERY,
+            "table": table,
+            "runs": runs,
+        }
+        args.out.write_text(json.dumps(record, indent=1))
     return 0
 
 

@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
 import time
@@ -65,21 +64,14 @@ def rattled_frames(sources: list[Data], count: int, rattle: float, seed: int) ->
 
 def write_variants(sources: list[Data], count: int, variants: int, rattle: float, seed: int, path: Path) -> int:
     """``count`` frames from ``variants`` pickled rattled copies of each source (see the module docstring)."""
-    import lmdb
-    from equimol.datasets.lmdb_dataset import ATOM_COUNT_KEY
-
-    from equimol.utils.io import fsync_folder, temporary_sibling
+    from equimol.datasets.lmdb_dataset import ATOM_COUNT_KEY, writing_lmdb
 
     pickled = [
         pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         for record in rattled_frames(sources, len(sources) * variants, rattle, seed)
     ]
     atoms = np.array([int(record.pos.shape[0]) for record in sources], dtype="<i4")
-    if path.exists():
-        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
-    partial = temporary_sibling(path)
-    env = lmdb.open(str(partial), subdir=False, map_size=count * 12_000 + (1 << 30), sync=False, meminit=False)
-    try:
+    with writing_lmdb(path, map_size=count * 12_000 + (1 << 30)) as env:
         for start in range(0, count, 10_000):
             with env.begin(write=True) as txn:
                 for k in range(start, min(count, start + 10_000)):
@@ -87,16 +79,6 @@ def write_variants(sources: list[Data], count: int, variants: int, rattle: float
         with env.begin(write=True) as txn:
             txn.put(b"length", pickle.dumps(count, protocol=pickle.HIGHEST_PROTOCOL))
             txn.put(ATOM_COUNT_KEY, atoms[np.arange(count) % len(sources)].tobytes())
-        env.sync(True)
-    except BaseException:
-        env.close()
-        partial.unlink(missing_ok=True)
-        Path(f"{partial}-lock").unlink(missing_ok=True)
-        raise
-    env.close()
-    Path(f"{partial}-lock").unlink(missing_ok=True)
-    os.replace(partial, path)
-    fsync_folder(path.parent)
     return count
 
 

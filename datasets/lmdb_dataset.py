@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import os
 import pickle
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -290,16 +291,10 @@ def write_lmdb(
     from tqdm.auto import tqdm
 
     path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = temporary_sibling(path)
-    # sync=False: one fsync at the end (env.sync) instead of one per commit.
-    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
     count = 0
     atom_counts = array.array("i")  # the atom-count index, committed with "length"
     pending: list[tuple[bytes, bytes]] = []
-    try:
+    with writing_lmdb(path, map_size) as env:
         for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
             stored = record.clone()
             if legacy_names:
@@ -317,6 +312,27 @@ def write_lmdb(
         pending.append((b"length", pickle.dumps(count, protocol=pickle.HIGHEST_PROTOCOL)))
         pending.append((ATOM_COUNT_KEY, np.asarray(atom_counts, dtype="<i4").tobytes()))
         _put(env, pending)
+    return count
+
+
+@contextlib.contextmanager
+def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
+    """An LMDB environment whose file becomes ``path`` only when the block ends without an error.
+
+    It is opened on a hidden temporary sibling (the :mod:`equimol.utils.io` rule), synced once at
+    the end (``sync=False`` meanwhile: one fsync instead of one per commit) and renamed onto
+    ``path``; an error or a kill inside the block never leaves a file at ``path``.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+    """
+    if path.exists():
+        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = temporary_sibling(path)
+    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    try:
+        yield env
         env.sync(True)
     except BaseException:
         env.close()
@@ -327,7 +343,6 @@ def write_lmdb(
     Path(f"{partial}-lock").unlink(missing_ok=True)
     os.replace(partial, path)
     fsync_folder(path.parent)
-    return count
 
 
 def _put(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:

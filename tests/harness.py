@@ -210,3 +210,25 @@ def gaunt_reference(
             total = total * w3[:, :, i3, None] / math.sqrt(fan_in)
         outputs.append(total.reshape(count, -1))
     return torch.cat(outputs, dim=-1)
+
+
+def tiny_model_section(species: Sequence[str], **changes: object) -> dict:
+    """The ``model:`` section of the tiny training runs (4 channels, L = 1, one layer), ``changes`` applied.
+
+    Statistics are ``auto`` (from the training data) except what ``changes`` sets, e.g.
+    ``radial_cutoff=4.0`` or ``e0s=None``.
+    """
+    section = {
+        "species": list(species),
+        "channels": 4,
+        "lmax": 1,
+        "num_layers": 1,
+        "num_radial_basis": 4,
+        "radial_mlp_hidden": [8],
+        "readout_hidden": 4,
+        "avg_num_neighbors": "auto",
+        "e0s": "auto",
+        "energy_shift": "auto",
+        "energy_scale": "auto",
+    }
+    return {**section, **changes}

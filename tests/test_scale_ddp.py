@@ -21,6 +21,7 @@ from pathlib import Path
 import ase.io
 import torch
 import yaml
+from harness import tiny_model_section
 
 STEPS = 3
 FRAMES = 32  # 4 global batches of 8: training stops after STEPS, before the first validation
@@ -31,20 +32,7 @@ def _config(shared_data: Path, folder: Path, batch_size: int, num_nodes: int, de
     ase.io.write(folder / "train.traj", frames[:FRAMES])
     ase.io.write(folder / "val.traj", frames[FRAMES:])
     config = {
-        "model": {
-            "species": ["H", "C", "O", "Cu", "Au"],
-            "channels": 4,
-            "lmax": 1,
-            "num_layers": 1,
-            "num_radial_basis": 4,
-            "radial_mlp_hidden": [8],
-            "readout_hidden": 4,
-            "radial_cutoff": 4.0,
-            "avg_num_neighbors": "auto",
-            "e0s": None,
-            "energy_shift": "auto",
-            "energy_scale": "auto",
-        },
+        "model": tiny_model_section(["H", "C", "O", "Cu", "Au"], radial_cutoff=4.0, e0s=None),
         "data": {"train": str(folder / "train.traj"), "val": str(folder / "val.traj"), "batch_size": batch_size},
         "optimizer": {"lr": 0.01, "ema_decay": 0.9},
         "scheduler": {"name": "none"},

@@ -14,6 +14,7 @@ import torch
 import yaml
 from equimol.train.config import load_config
 from equimol.train.run import train
+from harness import tiny_model_section
 
 from equimol.export import load_model, read_model_file
 
@@ -37,19 +38,7 @@ def tiny_config(shared_data: Path, folder: Path, **trainer) -> dict:
     """A config mapping: 4-channel one-layer model, 16 training / 4 validation frames, batches of 2."""
     frames = write_tiny_frames(shared_data, folder)
     return {
-        "model": {
-            "species": ["H", "C", "N", "O"],
-            "channels": 4,
-            "lmax": 1,
-            "num_layers": 1,
-            "num_radial_basis": 4,
-            "radial_mlp_hidden": [8],
-            "readout_hidden": 4,
-            "avg_num_neighbors": "auto",
-            "e0s": "auto",
-            "energy_shift": "auto",
-            "energy_scale": "auto",
-        },
+        "model": tiny_model_section(["H", "C", "N", "O"]),
         "data": {
             "data_dir": str(folder),
             "train": frames.name,
