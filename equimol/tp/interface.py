@@ -263,6 +263,16 @@ class TensorProductBackend(nn.Module):
             owner._buffers[buffer_name] = master.to(device=current.device, dtype=current.dtype)
         return self
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        # Every buffer of a backend is a constant rebuilt at construction (coefficients, factors, index maps);
+        # only ``weight`` is learned. A model file written by another strategy or version of the backend holds
+        # other constant buffers: ignore the stored ones and keep those this construction built.
+        for key in [key for key in state_dict if key.startswith(prefix) and key != prefix + "weight"]:
+            del state_dict[key]
+        own = self.state_dict(prefix=prefix, keep_vars=True)
+        state_dict.update({key: value for key, value in own.items() if key != prefix + "weight"})
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
+
     # -- the product ------------------------------------------------------------------------
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
