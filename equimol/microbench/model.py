@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from equimol.microbench.report import save_figure
-from equimol.microbench.tp import Series, parse_series, timed
+from equimol.microbench.tp import Series, parse_series, report_points, timed
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine, machine_label
 
@@ -228,24 +228,11 @@ def run_model_benchmark(
     series = [(item, kernel) for item in parse_series(backends) for kernel in kernels]
     measurements: list[ModelMeasurement] = []
     for system, atoms in structures(systems, max_atoms, molecule_file):
-        points = benchmark_structure(
-            series,
-            system,
-            atoms,
-            channels=channels,
-            lmax=lmax,
-            radial_cutoff=radial_cutoff,
-            device=torch_device,
-            dtype=torch_dtype,
-            warmup=warmup,
-            repeats=repeats,
-        )
+        model = {"channels": channels, "lmax": lmax, "radial_cutoff": radial_cutoff}
+        timing = {"device": torch_device, "dtype": torch_dtype, "warmup": warmup, "repeats": repeats}
+        points = benchmark_structure(series, system, atoms, **model, **timing)
         measurements.extend(points)
-        if progress:
-            progress(
-                f"{system} {len(atoms)} atoms, {points[0].edges} edges: "
-                + ", ".join(f"{m.label} {1e3 * m.energy_forces_s:.1f} ms" for m in points)
-            )
+        report_points(progress, f"{system} {len(atoms)} atoms, {points[0].edges} edges", points, "energy_forces_s", 1)
     return {
         "benchmark": "model",
         "machine": describe_machine(torch_device),

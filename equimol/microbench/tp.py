@@ -303,6 +303,12 @@ def best_per_backend(measurements: Sequence[dict]) -> list[dict]:
     return best
 
 
+def report_points(progress: Callable[[str], None] | None, where: str, points: Sequence, seconds: str, digits: int):
+    """Hand ``progress`` one line: ``where``, then each point's label and its ``seconds`` attribute in ms."""
+    if progress:
+        progress(f"{where}: " + ", ".join(f"{m.label} {1e3 * getattr(m, seconds):.{digits}f} ms" for m in points))
+
+
 def run_benchmark(
     backends: str | Sequence[str],
     lmax_values: Sequence[int],
@@ -337,22 +343,10 @@ def run_benchmark(
     for lmax in lmax_values:
         for channels in channels_values:
             for edges in edges_values:
-                points = benchmark_point(
-                    series,
-                    lmax,
-                    channels,
-                    edges,
-                    device=torch_device,
-                    dtype=torch_dtype,
-                    warmup=warmup,
-                    repeats=repeats,
-                )
+                timing = {"device": torch_device, "dtype": torch_dtype, "warmup": warmup, "repeats": repeats}
+                points = benchmark_point(series, lmax, channels, edges, **timing)
                 measurements.extend(points)
-                if progress:
-                    progress(
-                        f"L={lmax} C={channels} E={edges}: "
-                        + ", ".join(f"{m.label} {1e3 * m.forward_backward_s:.2f} ms" for m in points)
-                    )
+                report_points(progress, f"L={lmax} C={channels} E={edges}", points, "forward_backward_s", 2)
     rows = [asdict(m) for m in measurements]
     return {
         "benchmark": "tp",
