@@ -67,6 +67,13 @@ def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
     sys.path.insert(0, str(REPOSITORY / "tests"))
     from harness import tiny_model_section  # the tiny model of the training tests
 
+    if "EQUIMOL_SCALE_RELEASE_EVERY" in os.environ:  # --release-every: the LMDB readers' default, for comparison
+        from equimol.datasets.lmdb_dataset import LmdbFrames
+
+        value = os.environ["EQUIMOL_SCALE_RELEASE_EVERY"]
+        keys = LmdbFrames.__init__.__defaults__[0]
+        LmdbFrames.__init__.__defaults__ = (keys, None if value == "none" else int(value))
+
     imported = time.perf_counter() - START
     marks: dict[str, float] = {}
     original = module_file.PotentialModule.optimizer_step
@@ -125,7 +132,7 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def _run(size: int, folder: Path, processes: int) -> list[dict]:
+def _run(size: int, folder: Path, processes: int, release_every: str | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as scratch:
         result = Path(scratch) / "figures"
         arguments = [
@@ -143,7 +150,11 @@ def _run(size: int, folder: Path, processes: int) -> list[dict]:
         load = _load()
         done = subprocess.run(
             ["nice", "-n", "5", *command],
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+                **({} if release_every is None else {"EQUIMOL_SCALE_RELEASE_EVERY": release_every}),
+            },
             capture_output=True,
             text=True,
             timeout=1800,
@@ -162,9 +173,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument(
+        "--release-every", help="LMDB frames read between unmappings (an int, or 'none': never); default: the library's"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    runs = [row for _ in range(args.repeats) for size in args.sizes for row in _run(size, args.folder, args.processes)]
+    runs = [
+        row
+        for _ in range(args.repeats)
+        for size in args.sizes
+        for row in _run(size, args.folder, args.processes, args.release_every)
+    ]
     table = []
     for size in args.sizes:
         rows = [row for row in runs if row["frames"] == size]
@@ -214,7 +233,7 @@ def main() -> int:
         record = {
             "processes": args.processes,
             "machine": describe_machine("cpu"),
-            "lmdb_release_every": RELEASE_EVERY,
+            "lmdb_release_every": RELEASE_EVERY if args.release_every is None else args.release_every,
             "table": table,
             "runs": runs,
         }
