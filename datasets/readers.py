@@ -137,27 +137,17 @@ def atoms_to_record(
         sid=Path(source).name.split(".")[0] if sid is None else sid,
         fid=frame if fid is None else fid,
     )
-    energy = _lookup(atoms, keys.energy_key, per_atom=False)
-    if energy is None:
-        if keys.require_energy:
-            raise DataFormatError(
-                f"{_where(source, frame)}: energy key {keys.energy_key!r} not found; "
-                f"keys present: {_present_keys(atoms)}"
-            )
-    else:
-        energy = float(np.asarray(energy, dtype=np.float64).reshape(-1)[0])
+    where = (atoms, source, frame)
+    energy = _read_label(*where, keys.energy_key, "energy", per_atom=False, required=keys.require_energy)
+    if energy is not None:
+        energy = float(energy.reshape(-1)[0])
         if not np.isfinite(energy):
             raise DataFormatError(f"{_where(source, frame)}: energy {keys.energy_key!r} is {energy}")
         record.energy = energy
     if keys.forces_key is not None:
-        forces = _lookup(atoms, keys.forces_key, per_atom=True)
-        if forces is None and keys.require_forces:
-            raise DataFormatError(
-                f"{_where(source, frame)}: forces key {keys.forces_key!r} not found; "
-                f"keys present: {_present_keys(atoms)} (set forces_key=None to train on energies only)"
-            )
+        hint = " (set forces_key=None to train on energies only)"
+        forces = _read_label(*where, keys.forces_key, "forces", per_atom=True, required=keys.require_forces, hint=hint)
         if forces is not None:
-            forces = np.asarray(forces, dtype=np.float64)
             if forces.shape != (n, 3):
                 raise DataFormatError(
                     f"{_where(source, frame)}: forces {keys.forces_key!r} have shape {forces.shape}, expected ({n}, 3)"
@@ -166,14 +156,8 @@ def atoms_to_record(
                 raise DataFormatError(f"{_where(source, frame)}: non-finite forces in {keys.forces_key!r}")
             record.forces = torch.from_numpy(forces.copy())
     if keys.stress_key is not None:
-        stress = _lookup(atoms, keys.stress_key, per_atom=False)
-        if stress is None and keys.require_stress:
-            raise DataFormatError(
-                f"{_where(source, frame)}: stress key {keys.stress_key!r} not found; "
-                f"keys present: {_present_keys(atoms)}"
-            )
+        stress = _read_label(*where, keys.stress_key, "stress", per_atom=False, required=keys.require_stress)
         if stress is not None:
-            stress = np.asarray(stress, dtype=np.float64)
             if stress.shape == (6,):  # ASE Voigt order xx, yy, zz, yz, xz, xy
                 stress = voigt_6_to_full_3x3_stress(stress)
             elif stress.size == 9:
@@ -185,6 +169,24 @@ def atoms_to_record(
                 )
             record.stress = torch.from_numpy(np.ascontiguousarray(stress))
     return record
+
+
+def _read_label(
+    atoms: Atoms, source: str, frame: int | str, key: str, what: str, *, per_atom: bool, required: bool, hint: str = ""
+) -> np.ndarray | None:
+    """The label ``key`` of the frame as a float64 array; None if absent and not ``required``.
+
+    Raises:
+        DataFormatError: absent and required, naming the file, the frame and the keys present.
+    """
+    value = _lookup(atoms, key, per_atom=per_atom)
+    if value is None:
+        if required:
+            raise DataFormatError(
+                f"{_where(source, frame)}: {what} key {key!r} not found; keys present: {_present_keys(atoms)}{hint}"
+            )
+        return None
+    return np.asarray(value, dtype=np.float64)
 
 
 def _check_exists(path: str | Path) -> Path:
