@@ -27,7 +27,9 @@ from equimol.models import Potential, build_model
 from equimol.utils.io import atomic_write
 
 FORMAT = "equimol-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 2: ModelConfig.scalar_first_layer (default true). Files of format 1 were written by models whose
+# first product-basis layer took zero-padded inputs, so they load with it false.
 
 
 class ModelFileError(ValueError):
@@ -85,6 +87,8 @@ def read_model_file(path: str | Path) -> dict:
     for key in ("model_config", "state_dict"):
         if key not in payload:
             raise ModelFileError(f"{path}: model file lacks {key!r}; the file is damaged")
+    if version < 2 and isinstance(payload["model_config"], dict):
+        payload["model_config"] = {"scalar_first_layer": False, **payload["model_config"]}
     return payload
 
 

@@ -138,3 +138,23 @@ def test_per_layer_readout_receives_gradient_from_every_layer(shared_data):
 def test_model_options_are_validated(overrides, key):
     with pytest.raises(ValueError, match=key):
         ModelConfig.from_dict(tiny_config(**{**MACE_STYLE, "many_body": "cg", **overrides}))
+
+
+def test_scalar_first_layer_is_cheaper_and_format_1_files_load_padded(shared_data, tmp_path):
+    # Format-1 model files hold a first layer on zero-padded inputs and no scalar_first_layer key.
+    from equimol.export import export_model, load_model
+
+    scalar, padded = _model(correlation=2), _model(correlation=2, scalar_first_layer=False)
+    assert scalar.interactions[0].input_irreps.lmax == 0 and padded.interactions[0].input_irreps.lmax == 1
+    assert scalar.interactions[0].tensor_product.weight_numel < padded.interactions[0].tensor_product.weight_numel
+    path = export_model(padded, tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 1
+    del payload["model_config"]["scalar_first_layer"]
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert loaded.config.scalar_first_layer is False
+    graph = graph_of(build_structure("3bpa", shared_data))
+    assert torch.equal(loaded(graph)["energy"], padded(graph)["energy"])
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
+        scalar.load_state_dict(padded.state_dict())

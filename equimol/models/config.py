@@ -22,6 +22,7 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       message_lmax: null           # product_basis: degree of the atomic basis A (default lmax; MACE's max_ell)
       self_connection: linear      # linear | species (one self-connection map per element, MACE's skip_tp)
       readout: final               # final (MLP on the last layer) | per_layer (plus a linear head per layer)
+      scalar_first_layer: true     # product_basis: the first layer is built on the C x 0e embeddings only (MACE)
       avg_num_neighbors: 12.3      # from the training data (average_num_neighbors)
       e0s: {H: -13.587, C: -1029.489}   # eV, every species, or omitted (zeros)
       energy_shift: 0.0            # eV, a number or a per-species mapping
@@ -138,6 +139,7 @@ class ModelConfig:
     message_lmax: int | None = None
     self_connection: str = "linear"
     readout: str = "final"
+    scalar_first_layer: bool = True
     avg_num_neighbors: float | None = None
     e0s: dict | None = None
     energy_shift: float | dict = 0.0
@@ -193,6 +195,9 @@ class ModelConfig:
             _is_int(self.correlation) and 1 <= self.correlation <= 4, "correlation", "an int in 1..4", self.correlation
         )
         _require(self.interaction in INTERACTIONS, "interaction", f"one of {INTERACTIONS}", self.interaction)
+        _require(
+            isinstance(self.scalar_first_layer, bool), "scalar_first_layer", "true or false", self.scalar_first_layer
+        )
         _require(
             self.self_connection in SELF_CONNECTIONS,
             "self_connection",

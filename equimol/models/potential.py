@@ -89,7 +89,7 @@ class Potential(nn.Module):
             )
         else:
             self.spe = None
-        self.interactions = nn.ModuleList(self._interaction(config, num_species) for _ in range(config.num_layers))
+        self.interactions = nn.ModuleList(self._interaction(config, num_species, i) for i in range(config.num_layers))
         if config.many_body != "none" and config.interaction == "gated":
             self.many_body = nn.ModuleList(
                 ManyBodyBlock(config.many_body, config.channels, config.lmax, config.correlation, num_species)
@@ -111,7 +111,7 @@ class Potential(nn.Module):
         )
 
     @staticmethod
-    def _interaction(config: ModelConfig, num_species: int) -> nn.Module:
+    def _interaction(config: ModelConfig, num_species: int, index: int) -> nn.Module:
         common = dict(
             sh_lmax=config.sh_lmax,
             num_radial_basis=config.num_radial_basis,
@@ -129,6 +129,9 @@ class Potential(nn.Module):
                 config.message_lmax,
                 many_body=config.many_body,
                 correlation=config.correlation,
+                # the first layer's inputs are the scalar embeddings: build it on C x 0e (its l > 0 paths would
+                # multiply zeros), unless asked for the zero-padded form of model files before format 2
+                input_lmax=0 if index == 0 and config.scalar_first_layer else None,
                 **common,
             )
         return InteractionBlock(config.channels, config.lmax, **common)
@@ -232,7 +235,9 @@ class Potential(nn.Module):
         scalars = self.embedding(element_index)
         if self.spe is not None:
             scalars = scalars + self.spe(element_index, envelope, sender, receiver, node_graph, num_graphs)
-        features = torch.cat([scalars, scalars.new_zeros(scalars.shape[0], self.irreps.dim - scalars.shape[1])], dim=-1)
+        # zero-padded to the first layer's input irreps (gated layers take l > 0 inputs; see _interaction)
+        input_dim = getattr(self.interactions[0], "input_irreps", self.irreps).dim
+        features = torch.cat([scalars, scalars.new_zeros(scalars.shape[0], input_dim - scalars.shape[1])], dim=-1)
         layer_scalars = []
         for index, interaction in enumerate(self.interactions):
             features = interaction(features, edge_sh, basis, envelope, sender, receiver, element_index)

@@ -20,6 +20,11 @@ folds back into degrees ``<= lmax``), and ``S`` the self-connection: species-dep
 (:class:`~equimol.nn.species_linear.SpeciesLinear`, MACE's ``skip_tp``) or one linear map for all
 elements. The nonlinearity is the polynomial product itself (no gate), as in MACE. Every step is
 equivariant; taking the ``l <= lmax`` blocks of an irreps-ordered vector is too.
+
+**First layer.** Its inputs are the element embeddings, scalars only, so ``input_lmax = 0`` builds it
+on ``C x 0e`` (as MACE does). A layer on zero-padded ``l > 0`` inputs spends most of its message work on
+``l_1 > 0`` paths that multiply zeros; it differs from the scalar-input layer only by the paths'
+normalization (the fan-in ``F_{l_3}`` counts those paths too).
 """
 
 from __future__ import annotations
@@ -52,8 +57,10 @@ class ProductBasisInteraction(nn.Module):
         self_connection: ``"species"`` or ``"linear"``.
         tp_backend: name of a registered tensor-product backend.
         tp_options: extra keyword options for that backend.
+        input_lmax: highest degree of the input features (``lmax`` if None; 0 for the first layer).
 
-    Shapes: ``node_features`` ``[n, natural_irreps(C, lmax).dim]`` in and out.
+    Shapes: ``node_features`` ``[n, natural_irreps(C, input_lmax).dim]`` in,
+    ``[n, natural_irreps(C, lmax).dim]`` out.
     """
 
     def __init__(
@@ -71,16 +78,21 @@ class ProductBasisInteraction(nn.Module):
         self_connection: str = "species",
         tp_backend: str = "cg",
         tp_options: dict | None = None,
+        input_lmax: int | None = None,
     ) -> None:
         super().__init__()
         if message_lmax < lmax:
             raise ValueError(f"message_lmax ({message_lmax}) must be >= lmax ({lmax})")
+        input_lmax = lmax if input_lmax is None else input_lmax
+        if not 0 <= input_lmax <= lmax:
+            raise ValueError(f"input_lmax ({input_lmax}) must be in 0..lmax ({lmax})")
         self.irreps = natural_irreps(channels, lmax)
+        self.input_irreps = natural_irreps(channels, input_lmax)
         self.message_irreps = natural_irreps(channels, message_lmax)
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.linear_up = EquivariantLinear(self.irreps, self.irreps)
+        self.linear_up = EquivariantLinear(self.input_irreps, self.input_irreps)
         self.tensor_product = TensorProduct(
-            self.irreps,
+            self.input_irreps,
             o3.Irreps.spherical_harmonics(sh_lmax),
             self.message_irreps,
             backend=tp_backend,
@@ -92,7 +104,7 @@ class ProductBasisInteraction(nn.Module):
         self.linear_messages = EquivariantLinear(self.message_irreps, self.message_irreps)
         self.product = many_body_product(many_body, channels, message_lmax, correlation, num_elements)
         self.linear_out = EquivariantLinear(self.irreps, self.irreps)
-        self.self_connection = self_connection_map(self_connection, self.irreps, self.irreps, num_elements)
+        self.self_connection = self_connection_map(self_connection, self.input_irreps, self.input_irreps, num_elements)
 
     def forward(
         self,
@@ -107,7 +119,7 @@ class ProductBasisInteraction(nn.Module):
         """One layer.
 
         Args:
-            node_features: ``[n, irreps.dim]``.
+            node_features: ``[n, input_irreps.dim]``.
             edge_sh: ``[E, (sh_lmax + 1)^2]`` component-normalized spherical harmonics.
             radial_basis: ``[E, num_radial_basis]``.
             envelope: ``[E]`` smooth cutoff.
@@ -123,4 +135,7 @@ class ProductBasisInteraction(nn.Module):
         )
         basis = self.linear_messages(messages / self.avg_num_neighbors)
         product = self.product(basis, element_index)[:, : self.irreps.dim]
-        return self.linear_out(product) + apply_self_connection(self.self_connection, node_features, element_index)
+        skip = apply_self_connection(self.self_connection, node_features, element_index)
+        if skip.shape[1] < self.irreps.dim:  # scalar inputs: the self-connection has no l > 0 blocks
+            skip = torch.cat([skip, skip.new_zeros(skip.shape[0], self.irreps.dim - skip.shape[1])], dim=1)
+        return self.linear_out(product) + skip

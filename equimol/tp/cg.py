@@ -148,11 +148,13 @@ class CGTensorProduct(TensorProductBackend):
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.strategy == "e3nn":
             return self.tensor_product(x1, x2, weight)
-        count, channels = x1.shape[0], self.channels
-        x = x1.index_select(1, self.gather_in1).view(count, -1, channels)  # [N, d1, C]
-        rows = x.index_select(1, self.row_component) * weight.view(count, -1, channels).index_select(1, self.row_path)
-        matrices = (x2 @ self.edge_coupling).view(count, -1, rows.shape[1])  # [N, d3, R]
-        return torch.bmm(matrices, rows).view(count, -1).index_select(1, self.gather_out)
+        count, channels, rows_count = x1.shape[0], self.channels, self.row_path.numel()
+        # explicit sizes: an edgeless graph (count 0) cannot infer a -1 dimension
+        x = x1.index_select(1, self.gather_in1).view(count, self.irreps_in1.dim // channels, channels)  # [N, d1, C]
+        weights = weight.view(count, len(self.paths), channels)
+        rows = x.index_select(1, self.row_component) * weights.index_select(1, self.row_path)  # [N, R, C]
+        matrices = (x2 @ self.edge_coupling).view(count, self.irreps_out.dim // channels, rows_count)  # [N, d3, R]
+        return torch.bmm(matrices, rows).view(count, self.irreps_out.dim).index_select(1, self.gather_out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, strategy={self.strategy!r}"
