@@ -70,19 +70,23 @@ def _coordinates(num_atoms: int, count: int = 6, seed: int = 0) -> list[tuple[in
     return [(int(i) // 3, int(i) % 3) for i in flat]
 
 
-@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
-@pytest.mark.parametrize("name", ALL_STRUCTURES)
-def test_forces_match_finite_differences_float64(name, mode, shared_data):
-    model = tiny_model(spe={"mode": mode})
-    graph = graph_of(build_structure(name, shared_data))
+def _fd_error_and_tolerance(model, graph) -> tuple[float, float]:
+    """Largest |model force - central finite difference| over the sampled coordinates, and its tolerance (eV/Å)."""
     output = model(graph)
     forces = output["forces"].detach()
     assert torch.isfinite(forces).all()
     coordinates = _coordinates(graph.num_nodes)
     reference = _finite_difference_forces(model, graph, coordinates)
     computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
-    error = float((computed - reference).abs().max())
-    tolerance = _fd_tolerance(forces, float(output["energy"].sum()))
+    return float((computed - reference).abs().max()), _fd_tolerance(forces, float(output["energy"].sum()))
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+@pytest.mark.parametrize("name", ALL_STRUCTURES)
+def test_forces_match_finite_differences_float64(name, mode, shared_data):
+    model = tiny_model(spe={"mode": mode})
+    graph = graph_of(build_structure(name, shared_data))
+    error, tolerance = _fd_error_and_tolerance(model, graph)
     assert error <= tolerance, f"{name}/{mode}: FD error {error:.3e} > {tolerance:.3e} eV/Å"
 
 
@@ -198,13 +202,7 @@ def test_forces_match_finite_differences_other_many_body_options(many_body):
     """The FD check of the CG many-body default above, repeated without a many-body block and with Gaunt's."""
     model = tiny_model(many_body=many_body, spe={"mode": "exact"})
     graph = graph_of(build_structure("benzene"))
-    output = model(graph)
-    forces = output["forces"].detach()
-    coordinates = _coordinates(graph.num_nodes)
-    reference = _finite_difference_forces(model, graph, coordinates)
-    computed = torch.stack([forces[atom, axis] for atom, axis in coordinates])
-    error = float((computed - reference).abs().max())
-    tolerance = _fd_tolerance(forces, float(output["energy"].sum()))
+    error, tolerance = _fd_error_and_tolerance(model, graph)
     assert error <= tolerance, f"{many_body}: FD error {error:.3e} > {tolerance:.3e} eV/Å"
 
 

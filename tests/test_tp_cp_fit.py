@@ -99,55 +99,56 @@ def test_corrupt_file_is_refitted(tmp_path):
     _refit_after(tmp_path, lambda path: path.write_bytes(b"not a torch file"), r"refitting CP factors: cannot read")
 
 
+def _edited(edit):
+    """A file change that loads the cached payload, applies ``edit(payload)`` and saves it back."""
+
+    def change(path):
+        payload = torch.load(path, weights_only=True)
+        edit(payload)
+        torch.save(payload, path)
+
+    return change
+
+
 def test_truncated_file_is_refitted(tmp_path):
     _refit_after(tmp_path, lambda path: path.write_bytes(path.read_bytes()[:200]), r"cannot read")
 
 
 def test_stale_file_is_refitted(tmp_path):
-    def from_another_version(path):
-        payload = torch.load(path, weights_only=True)
+    def from_another_version(payload):
         payload["key"]["equimol"] = "0.0.1"
-        torch.save(payload, path)
 
-    _refit_after(tmp_path, from_another_version, r"is stale: its key .*0\.0\.1")
+    _refit_after(tmp_path, _edited(from_another_version), r"is stale: its key .*0\.0\.1")
 
 
 def test_tampered_factors_fail_the_checksum(tmp_path):
-    def tamper(path):
-        payload = torch.load(path, weights_only=True)
+    def tamper(payload):
         payload["A"][0, 0] += 1.0
-        torch.save(payload, path)
 
-    _refit_after(tmp_path, tamper, r"fails its checksum")
+    _refit_after(tmp_path, _edited(tamper), r"fails its checksum")
 
 
 def test_factors_that_do_not_reproduce_the_tensor_are_refitted(tmp_path):
-    def tamper_consistently(path):
-        payload = torch.load(path, weights_only=True)
+    def tamper_consistently(payload):
         payload["A"][0, 0] += 1.0
         tensors = [payload[name] for name in ("A", "B", "C", "term_path")]
         payload["checksum"] = cp_cache._checksum(payload["key"], tensors)
-        torch.save(payload, path)
 
-    _refit_after(tmp_path, tamper_consistently, r"reproduce M to .* not the stored")
+    _refit_after(tmp_path, _edited(tamper_consistently), r"reproduce M to .* not the stored")
 
 
 def test_wrong_shapes_are_refitted(tmp_path):
-    def reshape(path):
-        payload = torch.load(path, weights_only=True)
+    def reshape(payload):
         payload["A"] = payload["A"][:-1]
-        torch.save(payload, path)
 
-    _refit_after(tmp_path, reshape, r"wrong shape or dtype")
+    _refit_after(tmp_path, _edited(reshape), r"wrong shape or dtype")
 
 
 def test_malformed_fit_report_is_refitted(tmp_path):
-    def drop_report(path):
-        payload = torch.load(path, weights_only=True)
+    def drop_report(payload):
         del payload["iterations"]
-        torch.save(payload, path)
 
-    _refit_after(tmp_path, drop_report, r"malformed fit report")
+    _refit_after(tmp_path, _edited(drop_report), r"malformed fit report")
 
 
 def test_cache_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
