@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from equimol.microbench.tp import best_per_backend, parse_series, scaling_exponents
 from equimol.cli import main
+from equimol.microbench.tp import best_per_backend, parse_series, scaling_exponents
 
 
 def test_bench_tp_writes_json_and_plot(tmp_path, capsys):

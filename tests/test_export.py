@@ -66,7 +66,9 @@ def test_newer_format_version_fails_clearly(model, tmp_path: Path) -> None:
     payload["format_version"] = FORMAT_VERSION + 1
     payload["equimol_version"] = "9.0.0"
     torch.save(payload, path)
-    with pytest.raises(ModelFileError, match=rf"format version {FORMAT_VERSION + 1} written by equimol 9.0.0.*Upgrade equimol"):
+    with pytest.raises(
+        ModelFileError, match=rf"format version {FORMAT_VERSION + 1} written by equimol 9.0.0.*Upgrade equimol"
+    ):
         load_model(path)
 
 

@@ -11,8 +11,8 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
-from equimol.microbench.model import copper_box, structures, water_box  # noqa: E402
 from equimol.cli import main  # noqa: E402
+from equimol.microbench.model import copper_box, structures, water_box  # noqa: E402
 
 
 def test_bench_tp_times_each_kernel_on_the_convolution(tmp_path):
