@@ -140,14 +140,8 @@ def _strained_energy(model, atoms, strain: np.ndarray) -> float:
         return float(model(graph_of(strained), compute_forces=False)["energy"].sum())
 
 
-@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
-def test_stress_matches_strain_finite_differences(mode):
-    atoms = build_structure("cu_fcc")
-    atoms.rattle(0.05, seed=3)  # break the symmetry so every stress component is non-trivial
-    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.array([[0.01, 0.02, 0], [0.02, -0.01, 0.01], [0, 0.01, 0.0]])))
-    model = tiny_model(spe={"mode": mode})
-    stress = model(graph_of(atoms), compute_stress=True)["stress"][0].detach().numpy()
-    volume = atoms.get_volume()
+def _strain_finite_difference_stress(model, atoms) -> np.ndarray:
+    """Central differences of the energy in each symmetric strain component over the volume: ``[3, 3]`` eV/Å³."""
     reference = np.zeros((3, 3))
     for i in range(3):
         for j in range(3):
@@ -155,7 +149,18 @@ def test_stress_matches_strain_finite_differences(mode):
             strain[i, j] = strain[j, i] = 0.5 * STEP if i != j else STEP
             plus = _strained_energy(model, atoms, strain)
             minus = _strained_energy(model, atoms, -strain)
-            reference[i, j] = (plus - minus) / (2 * STEP * volume)
+            reference[i, j] = (plus - minus) / (2 * STEP * atoms.get_volume())
+    return reference
+
+
+@pytest.mark.parametrize("mode", ["exact", "chebyshev"])
+def test_stress_matches_strain_finite_differences(mode):
+    atoms = build_structure("cu_fcc")
+    atoms.rattle(0.05, seed=3)  # break the symmetry so every stress component is non-trivial
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + np.array([[0.01, 0.02, 0], [0.02, -0.01, 0.01], [0, 0.01, 0.0]])))
+    model = tiny_model(spe={"mode": mode})
+    stress = model(graph_of(atoms), compute_stress=True)["stress"][0].detach().numpy()
+    reference = _strain_finite_difference_stress(model, atoms)
     scale = np.abs(stress).max()
     assert scale > 1e-4
     assert np.abs(stress - stress.T).max() < 1e-12
@@ -216,14 +221,6 @@ def test_stress_of_a_one_atom_cell_with_only_self_images():
     out = model(graph_of(atoms), compute_stress=True)
     assert out["forces"].abs().max() < 1e-12  # translation invariance: a lone atom feels no net force
     stress = out["stress"][0].detach().numpy()
-    volume = atoms.get_volume()
-    reference = np.zeros((3, 3))
-    for i in range(3):
-        for j in range(3):
-            strain = np.zeros((3, 3))
-            strain[i, j] = strain[j, i] = 0.5 * STEP if i != j else STEP
-            reference[i, j] = (_strained_energy(model, atoms, strain) - _strained_energy(model, atoms, -strain)) / (
-                2 * STEP * volume
-            )
+    reference = _strain_finite_difference_stress(model, atoms)
     assert np.abs(stress).max() > 1e-4
     assert np.abs(stress - reference).max() <= 1e-6 * np.abs(stress).max()
