@@ -33,6 +33,20 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       zbl_outer: null              # Å, ZBL switch end for every pair (null: the covalent-radius sum)
       dtype: float64               # float32 | float64
       seed: 0
+
+**Two keys take the names** ``cg`` **and** ``gaunt`` **for different parts of the model** (the keys keep
+their names so that existing configs load):
+
+* ``tp_backend`` is the *two-body message product* of every interaction layer, node features of the
+  sender times the spherical harmonics of the edge, per-edge weights from the radial MLP
+  (:mod:`equimol.tp`: ``cg`` the Clebsch-Gordan product, ``gaunt`` the Gaunt product on a sphere
+  grid, ``cp`` the CP-decomposed CG tensor, ``cueq`` the ``cg`` product through cuEquivariance).
+* ``many_body`` is the *self-product of one node's features* after message passing, up to
+  ``correlation`` factors, per-element weights (:mod:`equimol.nn.many_body`: ``cg`` recursive
+  Clebsch-Gordan coupling as in MACE, ``gaunt`` the Gaunt powers of :mod:`equimol.tp.gaunt_power`,
+  ``cueq`` cuEquivariance's symmetric contraction, ``none`` no such block).
+
+The two are chosen independently: ``tp_backend: cg`` with ``many_body: gaunt`` is the main job's model.
 """
 
 from __future__ import annotations
