@@ -105,3 +105,21 @@ def test_state_dict_of_one_strategy_loads_into_another(backend, saved, loaded):
     x1, x2, _ = random_inputs(writer, count=4)
     assert torch.equal(reader.weight, writer.weight)
     assert (reader(x1, x2) - writer(x1, x2)).abs().max() <= REFERENCE_TOL
+
+
+def test_cg_edge_message_passing_equals_e3nn_with_gradients():
+    # edge converts layouts per node around the gather and the sum; values and gradients must not change.
+    irreps = ("3x0e + 3x1o + 3x2e", "0e + 1o + 2e", "3x0e + 3x1o + 3x2e")
+    tp_e3nn, tp_edge = (TensorProduct(*irreps, backend="cg", strategy=s, dtype=torch.float64) for s in STRATEGIES)
+    generator = torch.Generator().manual_seed(3)
+    nodes, edges = 5, 17
+    features = torch.randn(nodes, tp_edge.irreps_in1.dim, dtype=torch.float64, generator=generator, requires_grad=True)
+    attrs = torch.randn(edges, tp_edge.irreps_in2.dim, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(edges, tp_edge.weight_numel, dtype=torch.float64, generator=generator, requires_grad=True)
+    src, dst = torch.randint(0, nodes, (2, edges), generator=generator)
+    results = []
+    for tp in (tp_e3nn, tp_edge):
+        out = tp.message_passing(features, attrs, weight, src, dst, nodes)
+        results.append((out, *torch.autograd.grad(out.square().sum(), (features, attrs, weight))))
+    for expected, got in zip(*results):
+        assert (got - expected).abs().max() <= REFERENCE_TOL * expected.abs().max()

@@ -22,7 +22,9 @@ and the exact reference):
 * ``"edge"``: the second operand first. With ``R`` rows ``r = (p, m_1)``, one per path and input
   component, the weighted copies ``a_{n r u} = w_{n p u} x_{n u m_1}`` (``[N, R, C]``) meet the
   per-sample coupling ``K_n = y_n \cdot \mathcal{C}`` (``[N, d_3, R]``, one GEMM of ``y`` with the
-  stacked, normalized 3j tensor ``\mathcal{C}[m_2, (k, r)]``) in one batched GEMM ``z_n = K_n a_n``.
+  stacked, normalized 3j tensor ``\mathcal{C}[m_2, (k, r)]``) in one batched GEMM ``z_n = K_n a_n``
+  per input irrep (rows grouped by the irrep they start from). In message passing the layouts are
+  converted per node, before the gather and after the sum, so the per-edge work is these GEMMs only.
   Cost ``d_2 d_3 R + d_3 R C`` multiply-adds per sample, in three large operations instead of a few
   small ones per path: on a CPU the per-path kernels' launches and the zero-filled gradients of their
   slices dominate e3nn's time for the MLIP shapes (``C = 32``, ``L <= 3``).
@@ -127,34 +129,71 @@ class CGTensorProduct(TensorProductBackend):
         return "edge"
 
     def _build_edge(self, tensor_product: o3.TensorProduct) -> None:
+        # Rows grouped by input irrep: group g holds (p, m1) for the paths p leaving irrep g, so that its
+        # weighted copies are one broadcast product w[:, paths_g, None] * x[:, block_g] (no per-row gather)
+        # and its coupling [d2, d3 * R_g] is one GEMM; the groups' batched GEMMs are summed.
         couplings = path_couplings(tensor_product, len(self.paths))  # [P, d1, d2, d3]
         starts1 = [sl.start // self.channels for sl in self.irreps_in1.slices()]
-        row_path, row_component, blocks = [], [], []
-        for p, path in enumerate(self.paths):
-            start, dim = starts1[path.i1], self.irreps_in1[path.i1].ir.dim
-            row_path += [p] * dim
-            row_component += list(range(start, start + dim))
-            blocks.append(couplings[p, start : start + dim])  # [d1p, d2, d3]
-        stacked = torch.cat(blocks).permute(1, 2, 0)  # [d2, d3, R]
-        self.register_buffer("edge_coupling", stacked.reshape(stacked.shape[0], -1).contiguous())
+        self.edge_groups: list[tuple[int, int, int]] = []  # (component start, component count, rows)
+        for i1, (_, ir) in enumerate(self.irreps_in1):
+            paths = [p for p, path in enumerate(self.paths) if path.i1 == i1]
+            if not paths:
+                continue
+            start = starts1[i1]
+            block = couplings[paths, start : start + ir.dim]  # [P_g, d1_g, d2, d3]
+            stacked = block.permute(2, 3, 0, 1).reshape(block.shape[2], -1)  # [d2, d3 * P_g * d1_g]
+            group = len(self.edge_groups)
+            self.register_buffer(f"edge_coupling_{group}", stacked.contiguous())
+            self.register_buffer(f"edge_paths_{group}", torch.tensor(paths, dtype=torch.long), persistent=False)
+            self.edge_groups.append((start, ir.dim, len(paths) * ir.dim))
         for name, index in (
-            ("row_path", torch.tensor(row_path, dtype=torch.long)),
-            ("row_component", torch.tensor(row_component, dtype=torch.long)),
             ("gather_in1", component_major_index(self.irreps_in1)),
             ("gather_out", torch.argsort(component_major_index(self.irreps_out))),
         ):
             self.register_buffer(name, index, persistent=False)
 
+    def _edge_messages(self, x: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, d1, C]`` component-major, ``x2`` ``[N, d2]``, ``weight`` ``[N, weight_numel]`` ->
+        ``[N, d3, C]`` component-major (explicit sizes: an edgeless graph cannot infer a -1 dimension)."""
+        count, channels, d3 = x.shape[0], self.channels, self.irreps_out.dim // self.channels
+        weights = weight.view(count, len(self.paths), channels)
+        out = None
+        for group, (start, dim, rows_count) in enumerate(self.edge_groups):
+            picked = weights.index_select(1, getattr(self, f"edge_paths_{group}"))  # [N, P_g, C]
+            rows = (picked.unsqueeze(2) * x[:, start : start + dim].unsqueeze(1)).view(count, rows_count, channels)
+            matrices = (x2 @ getattr(self, f"edge_coupling_{group}")).view(count, d3, rows_count)
+            out = torch.bmm(matrices, rows) if out is None else torch.baddbmm(out, matrices, rows)
+        if out is None:  # no path at all
+            return x.new_zeros(count, d3, channels)
+        return out
+
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.strategy == "e3nn":
             return self.tensor_product(x1, x2, weight)
-        count, channels, rows_count = x1.shape[0], self.channels, self.row_path.numel()
-        # explicit sizes: an edgeless graph (count 0) cannot infer a -1 dimension
-        x = x1.index_select(1, self.gather_in1).view(count, self.irreps_in1.dim // channels, channels)  # [N, d1, C]
-        weights = weight.view(count, len(self.paths), channels)
-        rows = x.index_select(1, self.row_component) * weights.index_select(1, self.row_path)  # [N, R, C]
-        matrices = (x2 @ self.edge_coupling).view(count, self.irreps_out.dim // channels, rows_count)  # [N, d3, R]
-        return torch.bmm(matrices, rows).view(count, self.irreps_out.dim).index_select(1, self.gather_out)
+        count, d1 = x1.shape[0], self.irreps_in1.dim // self.channels
+        x = x1.index_select(1, self.gather_in1).view(count, d1, self.channels)
+        return self._edge_messages(x, x2, weight).view(count, -1).index_select(1, self.gather_out)
+
+    def reference_message_passing(
+        self,
+        node_features: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
+        num_nodes: int,
+    ) -> torch.Tensor:
+        """:meth:`TensorProductBackend.reference_message_passing`; ``edge`` keeps the messages component-major
+        and converts layouts per node (before the gather and after the sum), not per edge."""
+        if self.strategy == "e3nn":
+            return super().reference_message_passing(
+                node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes
+            )
+        count, d1 = edge_src.shape[0], self.irreps_in1.dim // self.channels
+        x = node_features.index_select(1, self.gather_in1)[edge_src].view(count, d1, self.channels)
+        messages = self._edge_messages(x, edge_attrs, edge_weight).view(count, -1)
+        summed = messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
+        return summed.index_select(1, self.gather_out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, strategy={self.strategy!r}"
