@@ -75,7 +75,7 @@ def _with(base: list[str], *changes: str) -> list[str]:
 
 MAIN = _with(MACE, "model.many_body=gaunt", "model.tp_options={strategy: edge}")
 # the shipped main job: the faster cg strategy and the scalar-input first layer, budgeted in optimizer steps
-# (4500: what 540 CPU-s give on this machine when quiet; a step budget does not depend on the load)
+# (a step budget does not depend on the machine's load; 4500 steps took 950-1050 CPU-s here)
 MAIN_STEPS = _with(MAIN, "model.scalar_first_layer=true", "trainer.max_steps=4500")
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
