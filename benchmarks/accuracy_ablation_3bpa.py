@@ -99,6 +99,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         _with(MACE, "model.many_body=gaunt", "scheduler.name=cosine", "scheduler.cosine_epochs=26"),
     ),
     "main-edge": ("main job, cg messages by the 'edge' strategy (same product, 1.45x less CPU per step)", MAIN),
+    "main": (
+        "the shipped main job (cg 'edge' messages, scalar-input first layer)",
+        _with(MAIN, "model.scalar_first_layer=true"),
+    ),
     "main-4500": ("main job (cg 'edge' messages, scalar-input first layer), 4500 optimizer steps", MAIN_STEPS),
     "main-4500-cp-message": (
         "main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",
