@@ -68,6 +68,10 @@ class ShardedAtomsDataModule(AtomsDataModule):
         if not training:
             return evaluation_loader(loader, rank, world_size)
         batches = _EpochBatches(loader.batch_sampler, rank, world_size, self._take_resume_position)
+        if trainer is not None:
+            # Lightning counts len() of a (re)loaded training loader before it sets the epoch; with
+            # data.max_edges the number of batches depends on the epoch's order (see train/run.py)
+            batches.set_epoch(trainer.current_epoch)
         return DataLoader(
             loader.dataset,
             batch_sampler=batches,
