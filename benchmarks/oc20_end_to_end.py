@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every part on the run folder's model (see the module docstring); write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="run folder of `equimol train configs/oc20_quick.yaml`")
+    parser.add_argument("--model", type=Path, help="model file to test (default run_dir/model.pt)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "oc20_quick.yaml")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "oc20_end_to_end.json")
     parser.add_argument("--work", type=Path, default=Path("/tmp/h16/oc20_e2e"), help="eval JSON and plots")
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     config = yaml.safe_load(args.config.read_text())
     data = config["data"]
     data_dir = (args.config.parent / data["data_dir"]).resolve()
-    model_path = args.run_dir / "model.pt"
+    model_path = args.model or args.run_dir / "model.pt"
     coeff = np.load(data_dir / data["element_references"])["coeff"]
     load_before = os.getloadavg()
     start = time.process_time()
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "script_cpu_s": time.process_time() - start,
         "command": " ".join(["python", "benchmarks/oc20_end_to_end.py", *(argv or sys.argv[1:])]),
         "units": {"energy_per_atom": "meV/atom", "forces": "meV/Å", "energy": "eV", "rmsd": "Å"},
+        "model": str(model_path),
         "training": training_summary(args.run_dir),
         "shift_per_atom_eV": shift,
         "num_training_frames": len(residuals),
