@@ -42,6 +42,7 @@ Internal weights start standard normal (unit variance, as for every backend).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -49,21 +50,14 @@ import torch
 from e3nn import o3
 
 from equimol.tp.factored import FactoredProduct, WeightGroup
+from equimol.tp.gaunt_grid import GridOperators, build_grid_constants, grid_product
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike, component_major_index, from_channel_major, to_channel_major
-from equimol.tp.sphere_fourier import for_forward_transform, fourier_factors, fourier_projection, product_fft_size
-from equimol.tp.sphere_grid import (
-    analyze_on_grid,
-    dense_grid_matrices,
-    grid_factors,
-    product_grid_size,
-    real_gaunt_coefficients,
-    synthesize_on_grid,
-)
+from equimol.tp.irreps import IrrepsLike, component_major_index
+from equimol.tp.sphere_grid import dense_grid_matrices, real_gaunt_coefficients
 
 STRATEGIES = ("auto", "fft", "grid")
-#: Strategies of the two-input product: the sphere strategies plus ``"edge"`` (dense per-sample coupling).
-PRODUCT_STRATEGIES = (*STRATEGIES, "edge")
+#: Strategies of the two-input product.
+PRODUCT_STRATEGIES = ("auto", "grid", "edge")
 #: Largest degree for which ``"auto"`` picks ``"edge"``; see :meth:`GauntTensorProduct.choose`.
 EDGE_MAX_DEGREE = 3
 
@@ -186,7 +180,6 @@ class GauntTensorProduct(TensorProductBackend):
     """
 
     benchmark_variants: ClassVar[dict[str, dict]] = {
-        "fft": {"strategy": "fft"},
         "grid": {"strategy": "grid"},
         "edge": {"strategy": "edge"},
     }
@@ -223,16 +216,10 @@ class GauntTensorProduct(TensorProductBackend):
             fan_in = gaunt_fan_in(self.layout1.degrees, self.layout2.degrees, ir.l)
             scale.append(math.sqrt(4 * math.pi / fan_in) if fan_in > 0 else 0.0)
         self.register_buffer("output_scale", torch.tensor(scale, dtype=torch.float64))
-        # x2 is split by irrep before synthesis because w2 weighs each irrep per channel.
-        self._register_index("irrep_of_component1", self.layout1.irrep_of_component)
-        self._register_index("irrep_of_component_out", self.layout_out.irrep_of_component)
-        self.register_buffer("in2_irrep_mask", torch.nn.functional.one_hot(self.layout2.irrep_of_component).T.double())
         if self.strategy == "grid":
-            self._build_grid(l1, l2, l3)
-        elif self.strategy == "edge":
-            self._build_edge(l1, l2, l3)
+            self._build_grid()
         else:
-            self._build_fft(l1, l2, l3)
+            self._build_edge(l1, l2, l3)
         self._finish_construction()
 
     @staticmethod
@@ -266,6 +253,19 @@ class GauntTensorProduct(TensorProductBackend):
         self._register_index("gather_weight", rows.flatten())
         self.edge_split = [channels * self.layout1.dim, channels * n2, channels * self.layout_out.dim]
 
+    def _build_grid(self) -> None:
+        irreps = (self.irreps_in1, self.irreps_in2, self.irreps_out)
+        for name, constant in build_grid_constants(*irreps, self.output_scale).items():
+            if constant.is_floating_point():
+                self._register_constant(f"grid_{name}", constant)
+            else:
+                self._register_index(f"grid_{name}", constant)
+
+    def _grid_operators(self) -> GridOperators:
+        names = [f.name for f in dataclasses.fields(GridOperators) if f.name not in ("slices2", "channels")]
+        constants = {name: getattr(self, f"grid_{name}") for name in names}
+        return GridOperators(**constants, slices2=list(self.irreps_in2.slices()), channels=self.channels)
+
     def _register_index(self, name: str, index: torch.Tensor) -> None:
         self.register_buffer(name, index, persistent=False)
 
@@ -273,61 +273,6 @@ class GauntTensorProduct(TensorProductBackend):
         # A private copy of the cached float64 tensor: buffers that alias each other (same degree on
         # both inputs) would share one float64 master and the second would stay rounded after .double().
         self.register_buffer(name, constant.detach().clone())
-
-    def _build_grid(self, l1: int, l2: int, l3: int) -> None:
-        # Feature-major layout ([features, N * C]): every step is one (batched) GEMM with N * C columns.
-        self.n_theta, self.n_phi = product_grid_size(l1 + l2 + l3)
-        for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
-            factors = grid_factors(lmax, self.n_theta, self.n_phi)
-            self._register_index(f"source{key}", layout.source_index(factors.index))
-            self._register_constant(f"synthesis_theta{key}", factors.synthesis_theta.transpose(1, 2))  # [M, T, K]
-            self._register_constant(f"synthesis_phi{key}", factors.synthesis_phi.T)  # [P, M]
-        factors = grid_factors(l3, self.n_theta, self.n_phi)
-        self._register_index("output_index", self._output_gather(factors.index))
-        self._register_constant("analysis_phi", factors.analysis_phi.T)  # [M, P]
-        self._register_constant("analysis_theta", factors.analysis_theta.transpose(1, 2))  # [M, K, T]
-
-    def _build_fft(self, l1: int, l2: int, l3: int) -> None:
-        self.s_theta, self.s_phi = product_fft_size(l1, l2, l3)
-        for key, layout, lmax in (("1", self.layout1, l1), ("2", self.layout2, l2)):
-            factors = fourier_factors(lmax, self.s_theta)
-            self._register_index(f"source{key}", layout.source_index(factors.index))
-            self._register_constant(f"to_fourier{key}", factors.matrix)
-        projection = fourier_projection(l3, self.s_theta)
-        self._register_index("output_index", self._output_gather(projection.index))
-        self._register_constant("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
-
-    def _output_gather(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
-        """For each output component (irreps layout), its position in the flattened slot grid."""
-        slot_of_canonical = torch.empty((self.layout_out.lmax + 1) ** 2 + 1, dtype=torch.long)
-        slot_of_canonical[slot_to_canonical.flatten()] = torch.arange(slot_to_canonical.numel())
-        return slot_of_canonical[self.layout_out.canonical_index]
-
-    # -- sphere functions --------------------------------------------------------------------
-
-    def _grid_values(self, key: str, rows: torch.Tensor) -> torch.Tensor:
-        """Feature-major coefficients ``[D, B]`` -> grid values ``[P * T, B]`` (``phi`` outer)."""
-        layout = self.layout1 if key == "1" else self.layout2
-        slots = layout.rows_to_slots(rows, getattr(self, f"source{key}"))
-        return synthesize_on_grid(slots, getattr(self, f"synthesis_theta{key}"), getattr(self, f"synthesis_phi{key}"))
-
-    def _grid_project(self, values: torch.Tensor) -> torch.Tensor:
-        """Grid values ``[P * T, B]`` -> ``int h Y dOmega`` for each output component, ``[D_out, B]``."""
-        return analyze_on_grid(values, self.analysis_phi, self.analysis_theta).index_select(0, self.output_index)
-
-    def _product_grid(self, x1: torch.Tensor, x2: torch.Tensor, w1, w2, w3) -> torch.Tensor:
-        count, channels = x1.shape[0], self.channels
-        # w[N, C, n] -> [n, N, C], indexed per component: the weighted coefficients stay feature-major.
-        a1 = to_feature_major(x1, self.irreps_in1) * w1.permute(2, 0, 1).index_select(0, self.irrep_of_component1)
-        f1 = self._grid_values("1", a1.view(a1.shape[0], -1))  # [G, N * C]
-        per_irrep = x2.T[:, :, None] * self.in2_irrep_mask.T[:, None, :]  # [D2, N, n2]
-        basis = self._grid_values("2", per_irrep.reshape(per_irrep.shape[0], -1))  # [G, N * n2]
-        f2 = torch.bmm(basis.view(-1, count, w2.shape[-1]).transpose(0, 1), w2.transpose(1, 2))  # [N, G, C]
-        # A strided read of f2 inside the product instead of a transposing copy: one memory pass less.
-        product = (f1.view(-1, count, channels) * f2.transpose(0, 1)).reshape(f1.shape)
-        projected = self._grid_project(product).view(-1, count, channels)  # [D_out, N, C]
-        scale = (w3 * self.output_scale).permute(2, 0, 1).index_select(0, self.irrep_of_component_out)
-        return from_feature_major(projected * scale, self.irreps_out)
 
     def _product_edge(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # Component-major [N, rows, C] (weights broadcast over rows, C contiguous): fastest measured on a CPU.
@@ -340,44 +285,15 @@ class GauntTensorProduct(TensorProductBackend):
         z = torch.bmm(matrices, a12) * w3  # [N, d3, C]
         return z.view(count, -1).index_select(1, self.gather_out)
 
-    def _slots(self, key: str, features: torch.Tensor) -> torch.Tensor:
-        layout = self.layout1 if key == "1" else self.layout2
-        shape = tuple(getattr(self, f"to_fourier{key}").shape[:2])
-        return layout.to_slots(features, getattr(self, f"source{key}"), shape)
-
-    def _samples(self, key: str, features: torch.Tensor) -> torch.Tensor:
-        """``[..., D]`` coefficients -> values of the sphere function on the FFT grid, ``[..., S_phi * S_theta]``."""
-        slots = self._slots(key, features)
-        rows = torch.einsum("...vk,vkx->...vx", slots, getattr(self, f"to_fourier{key}"))
-        rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
-        return torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2)).flatten(-2)
-
-    def _project(self, values: torch.Tensor) -> torch.Tensor:
-        """``[..., S_phi * S_theta]`` values -> ``int h Y dOmega`` for each output component, ``[..., D_out]``."""
-        values = values.unflatten(-1, (self.s_phi, self.s_theta))
-        grid = torch.fft.rfftn(values, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
-        rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
-        slots = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier)
-        return slots.flatten(-2)[..., self.output_index]
-
     # -- the product -------------------------------------------------------------------------
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x1.shape[0] == 0:
-            # Empty batch (e.g. a graph without edges): FFT and reshapes cannot take it; keep the graph.
+            # Empty batch (e.g. a graph without edges): reshapes cannot take it; keep the graph.
             return x1.new_zeros(0, self.irreps_out.dim) + 0.0 * (x1.sum() + x2.sum() + weight.sum())
         if self.strategy == "edge":
             return self._product_edge(x1, x2, weight)
-        w1, w2, w3 = (w.unflatten(1, (self.channels, -1)) for w in torch.split(weight, self.weight_split, dim=1))
-        if self.strategy == "grid":
-            return self._product_grid(x1, x2, w1, w2, w3)
-        a1 = to_channel_major(x1, self.irreps_in1) * w1[..., self.irrep_of_component1]
-        f1 = self._samples("1", a1)  # [N, C, G]
-        per_irrep = self._samples("2", x2[:, None, :] * self.in2_irrep_mask)  # [N, n2, G]
-        f2 = torch.bmm(w2, per_irrep)  # [N, C, G]
-        projected = self._project(f1 * f2)  # [N, C, D_out]
-        scale = (w3 * self.output_scale)[..., self.irrep_of_component_out]
-        return from_channel_major(projected * scale, self.irreps_out).reshape(x1.shape[0], -1)
+        return grid_product(x1, x2, weight, self._grid_operators())
 
     def factored_form(self) -> FactoredProduct:
         """Synthesis, pointwise product and projection on one quadrature grid, rank ``G``.
