@@ -1,13 +1,15 @@
 """Compiled model files (``equimol export --compile``, :mod:`equimol.compiled`) against the eager model.
 
-Slow tests (``-m slow``): tracing a tiny model takes ~2.5 minutes and loading the program ~50 s on
-the shared 2-core CPU, and an AOTInductor compilation took 21 minutes there. One ``torch.export``
-program of a tiny random float64 Cu/Au model is written through the command line once per module
-and checked on periodic and non-periodic structures of several sizes, then through the calculator, TorchSim, LAMMPS and
-``equimol predict``. Tolerances: 1e-10 (eV, eV/Å, eV/Å³) in float64, as the issue asks: the traced
-graph runs the same operators as eager autograd (0 difference measured on a 2-layer model);
-1e-5 relative in float32 (slow test, with the AOTInductor package, whose C++ kernels may fuse and
-reorder float operations).
+Default suite: ``torch.export`` programs of a random 1-layer Cu/Au model (8 channels, L = 1; tracing
+one costs 5-6 CPU-s here, see :mod:`equimol.compiled`), one in float64 written through the command
+line and one in float32, checked on periodic boxes of 4, 12 and 32 atoms (one sheared) and on
+clusters of 2 and 9 atoms, then through TorchSim, LAMMPS and ``equimol predict``. Slow
+(``-m slow``): the AOTInductor packages, whose C++ compilation takes minutes.
+
+Tolerances (the issue's): float64 ``1e-10`` absolute (eV, eV/Å, eV/Å³); the exported program runs
+eager autograd's operators in eager's order (measured difference 0), and AOTInductor's fused C++
+kernels reorder sums (measured about 1e-15 relative). float32 ``1e-5`` relative to the largest
+magnitude of each quantity in the structure (float32 round-off is 6e-8 per operation).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 import torch_sim as ts
 from ase import Atoms
 from ase.build import bulk
-from lammps_case import ELEMENTS, cu_au_box, open_lammps, tiny_model
+from lammps_case import ELEMENTS, cu_au_box, open_lammps
+from test_calculator import small_model
 
 from equimol.calculator import EquimolCalculator
 from equimol.cli import main
@@ -26,6 +29,13 @@ from equimol.compiled import CompiledModelError, compile_model, load_compiled
 from equimol.export import export_model, load_model
 from equimol.lammps import EquimolFix
 from equimol.torchsim import EquimolModel
+
+QUANTITIES = ("energy", "forces", "stress", "energies")
+
+
+def one_layer_model(dtype: str = "float64", **options):
+    """A random 1-layer Cu/Au potential (8 channels, L = 1, cutoff 4 Å)."""
+    return small_model([29, 79], num_layers=1, energy_scale=5.0, dtype=dtype, **options).eval()
 
 
 def structures() -> list[Atoms]:
@@ -44,14 +54,17 @@ def compiled(tmp_path_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("compiled")
-    model = tiny_model()
+    model, model32 = one_layer_model(), one_layer_model("float32")
     export_model(model, folder / "model.pt")
     assert main(["export", str(folder / "model.pt"), str(folder / "model.pt2"), "--compile", "export"]) == 0
-    yield {"model": model, "path": folder / "model.pt2", "folder": folder}
+    compile_model(model32, folder / "model32.pt2", mode="export")
+    yield {"model": model, "model32": model32, "path": folder / "model.pt2", "folder": folder}
     torch.set_num_threads(previous)
 
 
-def _compare(eager, compiled_model, tolerance: float) -> None:
+def differences(eager, compiled_model) -> dict[str, tuple[float, float]]:
+    """Per quantity: (largest absolute difference, largest eager magnitude) over :func:`structures`."""
+    worst = {}
     for atoms in structures():
         results = []
         for model in (eager, compiled_model):
@@ -59,19 +72,38 @@ def _compare(eager, compiled_model, tolerance: float) -> None:
             copy.calc = EquimolCalculator(model)
             stress = copy.get_stress() if atoms.pbc.any() else np.zeros(6)
             results.append((copy.get_potential_energy(), copy.get_forces(), stress, copy.get_potential_energies()))
-        for mine, reference in zip(results[1], results[0]):
-            scale = max(1.0, float(np.abs(reference).max()))
-            assert np.abs(np.asarray(mine) - np.asarray(reference)).max() <= tolerance * scale, len(atoms)
+        for name, mine, reference in zip(QUANTITIES, results[1], results[0]):
+            difference = float(np.abs(np.asarray(mine) - np.asarray(reference)).max())
+            magnitude = float(np.abs(reference).max())
+            key = f"{name}@{len(atoms)}{'p' if atoms.pbc.any() else 'c'}"
+            worst[key] = (difference, magnitude)
+    return worst
 
 
-@pytest.mark.slow
+def assert_float64_equal(worst: dict) -> None:
+    bad = {key: value for key, value in worst.items() if value[0] > 1e-10}
+    assert not bad, bad
+
+
+def assert_float32_close(worst: dict) -> None:
+    bad = {key: value for key, value in worst.items() if value[0] > 1e-5 * value[1]}
+    assert not bad, bad
+
+
 def test_compiled_float64_equals_eager_on_every_size(compiled):
     loaded = load_model(compiled["path"])
     assert loaded.species == [29, 79] and loaded.radial_cutoff == 4.0 and loaded.dtype == torch.float64
-    _compare(compiled["model"], loaded, 1e-10)
+    worst = differences(compiled["model"], loaded)
+    assert max(magnitude for key, (_, magnitude) in worst.items() if key.startswith("forces")) > 1e-3
+    assert_float64_equal(worst)
 
 
-@pytest.mark.slow
+def test_compiled_float32_equals_eager_on_every_size(compiled):
+    loaded = load_compiled(compiled["folder"] / "model32.pt2")
+    assert loaded.dtype == torch.float32
+    assert_float32_close(differences(compiled["model32"], loaded))
+
+
 def test_torchsim_lammps_and_predict_take_the_compiled_file(compiled, tmp_path):
     model, path = compiled["model"], compiled["path"]
     boxes = [atoms for atoms in structures() if atoms.pbc.all()]
@@ -100,7 +132,6 @@ def test_torchsim_lammps_and_predict_take_the_compiled_file(compiled, tmp_path):
         np.testing.assert_allclose(first.get_forces(), second.get_forces(), atol=1.1e-8)
 
 
-@pytest.mark.slow
 def test_compiled_file_errors_are_clear(compiled, tmp_path, capsys):
     with pytest.raises(CompiledModelError, match="compiled for float64; a compiled model cannot be cast"):
         load_compiled(compiled["path"], dtype="float32")
@@ -114,9 +145,24 @@ def test_compiled_file_errors_are_clear(compiled, tmp_path, capsys):
     assert exit_info.value.code == 2 and "invalid choice: 'jit'" in capsys.readouterr().err
 
 
+def test_fused_kernel_model_is_refused(tmp_path, capsys):
+    """``kernel: triton`` cannot be traced: refused before tracing, one line naming the key."""
+    options = {"channels": 4, "tp_backend": "gaunt", "tp_options": {"strategy": "grid", "kernel": "triton"}}
+    fused = one_layer_model(**options)
+    export_model(fused, tmp_path / "fused.pt")
+    arguments = ["export", str(tmp_path / "fused.pt"), str(tmp_path / "fused.pt2"), "--compile", "export"]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "model.tp_options.kernel is 'triton'" in error and "--torch-kernel" in error
+    assert not (tmp_path / "fused.pt2").exists()
+
+
 @pytest.mark.slow
 def test_aotinductor_package_float32_and_float64_equal_eager(tmp_path):
-    for dtype, tolerance in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
-        model = tiny_model().to(dtype)
+    """AOTInductor packages (C++), measured here: about 5 minutes of wall time per dtype on the loaded CPU."""
+    for dtype, check in (("float64", assert_float64_equal), ("float32", assert_float32_close)):
+        model = one_layer_model(dtype)
         path = compile_model(model, tmp_path / f"model_{dtype}.pt2", mode="aotinductor")
-        _compare(model, load_compiled(path), tolerance)
+        worst = differences(model, load_compiled(path))
+        print(dtype, {key: f"{difference:.1e} of {magnitude:.1e}" for key, (difference, magnitude) in worst.items()})
+        check(worst)

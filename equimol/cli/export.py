@@ -30,8 +30,9 @@ def run_compile(args: argparse.Namespace) -> int:
         if Path(source).suffix == ".ckpt":
             source = export_checkpoint(source, Path(folder) / "model.pt")
         model = load_model(source, device=args.device, dtype=args.dtype)
-    path = compile_model(model, args.output, mode=args.compile)
-    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {args.device}")
+    path = compile_model(model, args.output, mode=args.compile, torch_kernel=args.torch_kernel)
+    kernel = " (torch message-passing path)" if args.torch_kernel else ""
+    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {args.device}{kernel}")
     return 0
 
 
@@ -68,3 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), help="with --compile: cast first (default: own)")
     parser.add_argument("--device", default="cpu", help="with --compile: device to compile for (default cpu)")
+    parser.add_argument(
+        "--torch-kernel",
+        action="store_true",
+        help="with --compile: a model with tp_options.kernel: triton cannot be traced; compile its torch "
+        "message-passing path (same weights) instead",
+    )
