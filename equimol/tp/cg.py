@@ -33,8 +33,6 @@ and the exact reference):
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from e3nn import o3
 
@@ -87,7 +85,6 @@ class CGTensorProduct(TensorProductBackend):
         strategy: the strategy in use (``"auto"`` resolved).
     """
 
-    benchmark_variants: ClassVar[dict[str, dict]] = {"e3nn": {"strategy": "e3nn"}, "edge": {"strategy": "edge"}}
 
     def __init__(
         self,
