@@ -85,7 +85,6 @@ class CGTensorProduct(TensorProductBackend):
         strategy: the strategy in use (``"auto"`` resolved).
     """
 
-
     def __init__(
         self,
         irreps_in1: IrrepsLike,
