@@ -15,7 +15,10 @@ Tolerances (float64, order-one inputs):
 from __future__ import annotations
 
 import math
+import subprocess
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from e3nn import o3
@@ -232,3 +235,33 @@ def tiny_model_section(species: Sequence[str], **changes: object) -> dict:
         "energy_scale": "auto",
     }
     return {**section, **changes}
+
+
+def run_together(
+    commands: Sequence[Sequence[str]], folder: Path, env: dict[str, str], timeout: float = 600.0
+) -> list[subprocess.CompletedProcess]:
+    """Start ``commands`` at once and wait for all; each one's stdout and stderr go to files in ``folder``.
+
+    Processes that talk to each other (DDP ranks, a shared store) must not write into pipes that the
+    test reads one process at a time: once a pipe's 64 KiB buffer fills, that process blocks while the
+    test waits on another one, which waits on it in a collective. Files never fill.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    started = []
+    for index, command in enumerate(commands):
+        stdout, stderr = folder / f"{index}.stdout", folder / f"{index}.stderr"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            started.append((subprocess.Popen(list(command), stdout=out, stderr=err, env=env), stdout, stderr))
+    deadline = time.monotonic() + timeout
+    try:
+        for process, _, _ in started:
+            process.wait(timeout=max(deadline - time.monotonic(), 1.0))
+    finally:
+        for process, _, _ in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return [
+        subprocess.CompletedProcess(process.args, process.returncode, stdout.read_text(), stderr.read_text())
+        for process, stdout, stderr in started
+    ]

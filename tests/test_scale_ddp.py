@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import ase.io
 import torch
 import yaml
-from harness import tiny_model_section
+from harness import run_together, tiny_model_section
 
 STEPS = 3
 FRAMES = 32  # 4 global batches of 8: training stops after STEPS, before the first validation
@@ -75,42 +74,35 @@ def test_two_nodes_of_two_processes_match_one_process(shared_data: Path, tmp_pat
     port = _free_port()
     equimol = str(Path(sys.executable).with_name("equimol"))
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # both configs (and their data files) are written before any process starts: a data file rewritten
+    # while a rank stats it changes the statistics cache key, and the machine's other rank then waits
+    # for a cache file that never appears (how this test once hung in CI)
+    multi_config = str(_config(shared_data, multi, batch_size=2, num_nodes=2, devices=2))
+    reference = [equimol, "train", str(_config(shared_data, single, batch_size=8, num_nodes=1, devices=1))]
     nodes = [
-        subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("torchrun")),
-                "--nnodes=2",
-                "--nproc-per-node=2",
-                f"--node-rank={rank}",
-                "--master-addr=127.0.0.1",
-                f"--master-port={port}",
-                equimol,
-                "train",
-                str(_config(shared_data, multi, batch_size=2, num_nodes=2, devices=2)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
+        [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--nnodes=2",
+            "--nproc-per-node=2",
+            f"--node-rank={rank}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            equimol,
+            "train",
+            multi_config,
+        ]
         for rank in (0, 1)
     ]
-    reference = subprocess.run(
-        [equimol, "train", str(_config(shared_data, single, batch_size=8, num_nodes=1, devices=1))],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=600,
-    )
-    errors = [node.communicate(timeout=600)[1] for node in nodes]
-    for node, error in zip(nodes, errors):
-        assert node.returncode == 0, error[-3000:]
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    *launched, reference = run_together([*nodes, reference], tmp_path / "logs", environment)
+    for result in [*launched, reference]:
+        assert result.returncode == 0, result.stderr[-3000:]
+    errors = [result.stderr for result in launched]
+    reference_log = reference.stderr
     assert "GLOBAL_RANK: 3, MEMBER: 4/4" in errors[1]  # node 1 ran global ranks 2 and 3
     # the statistics sample and its standard errors, in the run's log and at the top of config.yaml
     written = (single / "run" / "config.yaml").read_text()
     assert written.startswith(f"# training-split statistics from a seeded sample of {FRAMES} of {FRAMES} structures")
-    assert "avg_num_neighbors" in reference.stderr and "standard error 0" in reference.stderr
+    assert "avg_num_neighbors" in reference_log and "standard error 0" in reference_log
     assert yaml.safe_load(written)["trainer"]["num_nodes"] == 1
     one, four = _state(single / "run"), _state(multi / "run")
     assert one.keys() == four.keys()

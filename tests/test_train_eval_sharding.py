@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from equimol.train.eval_sharding import PaddedDataset, evaluation_batches
+from harness import run_together
 from test_train_e2e import write_tiny_frames
 
 WORKER = Path(__file__).with_name("eval_sharding_worker.py")
@@ -50,18 +50,14 @@ def test_sharded_metrics_equal_one_process(shared_data: Path, tmp_path: Path) ->
     data = write_tiny_frames(shared_data, tmp_path, 5)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     store, out = tmp_path / "store", tmp_path / "metrics.json"
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(rank), str(store), str(data), str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(3)
-    ]
-    logs = [process.communicate(timeout=300)[0] for process in processes]
-    assert all(process.returncode == 0 for process in processes), "\n".join(log[-2000:] for log in logs)
+    workers = run_together(
+        [[sys.executable, str(WORKER), str(rank), str(store), str(data), str(out)] for rank in range(3)],
+        tmp_path / "logs",
+        env,
+        timeout=300,
+    )
+    logs = "\n".join(worker.stdout[-2000:] + worker.stderr[-2000:] for worker in workers)
+    assert all(worker.returncode == 0 for worker in workers), logs
     results = json.loads(out.read_text())
     assert len(results["sharded"]) == 4 * 3
     for key, values in results["sharded"].items():

@@ -44,7 +44,8 @@ def test_resume_after_sigkill_mid_epoch(shared_data: Path, tmp_path: Path) -> No
         shared_data, tmp_path, max_epochs=MAX_EPOCHS, checkpoint_every_n_steps=1, early_stopping_patience=None
     )
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen([*_equimol(), "train", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = (tmp_path / "killed.log").open("w")  # a file, not a pipe: nobody reads while it trains
+    process = subprocess.Popen([*_equimol(), "train", str(config)], stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and process.poll() is None:
@@ -58,6 +59,7 @@ def test_resume_after_sigkill_mid_epoch(shared_data: Path, tmp_path: Path) -> No
     finally:
         if process.poll() is None:
             process.kill()
+        log.close()
     killed = _load(last)
     assert killed is not None  # atomic writes: the last checkpoint is whole after SIGKILL
     step = killed["global_step"]

@@ -168,7 +168,7 @@ class CGTensorProduct(TensorProductBackend):
             return self.tensor_product(x1, x2, weight)
         count, d1 = x1.shape[0], self.irreps_in1.dim // self.channels
         x = x1.index_select(1, self.gather_in1).view(count, d1, self.channels)
-        return self._edge_messages(x, x2, weight).view(count, -1).index_select(1, self.gather_out)
+        return self._edge_messages(x, x2, weight).view(count, self.irreps_out.dim).index_select(1, self.gather_out)
 
     def reference_message_passing(
         self,
@@ -187,7 +187,7 @@ class CGTensorProduct(TensorProductBackend):
             )
         count, d1 = edge_src.shape[0], self.irreps_in1.dim // self.channels
         x = node_features.index_select(1, self.gather_in1)[edge_src].view(count, d1, self.channels)
-        messages = self._edge_messages(x, edge_attrs, edge_weight).view(count, -1)
+        messages = self._edge_messages(x, edge_attrs, edge_weight).view(count, self.irreps_out.dim)
         summed = messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
         return summed.index_select(1, self.gather_out)
 
