@@ -103,6 +103,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "the shipped main job (cg 'edge' messages, scalar-input first layer)",
         _with(MAIN, "model.scalar_first_layer=true"),
     ),
+    "main-basis-l2": (
+        "main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
+        _with(MAIN, "model.scalar_first_layer=true", "model.message_lmax=2"),
+    ),
+    "main-sh2": (
+        "main job, edge harmonics and atomic basis up to L = 2 (0.66x CPU per step)",
+        _with(MAIN, "model.scalar_first_layer=true", "model.message_lmax=2", "model.sh_lmax=2"),
+    ),
     "main-4500": ("main job (cg 'edge' messages, scalar-input first layer), 4500 optimizer steps", MAIN_STEPS),
     "main-4500-cp-message": (
         "main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",
