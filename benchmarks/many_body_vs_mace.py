@@ -13,10 +13,11 @@ time (CPU time leaves out the slices a loaded machine gives to other jobs).
 
 Series: ``mace`` (``mace.modules.symmetric_contraction.SymmetricContraction``, the block of MACE's
 product basis), ``equimol/cg`` (:class:`equimol.nn.many_body.SymmetricProduct`, recursive uuu CG
-products), ``equimol/gaunt-grid`` and ``equimol/gaunt-fft``
-(:class:`equimol.tp.gaunt_power.GauntSelfProduct`). They are not the same function: MACE weighs
-every generalized coupling path, the Gaunt product one fixed combination per degree and order (see
-``equimol/tp/gaunt_power.py``), so the table compares costs at equal shapes, not equal expressivity.
+products) and ``equimol/gaunt-grid`` (:class:`equimol.tp.gaunt_power.GauntSelfProduct`; the
+committed table also has ``equimol/gaunt-fft``, a strategy removed since because it lost to the grid).
+They are not the same function: MACE weighs every generalized coupling path, the Gaunt product one
+fixed combination per degree and order (see ``equimol/tp/gaunt_power.py``), so the table compares
+costs at equal shapes, not equal expressivity.
 """
 
 from __future__ import annotations
@@ -96,13 +97,12 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
         irreps = _irreps_string(channels, lmax)
         cg = SymmetricProduct(channels, lmax, correlation, elements).float()
         grid = GauntSelfProduct(irreps, correlation, num_elements=elements, strategy="grid", dtype=torch.float32)
-        fft = GauntSelfProduct(irreps, correlation, num_elements=elements, strategy="fft", dtype=torch.float32)
 
         def make_inputs():  # e3nn's mul_ir layout: [N, C (L + 1)^2]
             x = torch.randn(nodes, channels * dim, generator=generator).requires_grad_(True)
             return x, element
 
-        series = {"equimol/cg": (cg, cg), "equimol/gaunt-grid": (grid, grid), "equimol/gaunt-fft": (fft, fft)}
+        series = {"equimol/cg": (cg, cg), "equimol/gaunt-grid": (grid, grid)}
     parameters = {name: sum(p.numel() for p in module.parameters()) for name, (module, _) in series.items()}
     results = _time_series(series, make_inputs, repeats, warmup=2)
     for name in results:

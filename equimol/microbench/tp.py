@@ -1,7 +1,7 @@
 r"""Microbenchmark of the tensor-product backends (``equimol bench tp``).
 
 For every grid point ``(L, C, E)`` the benchmark builds, for each chosen backend (or backend
-variant, e.g. ``gaunt/fft``), the convolution-shaped product
+variant, e.g. ``gaunt/grid``), the convolution-shaped product
 
     ``C x (0e + 1o + ... + Le)``  ⊗  ``0e + 1o + ... + Le``  ->  ``C x (0e + 1o + ... + Le)``
 
@@ -21,7 +21,7 @@ scatter-sum into random receivers (gradients of node features, edge attributes a
 The scaling exponent in ``L`` is the least-squares slope of ``log(time)`` against ``log(L)``
 over the measured ``L`` (for each backend, ``C`` and ``E``).
 
-A backend with several variants (``gaunt/fft``, ``gaunt/grid``, ``gaunt/edge``) is summarized by its
+A backend with several variants (``gaunt/grid``, ``gaunt/edge``) is summarized by its
 best variant at each grid point (least forward+backward time, :func:`best_per_backend`), with its
 ratios to the first series, in wall time and in process CPU time (medians of both are recorded; on a
 shared machine CPU time leaves out the slices the OS gave to other jobs, which at small L can be
@@ -78,10 +78,10 @@ class Measurement:
 
 
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
-    """Parse ``"cg,gaunt/fft,cp"`` into series.
+    """Parse ``"cg,gaunt/grid,cp"`` into series.
 
     A plain backend name with ``benchmark_variants`` on its class expands into one series per
-    variant (``gaunt`` -> ``gaunt/fft``, ``gaunt/grid``); ``name/variant`` picks one.
+    variant (``gaunt`` -> ``gaunt/edge``, ``gaunt/grid``); ``name/variant`` picks one.
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:

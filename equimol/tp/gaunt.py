@@ -27,14 +27,12 @@ product ``1o x 1o -> 1e``). Other irreps raise ValueError pointing to ``cg``.
 ``cat(w1.flatten(1), w2.flatten(1), w3.flatten(1))`` with ``w1`` ``[N, C, n1]`` (channel-major), etc.
 Internal weights start standard normal (unit variance, as for every backend).
 
-**Strategies** (same result to round-off; ``fft`` and ``grid`` are O(L^3) per channel for degrees ``L``):
+**Strategies** (same result to round-off):
 
-* ``"fft"``: harmonics -> 2D Fourier grid in ``(theta, phi)`` (:mod:`~equimol.tp.sphere_fourier`,
-  O(L^3) since ``Y_lm`` only touches ``v = +-m``), zero-padded 2D FFT linear convolution of the two
-  grids (``hfftn`` of the Hermitian grids to real values, product, ``rfftn`` back), projection back.
 * ``"grid"``: evaluate both functions on a Gauss-Legendre x uniform grid exact for the product up
-  to the output degree (:mod:`~equimol.tp.sphere_grid`), multiply, project back; separable
-  matrix products only.
+  to the output degree (:mod:`~equimol.tp.sphere_grid`), multiply, project back, in blocks of
+  quadrature-point pairs with a backward that recomputes them (:mod:`~equimol.tp.gaunt_grid`);
+  O(L^3) per channel, separable matrix products only.
 * ``"edge"``: the dense Gaunt tensor contracted with ``x2`` first, one ``[d3, n2 d1]`` matrix per
   sample applied to its ``C`` channels by one batched GEMM: O(L^6 + C L^4) per sample, fastest at small L.
 * ``"auto"``: :meth:`GauntTensorProduct.choose`.
@@ -55,23 +53,10 @@ from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike, component_major_index
 from equimol.tp.sphere_grid import dense_grid_matrices, real_gaunt_coefficients
 
-STRATEGIES = ("auto", "fft", "grid")
 #: Strategies of the two-input product.
 PRODUCT_STRATEGIES = ("auto", "grid", "edge")
 #: Largest degree for which ``"auto"`` picks ``"edge"``; see :meth:`GauntTensorProduct.choose`.
 EDGE_MAX_DEGREE = 3
-
-
-def choose_strategy(lmax1: int, lmax2: int, lmax_out: int) -> str:
-    """The faster sphere strategy for these degrees: ``"grid"`` on every shape measured.
-
-    ``benchmarks/tp_gaunt_vs_cg_cpu.json`` (32 channels, 2000 edges, float32, L = 1..8, one thread):
-    ``grid`` beat ``fft`` at every L, by 11.5x at L = 1 down to 7.3x at L = 8 (a few GEMMs over ``N C``
-    columns against small batched 2D transforms and layout copies). The degrees are accepted so
-    that a rule for other devices (cuFFT, unmeasured) can be added without changing callers.
-    """
-    del lmax1, lmax2, lmax_out  # the measured rule does not depend on them
-    return "grid"
 
 
 def three_j_zero_squared(l1: int, l2: int, l3: int) -> float:
@@ -129,14 +114,6 @@ class SlotLayout:
         component_of_canonical[self.canonical_index] = torch.arange(self.dim)
         return component_of_canonical[slot_to_canonical.flatten()]
 
-    def to_slots(self, features: torch.Tensor, source_index: torch.Tensor, slot_shape: tuple[int, int]) -> torch.Tensor:
-        """``[..., D]`` in the irreps layout -> ``[..., *slot_shape]`` (repeated degrees are summed)."""
-        if not self.unique:
-            canonical = features.new_zeros(*features.shape[:-1], (self.lmax + 1) ** 2)
-            features = canonical.index_add(-1, self.canonical_index.to(features.device), features)
-        padded = torch.cat([features, features.new_zeros(*features.shape[:-1], 1)], dim=-1)
-        return padded[..., source_index].unflatten(-1, slot_shape)
-
     def rows_to_slots(self, features: torch.Tensor, source_index: torch.Tensor) -> torch.Tensor:
         """Feature-major ``[D, B]`` in the irreps layout -> ``[slots, B]`` (repeated degrees are summed)."""
         if not self.unique:
@@ -170,7 +147,7 @@ class GauntTensorProduct(TensorProductBackend):
 
     Args:
         irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`; parity ``(-1)^l`` only.
-        strategy: ``"fft"``, ``"grid"``, ``"edge"`` or ``"auto"`` (:meth:`choose`).
+        strategy: ``"grid"``, ``"edge"`` or ``"auto"`` (:meth:`choose`).
         **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
             (see :class:`~equimol.tp.interface.TensorProductBackend`); constants are built in float64.
 
@@ -224,13 +201,13 @@ class GauntTensorProduct(TensorProductBackend):
 
     @staticmethod
     def choose(lmax1: int, lmax2: int, lmax_out: int) -> str:
-        """``"edge"`` up to degree :data:`EDGE_MAX_DEGREE`, above it :func:`choose_strategy` (``"grid"``).
+        """``"edge"`` up to degree :data:`EDGE_MAX_DEGREE`, above it ``"grid"``.
 
         Measured (``benchmarks/tp_speed_cpu.json``, 32 channels, 2000 samples, float32, one thread):
         the dense per-sample coupling of ``"edge"`` costs ``d1 d2 d3 n2`` multiply-adds per sample,
         O(L^6), and loses to the O(L^3) grid above L = 3.
         """
-        return "edge" if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE else choose_strategy(lmax1, lmax2, lmax_out)
+        return "edge" if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE else "grid"
 
     def _build_edge(self, l1: int, l2: int, l3: int) -> None:
         # Dense coupling, second operand first: K[j, (k, i2, i)] = G[i, j, k] [irrep(j) = i2] * scale(k),

@@ -1,4 +1,4 @@
-r"""Many-body Gaunt self-product: a MACE-style correlation block built by FFT and repeated squaring.
+r"""Many-body Gaunt self-product: a MACE-style correlation block built on a sphere grid by repeated squaring.
 
 For each node ``n`` and channel ``u`` the features ``x^{(i)}_{nu}`` (irreps ``C x (0e, 1o, 2e, ...)``)
 become one sphere function with per-(element, channel, irrep) input weights ``w^in``:
@@ -15,12 +15,12 @@ become one sphere function with per-(element, channel, irrep) input weights ``w^
 
 For ``nu = 2`` the integral is the Gaunt product of ``x`` with itself (``gaunt`` backend with unit
 weights, before normalization), and for ``nu = 3, 4`` the product composed with ``x`` again: no
-degree is truncated in between, so ``x^3 = (x^2) x`` exactly. Strategy ``"fft"`` computes the
-powers in the Fourier domain: one zero-padded FFT of ``f`` onto a grid large enough for ``f^N``
-(a linear convolution of the coefficient grids), then ``f^2 = f f``, ``f^3 = f^2 f``,
-``f^4 = f^2 f^2`` (repeated squaring), one inverse FFT per order. Strategy ``"grid"`` does the same
-on a Gauss-Legendre x uniform grid exact for degree ``N L + L_out``, with GEMMs only (faster on a
-CPU, see :func:`equimol.tp.gaunt.choose_strategy`). Cost O(N^2 L^3) per channel for input degree
+degree is truncated in between, so ``x^3 = (x^2) x`` exactly. The powers are taken pointwise on a
+Gauss-Legendre x uniform grid exact for degree ``N L + L_out`` (:mod:`~equimol.tp.sphere_grid`):
+``f^2 = f f``, ``f^3 = f^2 f``, ``f^4 = f^2 f^2`` (repeated squaring), with GEMMs only. (An FFT
+convolution of Fourier grids gives the same powers; it took 10 to 15x the grid's forward+backward
+time at L = 1..3 on a 2-core CPU in the committed ``benchmarks/many_body_vs_mace_cpu.md``, and was removed.)
+Cost O(N^2 L^3) per channel for input degree
 ``L``, whatever the number of coupling paths.
 
 ``n_{nu, l3}`` gives unit mean square per output component when the input coefficients are
@@ -50,13 +50,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from equimol.tp.gaunt import STRATEGIES, SlotLayout, choose_strategy, to_feature_major
-from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, to_channel_major, uniform_multiplicity
-from equimol.tp.sphere_fourier import fast_fft_size, for_forward_transform, fourier_factors, fourier_projection
+from equimol.tp.gaunt import SlotLayout, to_feature_major
+from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, uniform_multiplicity
 from equimol.tp.sphere_grid import analyze_on_grid, grid_factors, product_grid_size, synthesize_on_grid
 from equimol.utils.dtype import resolve_dtype
 
 MAX_CORRELATION = 4
+#: ``"auto"`` is ``"grid"``, the one strategy; both names are accepted so that configs keep loading.
+STRATEGIES = ("auto", "grid")
 
 
 def power_normalization(degrees: list[int], correlation: int, l3: int) -> float:
@@ -88,9 +89,8 @@ class GauntSelfProduct(nn.Module):
         num_elements: number of chemical elements; weights are then per element and ``forward``
             needs ``element_index``. None: one set of (shared) weights.
         irreps_out: output irreps with the same ``C`` and parity ``(-1)^l`` (default ``irreps``).
-        strategy: ``"fft"`` (Fourier grids, FFT convolution), ``"grid"`` (Gauss-Legendre x uniform grid
-            exact for degree ``correlation * L + L_out``; powers pointwise, GEMMs only) or ``"auto"``
-            (:func:`equimol.tp.gaunt.choose_strategy`). Same result to round-off.
+        strategy: ``"grid"`` (Gauss-Legendre x uniform grid exact for degree ``correlation * L + L_out``;
+            powers pointwise, GEMMs only) or ``"auto"`` (the same).
         dtype, device: module dtype and device; constants are built in float64.
 
     Attributes:
@@ -135,26 +135,17 @@ class GauntSelfProduct(nn.Module):
         top = correlation * lmax
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy={strategy!r} is not one of {STRATEGIES} for GauntSelfProduct")
-        self.strategy = choose_strategy(lmax, lmax, lmax_out) if strategy == "auto" else strategy
-        if self.strategy == "fft":
-            self.s_theta = fast_fft_size(2 * top + 1)
-            self.s_phi = fast_fft_size(max(top + lmax_out + 1, 2 * lmax + 1))
-            factors = fourier_factors(lmax, self.s_theta)
-            projection = fourier_projection(lmax_out, self.s_theta)
-            slot_index, out_slot_index = factors.index, projection.index
-            self.register_buffer("to_fourier", factors.matrix.clone())
-            self.register_buffer("from_fourier", for_forward_transform(projection.matrix, self.s_theta, self.s_phi))
-        else:
-            self.n_theta, self.n_phi = product_grid_size(top + lmax_out)
-            factors, factors_out = (
-                grid_factors(lmax, self.n_theta, self.n_phi),
-                grid_factors(lmax_out, self.n_theta, self.n_phi),
-            )
-            slot_index, out_slot_index = factors.index, factors_out.index
-            self.register_buffer("synthesis_theta", factors.synthesis_theta.transpose(1, 2).contiguous().clone())
-            self.register_buffer("synthesis_phi", factors.synthesis_phi.T.contiguous().clone())
-            self.register_buffer("analysis_phi", factors_out.analysis_phi.T.contiguous().clone())
-            self.register_buffer("analysis_theta", factors_out.analysis_theta.transpose(1, 2).contiguous().clone())
+        self.strategy = "grid"
+        self.n_theta, self.n_phi = product_grid_size(top + lmax_out)
+        factors, factors_out = (
+            grid_factors(lmax, self.n_theta, self.n_phi),
+            grid_factors(lmax_out, self.n_theta, self.n_phi),
+        )
+        slot_index, out_slot_index = factors.index, factors_out.index
+        self.register_buffer("synthesis_theta", factors.synthesis_theta.transpose(1, 2).contiguous().clone())
+        self.register_buffer("synthesis_phi", factors.synthesis_phi.T.contiguous().clone())
+        self.register_buffer("analysis_phi", factors_out.analysis_phi.T.contiguous().clone())
+        self.register_buffer("analysis_theta", factors_out.analysis_theta.transpose(1, 2).contiguous().clone())
         slot_of_canonical = torch.empty((lmax_out + 1) ** 2 + 1, dtype=torch.long)
         slot_of_canonical[out_slot_index.flatten()] = torch.arange(out_slot_index.numel())
         self.register_buffer("source", self.layout_in.source_index(slot_index), persistent=False)
@@ -210,18 +201,15 @@ class GauntSelfProduct(nn.Module):
         Orthonormal ``Y`` and ``f`` without its ``sqrt(4 pi)``; ``x`` ``[N, irreps.dim]``, ``weight_in``
         ``[N, C, len(irreps)]``; output components in the irreps_out order, channel-major.
         """
-        if self.strategy == "grid":
-            return self._grid_powers(x, weight_in)
-        coefficients = to_channel_major(x, self.irreps_in) * weight_in[..., self.irrep_of_component_in]
-        slots = self.layout_in.to_slots(coefficients, self.source, tuple(self.to_fourier.shape[:2]))
-        rows = torch.einsum("...vk,vkx->...vx", slots, self.to_fourier)
-        rows = torch.view_as_complex(rows.unflatten(-1, (self.s_theta, 2)).contiguous())
-        values = torch.fft.hfftn(rows, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # [N, C, S_phi, S_theta]
-        stacked = torch.stack(self._repeated_squaring(values), dim=1)  # [N, nu, C, S_phi, S_theta]
-        grid = torch.fft.rfftn(stacked, s=(self.s_theta, self.s_phi), dim=(-1, -2))  # conj, scale in from_fourier
-        rows = torch.view_as_real(grid[..., : self.from_fourier.shape[0], :]).flatten(-2)
-        projected = torch.einsum("...vx,vxk->...vk", rows, self.from_fourier).flatten(-2)
-        return projected[..., self.output_index]
+        count = x.shape[0]
+        coefficients = to_feature_major(x, self.irreps_in) * weight_in.permute(2, 0, 1)[self.irrep_of_component_in]
+        slots = self.layout_in.rows_to_slots(coefficients.view(coefficients.shape[0], -1), self.source)
+        values = synthesize_on_grid(slots, self.synthesis_theta, self.synthesis_phi)  # [G, N * C]
+        projected = [
+            analyze_on_grid(power, self.analysis_phi, self.analysis_theta).index_select(0, self.output_index)
+            for power in self._repeated_squaring(values)
+        ]  # each [D_out, N * C]
+        return torch.stack(projected, dim=0).view(self.correlation, -1, count, self.channels).permute(2, 0, 3, 1)
 
     def _repeated_squaring(self, values: torch.Tensor) -> list[torch.Tensor]:
         """``[f, f^2, f^3, f^4][:correlation]`` pointwise: ``f^3 = f^2 f``, ``f^4 = (f^2)^2``."""
@@ -233,17 +221,6 @@ class GauntSelfProduct(nn.Module):
         if self.correlation >= 4:
             powers.append(powers[1] * powers[1])
         return powers
-
-    def _grid_powers(self, x: torch.Tensor, weight_in: torch.Tensor) -> torch.Tensor:
-        count = x.shape[0]
-        coefficients = to_feature_major(x, self.irreps_in) * weight_in.permute(2, 0, 1)[self.irrep_of_component_in]
-        slots = self.layout_in.rows_to_slots(coefficients.view(coefficients.shape[0], -1), self.source)
-        values = synthesize_on_grid(slots, self.synthesis_theta, self.synthesis_phi)  # [G, N * C]
-        projected = [
-            analyze_on_grid(power, self.analysis_phi, self.analysis_theta).index_select(0, self.output_index)
-            for power in self._repeated_squaring(values)
-        ]  # each [D_out, N * C]
-        return torch.stack(projected, dim=0).view(self.correlation, -1, count, self.channels).permute(2, 0, 3, 1)
 
     def forward(self, x: torch.Tensor, element_index: torch.Tensor | None = None) -> torch.Tensor:
         """The correlation block.
@@ -261,7 +238,7 @@ class GauntSelfProduct(nn.Module):
             )
         weight_in, weight_out = self._element_weights(element_index, x.shape[0])
         if x.shape[0] == 0:
-            # No nodes: FFT and reshapes cannot take an empty batch; keep the autograd graph.
+            # No nodes: the reshapes cannot take an empty batch; keep the autograd graph.
             return x.new_zeros(0, self.irreps_out.dim) + 0.0 * (x.sum() + weight_in.sum() + weight_out.sum())
         powers = self.powers(x, weight_in)  # [N, nu, C, D_out]
         scale = (weight_out * self.output_scale[:, None, :])[..., self.irrep_of_component_out]
