@@ -127,6 +127,26 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+FINDINGS = """
+## Findings
+
+- **The MACE-style layer** (`mace` against `gated`, EPYC, 180 CPU-s): 94.1 against 147.5 meV/Å.
+- **The Gaunt ν-product** instead of the CG symmetric product (`mace-gaunt-product`): 74.8 against
+  94.1 at 180 CPU-s. It costs less per step (738–822 steps against 513–538), and more steps are what
+  a fixed budget needs. It became the main job's many-body block.
+- **One read-out or a shared self-connection** (`mace-final-readout`, `mace-linear-self`): no
+  difference larger than the seed spread at 180 CPU-s (89.0 ± 3.8 and 88.7 ± 4.0 against 94.1 ± 3.7).
+- **A lower-degree atomic basis buys steps but not accuracy.** On the Xeon at 540 CPU-s, the
+  atomic basis up to L = 2 (`main-basis-l2`) takes 0.69x the CPU per step of the main job (3066–3720
+  steps against 2450–2732) and gives 45.1 ± 1.4 against 44.3 ± 3.5 meV/Å; harmonics and basis
+  up to L = 2 (`main-sh2`, 0.66x per step) give 44.7 ± 1.3. 35 to 40% more steps, no better forces:
+  the L = 3 basis learns more per step, so the main job keeps it.
+- **More steps help the main job most:** 4500 steps (`main-4500`, 950–1050 CPU-s here) reach
+  35.5 ± 3.3 meV/Å. At 540 CPU-s the main job's seeds 0, 1 and 2 give 40.3, 46.2 and 46.6 meV/Å.
+- **cp messages** (`main-4500-cp-message`, one seed) were worse than cg at equal steps: 45.1.
+"""
+
+
 def _machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores"
 
@@ -168,6 +188,7 @@ def run_one(name: str, seed: int, budget: float, runs: Path, niceness: int) -> d
     record = {
         "variant": name,
         "seed": seed,
+        "machine": _machine(),
         "budget_cpu_s": budget,
         "overrides": overrides,
         "exit_status": os.waitstatus_to_exitcode(status),
@@ -187,19 +208,22 @@ def _key(record: dict) -> str:
 
 
 def _table(results: dict) -> str:
-    by_variant: dict[tuple[str, int], list[dict]] = {}
+    by_variant: dict[tuple[str, int, str], list[dict]] = {}
     for record in results["runs"]:
         if "test_300K" in record:
-            by_variant.setdefault((record["variant"], int(record["budget_cpu_s"])), []).append(record)
+            key = (record["variant"], int(record["budget_cpu_s"]), record.get("machine", results["machine"]))
+            by_variant.setdefault(key, []).append(record)
     lines = [
-        f"# 3BPA force-accuracy ablation ({results['machine']}, one torch thread per run)",
+        "# 3BPA force-accuracy ablation (2-core CPUs, one torch thread per run)",
         "",
         "Each run: `configs/3bpa_quick.yaml` with the variant's overrides, trained for a fixed budget of CPU",
-        "seconds (`trainer.max_cpu_time`), tested on all 1669 frames of `test_300K`. Mean ± sample standard",
-        "deviation over seeds. Made by `benchmarks/accuracy_ablation_3bpa.py`; raw records in the JSON file.",
+        "seconds (`trainer.max_cpu_time`) or optimizer steps, tested on all 1669 frames of `test_300K`. Mean ±",
+        "sample standard deviation over seeds. Made by `benchmarks/accuracy_ablation_3bpa.py`; raw records in",
+        "the JSON file. Two machines: the rows of one machine compare with each other; per training step the",
+        "Xeon was about 2x slower than the EPYC, so a CPU-s budget buys it fewer steps.",
         "",
-        "| variant | what changes | budget | seeds | epochs | F RMSE (meV/Å) | E RMSE (meV/atom) |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | what changes | machine | budget | seeds | steps | F RMSE (meV/Å) | E RMSE (meV/atom) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def spread(values: list[float]) -> str:
@@ -207,18 +231,18 @@ def _table(results: dict) -> str:
         std = statistics.stdev(values) if len(values) > 1 else float("nan")
         return f"{mean:.1f} ± {std:.1f}"
 
-    for (name, budget), records in sorted(by_variant.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (name, budget, machine), records in sorted(by_variant.items(), key=lambda item: (item[0][2], item[0][1])):
         forces = [1000 * r["test_300K"]["forces_rmse"] for r in records]
         energy = [1000 * r["test_300K"]["energy_per_atom_rmse"] for r in records]
-        epochs = [r["epochs_started"] for r in records]
+        steps_done = [r["steps"] for r in records]
         seeds = ",".join(str(r["seed"]) for r in sorted(records, key=lambda r: r["seed"]))
         steps = [o.split("=", 1)[1] for o in VARIANTS[name][1] if o.startswith("trainer.max_steps=")]
         budget = f"{steps[0]} steps" if steps else f"{budget} CPU-s"
         lines.append(
-            f"| `{name}` | {VARIANTS[name][0]} | {budget} | {seeds} | {min(epochs)}–{max(epochs)} | "
-            f"{spread(forces)} | {spread(energy)} |"
+            f"| `{name}` | {VARIANTS[name][0]} | {machine.split(',')[0]} | {budget} | {seeds} | "
+            f"{min(steps_done)}–{max(steps_done)} | {spread(forces)} | {spread(energy)} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + FINDINGS
 
 
 def main() -> None:
