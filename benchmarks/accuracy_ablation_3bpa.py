@@ -111,6 +111,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "main job, edge harmonics and atomic basis up to L = 2 (0.66x CPU per step)",
         _with(MAIN, "model.scalar_first_layer=true", "model.message_lmax=2", "model.sh_lmax=2"),
     ),
+    "main-budget-cosine": (
+        "main job, cosine decay to 0 over the CPU budget, every step (instead of the plateau schedule)",
+        _with(MAIN, "model.scalar_first_layer=true", "scheduler.name=budget_cosine"),
+    ),
     "main-4500": ("main job (cg 'edge' messages, scalar-input first layer), 4500 optimizer steps", MAIN_STEPS),
     "main-4500-cp-message": (
         "main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",

@@ -63,7 +63,9 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    """``plateau``: ReduceLROnPlateau on the validation loss; ``cosine``: linear warm-up then cosine decay."""
+    """``plateau``: ReduceLROnPlateau on the validation loss; ``cosine``: linear warm-up then cosine decay
+    over ``cosine_epochs``; ``budget_cosine``: cosine decay to ``min_lr`` over whichever training budget
+    runs out first, every step (:mod:`equimol.train.budget_schedule`)."""
 
     name: str = "plateau"
     factor: float = 0.8
@@ -116,7 +118,7 @@ SECTION_CLASSES = {
 }
 CHOICES = {
     "optimizer.name": ("adam", "adamw"),
-    "scheduler.name": ("plateau", "cosine", "none"),
+    "scheduler.name": ("plateau", "cosine", "budget_cosine", "none"),
     "trainer.precision": (32, 64),
     "trainer.accelerator": ("cpu", "gpu", "cuda", "auto"),
 }

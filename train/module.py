@@ -1,8 +1,9 @@
 """The LightningModule that trains a :class:`~equimol.models.potential.Potential`.
 
 * loss: :func:`equimol.train.losses.weighted_loss` (energy per atom, forces, stress);
-* optimizer: Adam (AMSGrad by default) or AdamW; scheduler: ReduceLROnPlateau on ``val_loss``, or
-  linear warm-up followed by cosine decay (per epoch), or none;
+* optimizer: Adam (AMSGrad by default) or AdamW; scheduler: ReduceLROnPlateau on ``val_loss``,
+  linear warm-up followed by cosine decay (per epoch), cosine decay over the training budget
+  (:mod:`equimol.train.budget_schedule`, per step), or none;
 * EMA (:mod:`equimol.train.ema`) updated after every optimizer step and swapped in for validation
   and testing; it is saved in, and restored from, every checkpoint (``checkpoint["ema"]``);
 * metrics (:mod:`equimol.train.metrics`) accumulated as sums and added over DDP processes, logged
@@ -166,6 +167,15 @@ class PotentialModule(L.LightningModule):
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch", "strict": False},
             }
+        if schedule.name == "budget_cosine":
+            from .budget_schedule import BudgetCosineLR, budget_progress
+
+            scheduler = BudgetCosineLR(
+                optimizer,
+                lambda: budget_progress(self.trainer) if self._trainer is not None else 0.0,
+                schedule.min_lr / config.lr,
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         total = schedule.cosine_epochs or self.hparams.max_epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _WarmupCosine(schedule.warmup_epochs, total, schedule.min_lr / config.lr)
