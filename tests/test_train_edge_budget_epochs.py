@@ -17,6 +17,7 @@ import numpy as np
 from equimol.datasets.samplers import EdgeBudgetBatchSampler
 from equimol.train.config import validate_config
 from equimol.train.run import train
+from harness import tiny_model_section
 
 TRAJECTORIES = "oc20/dft_relaxation_trajs_2020"
 MAX_EDGES = 3100
@@ -30,18 +31,7 @@ def _config(shared_data: Path, folder: Path) -> dict:
     ase.io.write(folder / "mixed.extxyz", frames)
     ase.io.write(folder / "val.extxyz", [frames[0], frames[-1]])
     return {
-        "model": {
-            "species": ["H", "O", "Na", "Mo", "Rh", "Tl"],
-            "channels": 4,
-            "lmax": 1,
-            "num_layers": 1,
-            "num_radial_basis": 4,
-            "radial_mlp_hidden": [8],
-            "readout_hidden": 4,
-            "avg_num_neighbors": "auto",
-            "energy_shift": "auto",
-            "energy_scale": "auto",
-        },
+        "model": tiny_model_section(["H", "O", "Na", "Mo", "Rh", "Tl"], e0s=None),
         "data": {
             "data_dir": str(folder),
             "train": "mixed.extxyz",

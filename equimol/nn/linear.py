@@ -37,6 +37,23 @@ def join_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([block.reshape(block.shape[0], -1) for block in blocks], dim=-1)
 
 
+def irrep_pairs(irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> list[tuple[int, int]]:
+    """``(index_in, index_out)`` for every irrep of ``irreps_out``: the block of ``irreps_in`` it mixes from.
+
+    Raises:
+        ValueError: ``irreps_in`` repeats an irrep, or an output irrep is absent from it.
+    """
+    input_index = {}
+    for index, (_, ir) in enumerate(irreps_in):
+        if ir in input_index:
+            raise ValueError(f"irreps_in={irreps_in} repeats {ir}; simplify it first")
+        input_index[ir] = index
+    for _, ir in irreps_out:
+        if ir not in input_index:
+            raise ValueError(f"irreps_out={irreps_out} contains {ir}, absent from irreps_in={irreps_in}")
+    return [(input_index[ir], index_out) for index_out, (_, ir) in enumerate(irreps_out)]
+
+
 class EquivariantLinear(nn.Module):
     """Channel mixing inside each irrep, ``irreps_in -> irreps_out``.
 
@@ -55,19 +72,11 @@ class EquivariantLinear(nn.Module):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
-        input_index = {}
-        for index, (_, ir) in enumerate(self.irreps_in):
-            if ir in input_index:
-                raise ValueError(f"irreps_in={self.irreps_in} repeats {ir}; simplify it first")
-            input_index[ir] = index
-        self.weights = nn.ParameterList()
-        self._pairs: list[tuple[int, int]] = []
-        for index_out, (mul_out, ir) in enumerate(self.irreps_out):
-            if ir not in input_index:
-                raise ValueError(f"irreps_out={self.irreps_out} contains {ir}, absent from irreps_in={self.irreps_in}")
-            mul_in = self.irreps_in[input_index[ir]].mul
-            self.weights.append(nn.Parameter(torch.randn(mul_in, mul_out, dtype=torch.float64)))
-            self._pairs.append((input_index[ir], index_out))
+        self._pairs = irrep_pairs(self.irreps_in, self.irreps_out)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(self.irreps_in[i].mul, self.irreps_out[o].mul, dtype=torch.float64))
+            for i, o in self._pairs
+        )
         scalar_out = [i for i, (_, ir) in enumerate(self.irreps_out) if ir == o3.Irrep("0e")]
         if bias and scalar_out:
             self.bias = nn.Parameter(torch.zeros(self.irreps_out[scalar_out[0]].mul, dtype=torch.float64))

@@ -19,7 +19,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from equimol.nn.linear import EquivariantLinear, irreps_blocks, join_blocks
+from equimol.nn.linear import EquivariantLinear, irrep_pairs, irreps_blocks, join_blocks
 
 
 class SpeciesLinear(nn.Module):
@@ -39,17 +39,13 @@ class SpeciesLinear(nn.Module):
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.num_elements = int(num_elements)
-        input_index = {ir: index for index, (_, ir) in enumerate(self.irreps_in)}
-        if len(input_index) != len(self.irreps_in):
-            raise ValueError(f"irreps_in={self.irreps_in} repeats an irrep; simplify it first")
-        self.weights = nn.ParameterList()
-        self._pairs: list[tuple[int, int]] = []
-        for index_out, (mul_out, ir) in enumerate(self.irreps_out):
-            if ir not in input_index:
-                raise ValueError(f"irreps_out={self.irreps_out} contains {ir}, absent from irreps_in={self.irreps_in}")
-            mul_in = self.irreps_in[input_index[ir]].mul
-            self.weights.append(nn.Parameter(torch.randn(self.num_elements, mul_in, mul_out, dtype=torch.float64)))
-            self._pairs.append((input_index[ir], index_out))
+        self._pairs = irrep_pairs(self.irreps_in, self.irreps_out)
+        self.weights = nn.ParameterList(
+            nn.Parameter(
+                torch.randn(self.num_elements, self.irreps_in[i].mul, self.irreps_out[o].mul, dtype=torch.float64)
+            )
+            for i, o in self._pairs
+        )
 
     def forward(self, x: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
         """``x`` ``[n, irreps_in.dim]``, ``element_index`` ``[n]`` -> ``[n, irreps_out.dim]``."""
