@@ -41,6 +41,31 @@ from .run_folder import check_run_folder, clear_run_folder
 from .sharding import ShardedAtomsDataModule
 
 
+def is_first_process() -> bool:
+    """Whether this process is the first (global rank 0) of a distributed launch, or runs alone.
+
+    Read from the environment, before Lightning has set up anything: ``RANK`` (torchrun), then a
+    non-zero ``LOCAL_RANK`` (a later process on its machine; Lightning's own launcher sets only this
+    and ``NODE_RANK``), then ``SLURM_PROCID`` (``srun``), then ``NODE_RANK`` or torchrun's ``GROUP_RANK``.
+    torchrun sets no ``NODE_RANK``: reading only that and ``LOCAL_RANK`` made the first process of every
+    machine take itself for the first of the launch.
+    """
+
+    def number(name: str) -> int | None:
+        value = os.environ.get(name, "").strip()
+        return int(value) if value.isdigit() else None
+
+    rank = number("RANK")
+    if rank is not None:
+        return rank == 0
+    if (number("LOCAL_RANK") or 0) != 0:
+        return False
+    rank = number("SLURM_PROCID")
+    if rank is not None:
+        return rank == 0
+    return (number("NODE_RANK") or 0) == 0 and (number("GROUP_RANK") or 0) == 0
+
+
 def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     """The ``model:`` section with its ``auto`` keys taken from the training split (see the config docstring).
 
@@ -193,8 +218,9 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
     trainer_config = config.trainer
     run_dir = Path(trainer_config.run_dir).expanduser().resolve()
     last = run_dir / "checkpoints" / "last.ckpt"
-    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
-        # DDP processes started by Lightning re-run this command after rank 0 has written the folder
+    if is_first_process():
+        # only the first process of the launch: the others start while (or after) it writes the folder,
+        # and would find "a run already there"
         check_run_folder(run_dir, config.as_dict(), resume, overwrite)
     if trainer_config.num_threads:
         torch.set_num_threads(trainer_config.num_threads)
