@@ -147,6 +147,10 @@ FINDINGS = """
   the L = 3 basis learns more per step, so the main job keeps it.
 - **More steps help the main job most:** 4500 steps (`main-4500`, 950–1050 CPU-s here) reach
   35.5 ± 3.3 meV/Å. At 540 CPU-s the main job's seeds 0, 1 and 2 give 40.3, 46.2 and 46.6 meV/Å.
+- **Cosine decay over the CPU budget** (`main-budget-cosine`, `scheduler.name: budget_cosine`) instead
+  of the plateau schedule: 44.7 ± 1.6 against 44.3 ± 3.5 meV/Å, no gain. These runs made fewer
+  steps (2109–2250 against 2450–2732); the schedule itself costs about 11 µs a step, so the cause
+  was not found.
 - **cp messages** (`main-4500-cp-message`, one seed) were worse than cg at equal steps: 45.1.
 """
 
