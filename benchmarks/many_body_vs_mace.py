@@ -13,8 +13,8 @@ time (CPU time leaves out the slices a loaded machine gives to other jobs).
 
 Series: ``mace`` (``mace.modules.symmetric_contraction.SymmetricContraction``, the block of MACE's
 product basis), ``equimol/cg`` (:class:`equimol.nn.many_body.SymmetricProduct`, recursive uuu CG
-products) and ``equimol/gaunt-grid`` (:class:`equimol.tp.gaunt_power.GauntSelfProduct`; the
-committed table also has ``equimol/gaunt-fft``, a strategy removed since because it lost to the grid).
+products) and ``equimol/gaunt-grid`` (:class:`equimol.tp.gaunt_power.GauntSelfProduct`; the table
+of commit 5e0abf7 also has ``equimol/gaunt-fft``, a strategy removed since because it lost to the grid).
 They are not the same function: MACE weighs every generalized coupling path, the Gaunt product one
 fixed combination per degree and order (see ``equimol/tp/gaunt_power.py``), so the table compares
 costs at equal shapes, not equal expressivity.

@@ -19,7 +19,7 @@ degree is truncated in between, so ``x^3 = (x^2) x`` exactly. The powers are tak
 Gauss-Legendre x uniform grid exact for degree ``N L + L_out`` (:mod:`~equimol.tp.sphere_grid`):
 ``f^2 = f f``, ``f^3 = f^2 f``, ``f^4 = f^2 f^2`` (repeated squaring), with GEMMs only. (An FFT
 convolution of Fourier grids gives the same powers; it took 10 to 15x the grid's forward+backward
-time at L = 1..3 on a 2-core CPU in the committed ``benchmarks/many_body_vs_mace_cpu.md``, and was removed.)
+time at L = 1..3 on a 2-core CPU, ``benchmarks/many_body_vs_mace_cpu.md`` as of commit 5e0abf7, and was removed.)
 Cost O(N^2 L^3) per channel for input degree
 ``L``, whatever the number of coupling paths.
 
