@@ -114,3 +114,29 @@ def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(tmp_path):
     assert code == 0
     labels = {m["label"] for m in json.loads(json_path.read_text())["measurements"]}
     assert {label.split("/")[0].split("[")[0] for label in labels} == set(factored_backends())
+
+
+def test_bench_model_times_a_compiled_file_built_once_for_all_sizes(tmp_path, shared_data, monkeypatch):
+    import equimol.microbench.model as bench_model
+
+    built = []
+    original = bench_model._compiled
+    monkeypatch.setattr(bench_model, "_compiled", lambda *args: built.append(args[1]) or original(*args))
+    json_path = tmp_path / "model.json"
+    code = main(
+        ["bench", "model", "--backends", "cg", "--kernel", "torch,export", "--systems", "3bpa,cu",
+         "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
+         "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1", "--json", str(json_path)]
+    )  # fmt: skip
+    assert code == 0
+    assert built == ["export"]  # one compiled file, reused for the second structure
+    rows = [(m["label"], m["atoms"]) for m in json.loads(json_path.read_text())["measurements"]]
+    assert rows == [("cg[torch]", 27), ("cg[export]", 27), ("cg[torch]", 32), ("cg[export]", 32)]
+
+
+def test_bench_model_refuses_an_unknown_kernel(capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse's own exit, exit code 2
+        main(["bench", "model", "--kernel", "torch,inductor"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "expected kernels from 'torch,triton,export,aotinductor'" in error and error.strip().count("\n") == 0

@@ -46,12 +46,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _kernel_list(text: str) -> list[str]:
+def _kernel_list(text: str, allowed: tuple[str, ...] = ("torch", "triton")) -> list[str]:
     values = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(values) - {"torch", "triton"})
+    unknown = sorted(set(values) - set(allowed))
     if not values or unknown:
-        raise argparse.ArgumentTypeError(f"expected kernels from 'torch,triton', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected kernels from {','.join(allowed)!r}, got {text!r}")
     return values
+
+
+def _model_kernel_list(text: str) -> list[str]:
+    return _kernel_list(text, ("torch", "triton", "export", "aotinductor"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -95,7 +99,13 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
         _MODEL_DESCRIPTION,
     )
     model.add_argument("--backends", default="cg,cp,gaunt/grid", help="comma-separated backends or backend/variant")
-    model.add_argument("--kernel", type=_kernel_list, default=["torch"], help="kernels, e.g. 'torch' or 'torch,triton'")
+    model.add_argument(
+        "--kernel",
+        type=_model_kernel_list,
+        default=["torch"],
+        help="kernels, e.g. 'torch' or 'torch,triton'; 'export' and 'aotinductor' time the torch-kernel model "
+        "as a compiled model file (equimol export --compile; aotinductor takes minutes to build on a CPU)",
+    )
     model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
     model.add_argument("--max-atoms", type=positive_int, default=2200, help="largest box to time (atoms)")

@@ -4,8 +4,11 @@ For every system (``3bpa``: one 3BPA molecule read from a file; ``cu``: periodic
 ``water``: periodic boxes of liquid-density water) and every size, the benchmark builds the radius
 graph once, then times ``model(graph, compute_forces=True)`` (eval mode: forces without
 ``create_graph``) for each series, a tensor-product backend (or variant, e.g. ``gaunt/grid``) with
-one message-passing kernel (``torch`` or ``triton``). Series are interleaved repeat by repeat so that
-drifting machine load affects them alike; medians are reported, per structure.
+one message-passing kernel (``torch`` or ``triton``), or the ``torch``-kernel model as a compiled
+model file (``export``: a ``torch.export`` program; ``aotinductor``: an AOTInductor package, minutes
+to build on a CPU; :mod:`equimol.compiled`), built once per series and reused for every size. Series
+are interleaved repeat by repeat so that drifting machine load affects them alike; medians are
+reported, per structure.
 
 Every series at one size uses the same configuration and seed (same parameters where the backends
 share a weight layout), so the timing differences come from the tensor product and its kernel.
@@ -36,6 +39,9 @@ from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine, machine_label
 
 SYSTEMS = ("3bpa", "cu", "water")
+#: Message-passing kernels of the model, then the compiled model files (of the ``torch``-kernel model).
+KERNELS = ("torch", "triton")
+COMPILED = ("export", "aotinductor")
 #: fcc cubic-cell repeats (4 r^3 atoms: 32 .. 2048) and water lattice sizes (3 n^3 atoms: 24 .. 2187).
 CU_REPEATS = (2, 3, 4, 5, 6, 8)
 WATER_LATTICE = (2, 3, 4, 6, 8, 9)
@@ -133,6 +139,17 @@ def model_config(
     }
 
 
+def _compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
+    """``model`` written as a compiled model file (``mode``: ``export`` or ``aotinductor``) and loaded back."""
+    import tempfile
+
+    from equimol.compiled import compile_model, load_compiled
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = compile_model(model, Path(folder) / "model.pt2", mode=mode)
+        return load_compiled(path, device=device)
+
+
 def benchmark_structure(
     series: Sequence[tuple[Series, str]],
     system: str,
@@ -145,8 +162,14 @@ def benchmark_structure(
     dtype: torch.dtype,
     warmup: int,
     repeats: int,
+    compiled: dict | None = None,
 ) -> list[ModelMeasurement]:
-    """Time every ``(series, kernel)`` on one structure, interleaved; see the module docstring."""
+    """Time every ``(series, kernel)`` on one structure, interleaved; see the module docstring.
+
+    ``compiled`` maps ``(series label, kernel)`` to compiled models already built (filled in here), so
+    that a compiled file is built once for all structures.
+    """
+    compiled = {} if compiled is None else compiled
     from equimol.graph import atoms_to_graph
     from equimol.models import build_model
 
@@ -154,8 +177,15 @@ def benchmark_structure(
     models, setup = [], []
     for item, kernel in series:
         start = time.perf_counter()
-        config = model_config(item.backend, item.options, kernel, channels, lmax, radial_cutoff, dtype)
-        models.append(build_model(config).to(device).eval())
+        key = (item.label, kernel)
+        if kernel in COMPILED and key in compiled:
+            models.append(compiled[key])
+        else:
+            built = kernel if kernel in KERNELS else "torch"
+            config = model_config(item.backend, item.options, built, channels, lmax, radial_cutoff, dtype)
+            models.append(build_model(config).to(device).eval())
+            if kernel in COMPILED:
+                models[-1] = compiled[key] = _compiled(models[-1], kernel, device)
         setup.append(time.perf_counter() - start)
     times: list[list[float]] = [[] for _ in series]
     for repeat in range(warmup + repeats):
@@ -227,10 +257,11 @@ def run_model_benchmark(
     torch_dtype = resolve_dtype(dtype)
     series = [(item, kernel) for item in parse_series(backends) for kernel in kernels]
     measurements: list[ModelMeasurement] = []
+    compiled: dict = {}
     for system, atoms in structures(systems, max_atoms, molecule_file):
         model = {"channels": channels, "lmax": lmax, "radial_cutoff": radial_cutoff}
         timing = {"device": torch_device, "dtype": torch_dtype, "warmup": warmup, "repeats": repeats}
-        points = benchmark_structure(series, system, atoms, **model, **timing)
+        points = benchmark_structure(series, system, atoms, **model, **timing, compiled=compiled)
         measurements.extend(points)
         report_points(progress, f"{system} {len(atoms)} atoms, {points[0].edges} edges", points, "energy_forces_s", 1)
     return {
