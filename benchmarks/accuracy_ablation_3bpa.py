@@ -115,6 +115,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "main job, cosine decay to 0 over the CPU budget, every step (instead of the plateau schedule)",
         _with(MAIN, "model.scalar_first_layer=true", "scheduler.name=budget_cosine"),
     ),
+    "main-batch-3": (
+        "main job with batches of 3 structures instead of 5 (more, smaller optimizer steps)",
+        _with(MAIN, "model.scalar_first_layer=true", "data.batch_size=3"),
+    ),
     "main-4500": ("main job (cg 'edge' messages, scalar-input first layer), 4500 optimizer steps", MAIN_STEPS),
     "main-4500-cp-message": (
         "main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",
