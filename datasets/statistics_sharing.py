@@ -30,7 +30,8 @@ POLL_SECONDS = 0.2
 T = TypeVar("T")
 
 
-def _environment_int(*names: str) -> int | None:
+def environment_int(*names: str) -> int | None:
+    """The first of the environment variables ``names`` that holds an integer, as an int; else ``None``."""
     for name in names:
         value = os.environ.get(name)
         if value is not None and value.strip().lstrip("-").isdigit():
@@ -44,8 +45,8 @@ def waits_for_first_process() -> bool:
     True when the launch has more than one process (``WORLD_SIZE`` or ``SLURM_NTASKS`` > 1) and this
     one's machine-local rank (``LOCAL_RANK``, else ``SLURM_LOCALID``) is above 0.
     """
-    world = _environment_int("WORLD_SIZE", "SLURM_NTASKS")
-    local = _environment_int("LOCAL_RANK", "SLURM_LOCALID")
+    world = environment_int("WORLD_SIZE", "SLURM_NTASKS")
+    local = environment_int("LOCAL_RANK", "SLURM_LOCALID")
     return world is not None and world > 1 and local is not None and local > 0
 
 

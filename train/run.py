@@ -21,7 +21,6 @@ are shared out by :mod:`equimol.train.sharding`. Checkpoints are written and exp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import lightning as L
 import torch
 import yaml
 from equimol.datasets.datamodule import AtomsDataModule
+from equimol.datasets.statistics_sharing import environment_int
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from equimol.utils.io import atomic_write
@@ -50,20 +50,15 @@ def is_first_process() -> bool:
     torchrun sets no ``NODE_RANK``: reading only that and ``LOCAL_RANK`` made the first process of every
     machine take itself for the first of the launch.
     """
-
-    def number(name: str) -> int | None:
-        value = os.environ.get(name, "").strip()
-        return int(value) if value.isdigit() else None
-
-    rank = number("RANK")
+    rank = environment_int("RANK")
     if rank is not None:
         return rank == 0
-    if (number("LOCAL_RANK") or 0) != 0:
+    if (environment_int("LOCAL_RANK") or 0) != 0:
         return False
-    rank = number("SLURM_PROCID")
+    rank = environment_int("SLURM_PROCID")
     if rank is not None:
         return rank == 0
-    return (number("NODE_RANK") or 0) == 0 and (number("GROUP_RANK") or 0) == 0
+    return (environment_int("NODE_RANK") or 0) == 0 and (environment_int("GROUP_RANK") or 0) == 0
 
 
 def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
