@@ -31,6 +31,7 @@ from equimol.datasets.datamodule import AtomsDataModule
 from equimol.datasets.statistics_sharing import environment_int
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
 from .checkpoints import AtomicCheckpointIO, export_checkpoint
@@ -219,6 +220,8 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         check_run_folder(run_dir, config.as_dict(), resume, overwrite)
     if trainer_config.num_threads:
         torch.set_num_threads(trainer_config.num_threads)
+    if trainer_config.retain_freed_memory:
+        retain_freed_memory()
     L.seed_everything(trainer_config.seed, workers=True, verbose=False)
     datamodule = ShardedAtomsDataModule.from_config(config.data)
     datamodule.setup("fit")

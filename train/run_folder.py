@@ -34,6 +34,7 @@ RESUMABLE = {
         "max_steps",
         "max_time",
         "num_threads",
+        "retain_freed_memory",
         "progress_bar",
         "log_every_n_steps",
         "test_after_fit",
