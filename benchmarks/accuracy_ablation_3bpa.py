@@ -49,8 +49,10 @@ GATED = [
     "trainer.precision=64",
     "model.tp_options={strategy: e3nn}",
     "data.batch_size=5",  # the shipped config's batch size (pinned: main-batch-3 changes it)
-    # glibc's malloc defaults, as in every run before trainer.retain_freed_memory (default true) existed
+    # glibc's malloc defaults and eager training, as in every run before trainer.retain_freed_memory
+    # (default true) and trainer.compile (true in the shipped config) existed
     "trainer.retain_freed_memory=false",
+    "trainer.compile=false",
 ]
 MACE = [
     "model.interaction=product_basis",
@@ -70,6 +72,7 @@ MACE = [
     "model.scalar_first_layer=false",
     "data.batch_size=5",
     "trainer.retain_freed_memory=false",
+    "trainer.compile=false",  # eager, as in every run before trainer.compile existed
 ]
 
 
@@ -113,12 +116,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         MAIN_SHIPPED,
     ),
     "main-retain": (
-        "the shipped main job: `main` with freed memory retained (no page faults per step)",
+        "`main` with freed memory retained (no page faults per step)",
         MAIN_RETAIN,
     ),
     "main-retain-cutoff-4.5": (
         "main-retain with a 4.5 Å radial cutoff instead of 5 Å (fewer edges: 0.8x CPU per step)",
         _with(MAIN_RETAIN, "model.radial_cutoff=4.5"),
+    ),
+    "main-compile": (
+        "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
+        _with(MAIN_RETAIN, "trainer.compile=true"),
     ),
     "main-basis-l2": (
         "main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
@@ -209,7 +216,8 @@ def run_one(name: str, seed: int, budget: float, runs: Path, niceness: int) -> d
         "trainer.progress_bar=false",
     ]
     command = [str(ROOT / ".venv" / "bin" / "equimol"), "train", str(CONFIG), *overrides]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # a fresh compiler cache per run: trainer.compile pays for its whole compilation in every run
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(run_dir) + "_inductor")
     start, load_start = time.time(), os.getloadavg()[0]
     runs.mkdir(parents=True, exist_ok=True)
     with open(runs / f"{run_dir.name}.log", "w") as log:

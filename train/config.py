@@ -91,6 +91,7 @@ class TrainerConfig:
     num_nodes: int = 1  # machines; each runs `devices` processes (torchrun / SLURM, see the README)
     strategy: str = "auto"
     num_threads: int | None = None
+    compile: bool = False  # train through one compiled energy-and-forces graph (train/compiled_forces.py)
     retain_freed_memory: bool = True  # glibc keeps freed memory: fewer page faults (equimol/utils/allocator.py)
     gradient_clip_val: float | None = 10.0
     early_stopping_patience: int | None = None

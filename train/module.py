@@ -26,6 +26,7 @@ from equimol.datasets.references import add_references, reference_table
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
 
+from .compiled_forces import CompiledForces
 from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig
 from .ema import ExponentialMovingAverage
 from .finetune import freeze, load_pretrained, parameter_groups
@@ -46,6 +47,8 @@ class PotentialModule(L.LightningModule):
         finetune: the ``finetune:`` section; with ``model["init_from"]`` the weights start from that model
             file (:mod:`equimol.train.finetune`), named parts are frozen and pretrained parameters
             get ``lr * pretrained_lr_factor``.
+        compile: train through one compiled energy-and-forces graph (``trainer.compile``,
+            :mod:`equimol.train.compiled_forces`); validation and testing stay eager.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class PotentialModule(L.LightningModule):
         label_references: dict | None = None,
         max_epochs: int = 100,
         finetune: dict | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,19 +83,29 @@ class PotentialModule(L.LightningModule):
         self._metrics: ErrorMetrics | None = None
         self._resumed_mid_epoch = False
         self._pending_plateau_metric: torch.Tensor | None = None
+        # one compiled graph per stress flag, built at the first training step that needs it
+        self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile else None
 
     # ----------------------------------------------------------------------------------------- energies
     def target_energy(self, batch) -> torch.Tensor:
         """``[B]`` total energies (eV): the labels plus the references the data module took off."""
         return add_references(batch.energy, batch.atomic_numbers, getattr(batch, "batch", None), self.reference_table)
 
+    def _needs_stress(self, batch) -> bool:
+        return self.loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None
+
     def _predict(self, batch) -> dict[str, torch.Tensor]:
-        stress = self.loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None
-        return self.model(batch, compute_forces=True, compute_stress=stress)
+        return self.model(batch, compute_forces=True, compute_stress=self._needs_stress(batch))
 
     # ----------------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
-        prediction = self._predict(batch)
+        if self._compiled_forces is None:
+            prediction = self._predict(batch)
+        else:
+            stress = self._needs_stress(batch)
+            if stress not in self._compiled_forces:
+                self._compiled_forces[stress] = CompiledForces(self.model, compute_stress=stress)
+            prediction = self._compiled_forces[stress](batch)
         loss, terms = weighted_loss(prediction, batch, self.target_energy(batch), self.loss_config)
         size = int(batch.energy.shape[0])
         self.log("train_loss", loss.detach(), batch_size=size, prog_bar=True)

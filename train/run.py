@@ -235,6 +235,7 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         label_references=None if references is None else references.as_dict(),
         max_epochs=trainer_config.max_epochs,
         finetune=config.as_dict()["finetune"],
+        compile=trainer_config.compile,
     )
     trainer = build_trainer(config, run_dir)
     sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None

@@ -35,6 +35,7 @@ RESUMABLE = {
         "max_time",
         "num_threads",
         "retain_freed_memory",
+        "compile",
         "progress_bar",
         "log_every_n_steps",
         "test_after_fit",

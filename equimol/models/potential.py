@@ -49,6 +49,7 @@ from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
 from equimol.nn.zbl import ZBLRepulsion
 from equimol.structure_checks import StructureError
+from equimol.utils.tracing import tracing
 
 _REQUIRED_FIELDS = ("pos", "atomic_numbers", "cell", "pbc", "edge_index", "cell_offsets")
 
@@ -205,7 +206,7 @@ class Potential(nn.Module):
         periodic = pbc.any(dim=1)
         # zero volume up to rounding: |det| against the product of the row lengths (0 when a row is 0)
         degenerate = periodic & (volume <= 1e-12 * cell.norm(dim=-1).prod(dim=-1))
-        if bool(degenerate.any()):
+        if not tracing() and bool(degenerate.any()):  # a traced graph cannot branch on values
             first = int(degenerate.nonzero()[0, 0])
             raise StructureError(
                 f"stress of structure {first} of the batch: its periodic cell (pbc={pbc[first].tolist()}, "

@@ -14,6 +14,8 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
+from equimol.utils.tracing import tracing
+
 _MAX_Z = len(chemical_symbols) - 1  # 118: ASE's element table, index 0 is the dummy 'X'
 
 
@@ -51,7 +53,7 @@ class SpeciesIndex(nn.Module):
         out_of_range = (atomic_numbers < 0) | (atomic_numbers > _MAX_Z)
         index = self.table[atomic_numbers.clamp(0, _MAX_Z)]
         unknown = out_of_range | (index < 0)
-        if bool(unknown.any()):
+        if not tracing() and bool(unknown.any()):  # a traced graph cannot branch on values
             missing = sorted({int(z) for z in atomic_numbers[unknown].tolist()})
             raise ValueError(f"atomic number(s) {missing} are not among the model's species {self.species}")
         return index

@@ -54,6 +54,7 @@ from equimol.tp.gaunt import SlotLayout, to_feature_major
 from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, uniform_multiplicity
 from equimol.tp.sphere_grid import analyze_on_grid, grid_factors, product_grid_size, synthesize_on_grid
 from equimol.utils.dtype import resolve_dtype
+from equimol.utils.tracing import tracing
 
 MAX_CORRELATION = 4
 #: ``"auto"`` is ``"grid"``, the one strategy; both names are accepted so that configs keep loading.
@@ -191,7 +192,7 @@ class GauntSelfProduct(nn.Module):
                 f"element_index has shape {tuple(element_index.shape)} and dtype {element_index.dtype}; "
                 f"expected [{count}] int64"
             )
-        if count and (element_index.min() < 0 or element_index.max() >= self.num_elements):
+        if count and not tracing() and (element_index.min() < 0 or element_index.max() >= self.num_elements):
             raise ValueError(f"element_index values must lie in 0..{self.num_elements - 1}")
         return self.weight_in[element_index], self.weight_out[element_index]
 

@@ -1,0 +1,123 @@
+"""trainer.compile: the traced, compiled energy-and-forces graph (train/compiled_forces.py).
+
+The graph is compiled with the ``aot_eager`` backend here: the same make_fx trace and the same AOTAutograd
+differentiation as ``inductor``, without generating C++ (minutes of compiler time per model on CI). In
+float64 the compiled graph runs the eager model's operators in the same order, so energies, forces,
+stress and the weights' gradients agree to 1e-10 relative (round-off of a re-associated sum at most).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+from equimol.train.compiled_forces import CompiledForces
+from equimol.train.losses import weighted_loss
+from equimol.train.module import PotentialModule
+from harness import tiny_model_section
+from test_model_structures import single_thread  # noqa: F401
+from torch_geometric.data import Batch
+
+from equimol.graph import atoms_to_graph
+from equimol.models import build_model
+
+RELATIVE = 1e-10
+STATISTICS = {"avg_num_neighbors": 6.0, "e0s": None, "energy_shift": 0.1, "energy_scale": 0.9}
+
+
+def _model(**changes) -> torch.nn.Module:
+    section = tiny_model_section(["H", "C", "N", "O", "Si"], **{**STATISTICS, "radial_cutoff": 3.5, **changes})
+    return build_model(section).train()
+
+
+def _batch(structures, seed: int) -> Batch:
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.positions += rng.normal(scale=0.1, size=atoms.positions.shape)
+        graph = atoms_to_graph(atoms, 3.5, torch.float64)
+        graph.energy = torch.tensor([float(rng.normal())], dtype=torch.float64)
+        graph.forces = torch.tensor(rng.normal(size=(len(atoms), 3)), dtype=torch.float64)
+        graphs.append(graph)
+    return Batch.from_data_list(graphs)
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = expected.abs().max().clamp_min(1e-30)
+    assert (actual - expected).abs().max() <= RELATIVE * scale, (actual - expected).abs().max() / scale
+
+
+def _loss_and_gradients(model, prediction, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    from equimol.train.config import LossConfig
+
+    loss, _ = weighted_loss(prediction, batch, batch.energy, LossConfig(energy_weight=1.0, forces_weight=10.0))
+    return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+
+# 2, 2 and 3 structures: the first batch's structure count equals edge_index's 2 rows (duck sizing would
+# tie them), and the last changes it
+MOLECULES = (
+    [molecule("CH3CH2OH"), molecule("CH4")],
+    [molecule("H2O"), molecule("C6H6")],
+    [molecule("H2O"), molecule("C6H6"), molecule("NH3")],
+)
+
+
+@pytest.mark.parametrize("many_body", ["gaunt", "cg"])
+def test_compiled_graph_equals_the_eager_model_and_follows_the_weights(many_body):
+    model = _model(interaction="product_basis", message_lmax=2, many_body=many_body, correlation=2).double()
+    compiled = CompiledForces(model, backend="aot_eager")
+    # two batches with different numbers of structures, atoms and edges: one graph serves both
+    for seed, structures in enumerate(MOLECULES):
+        batch = _batch(structures, seed)
+        expected, got = model(batch, compute_forces=True), compiled(batch)
+        for name in ("energy", "node_energy", "forces"):
+            _close(got[name], expected[name])
+        loss, gradients = _loss_and_gradients(model, expected, batch)
+        compiled_loss, compiled_gradients = _loss_and_gradients(model, got, batch)
+        _close(compiled_loss, loss)
+        for gradient, compiled_gradient in zip(gradients, compiled_gradients):
+            _close(compiled_gradient, gradient)
+        with torch.no_grad():  # an optimizer step: the graph must read the weights, not a copy
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    _close(compiled(batch)["forces"], model(batch, compute_forces=True)["forces"])
+
+
+def test_compiled_stress_equals_the_eager_model():
+    model = _model().double()
+    compiled = CompiledForces(model, compute_stress=True, backend="aot_eager")
+    batch = _batch([bulk("Si", "diamond", a=5.43), bulk("C", "diamond", a=3.57, cubic=True)], seed=3)
+    expected, got = model(batch, compute_forces=True, compute_stress=True), compiled(batch)
+    for name in ("energy", "forces", "stress"):
+        _close(got[name], expected[name])
+
+
+def test_training_step_uses_the_compiled_graph(monkeypatch):
+    section = tiny_model_section(["H", "C", "N", "O"], **STATISTICS, radial_cutoff=3.5)
+    eager = PotentialModule(model=section, loss={"forces_weight": 10.0})
+    module = PotentialModule(model=section, loss={"forces_weight": 10.0}, compile=True)
+    module.model.load_state_dict(eager.model.state_dict())
+    module.model.double(), eager.model.double()
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    monkeypatch.setattr(eager, "log", lambda *args, **kwargs: None)
+    monkeypatch.setattr(CompiledForces.__init__, "__defaults__", (False, "aot_eager"))
+    batch = _batch(MOLECULES[0], seed=5)
+    _close(module.training_step(batch, 0), eager.training_step(batch, 0))
+    assert list(module._compiled_forces) == [False]
+
+
+def _failing_backend(graph_module, example_inputs):
+    raise RuntimeError("no C++ compiler found")
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_model_with_a_warning():
+    model = _model().double()
+    compiled = CompiledForces(model, backend=_failing_backend)
+    batch = _batch(MOLECULES[0], seed=7)
+    with pytest.warns(UserWarning, match="trainer.compile: the compilation failed"):
+        got = compiled(batch)
+    _close(got["forces"], model(batch, compute_forces=True)["forces"])
+    _close(compiled(batch)["energy"], model(batch, compute_forces=True)["energy"])  # no second attempt
