@@ -183,6 +183,17 @@ FINDINGS = """
   against 1.4 ± 0.3 meV/atom: no gain beyond the spread, energies worse. Seeds 0 and 1 made 4084
   and 4100 steps (38.1, 44.8); seed 2 ran beside two other training jobs and made 3620 (48.7).
 - **cp messages** (`main-4500-cp-message`, one seed) were worse than cg at equal steps: 45.1.
+- **Retained freed memory** (`main-retain`, `trainer.retain_freed_memory`): glibc's defaults unmap the
+  per-edge tensors after every step and fault them in again (15.8k page faults and 25 ms of system
+  time per step, measured alone). Kept, 2699–2745 steps and 43.4 ± 2.7 meV/Å against 2450–2732 and
+  44.3 ± 3.5: a few percent more steps in the two-at-a-time runs, within the spread.
+- **A 4.5 Å cutoff** (`main-retain-cutoff-4.5`): 2859–3033 steps, 42.0 ± 1.8 against 43.4 ± 2.7 meV/Å,
+  within the spread; the main job keeps 5 Å, the cutoff of the published 3BPA models.
+- **A compiled training step** (`main-compile`, `trainer.compile: true`): energy and forces traced into
+  one graph and compiled, 0.12 s per step against 0.18–0.20 s eager (measured alone). About 100 of the
+  540 CPU-s go to the compiler, and the runs still make 3237–3391 steps against 2699–2745, reaching
+  39.8 ± 4.1 meV/Å (seeds 35.8, 44.0, 39.7) and E 1.7 ± 0.4 meV/atom. Seeds 0 and 1 ran while a
+  6-minute test run shared the machine. This is the shipped main job.
 """
 
 
