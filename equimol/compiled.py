@@ -34,8 +34,10 @@ with symbolic sizes, twice (``make_fx``, then ``torch.export``): 5-6 CPU-s on th
 EPYC for a 1-layer model of 8 channels (about 530 graph operators). An AOTInductor float32
 package of that model took 65 CPU-s in all (5.2 min of wall time at load average 7-11).
 
-**Backends.** ``cg`` and ``cp`` export; ``gaunt`` (grid) specializes the number of edges, and the
-``many_body: gaunt`` product a data-dependent size, so those models cannot be exported yet.
+**Backends.** ``cg`` and ``cp`` messages export, and so does the ``many_body: gaunt`` product (the main
+job's architecture; its element-index bound check is skipped under tracing,
+:func:`equimol.utils.tracing.tracing`). ``gaunt`` (grid) messages specialize the number of edges, so
+those models cannot be exported yet.
 """
 
 from __future__ import annotations

@@ -166,3 +166,30 @@ def test_aotinductor_package_float32_and_float64_equal_eager(tmp_path):
         worst = differences(model, load_compiled(path))
         print(dtype, {key: f"{difference:.1e} of {magnitude:.1e}" for key, (difference, magnitude) in worst.items()})
         check(worst)
+
+
+def test_a_gaunt_many_body_model_exports_and_equals_the_eager_model(tmp_path):
+    """The main job's architecture (product-basis layers, Gaunt ν-product with per-element weights), small."""
+    from ase.build import molecule
+
+    from equimol.models import build_model
+
+    section = {
+        "species": ["H", "C", "N", "O"], "channels": 8, "lmax": 1, "sh_lmax": 2, "num_layers": 2,
+        "num_radial_basis": 4, "radial_mlp_hidden": [8], "readout_hidden": 4, "interaction": "product_basis",
+        "message_lmax": 2, "many_body": "gaunt", "correlation": 2, "avg_num_neighbors": 5.0, "e0s": None,
+        "energy_shift": 0.0, "energy_scale": 1.0,
+    }  # fmt: skip
+    model = build_model(section).double().eval()
+    compile_model(model, tmp_path / "gaunt.pt2", mode="export")
+    compiled_model = load_compiled(tmp_path / "gaunt.pt2")
+    for seed, name in enumerate(("H2O", "CH3CH2OH", "C6H6")):  # 3, 9 and 12 atoms: dynamic sizes
+        atoms = molecule(name)
+        atoms.rattle(0.05, seed=seed)
+        results = []
+        for potential in (model, compiled_model):
+            copy = atoms.copy()
+            copy.calc = EquimolCalculator(potential)
+            results.append((copy.get_potential_energy(), copy.get_forces()))
+        assert abs(results[1][0] - results[0][0]) <= 1e-10
+        assert np.abs(results[1][1] - results[0][1]).max() <= 1e-10
