@@ -191,9 +191,9 @@ FINDINGS = """
   within the spread; the main job keeps 5 Å, the cutoff of the published 3BPA models.
 - **A compiled training step** (`main-compile`, `trainer.compile: true`): energy and forces traced into
   one graph and compiled, 0.12 s per step against 0.18–0.20 s eager (measured alone). About 100 of the
-  540 CPU-s go to the compiler, and the runs still make 3237–3391 steps against 2699–2745, reaching
-  39.8 ± 4.1 meV/Å (seeds 35.8, 44.0, 39.7) and E 1.7 ± 0.4 meV/atom. Seeds 0 and 1 ran while a
-  6-minute test run shared the machine. This is the shipped main job.
+  540 CPU-s go to the compiler, and the runs still make 3198–3391 steps against 2699–2745, reaching
+  39.9 ± 3.0 meV/Å (seeds 0-4: 35.8, 44.0, 39.7, 38.9, 41.3) and E 1.7 ± 0.6 meV/atom (seed 4:
+  2.63). Seeds 0 and 1 ran while a 6-minute test run shared the machine. This is the shipped main job.
 """
 
 
