@@ -17,9 +17,10 @@ dtype and the model config. :func:`load_compiled` returns a :class:`CompiledPote
 the :class:`~equimol.models.potential.Potential` call interface, so the ASE calculator, TorchSim
 and LAMMPS couplings and ``equimol predict`` take a ``.pt2`` file wherever they take a model file.
 
-Inside the traced graph two data-dependent checks of the eager model are left out, because a
-traced graph cannot branch on values: the unknown-element check (the callers check elements
-before calling) and the zero-volume-cell error (:class:`CompiledPotential` checks it in Python).
+Inside the traced graph the eager model's value checks are left out (they skip themselves under
+tracing, :func:`equimol.utils.tracing.tracing`), because a traced graph cannot branch on values: the
+unknown-element check (the callers check elements before calling) and the zero-volume-cell error
+(:class:`CompiledPotential` checks it in Python).
 A compiled file runs on the device type and dtype it was compiled for.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
@@ -61,25 +62,6 @@ class CompiledModelError(ValueError):
     """A compiled model file that cannot be written or read; the message says which and why."""
 
 
-class _TableLookup(nn.Module):
-    """Atomic numbers to element indices without the unknown-element branch (callers check elements)."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("table", table.clone(), persistent=False)
-
-    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        return self.table[atomic_numbers]
-
-
-def _stress_without_checks(strain_gradient: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
-    """``dE/d(strain) / V``, zero for non-periodic structures (zero-volume cells are refused before the call)."""
-    volume = torch.linalg.det(cell).abs()
-    valid = pbc.any(dim=1) & (volume > 0)
-    stress = strain_gradient / torch.where(valid, volume, torch.ones_like(volume)).view(-1, 1, 1)
-    return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
-
-
 class _Traceable(nn.Module):
     """Tensors in, ``(energy [B], node_energy [n], forces [n, 3], stress [B, 3, 3])`` out."""
 
@@ -114,8 +96,6 @@ def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     from torch.fx.experimental.proxy_tensor import make_fx
 
     traced_model = copy.deepcopy(model).eval()
-    traced_model.species_index = _TableLookup(model.species_index.table)
-    traced_model._stress = _stress_without_checks
     for parameter in traced_model.parameters():
         parameter.requires_grad_(False)
     example = _example_structure(model)

@@ -33,6 +33,7 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
+from torch.fx.experimental import _config as fx_config
 
 
 def _compiler_errors() -> tuple[type[BaseException], ...]:
@@ -82,7 +83,6 @@ class CompiledForces:
 
     def _build(self, tensors: tuple[torch.Tensor, ...]) -> Callable:
         from torch._inductor import config as inductor_config
-        from torch.fx.experimental import _config as fx_config
         from torch.fx.experimental.proxy_tensor import make_fx
 
         # the compiler's CPU time is this process's: a CPU-time budget pays for it
@@ -102,26 +102,19 @@ class CompiledForces:
         if getattr(batch, "batch", None) is None:
             raise ValueError("trainer.compile needs batched graphs (a 'batch' vector), as the data module makes")
         tensors = tuple(getattr(batch, name) for name in _GRAPH_FIELDS)
-        from torch.fx.experimental import _config as fx_config
-
         if self._compiled is None:
             try:
                 self._compiled = self._build(tensors)
-                with fx_config.patch(use_duck_shape=False):
-                    return dict(zip(self._outputs(), self._compiled(self._state(), *tensors)))
-            except Exception as error:  # noqa: BLE001 - any compiler failure: train eagerly instead
-                if not isinstance(error, _compiler_errors()):
-                    raise
+                return self._run(tensors)  # torch.compile compiles at this first call
+            except _compiler_errors() as error:
                 warnings.warn(
                     f"trainer.compile: the compilation failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
                     "training with the eager model instead",
                     stacklevel=2,
                 )
-                self._compiled = self._eager
+                self._compiled = self._function  # run eagerly, it is the model itself
+        return self._run(tensors)
+
+    def _run(self, tensors: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         with fx_config.patch(use_duck_shape=False):
             return dict(zip(self._outputs(), self._compiled(self._state(), *tensors)))
-
-    def _eager(self, state: dict[str, torch.Tensor], *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        graph = SimpleNamespace(**dict(zip(_GRAPH_FIELDS, tensors)))
-        out = self.model(graph, compute_forces=True, compute_stress=self.compute_stress)
-        return tuple(out[name] for name in self._outputs())
