@@ -10,12 +10,13 @@ r"""Compiled model files: a potential's energy, forces and stress as one ``torch
 Both hold the whole force computation: the model's ``autograd.grad`` (forces ``-dE/dx``, stress
 ``dE/d(strain) / V``) is traced into plain operators with ``make_fx`` (symbolic shapes) before
 ``torch.export`` (which cannot trace ``autograd.grad`` itself), with dynamic numbers of atoms and
-edges, for **one structure per call**: a batch is evaluated structure by structure (tracing the
-number of structures as dynamic specialized it to the example's, and there was no time to find
-where). A JSON entry ``<root>/equimol/metadata.json`` in the archive keeps species, cutoff,
-dtype and the model config. :func:`load_compiled` returns a :class:`CompiledPotential`, which has
-the :class:`~equimol.models.potential.Potential` call interface, so the ASE calculator, TorchSim
-and LAMMPS couplings and ``equimol predict`` take a ``.pt2`` file wherever they take a model file.
+edges and structures: a batch (torch-geometric ``Batch``) is one call. The trace example is a batch
+of two structures traced without duck sizing, which would have tied the structure count to the 2
+rows of ``edge_index`` and fixed it at 2. A JSON entry ``<root>/equimol/metadata.json`` in the
+archive keeps species, cutoff, dtype and the model config. :func:`load_compiled` returns a
+:class:`CompiledPotential`, which has the :class:`~equimol.models.potential.Potential` call
+interface, so the ASE calculator, TorchSim and LAMMPS couplings and ``equimol predict`` take a
+``.pt2`` file wherever they take a model file.
 
 Inside the traced graph the eager model's value checks are left out (they skip themselves under
 tracing, :func:`equimol.utils.tracing.tracing`), because a traced graph cannot branch on values: the
@@ -32,8 +33,8 @@ instead, with the same weights: the fused kernel only reorders the sums of that 
 
 **Tracing cost.** Tracing runs every operator of the forward and backward pass on fake tensors
 with symbolic sizes, twice (``make_fx``, then ``torch.export``): 5-6 CPU-s on this project's 2-core
-EPYC for a 1-layer model of 8 channels (about 530 graph operators). An AOTInductor float32
-package of that model took 65 CPU-s in all (5.2 min of wall time at load average 7-11).
+CPU for a 1-layer model of 8 channels (about 530 graph operators). An AOTInductor float32
+package of that model took 47 s of wall time at 2 threads (2-core Xeon, idle), C++ compiler included.
 
 **Backends.** ``cg`` and ``cp`` messages export, and so does the ``many_body: gaunt`` product (the main
 job's architecture; its element-index bound check is skipped under tracing,
@@ -78,31 +79,42 @@ class _Traceable(nn.Module):
         return out["energy"], out["node_energy"], out["forces"], out["stress"]
 
 
-def _example_structure(model: nn.Module) -> tuple[torch.Tensor, ...]:
-    """A periodic 5-atom structure of the model's species: the trace input (sizes are dynamic, values free)."""
+def _example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Two periodic structures (5 and 3 atoms) of the model's species: the trace input (sizes dynamic, values free)."""
+    from torch_geometric.data import Batch
+
     species = list(model.species)
     positions = np.array([[0.0, 0.0, 0.0], [1.4, 0.3, 0.0], [2.6, -0.4, 0.5], [1.0, 1.5, -0.6], [-0.8, 1.2, 1.0]])
-    numbers = [species[i % len(species)] for i in range(len(positions))]
     cell = np.eye(3) * max(4.0, 0.75 * float(model.radial_cutoff))
-    graph = structure_to_graph(positions, numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
-    batch = torch.zeros(len(positions), dtype=torch.long)
-    return graph.pos, graph.atomic_numbers, graph.cell, graph.pbc, graph.edge_index, graph.cell_offsets, batch
+    graphs = []
+    for count in (5, 3):
+        numbers = [species[i % len(species)] for i in range(count)]
+        graphs.append(
+            structure_to_graph(positions[:count], numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
+        )
+    batch = Batch.from_data_list(graphs)
+    return batch.pos, batch.atomic_numbers, batch.cell, batch.pbc, batch.edge_index, batch.cell_offsets, batch.batch
 
 
 def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     """The ``torch.export`` program of ``model``'s energy, per-atom energies, forces and stress (dynamic sizes)."""
     import copy
 
+    from torch.fx.experimental import _config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
 
     traced_model = copy.deepcopy(model).eval()
     for parameter in traced_model.parameters():
         parameter.requires_grad_(False)
-    example = _example_structure(model)
-    # make_fx runs below autograd, so the backward pass of autograd.grad is recorded as operators
-    graph = make_fx(_Traceable(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
-    atoms, edges = torch.export.Dim("atoms", min=2), torch.export.Dim("edges", min=2)
-    shapes = ({0: atoms}, {0: atoms}, None, None, {1: edges}, {0: edges}, {0: atoms})
+    example = _example_batch(model)
+    # make_fx runs below autograd, so the backward pass of autograd.grad is recorded as operators. No duck
+    # sizing: the example's 2 structures would share a symbol with the 2 rows of edge_index, and the
+    # structure count would be fixed at 2
+    with fx_config.patch(use_duck_shape=False):
+        graph = make_fx(_Traceable(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
+    structures = torch.export.Dim("structures", min=1)
+    shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: structures}, {1: edges}, {0: edges}, {0: atoms})
     return torch.export.export(graph, example, dynamic_shapes=shapes)
 
 
@@ -204,19 +216,8 @@ class CompiledPotential(nn.Module):
         batch = getattr(graph, "batch", None)
         if batch is None:
             batch = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
-        sender = graph.edge_index[0]
-        parts = []
-        for structure in range(cell.shape[0]):  # the graph is traced for one structure at a time
-            atoms = (batch == structure).nonzero().flatten()
-            first = int(atoms[0]) if atoms.numel() else 0
-            edges = (batch[sender] == structure).nonzero().flatten()
-            inputs = (
-                graph.pos[atoms].detach(), graph.atomic_numbers[atoms], cell[structure : structure + 1],
-                pbc[structure : structure + 1], graph.edge_index[:, edges] - first, graph.cell_offsets[edges],
-                torch.zeros_like(atoms),
-            )  # fmt: skip
-            parts.append(self.runner(*inputs))
-        energy, node_energy, forces, stress = (torch.cat(values) for values in zip(*parts))
+        inputs = (graph.pos.detach(), graph.atomic_numbers, cell, pbc, graph.edge_index, graph.cell_offsets, batch)
+        energy, node_energy, forces, stress = self.runner(*inputs)
         out = {"energy": energy, "node_energy": node_energy}
         if compute_forces:
             out["forces"] = forces
