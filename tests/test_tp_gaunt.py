@@ -138,6 +138,22 @@ def test_gradcheck_and_gradgradcheck_l2(strategy):
     check_gradients(tp, count=2)
 
 
+@pytest.mark.parametrize(
+    "irreps", [("3x0e + 3x1o", "0e + 1o", "3x0e + 3x1o"), ("2x2e + 2x0e + 2x2e", "1o + 2e", "2x1o + 2x3o")]
+)
+def test_gradients_with_several_channels_and_repeated_degrees(irreps):
+    """Several channels, unordered and repeated degrees: the edge backward's per-irrep weight sums and layouts."""
+    tp = TensorProduct(*irreps, backend="gaunt", strategy="edge", dtype=torch.float64)
+    check_gradients(tp, count=2)
+    grid = TensorProduct(*irreps, backend="gaunt", strategy="grid", dtype=torch.float64)
+    x1, x2, weight = (t.requires_grad_(True) for t in random_inputs(tp, 5, seed=3))
+    grad_out = torch.randn(5, tp.irreps_out.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    edge_grads = torch.autograd.grad(tp(x1, x2, weight), (x1, x2, weight), grad_out)
+    grid_grads = torch.autograd.grad(grid(x1, x2, weight), (x1, x2, weight), grad_out)
+    for mine, reference in zip(edge_grads, grid_grads):
+        assert (mine - reference).abs().max().item() <= REFERENCE_TOL
+
+
 def test_strategies_agree_on_internal_weights():
     irreps = convolution_irreps(3, channels=4)
     grid = TensorProduct(*irreps, backend="gaunt", strategy="grid", dtype=torch.float64)

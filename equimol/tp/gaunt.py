@@ -34,7 +34,8 @@ Internal weights start standard normal (unit variance, as for every backend).
   quadrature-point pairs with a backward that recomputes them (:mod:`~equimol.tp.gaunt_grid`);
   O(L^3) per channel, separable matrix products only.
 * ``"edge"``: the dense Gaunt tensor contracted with ``x2`` first, one ``[d3, n2 d1]`` matrix per
-  sample applied to its ``C`` channels by one batched GEMM: O(L^6 + C L^4) per sample, fastest at small L.
+  sample applied to its ``C`` channels by one batched GEMM, with a hand-written backward
+  (:mod:`~equimol.tp.gaunt_edge`): O(L^6 + C L^4) per sample, fastest at small L.
 * ``"auto"``: :meth:`GauntTensorProduct.choose`.
 """
 
@@ -48,6 +49,7 @@ import torch
 from e3nn import o3
 
 from equimol.tp.factored import FactoredProduct, WeightGroup
+from equimol.tp.gaunt_edge import EdgeOperators, edge_product
 from equimol.tp.gaunt_grid import GridOperators, build_grid_constants, grid_product
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike, component_major_index
@@ -219,8 +221,11 @@ class GauntTensorProduct(TensorProductBackend):
         stacked = coupling.permute(1, 2, 0)[:, :, None] * irrep_mask.T[:, None, :, None]  # [d2, d3, n2, d1]
         self._register_constant("edge_coupling", stacked.reshape(stacked.shape[0], -1))
         # Component-major [N, D, C] gathers: x1 in, the result out, and all weights expanded per row.
-        self._register_index("gather_in1", component_major_index(self.irreps_in1))
-        self._register_index("gather_out", torch.argsort(component_major_index(self.irreps_out)))
+        gather_in1, scatter_out = (component_major_index(irreps) for irreps in (self.irreps_in1, self.irreps_out))
+        self._register_index("gather_in1", gather_in1)
+        self._register_index("scatter_in1", torch.argsort(gather_in1))
+        self._register_index("gather_out", torch.argsort(scatter_out))
+        self._register_index("scatter_out", scatter_out)
         channels, n1, n2 = self.channels, len(self.irreps_in1), len(self.irreps_in2)
         w1, w2, w3 = (
             start + torch.arange(channels * n).view(channels, n).T
@@ -228,7 +233,6 @@ class GauntTensorProduct(TensorProductBackend):
         )
         rows = torch.cat([w1[self.layout1.irrep_of_component], w2, w3[self.layout_out.irrep_of_component]])
         self._register_index("gather_weight", rows.flatten())
-        self.edge_split = [channels * self.layout1.dim, channels * n2, channels * self.layout_out.dim]
 
     def _build_grid(self) -> None:
         irreps = (self.irreps_in1, self.irreps_in2, self.irreps_out)
@@ -251,16 +255,15 @@ class GauntTensorProduct(TensorProductBackend):
         # both inputs) would share one float64 master and the second would stay rounded after .double().
         self.register_buffer(name, constant.detach().clone())
 
-    def _product_edge(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # Component-major [N, rows, C] (weights broadcast over rows, C contiguous): fastest measured on a CPU.
-        count, channels = x1.shape[0], self.channels
-        x = x1.index_select(1, self.gather_in1).view(count, -1, channels)  # [N, d1, C]
-        rows = weight.index_select(1, self.gather_weight).split(self.edge_split, dim=1)
-        w1, w2, w3 = (w.view(count, -1, channels) for w in rows)  # [N, d1 | n2 | d3, C]
-        a12 = ((x * w1).unsqueeze(1) * w2.unsqueeze(2)).view(count, -1, channels)  # [N, n2 * d1, C]
-        matrices = (x2 @ self.edge_coupling).view(count, -1, a12.shape[1])  # [N, d3, n2 * d1]
-        z = torch.bmm(matrices, a12) * w3  # [N, d3, C]
-        return z.view(count, -1).index_select(1, self.gather_out)
+    def _edge_operators(self) -> EdgeOperators:
+        def rows(irreps: o3.Irreps) -> list[tuple[int, int]]:
+            stops = torch.tensor([ir.dim for _, ir in irreps]).cumsum(0).tolist()
+            return list(zip([0, *stops[:-1]], stops))
+
+        return EdgeOperators(
+            self.edge_coupling, self.gather_in1, self.scatter_in1, self.gather_weight, self.gather_out,
+            self.scatter_out, rows(self.irreps_in1), rows(self.irreps_out), self.channels, len(self.irreps_in2),
+        )  # fmt: skip
 
     # -- the product -------------------------------------------------------------------------
 
@@ -269,7 +272,7 @@ class GauntTensorProduct(TensorProductBackend):
             # Empty batch (e.g. a graph without edges): reshapes cannot take it; keep the graph.
             return x1.new_zeros(0, self.irreps_out.dim) + 0.0 * (x1.sum() + x2.sum() + weight.sum())
         if self.strategy == "edge":
-            return self._product_edge(x1, x2, weight)
+            return edge_product(x1, x2, weight, self._edge_operators())
         return grid_product(x1, x2, weight, self._grid_operators())
 
     def factored_form(self) -> FactoredProduct:
