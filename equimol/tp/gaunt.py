@@ -233,6 +233,11 @@ class GauntTensorProduct(TensorProductBackend):
         )
         rows = torch.cat([w1[self.layout1.irrep_of_component], w2, w3[self.layout_out.irrep_of_component]])
         self._register_index("gather_weight", rows.flatten())
+        # Component rows of each irrep in the component-major layouts of input 1 and the output.
+        self.edge_rows = [
+            [(part.start, part.stop) for part in o3.Irreps([(1, ir) for _, ir in irreps]).slices()]
+            for irreps in (self.irreps_in1, self.irreps_out)
+        ]
 
     def _build_grid(self) -> None:
         irreps = (self.irreps_in1, self.irreps_in2, self.irreps_out)
@@ -256,13 +261,10 @@ class GauntTensorProduct(TensorProductBackend):
         self.register_buffer(name, constant.detach().clone())
 
     def _edge_operators(self) -> EdgeOperators:
-        def rows(irreps: o3.Irreps) -> list[tuple[int, int]]:
-            stops = torch.tensor([ir.dim for _, ir in irreps]).cumsum(0).tolist()
-            return list(zip([0, *stops[:-1]], stops))
-
+        # Built per call (cheap) so that it holds the buffers' current device and dtype.
         return EdgeOperators(
             self.edge_coupling, self.gather_in1, self.scatter_in1, self.gather_weight, self.gather_out,
-            self.scatter_out, rows(self.irreps_in1), rows(self.irreps_out), self.channels, len(self.irreps_in2),
+            self.scatter_out, *self.edge_rows, self.channels, len(self.irreps_in2),
         )  # fmt: skip
 
     # -- the product -------------------------------------------------------------------------
