@@ -79,3 +79,20 @@ def test_best_per_backend_picks_the_fastest_variant_at_each_point():
     assert best[("gaunt", 1)]["label"] == "gaunt/b" and best[("gaunt", 1)]["forward_backward_ratio"] == 0.5
     assert best[("gaunt", 2)]["label"] == "gaunt/a" and best[("gaunt", 2)]["forward_ratio"] == 0.5
     assert best[("cg", 2)]["forward_backward_ratio"] == 1.0
+
+
+def test_variant_beyond_its_limit_is_skipped_with_the_reason(tmp_path, capsys):
+    """gaunt/compiled cannot serve L = 4 (its entry limit): that point lists it as skipped, the rest runs."""
+    json_path = tmp_path / "out.json"
+    code = main(
+        ["bench", "tp", "--backends", "gaunt/edge,gaunt/compiled", "--lmax", "4", "--channels", "2", "--edges", "8",
+         "--warmup", "0", "--repeats", "1", "--json", str(json_path)]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(json_path.read_text())
+    assert [m["label"] for m in record["measurements"]] == ["gaunt/edge"]
+    assert record["measurements"][0]["first_call_s"] > 0
+    (skip,) = record["skipped"]
+    assert skip["label"] == "gaunt/compiled" and skip["lmax"] == 4 and "nonzero entries" in skip["reason"]
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "not run" in line]
+    assert line.split()[:4] == ["gaunt/compiled", "4", "not", "run:"] and "compile=True unrolls" in line

@@ -49,7 +49,11 @@ def test_registered_with_benchmark_variants():
     assert "gaunt" in available_backends()
     cls = get_backend("gaunt")
     assert cls is GauntTensorProduct
-    assert cls.benchmark_variants == {s: {"strategy": s} for s in ("grid", "edge")}
+    assert cls.benchmark_variants == {
+        "grid": {"strategy": "grid"},
+        "edge": {"strategy": "edge"},
+        "compiled": {"strategy": "edge", "compile": True},
+    }
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

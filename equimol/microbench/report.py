@@ -18,7 +18,7 @@ def format_tp_table(record: dict) -> str:
     }
     header = (
         f"{'series':<14} {'L':>3} {'C':>5} {'E':>7} {'fwd ms':>10} {'fwd+bwd ms':>11} "
-        f"{'mem MiB':>9} {'setup s':>8} {f'/{baseline_label}':>9}"
+        f"{'mem MiB':>9} {'setup s':>8} {'1st call s':>10} {f'/{baseline_label}':>9}"
     )
     lines = [f"# {machine_label(record['machine'])}, dtype {record['settings']['dtype']}", header, "-" * len(header)]
     for m in rows:
@@ -26,8 +26,10 @@ def format_tp_table(record: dict) -> str:
         lines.append(
             f"{m['label']:<14} {m['lmax']:>3} {m['channels']:>5} {m['edges']:>7} {1e3 * m['forward_s']:>10.3f} "
             f"{1e3 * m['forward_backward_s']:>11.3f} {m['peak_memory_bytes'] / 2**20:>9.2f} {m['setup_s']:>8.2f} "
-            f"{ratio:>9.3f}"
+            f"{m.get('first_call_s', float('nan')):>10.2f} {ratio:>9.3f}"
         )
+    for skip in record.get("skipped", []):
+        lines.append(f"{skip['label']:<14} {skip['lmax']:>3}  not run: {skip['reason']}")
     if record.get("best"):
         lines.append("")
         lines.append(f"best variant per backend (least fwd+bwd), ratios to {baseline_label}:")

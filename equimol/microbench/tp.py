@@ -25,7 +25,10 @@ A backend with several variants (``gaunt/grid``, ``gaunt/edge``) is summarized b
 best variant at each grid point (least forward+backward time, :func:`best_per_backend`), with its
 ratios to the first series, in wall time and in process CPU time (medians of both are recorded; on a
 shared machine CPU time leaves out the slices the OS gave to other jobs, which at small L can be
-longer than the product itself). The record names the torch thread count and the 1-minute load average
+longer than the product itself). ``first_call_s`` is the first untimed forward plus forward+backward
+(the compilation of a compiled variant such as ``gaunt/compiled``); a variant that cannot serve a
+grid point (``gaunt/compiled`` beyond its entry limit) is listed under ``skipped`` with the reason.
+The record names the torch thread count and the 1-minute load average
 before and after the run (the machine may be shared; ratios within one run stay comparable).
 """
 
@@ -75,6 +78,7 @@ class Measurement:
     forward_backward_all_s: list[float]
     forward_cpu_s: float = math.nan
     forward_backward_cpu_s: float = math.nan
+    first_call_s: float = math.nan
 
 
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
@@ -169,20 +173,36 @@ def benchmark_point(
     warmup: int,
     repeats: int,
     seed: int = 0,
+    skipped: list[dict] | None = None,
 ) -> list[Measurement]:
-    """Time every series at one grid point, interleaved; see the module docstring."""
+    """Time every series at one grid point, interleaved; see the module docstring.
+
+    A variant whose options cannot serve this point (its constructor raises ValueError) is left
+    out, with the reason appended to ``skipped``; the time of each series' first forward and
+    forward+backward (compilation included, for compiled variants) is ``first_call_s``.
+    """
     irreps = benchmark_irreps(lmax, channels)
     generator = torch.Generator().manual_seed(seed)
     modules: list[TensorProductBackend] = []
     setup_times = []
+    served = []
     for item in series:
         start = time.perf_counter()
-        modules.append(
-            TensorProduct(
+        try:
+            module = TensorProduct(
                 *irreps, backend=item.backend, internal_weights=False, dtype=dtype, device=device, **item.options
             )
-        )
+        except ValueError as error:
+            if item.label == item.backend:  # a plain backend that cannot serve the point: the user's error
+                raise
+            # A variant may serve only part of the grid (gaunt/compiled up to its entry limit).
+            if skipped is not None:
+                skipped.append({"label": item.label, "lmax": lmax, "reason": str(error)})
+            continue
+        modules.append(module)
+        served.append(item)
         setup_times.append(time.perf_counter() - start)
+    series = served
     dims = modules[0].irreps_in1.dim, modules[0].irreps_in2.dim
     message_mode = any("kernel" in item.options for item in series)
     rows = max(1, edges // MESSAGE_DEGREE) if message_mode else edges
@@ -211,11 +231,14 @@ def benchmark_point(
     forward_times: list[list[float]] = [[] for _ in series]
     backward_times: list[list[float]] = [[] for _ in series]
     cpu_times: list[tuple[list[float], list[float]]] = [([], []) for _ in series]
+    first_calls = [math.nan for _ in series]
     for repeat in range(warmup + repeats):
         for index in range(len(series)):
             with torch.no_grad():
                 elapsed_forward, cpu_forward = _timed_with_cpu(forward_of(index), device)
             elapsed_backward, cpu_backward = _timed_with_cpu(forward_backward_of(index), device)
+            if repeat == 0:
+                first_calls[index] = elapsed_forward + elapsed_backward
             if repeat >= warmup:
                 forward_times[index].append(elapsed_forward)
                 backward_times[index].append(elapsed_backward)
@@ -240,6 +263,7 @@ def benchmark_point(
                 forward_backward_all_s=backward_times[index],
                 forward_cpu_s=statistics.median(cpu_times[index][0]),
                 forward_backward_cpu_s=statistics.median(cpu_times[index][1]),
+                first_call_s=first_calls[index],
             )
         )
     return results
@@ -339,12 +363,13 @@ def run_benchmark(
             for kernel in kernels
         ]
     measurements: list[Measurement] = []
+    skipped: list[dict] = []
     load_before = os.getloadavg()[0]
     for lmax in lmax_values:
         for channels in channels_values:
             for edges in edges_values:
                 timing = {"device": torch_device, "dtype": torch_dtype, "warmup": warmup, "repeats": repeats}
-                points = benchmark_point(series, lmax, channels, edges, **timing)
+                points = benchmark_point(series, lmax, channels, edges, **timing, skipped=skipped)
                 measurements.extend(points)
                 report_points(progress, f"L={lmax} C={channels} E={edges}", points, "forward_backward_s", 2)
     rows = [asdict(m) for m in measurements]
@@ -365,6 +390,7 @@ def run_benchmark(
             "operation": f"message_passing (E / {MESSAGE_DEGREE} nodes)" if kernels else "product",
         },
         "measurements": rows,
+        "skipped": skipped,
         "best": best_per_backend(rows),
         "exponents": scaling_exponents(measurements),
     }

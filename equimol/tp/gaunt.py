@@ -36,6 +36,10 @@ Internal weights start standard normal (unit variance, as for every backend).
 * ``"edge"``: the dense Gaunt tensor contracted with ``x2`` first, one ``[d3, n2 d1]`` matrix per
   sample applied to its ``C`` channels by one batched GEMM, with a hand-written backward
   (:mod:`~equimol.tp.gaunt_edge`): O(L^6 + C L^4) per sample, fastest at small L.
+* ``"edge"`` with ``compile=True``: the sparse Gaunt entries unrolled on ``[N, C]`` slices and
+  fused by ``torch.compile`` (:mod:`~equimol.tp.gaunt_compiled`), forward and backward; compiled
+  on the first call, with an eager fallback. Up to :data:`~equimol.tp.gaunt_compiled.COMPILE_MAX_ENTRIES`
+  coupling entries (L = 3 on all three operands).
 * ``"auto"``: :meth:`GauntTensorProduct.choose`.
 """
 
@@ -49,6 +53,7 @@ import torch
 from e3nn import o3
 
 from equimol.tp.factored import FactoredProduct, WeightGroup
+from equimol.tp.gaunt_compiled import CompiledEdge, SparseCoupling, weight_gather
 from equimol.tp.gaunt_edge import EdgeOperators, edge_product
 from equimol.tp.gaunt_grid import GridOperators, build_grid_constants, grid_product
 from equimol.tp.interface import TensorProductBackend, register_backend
@@ -150,6 +155,10 @@ class GauntTensorProduct(TensorProductBackend):
     Args:
         irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`; parity ``(-1)^l`` only.
         strategy: ``"grid"``, ``"edge"`` or ``"auto"`` (:meth:`choose`).
+        compile: run the ``"edge"`` strategy as a ``torch.compile``-fused sparse product
+            (:mod:`~equimol.tp.gaunt_compiled`; compiled on the first call, eager fallback with a
+            warning if compilation fails). ValueError with the ``"grid"`` strategy or when the
+            coupling has more than :data:`~equimol.tp.gaunt_compiled.COMPILE_MAX_ENTRIES` entries.
         **base_options: ``internal_weights``, ``dtype``, ``device``, ``kernel``, ``deterministic``
             (see :class:`~equimol.tp.interface.TensorProductBackend`); constants are built in float64.
 
@@ -161,6 +170,7 @@ class GauntTensorProduct(TensorProductBackend):
     benchmark_variants: ClassVar[dict[str, dict]] = {
         "grid": {"strategy": "grid"},
         "edge": {"strategy": "edge"},
+        "compiled": {"strategy": "edge", "compile": True},
     }
 
     def __init__(
@@ -170,6 +180,7 @@ class GauntTensorProduct(TensorProductBackend):
         irreps_out: IrrepsLike,
         *,
         strategy: str = "auto",
+        compile: bool = False,
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
@@ -186,6 +197,11 @@ class GauntTensorProduct(TensorProductBackend):
         )
         l1, l2, l3 = self.layout1.lmax, self.layout2.lmax, self.layout_out.lmax
         self.strategy = self.choose(l1, l2, l3) if strategy == "auto" else strategy
+        if compile and self.strategy != "edge":
+            raise ValueError(
+                f"compile=True applies to the 'edge' strategy of backend 'gaunt', not {self.strategy!r} "
+                f"(degree {max(l1, l2, l3)}; 'auto' picks 'edge' up to degree {EDGE_MAX_DEGREE})"
+            )
         counts = (len(self.irreps_in1), len(self.irreps_in2), len(self.irreps_out))
         self.weight_split = [self.channels * n for n in counts]
         self.weight_numel = sum(self.weight_split)
@@ -195,10 +211,11 @@ class GauntTensorProduct(TensorProductBackend):
             fan_in = gaunt_fan_in(self.layout1.degrees, self.layout2.degrees, ir.l)
             scale.append(math.sqrt(4 * math.pi / fan_in) if fan_in > 0 else 0.0)
         self.register_buffer("output_scale", torch.tensor(scale, dtype=torch.float64))
+        self.compiled_edge: CompiledEdge | None = None
         if self.strategy == "grid":
             self._build_grid()
         else:
-            self._build_edge(l1, l2, l3)
+            self._build_edge(l1, l2, l3, compile)
         self._finish_construction()
 
     @staticmethod
@@ -211,7 +228,7 @@ class GauntTensorProduct(TensorProductBackend):
         """
         return "edge" if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE else "grid"
 
-    def _build_edge(self, l1: int, l2: int, l3: int) -> None:
+    def _build_edge(self, l1: int, l2: int, l3: int, compile: bool) -> None:
         # Dense coupling, second operand first: K[j, (k, i2, i)] = G[i, j, k] [irrep(j) = i2] * scale(k),
         # so that (x2 @ K) is, per sample, one [d3, n2 * d1] matrix for the w2-weighted copies of a1.
         gaunt = real_gaunt_coefficients(l1, l2, l3)
@@ -226,11 +243,9 @@ class GauntTensorProduct(TensorProductBackend):
         self._register_index("scatter_in1", torch.argsort(gather_in1))
         self._register_index("gather_out", torch.argsort(scatter_out))
         self._register_index("scatter_out", scatter_out)
-        channels, n1, n2 = self.channels, len(self.irreps_in1), len(self.irreps_in2)
-        w1, w2, w3 = (
-            start + torch.arange(channels * n).view(channels, n).T
-            for start, n in ((0, n1), (channels * n1, n2), (channels * (n1 + n2), len(self.irreps_out)))
-        )
+        counts = (len(self.irreps_in1), len(self.irreps_in2), len(self.irreps_out))
+        per_irrep = weight_gather(self.channels, counts)  # weight columns -> [n1 + n2 + n3, C]
+        w1, w2, w3 = per_irrep.view(-1, self.channels).split(counts)
         rows = torch.cat([w1[self.layout1.irrep_of_component], w2, w3[self.layout_out.irrep_of_component]])
         self._register_index("gather_weight", rows.flatten())
         # Component rows of each irrep in the component-major layouts of input 1 and the output.
@@ -238,6 +253,12 @@ class GauntTensorProduct(TensorProductBackend):
             [(part.start, part.stop) for part in o3.Irreps([(1, ir) for _, ir in irreps]).slices()]
             for irreps in (self.irreps_in1, self.irreps_out)
         ]
+        if compile:
+            layouts = (self.layout1, self.layout2, self.layout_out)
+            spec = SparseCoupling.from_dense(coupling, tuple(layout.irrep_of_component for layout in layouts))
+            self._register_index("compile_gather_weight", per_irrep)
+            self._register_index("compile_scatter_weight", torch.argsort(per_irrep))
+            self.compiled_edge = CompiledEdge(spec)
 
     def _build_grid(self) -> None:
         irreps = (self.irreps_in1, self.irreps_in2, self.irreps_out)
@@ -274,6 +295,9 @@ class GauntTensorProduct(TensorProductBackend):
             # Empty batch (e.g. a graph without edges): reshapes cannot take it; keep the graph.
             return x1.new_zeros(0, self.irreps_out.dim) + 0.0 * (x1.sum() + x2.sum() + weight.sum())
         if self.strategy == "edge":
+            if self.compiled_edge is not None:
+                ops, gather, scatter = self._edge_operators(), self.compile_gather_weight, self.compile_scatter_weight
+                return self.compiled_edge(x1, x2, weight, ops, gather, scatter)
             return edge_product(x1, x2, weight, self._edge_operators())
         return grid_product(x1, x2, weight, self._grid_operators())
 
@@ -293,4 +317,5 @@ class GauntTensorProduct(TensorProductBackend):
         return FactoredProduct(*irreps, synthesis1, synthesis2, analysis, weight_split=split)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, strategy={self.strategy!r}"
+        compiled = ", compile=True" if self.compiled_edge is not None else ""
+        return f"{super().extra_repr()}, strategy={self.strategy!r}{compiled}"

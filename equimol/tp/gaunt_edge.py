@@ -98,30 +98,38 @@ class EdgeProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x1, x2, weight, *saved = ctx.saved_tensors
-        ops = ctx.ops
         if torch.is_grad_enabled():  # create_graph: recompute the intermediates with their history
-            saved = _intermediates(x1, x2, weight, ops)
-        x, expanded, a, matrices, z0 = saved
-        count, channels = x.shape[0], ops.channels
-        d1, d3 = x.shape[1], z0.shape[1]
-        w1, w2, w3 = expanded.split([d1, ops.count2, d3], dim=1)
-        grad_z = grad.index_select(1, ops.scatter_out).view(count, d3, channels)
-        grad_z0 = grad_z * w3
-        grad_a12 = torch.bmm(matrices.transpose(1, 2), grad_z0).view(count, ops.count2, d1, channels)
-        grad_x2 = None
-        if ctx.needs_input_grad[1]:
-            a12 = (w2.unsqueeze(2) * a.unsqueeze(1)).view(count, -1, channels)
-            grad_matrices = torch.bmm(grad_z0, a12.transpose(1, 2))  # [N, d3, n2 * d1]
-            grad_x2 = grad_matrices.view(count, -1) @ ops.coupling.T
-        grad_x1 = grad_weight = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
-            grad_a = (grad_a12 * w2.unsqueeze(2)).sum(1)  # [N, d1, C]
-            grad_x1 = (grad_a * w1).view(count, -1).index_select(1, ops.scatter_in1)
-        if ctx.needs_input_grad[2]:
-            grad_w2 = (grad_a12 * a.unsqueeze(1)).sum(2).transpose(1, 2).reshape(count, -1)
-            parts = (_sum_per_irrep(grad_a * x, ops.rows1), grad_w2, _sum_per_irrep(grad_z * z0, ops.rows3))
-            grad_weight = torch.cat(parts, dim=1)
-        return grad_x1 if ctx.needs_input_grad[0] else None, grad_x2, grad_weight, None
+            saved = None
+        return (*edge_vjp(x1, x2, weight, grad, ctx.ops, ctx.needs_input_grad[:3], saved), None)
+
+
+def edge_vjp(x1, x2, weight, grad, ops: EdgeOperators, needs: tuple[bool, bool, bool], saved=None) -> tuple:
+    """Gradients ``(x1, x2, weight)`` (None where ``needs`` is False) for the output gradient ``grad [N, D_out]``.
+
+    ``saved`` holds the forward's intermediates (recomputed when None). Differentiable operations
+    only: under ``create_graph`` the result has a graph, so higher derivatives are exact.
+    """
+    x, expanded, a, matrices, z0 = _intermediates(x1, x2, weight, ops) if saved is None else saved
+    count, channels = x.shape[0], ops.channels
+    d1, d3 = x.shape[1], z0.shape[1]
+    w1, w2, w3 = expanded.split([d1, ops.count2, d3], dim=1)
+    grad_z = grad.index_select(1, ops.scatter_out).view(count, d3, channels)
+    grad_z0 = grad_z * w3
+    grad_a12 = torch.bmm(matrices.transpose(1, 2), grad_z0).view(count, ops.count2, d1, channels)
+    grad_x2 = None
+    if needs[1]:
+        a12 = (w2.unsqueeze(2) * a.unsqueeze(1)).view(count, -1, channels)
+        grad_matrices = torch.bmm(grad_z0, a12.transpose(1, 2))  # [N, d3, n2 * d1]
+        grad_x2 = grad_matrices.view(count, -1) @ ops.coupling.T
+    grad_x1 = grad_weight = None
+    if needs[0] or needs[2]:
+        grad_a = (grad_a12 * w2.unsqueeze(2)).sum(1)  # [N, d1, C]
+        grad_x1 = (grad_a * w1).view(count, -1).index_select(1, ops.scatter_in1)
+    if needs[2]:
+        grad_w2 = (grad_a12 * a.unsqueeze(1)).sum(2).transpose(1, 2).reshape(count, -1)
+        parts = (_sum_per_irrep(grad_a * x, ops.rows1), grad_w2, _sum_per_irrep(grad_z * z0, ops.rows3))
+        grad_weight = torch.cat(parts, dim=1)
+    return grad_x1 if needs[0] else None, grad_x2, grad_weight
 
 
 def edge_product(x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, ops: EdgeOperators) -> torch.Tensor:
