@@ -52,6 +52,7 @@ def test_bench_model_writes_json_and_plot(tmp_path, shared_data):
         ("gaunt/grid[triton]", "cu", 32),
     ]
     assert all(m["energy_forces_s"] > 0 and m["edges"] > 0 for m in record["measurements"])
+    assert all(m["first_call_s"] > 0 for m in record["measurements"])
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -63,6 +63,7 @@ class ModelMeasurement:
     all_s: list[float]
     peak_memory_bytes: int
     setup_s: float
+    first_call_s: float = float("nan")
 
 
 def copper_box(repeat: int) -> ase.Atoms:
@@ -188,9 +189,12 @@ def benchmark_structure(
                 models[-1] = compiled[key] = _compiled(models[-1], kernel, device)
         setup.append(time.perf_counter() - start)
     times: list[list[float]] = [[] for _ in series]
+    first_calls = [float("nan") for _ in series]  # the first call compiles what compiles lazily
     for repeat in range(warmup + repeats):
         for index, model in enumerate(models):
             elapsed = timed(lambda model=model: model(graph, compute_forces=True), device)
+            if repeat == 0:
+                first_calls[index] = elapsed
             if repeat >= warmup:
                 times[index].append(elapsed)
     results = []
@@ -214,6 +218,7 @@ def benchmark_structure(
                 all_s=times[index],
                 peak_memory_bytes=peak,
                 setup_s=setup[index],
+                first_call_s=first_calls[index],
             )
         )
     return results
@@ -288,12 +293,15 @@ def run_model_benchmark(
 def format_model_table(record: dict) -> str:
     """A plain-text table of the medians, one row per (series, structure)."""
     lines = [f"# {machine_label(record['machine'])}, dtype {record['settings']['dtype']}"]
-    lines.append(f"{'series':<24} {'system':<6} {'atoms':>6} {'edges':>8} {'E+F ms':>10} {'ms/atom':>9}")
+    lines.append(
+        f"{'series':<24} {'system':<6} {'atoms':>6} {'edges':>8} {'E+F ms':>10} {'ms/atom':>9} {'1st call s':>10}"
+    )
     lines.append("-" * len(lines[-1]))
     for m in record["measurements"]:
         ms = 1e3 * m["energy_forces_s"]
         lines.append(
-            f"{m['label']:<24} {m['system']:<6} {m['atoms']:>6} {m['edges']:>8} {ms:>10.2f} {ms / m['atoms']:>9.4f}"
+            f"{m['label']:<24} {m['system']:<6} {m['atoms']:>6} {m['edges']:>8} {ms:>10.2f} {ms / m['atoms']:>9.4f} "
+            f"{m.get('first_call_s', float('nan')):>10.2f}"
         )
     if record["exponents"]:
         lines.append("\nscaling exponent in atoms (least-squares slope of log time vs log atoms):")

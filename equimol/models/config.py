@@ -15,7 +15,7 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       radial_mlp_hidden: [64, 64]
       readout_hidden: 16
       tp_backend: cg               # cg | gaunt | cp (any registered backend)
-      tp_options: {}               # passed to the backend, e.g. {cp_rank: 28}
+      tp_options: {}               # passed to the backend, e.g. {cp_rank: 28} or {compile: true} (gaunt)
       many_body: none              # none | cg | gaunt
       correlation: 3               # nu_max of the many-body block
       interaction: gated           # gated (TP, gate, residual) | product_basis (MACE: TP basis, then many-body)
