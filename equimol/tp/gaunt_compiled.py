@@ -45,7 +45,7 @@ import torch
 from equimol.tp.gaunt_edge import EdgeOperators, edge_product, edge_vjp
 from equimol.utils.tracing import tracing
 
-#: Most nonzero coupling entries ``compile=True`` accepts: 353 at L = 3 on all operands compile in about 80 s
+#: Most nonzero coupling entries ``compile=True`` accepts: 353 at L = 3 on all operands compile in 60 to 80 s
 #: (2-core EPYC); the graph is unrolled per entry, so compilation grows with the entries (1158 at L = 4).
 COMPILE_MAX_ENTRIES = 400
 
