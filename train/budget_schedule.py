@@ -28,7 +28,7 @@ def budget_progress(trainer: L.Trainer) -> float:
     """The largest fraction used of the budgets set on ``trainer`` (0 before fitting, at most 1)."""
     fractions = [0.0]
     for callback in trainer.callbacks:
-        if isinstance(callback, CPUTimeBudget):
+        if isinstance(callback, CPUTimeBudget) and callback.max_cpu_time is not None:
             fractions.append(callback.elapsed() / callback.max_cpu_time)
         elif isinstance(callback, Timer):
             elapsed, remaining = callback.time_elapsed("train"), callback.time_remaining("train")

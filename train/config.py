@@ -84,6 +84,7 @@ class TrainerConfig:
     max_steps: int = -1
     max_time: str | float | None = None  # "DD:HH:MM:SS" or seconds
     max_cpu_time: float | None = None  # CPU seconds of this process (load-independent budget, train/cpu_budget.py)
+    snapshot_cpu_times: list[float] = field(default_factory=list)  # EMA model files at these CPU seconds
     precision: int = 64
     seed: int = 0
     accelerator: str = "cpu"
@@ -335,6 +336,8 @@ def _check_ranges(sections: dict) -> None:
         parts = trainer.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
+    if any(t <= 0 for t in trainer.snapshot_cpu_times):
+        raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {trainer.snapshot_cpu_times!r}")
     seeds = trainer.committee_seeds
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"trainer.committee_seeds must be a non-empty list of distinct ints or null, got {seeds!r}")

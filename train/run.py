@@ -145,8 +145,8 @@ def _callbacks(config: TrainingConfig, run_dir: Path) -> list:
                 every_n_train_steps=trainer.checkpoint_every_n_steps,
             )
         )
-    if trainer.max_cpu_time is not None:
-        callbacks.append(CPUTimeBudget(trainer.max_cpu_time))
+    if trainer.max_cpu_time is not None or trainer.snapshot_cpu_times:
+        callbacks.append(CPUTimeBudget(trainer.max_cpu_time, trainer.snapshot_cpu_times, run_dir))
     if trainer.early_stopping_patience is not None:
         # strict=False: a run stopped by max_time/max_steps before its first validation is not an error
         callbacks.append(
