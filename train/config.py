@@ -337,7 +337,8 @@ def _check_ranges(sections: dict) -> None:
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
     if any(t <= 0 for t in trainer.snapshot_cpu_times):
-        raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {trainer.snapshot_cpu_times!r}")
+        times = trainer.snapshot_cpu_times
+        raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {times!r}")
     seeds = trainer.committee_seeds
     if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"trainer.committee_seeds must be a non-empty list of distinct ints or null, got {seeds!r}")
