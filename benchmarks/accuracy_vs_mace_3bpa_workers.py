@@ -67,25 +67,26 @@ def equimol_train(curve: str, argv: list[str]) -> int:
     """``equimol`` CLI ``argv`` with a callback that appends every validation to ``curve``."""
     import equimol.train.run as run
     import lightning as L
+    from equimol.train.cpu_budget import cpu_seconds  # the clock of trainer.max_cpu_time (children included)
 
     from equimol.cli import main
 
     class CurveRecorder(L.Callback):
         def on_train_start(self, trainer, pl_module) -> None:
-            self.cpu, self.wall = time.process_time(), time.perf_counter()
+            self.cpu, self.wall = cpu_seconds(), time.perf_counter()
 
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or not hasattr(self, "cpu"):
                 return
             metrics = trainer.callback_metrics
             record = {"epoch": trainer.current_epoch, "steps": trainer.global_step}
-            record |= {"cpu_s": time.process_time() - self.cpu, "wall_s": time.perf_counter() - self.wall}
+            record |= {"cpu_s": cpu_seconds() - self.cpu, "wall_s": time.perf_counter() - self.wall}
             record["val_forces_rmse"] = float(metrics["val/forces_rmse"])
             record["val_energy_per_atom_rmse"] = float(metrics["val/energy_per_atom_rmse"])
             _append(curve, record)
 
         def on_train_end(self, trainer, pl_module) -> None:
-            cpu, wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+            cpu, wall = cpu_seconds() - self.cpu, time.perf_counter() - self.wall
             _append(curve, {"event": "fit_end", "steps": trainer.global_step, "cpu_s": cpu, "wall_s": wall})
 
     callbacks = run._callbacks
@@ -99,8 +100,15 @@ class BudgetSpent(Exception):
     """The CPU-time budget ran out between two epochs."""
 
 
-def mace_train(budget: float, curve: str, mace_argv: list[str]) -> int:
-    """MACE's ``run_train`` with ``mace_argv`` under a CPU-time budget (see the module docstring)."""
+def mace_train(
+    budget: float, curve: str, mace_argv: list[str], snapshots: list[float] = (), snapshot_dir: str | None = None
+) -> int:
+    """MACE's ``run_train`` with ``mace_argv`` under a CPU-time budget (see the module docstring).
+
+    At each of ``snapshots`` CPU seconds (checked before each batch, as the budget is) the model with its
+    EMA weights is saved as ``snapshot_dir/<name>_cpu<seconds>.model`` (``torch.save`` of the module, as
+    MACE saves its final model), and ``snapshot_dir/steps.json`` records the optimizer steps made by then.
+    """
     import logging
 
     import torch
@@ -112,12 +120,26 @@ def mace_train(budget: float, curve: str, mace_argv: list[str]) -> int:
 
     loop = importlib.import_module("mace.tools.train")
     clock: dict = {"cpu": None, "wall": None, "steps": 0}
+    pending, state, steps_at = sorted(snapshots), {}, {}
+    name = next((a.split("=", 1)[1] for a in mace_argv if a.startswith("--name=")), "mace")
+
+    def save_snapshots() -> None:
+        from contextlib import nullcontext
+
+        while pending and elapsed()[0] >= pending[0]:
+            target = pending.pop(0)
+            ema = state.get("ema")
+            with ema.average_parameters() if ema is not None else nullcontext():
+                torch.save(state["model"], Path(snapshot_dir) / f"{name}_cpu{target:g}.model")
+            steps_at[f"{target:g}"] = clock["steps"]
+            (Path(snapshot_dir) / "steps.json").write_text(json.dumps(steps_at))
 
     def elapsed() -> tuple[float, float]:
         return time.process_time() - clock["cpu"], time.perf_counter() - clock["wall"]
 
     def budgeted(loader):
         for batch in loader:
+            save_snapshots()
             if elapsed()[0] >= budget:
                 return
             clock["steps"] += 1
@@ -143,10 +165,14 @@ def mace_train(budget: float, curve: str, mace_argv: list[str]) -> int:
         return log(valid_loss, eval_metrics, logger, log_errors, epoch, valid_loader_name)
 
     def train_loop(*args, **kwargs):
+        state["model"], state["ema"] = kwargs["model"], kwargs.get("ema")
+        if snapshot_dir is not None:
+            Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
         try:
             whole(*args, **kwargs)
         except BudgetSpent:
             logging.info(f"CPU-time budget of {budget} s spent: training complete")
+        save_snapshots()  # a snapshot at the budget itself is taken after the last batch
         cpu, wall = elapsed() if clock["cpu"] is not None else (0.0, 0.0)
         _append(curve, {"event": "fit_end", "steps": clock["steps"], "cpu_s": cpu, "wall_s": wall})
 
@@ -290,6 +316,8 @@ def main() -> int:
     mace = commands.add_parser("mace-train")
     mace.add_argument("--budget", type=float, required=True, help="CPU seconds of training")
     mace.add_argument("--curve", required=True, help="JSON-lines file for the validation curve")
+    mace.add_argument("--snapshots", default="", help="comma-separated CPU seconds of EMA snapshots")
+    mace.add_argument("--snapshot-dir", help="folder of the snapshot model files")
     mace.add_argument("argv", nargs=argparse.REMAINDER, help="-- then mace run_train arguments")
     worker = commands.add_parser("timing")
     worker.add_argument("side", choices=("equimol", "mace"))
@@ -302,7 +330,8 @@ def main() -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if args.command == "equimol-train":
         return equimol_train(args.curve, argv)
-    return mace_train(args.budget, args.curve, argv)
+    snapshots = [float(t) for t in args.snapshots.split(",") if t]
+    return mace_train(args.budget, args.curve, argv, snapshots, args.snapshot_dir)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 from equimol.train.config import ConfigError, load_config, validate_config
-from equimol.train.cpu_budget import CPUTimeBudget, snapshot_path
+from equimol.train.cpu_budget import CPUTimeBudget, cpu_seconds, snapshot_path
 from equimol.train.run import train
 from test_train_e2e import tiny_config, write_tiny_config
 
@@ -93,6 +93,20 @@ def test_the_clock_continues_on_resume(tmp_path: Path) -> None:
     assert clock.elapsed() == pytest.approx(3.0)
     saved = clock.state_dict()["cpu_seconds"]
     assert saved == pytest.approx(3.0)
+
+
+def test_the_clock_counts_waited_for_child_processes() -> None:
+    """Inductor's C++ compiler runs as child processes: their CPU time is part of the training's cost."""
+    import subprocess
+    import sys
+
+    before, own = cpu_seconds(), time.process_time()
+    subprocess.run(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"],
+        check=True,
+    )
+    assert time.process_time() - own < 0.3
+    assert cpu_seconds() - before >= 0.5
 
 
 def test_bad_snapshot_times_are_config_errors(shared_data: Path, tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 model snapshots ``trainer.snapshot_cpu_times``.
 
 ``trainer.max_time`` is wall-clock time, which on a shared machine depends on everything else that runs
-there. CPU time (``time.process_time()``: user + system time of every thread of this process) is what one
-training job itself consumed, so a CPU-time budget gives every run the same amount of computation
-however loaded the machine is. With one intra-op thread (``trainer.num_threads: 1``) and no data-loader
-worker processes it equals the wall time of the same run on an otherwise idle core; worker processes are
-not counted.
+there. CPU time (:func:`cpu_seconds`: user + system time of every thread of this process, plus that of
+the child processes it has waited for) is what one training job itself consumed, so a CPU-time budget
+gives every run the same amount of computation however loaded the machine is. The children are the C++
+compiler runs of Inductor (``trainer.compile``), which cost as much as the compilation in this process
+itself; data-loader worker processes, which run until the end of fitting, are not counted. With one
+intra-op thread (``trainer.num_threads: 1``) and no worker processes the clock equals the wall time of
+the same run on an otherwise idle core.
 
 The clock counts from the start of fitting (like Lightning's ``Timer`` for ``max_time``), so it includes
 a compilation made at the first step (``trainer.compile``). It is read after every training batch. It is
@@ -25,7 +27,7 @@ counted again).
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,15 @@ from typing import Any
 import lightning as L
 
 
-def snapshot_path(run_dir: str | Path, cpu_seconds: float) -> Path:
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for child processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def snapshot_path(run_dir: str | Path, seconds: float) -> Path:
     """``run_dir/snapshots/model_cpu<seconds>.pt`` (seconds written as an integer when they are one)."""
-    label = f"{int(cpu_seconds)}" if float(cpu_seconds).is_integer() else f"{cpu_seconds:g}"
+    label = f"{int(seconds)}" if float(seconds).is_integer() else f"{seconds:g}"
     return Path(run_dir) / "snapshots" / f"model_cpu{label}.pt"
 
 
@@ -68,10 +76,10 @@ class CPUTimeBudget(L.Callback):
 
     def elapsed(self) -> float:
         """CPU seconds of training so far, the interrupted run's included (0 before fitting)."""
-        return self._used_before + (0.0 if self._start is None else time.process_time() - self._start)
+        return self._used_before + (0.0 if self._start is None else cpu_seconds() - self._start)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.process_time()
+        self._start = cpu_seconds()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         used = self.elapsed()

@@ -1,0 +1,323 @@
+"""Learning curves on 3BPA: test errors of equimol and MACE "small" against training CPU time, to an hour.
+
+Every run trains on the same 475/25 split of ``3bpa/train_300K.xyz`` (split seed 0, the files of
+``accuracy_vs_mace_3bpa.prepare_data``) with one torch thread and a CPU-time budget (``--budget``, CPU
+seconds of the training process from its first batch, so a loaded machine stretches a run but does not
+shorten it). At each of ``--snapshots`` CPU seconds the run writes its EMA weights to a model file
+(equimol: ``trainer.snapshot_cpu_times``; MACE: a wrapper in ``accuracy_vs_mace_3bpa_workers.py``).
+Every snapshot is then tested on the full ``test_300K`` and ``test_600K``, and one function
+(``accuracy_vs_mace_3bpa.errors``) computes every RMSE from both codes' predictions.
+
+Jobs are ``CODE:SEED``: ``mace:0`` is MACE 0.3.16 "small" (the settings of ``accuracy_vs_mace_3bpa``),
+``main:0`` is ``configs/3bpa_quick.yaml`` as shipped, and any other name is a variant of
+:data:`VARIANTS` (the main job with a few keys changed, for choosing the model of a one-hour budget).
+Each equimol job compiles into its own empty Inductor cache, so every run pays its whole compilation.
+Jobs run ``--parallel`` at a time (default 2), each under ``nice -n 5``; a finished job (its
+``results.json``) is skipped when the command is run again, so an interrupted study resumes::
+
+    bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only        # both virtual environments
+    .venv/bin/python benchmarks/learning_curve_3bpa.py run main:0 mace:0 main:1 mace:1
+    .venv/bin/python benchmarks/learning_curve_3bpa.py run channels64:0 lmax2:0 --budget 3600
+    .venv/bin/python benchmarks/learning_curve_3bpa.py report [--overwrite]
+
+``report`` writes ``--out``.json/.md/.png (default ``benchmarks/learning_curve_3bpa``) from every
+finished job in ``--work`` (default ``runs/learning_curve_3bpa``); it refuses to replace an existing
+report without ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _common import markdown_table
+from accuracy_vs_mace_3bpa import MACE_SMALL, errors, labels, one_thread_env, prepare_data, versions
+from accuracy_vs_mace_3bpa_workers import MACE_PYTHON, ROOT, WORKERS
+
+CONFIG = ROOT / "configs" / "3bpa_quick.yaml"
+EQUIMOL = Path(sys.executable).with_name("equimol")
+TESTS = ("test_300K", "test_600K")
+#: equimol variants: name -> overrides of configs/3bpa_quick.yaml (``main`` is the shipped config).
+VARIANTS: dict[str, list[str]] = {
+    "main": [],
+    "channels64": ["model.channels=64"],
+    "lmax2": ["model.lmax=2"],
+    "layers3": ["model.num_layers=3"],
+    "gaunt_messages": ["model.tp_backend=gaunt", "model.tp_options={strategy: edge}"],
+}
+
+
+def job_folder(work: Path, job: str) -> Path:
+    return work / job.replace(":", "_seed")
+
+
+def train_command(job: str, args: argparse.Namespace, paths: dict, folder: Path) -> list[str]:
+    """The training command line of ``job`` (through the workers module, which records the curve)."""
+    code, seed = job.split(":")
+    snapshots = ",".join(f"{t:g}" for t in args.snapshots)
+    nice = ["nice", "-n", "5"]
+    if code == "mace":
+        mace = [
+            "--name=mace_small", f"--seed={seed}", *MACE_SMALL, f"--E0s={paths['e0s']}",
+            f"--train_file={paths['mace_train']}", f"--valid_file={paths['mace_valid']}",
+            "--energy_key=REF_energy", "--forces_key=REF_forces", f"--work_dir={folder}", f"--model_dir={folder}",
+            f"--log_dir={folder / 'logs'}", f"--checkpoints_dir={folder / 'checkpoints'}",
+            f"--results_dir={folder / 'results'}",
+        ]  # fmt: skip
+        return [*nice, str(args.mace_python), str(WORKERS), "mace-train", f"--budget={args.budget}",
+                f"--curve={folder / 'curve.jsonl'}", f"--snapshots={snapshots}",
+                f"--snapshot-dir={folder / 'snapshots'}", "--", *mace]  # fmt: skip
+    overrides = [
+        "trainer.max_time=null", f"trainer.max_cpu_time={args.budget}", f"trainer.snapshot_cpu_times=[{snapshots}]",
+        "trainer.early_stopping_patience=null", f"trainer.run_dir={folder / 'run'}", "trainer.progress_bar=false",
+        "trainer.test_after_fit=false", "trainer.num_threads=1", f"trainer.seed={seed}", f"model.seed={seed}",
+        "data.seed=0", f"data.data_dir={args.data_dir.resolve()}", f"data.train={paths['train']}",
+        f"data.val={paths['valid']}", "data.val_fraction=0.0", "data.test=null", *VARIANTS[code],
+    ]  # fmt: skip
+    return [*nice, str(sys.executable), str(WORKERS), "equimol-train", str(folder / "curve.jsonl"), "--",
+            "train", str(CONFIG), *overrides]  # fmt: skip
+
+
+def snapshot_files(job: str, folder: Path, snapshots: list[float]) -> dict[float, Path]:
+    code = job.split(":")[0]
+    if code == "mace":
+        return {t: folder / "snapshots" / f"mace_small_cpu{t:g}.model" for t in snapshots}
+    return {t: folder / "run" / "snapshots" / f"model_cpu{t:g}.pt" for t in snapshots}
+
+
+def predict_command(job: str, model: Path, test: Path, out: Path, mace_python: Path) -> list[str]:
+    if job.startswith("mace:"):
+        evaluate = str(mace_python.with_name("mace_eval_configs"))
+        return [evaluate, "--configs", str(test), "--model", str(model), "--output", str(out),
+                "--default_dtype", "float32", "--batch_size", "20", "--device", "cpu"]  # fmt: skip
+    return [str(EQUIMOL), "predict", str(model), str(test), "--out", str(out), "--batch-size", "20", "--quiet"]
+
+
+def predicted_labels(job: str, path: Path) -> dict:
+    """The predictions of ``path`` (MACE's ``MACE_*`` keys; equimol's ``equimol_*`` or plain keys)."""
+    import ase.io
+
+    if job.startswith("mace:"):
+        return labels(path, "MACE_energy", "MACE_forces")
+    first = ase.io.read(path, index=0)
+    return labels(path, "equimol_energy", "equimol_forces") if "equimol_energy" in first.info else labels(path)
+
+
+def snapshot_steps(job: str, model: Path) -> int:
+    """Optimizer steps made before the snapshot ``model`` was taken."""
+    if job.startswith("mace:"):
+        return json.loads((model.parent / "steps.json").read_text())[model.stem.rsplit("_cpu", 1)[1]]
+    from equimol.export import read_model_file
+
+    return int(read_model_file(model)["metadata"]["global_step"])
+
+
+def run_job(job: str, args: argparse.Namespace, paths: dict) -> dict:
+    """Train ``job``, test every snapshot; the record is also written to the job's ``results.json``."""
+    folder = job_folder(args.work, job)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**one_thread_env(), "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor_cache")}
+    start, load_start = time.time(), os.getloadavg()[0]
+    with open(folder / "train.log", "w") as log:
+        process = subprocess.Popen(train_command(job, args, paths, folder), stdout=log, stderr=subprocess.STDOUT,
+                                   env=env)  # fmt: skip
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = (folder / "train.log").read_text().splitlines()[-15:]
+        raise RuntimeError(f"{job} failed:\n" + "\n".join(tail))
+    curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
+    record = {
+        "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
+        "overrides": VARIANTS.get(job.split(":")[0]), "train_wall_s": time.time() - start,
+        "process_cpu_s": usage.ru_utime + usage.ru_stime, "load_1min_start_end": [load_start, os.getloadavg()[0]],
+        "validations": [r for r in curve if "event" not in r],
+        "fit_end": next((r for r in curve if r.get("event") == "fit_end"), None), "snapshots": [],
+    }  # fmt: skip
+    for cpu_s, model in snapshot_files(job, folder, args.snapshots).items():
+        tests = {}
+        for name in TESTS:
+            out = folder / f"predicted_cpu{cpu_s:g}_{name}.xyz"
+            subprocess.run(predict_command(job, model, paths[name], out, args.mace_python), check=True, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            tests[name] = errors(labels(paths[name]), predicted_labels(job, out))
+            out.unlink()
+        record["snapshots"].append({"cpu_s": cpu_s, "steps": snapshot_steps(job, model), **tests})
+    (folder / "results.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    for job in args.jobs:
+        code = job.split(":")[0]
+        if code != "mace" and code not in VARIANTS or not job.partition(":")[2].isdigit():
+            raise SystemExit(f"learning_curve_3bpa.py: error: unknown job {job!r} (mace:SEED or VARIANT:SEED, "
+                             f"variants {sorted(VARIANTS)})")  # fmt: skip
+    args.work.mkdir(parents=True, exist_ok=True)
+    paths = prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
+    todo = [job for job in args.jobs if not (job_folder(args.work, job) / "results.json").exists()]
+    lock, failures = threading.Lock(), []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                job = todo.pop(0)
+            print(f"{time.strftime('%H:%M:%S')} start {job}", flush=True)
+            try:
+                run_job(job, args, paths)
+                print(f"{time.strftime('%H:%M:%S')} done {job}", flush=True)
+            except Exception as error:  # noqa: BLE001 - one failed job must not stop the others
+                failures.append(job)
+                print(f"{time.strftime('%H:%M:%S')} FAILED {job}: {error}", flush=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return 1 if failures else 0
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean over seeds of every (code, snapshot, test set, metric)."""
+    table: dict = {}
+    for record in records:
+        for snapshot in record["snapshots"]:
+            for name in TESTS:
+                for metric in ("energy_rmse_per_atom", "forces_rmse"):
+                    key = (record["code"], snapshot["cpu_s"], name, metric)
+                    table.setdefault(key, []).append(snapshot[name][metric])
+    return {
+        "|".join(map(str, key)): {"mean": statistics.fmean(v), "values": v, "seeds": len(v)}
+        for key, v in sorted(table.items())
+    }
+
+
+def plot(records: list[dict], path: Path, title: str) -> None:
+    """RMSE against training CPU time, log-log: test_300K and test_600K, E and F, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    colors = {"main": "tab:blue", "mace": "tab:red"}
+    others = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray"])
+    for record in sorted(records, key=lambda r: (r["code"] != "main", r["code"] != "mace", r["code"], r["seed"])):
+        code = record["code"]
+        color = colors.setdefault(code, next(others))
+        label = {"main": "equimol (3bpa_quick)", "mace": 'MACE 0.3.16 "small"'}.get(code, f"equimol {code}")
+        times = [s["cpu_s"] for s in record["snapshots"]]
+        for row, name in enumerate(TESTS):
+            for column, (metric, unit) in enumerate((("forces_rmse", "F (meV/Å)"), ("energy_rmse_per_atom",
+                                                                                   "E (meV/atom)"))):  # fmt: skip
+                axis = axes[row, column]
+                axis.plot(times, [s[name][metric] for s in record["snapshots"]], marker="o", color=color, ms=4,
+                          ls="-" if record["seed"] == 0 else "--", label=f"{label}, seed {record['seed']}")  # fmt: skip
+                axis.set(xscale="log", yscale="log", title=f"{name}: {unit.split()[0]} RMSE",
+                         ylabel=f"RMSE {unit}")  # fmt: skip
+                axis.grid(True, which="both", alpha=0.3)
+    for axis in axes[1]:
+        axis.set_xlabel("training CPU time (s, one thread)")
+    axes[0, 0].legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def report(args: argparse.Namespace) -> int:
+    out = args.out
+    if Path(f"{out}.json").exists() and not args.overwrite:
+        raise SystemExit(f"learning_curve_3bpa.py: error: {out}.json exists; give --overwrite to replace it")
+    records = [json.loads(p.read_text()) for p in sorted(args.work.glob("*/results.json"))]
+    if not records:
+        raise SystemExit(f"learning_curve_3bpa.py: error: no finished job in {args.work}")
+    software = versions()
+    machine = software["machine"]
+    loads = [x for r in records for x in r["load_1min_start_end"]]
+    jobs = " ".join(r["job"] for r in records)
+    record = {"software": software, "runs": records, "mean_over_seeds": summarize(records),
+              "command": f"python benchmarks/learning_curve_3bpa.py run {jobs}"}  # fmt: skip
+    Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n")
+    title = f"3BPA, 475 training frames, one thread per run; {machine['cpu']} ({machine['cpu_count']} cores)"
+    plot(records, Path(f"{out}.png"), title)
+    codes = sorted({r["code"] for r in records}, key=lambda c: (c != "main", c != "mace", c))
+    times = sorted({s["cpu_s"] for r in records for s in r["snapshots"]})
+    lines = [
+        '# Learning curves on 3BPA: equimol against MACE "small" to an hour of CPU time',
+        "",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, {machine['platform']}. equimol "
+        f"{software['equimol_env']['equimol']} (commit {software['equimol_commit']}), torch "
+        f"{software['equimol_env']['torch']}; mace-torch {software['mace_env']['mace-torch']}, torch "
+        f"{software['mace_env']['torch']}, e3nn {software['mace_env']['e3nn']}.",
+        f"One torch thread per run, two runs at a time (`nice -n 5`) beside other work on the machine: 1-minute load "
+        f"average at the starts and ends of the runs {min(loads):.1f} to {max(loads):.1f}. Budgets are CPU seconds "
+        "of each training process from its first batch (equimol's cold compilation included).",
+        "Data: 475 training / 25 validation frames of `3bpa/train_300K.xyz` (split seed 0, the same for every run), "
+        "E0s from `3bpa/iso_atoms.xyz`; every snapshot (EMA weights at that CPU time) tested on all 1669 frames of "
+        "`test_300K` and 2138 of `test_600K`.",
+        'MACE "small": `'
+        + " ".join(MACE_SMALL)
+        + "`. equimol variants are `configs/3bpa_quick.yaml` with: "
+        + "; ".join(f"`{c}` {' '.join(VARIANTS[c]) or '(as shipped)'}" for c in codes if c != "mace")
+        + ".",
+        "",
+        "Mean over seeds (seeds in brackets); E in meV/atom, F in meV/Å:",
+        "",
+    ]
+    summary = record["mean_over_seeds"]
+    header = ["run", "CPU s"] + [f"{name} {q}" for name in TESTS for q in ("E", "F")] + ["steps"]
+    rows = []
+    for code in codes:
+        for cpu_s in times:
+            cells = [f"{code}", f"{cpu_s:g}"]
+            for name in TESTS:
+                for metric, digits in (("energy_rmse_per_atom", 2), ("forces_rmse", 1)):
+                    entry = summary.get(f"{code}|{cpu_s}|{name}|{metric}")
+                    cells.append("–" if entry is None else f"{entry['mean']:.{digits}f} ({entry['seeds']})")
+            steps = [s.get("steps") for r in records if r["code"] == code for s in r["snapshots"]
+                     if s["cpu_s"] == cpu_s and s.get("steps") is not None]  # fmt: skip
+            cells.append(f"{statistics.fmean(steps):.0f}" if steps else "–")
+            rows.append(cells)
+    lines += markdown_table(header, rows)
+    lines += ["", "Every run (E meV/atom / F meV/Å at each snapshot):", ""]
+    rows = [[r["job"]] + [f"{s['test_300K']['energy_rmse_per_atom']:.2f} / {s['test_300K']['forces_rmse']:.1f}; "
+                          f"{s['test_600K']['energy_rmse_per_atom']:.2f} / {s['test_600K']['forces_rmse']:.1f}"
+                          for s in r["snapshots"]] for r in records]  # fmt: skip
+    lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
+    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", ""]
+    Path(f"{out}.md").write_text("\n".join(lines))
+    print(Path(f"{out}.md").read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "runs/learning_curve_3bpa", help="run folders")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data", help="holds 3bpa/")
+    commands = parser.add_subparsers(dest="command", required=True)
+    runner = commands.add_parser("run", help="train and test jobs CODE:SEED (mace:0, main:0, channels64:1, ...)")
+    runner.add_argument("jobs", nargs="+")
+    runner.add_argument("--budget", type=float, default=3600.0, help="CPU seconds of training (default 3600)")
+    runner.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
+    runner.add_argument("--parallel", type=int, default=2, help="jobs at a time (default 2)")
+    runner.add_argument("--test-limit", type=int, help="first N test frames only (dry runs)")
+    runner.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
+    reporter = commands.add_parser("report", help="write --out.{json,md,png} from the finished jobs")
+    reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa")
+    reporter.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    args = parser.parse_args(argv)
+    args.work = args.work.resolve()
+    return run(args) if args.command == "run" else report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
