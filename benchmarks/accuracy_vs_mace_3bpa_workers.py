@@ -67,13 +67,16 @@ def equimol_train(curve: str, argv: list[str]) -> int:
     """``equimol`` CLI ``argv`` with a callback that appends every validation to ``curve``."""
     import equimol.train.run as run
     import lightning as L
-    from equimol.train.cpu_budget import cpu_seconds  # the clock of trainer.max_cpu_time (children included)
+    from equimol.train.cpu_budget import CPUTimeBudget, cpu_seconds  # the clock of max_cpu_time (children included)
 
     from equimol.cli import main
 
     class CurveRecorder(L.Callback):
         def on_train_start(self, trainer, pl_module) -> None:
-            self.cpu, self.wall = cpu_seconds(), time.perf_counter()
+            # a resumed run continues the clock of trainer.max_cpu_time, saved in its checkpoint
+            budget = next((c for c in trainer.callbacks if isinstance(c, CPUTimeBudget)), None)
+            before = budget.elapsed() if budget is not None else 0.0
+            self.cpu, self.wall = cpu_seconds() - before, time.perf_counter()
 
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or not hasattr(self, "cpu"):

@@ -13,7 +13,9 @@ Jobs are ``CODE:SEED``: ``mace:0`` is MACE 0.3.16 "small" (the settings of ``acc
 :data:`VARIANTS` (the main job with a few keys changed, for choosing the model of a one-hour budget).
 Each equimol job compiles into its own empty Inductor cache, so every run pays its whole compilation.
 Jobs run ``--parallel`` at a time (default 2), each under ``nice -n 5``; a finished job (its
-``results.json``) is skipped when the command is run again, so an interrupted study resumes::
+``results.json``) is skipped when the command is run again, so an interrupted study resumes: an equimol
+job continues from its last checkpoint (CPU clock, data order and snapshots included, compiling again
+into an emptied cache), a MACE job starts over::
 
     bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only        # both virtual environments
     .venv/bin/python benchmarks/learning_curve_3bpa.py run main:0 mace:0 main:1 mace:1
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,8 +84,10 @@ def train_command(job: str, args: argparse.Namespace, paths: dict, folder: Path)
         "data.seed=0", f"data.data_dir={args.data_dir.resolve()}", f"data.train={paths['train']}",
         f"data.val={paths['valid']}", "data.val_fraction=0.0", "data.test=null", *VARIANTS[code],
     ]  # fmt: skip
+    # an interrupted equimol job resumes from its last checkpoint, CPU clock and data order included
+    resume = ["--resume"] if (folder / "run" / "checkpoints" / "last.ckpt").exists() else []
     return [*nice, str(sys.executable), str(WORKERS), "equimol-train", str(folder / "curve.jsonl"), "--",
-            "train", str(CONFIG), *overrides]  # fmt: skip
+            "train", str(CONFIG), *overrides, *resume]  # fmt: skip
 
 
 def snapshot_files(job: str, folder: Path, snapshots: list[float]) -> dict[float, Path]:
@@ -122,6 +127,10 @@ def snapshot_steps(job: str, model: Path) -> int:
 def run_job(job: str, args: argparse.Namespace, paths: dict) -> dict:
     """Train ``job``, test every snapshot; the record is also written to the job's ``results.json``."""
     folder = job_folder(args.work, job)
+    if job.startswith("mace:") and folder.exists():
+        shutil.rmtree(folder)  # the MACE driver cannot continue its CPU clock: an interrupted run starts over
+    if (folder / "inductor_cache").exists():
+        shutil.rmtree(folder / "inductor_cache")  # a resumed equimol run pays its whole compilation again
     folder.mkdir(parents=True, exist_ok=True)
     env = {**one_thread_env(), "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor_cache")}
     start, load_start = time.time(), os.getloadavg()[0]
