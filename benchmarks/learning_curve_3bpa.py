@@ -149,7 +149,15 @@ def run_job(job: str, args: argparse.Namespace, paths: dict) -> dict:
         "validations": [r for r in curve if "event" not in r],
         "fit_end": next((r for r in curve if r.get("event") == "fit_end"), None), "snapshots": [],
     }  # fmt: skip
+    test_snapshots(job, args, paths, folder, record, env)
+    return record
+
+
+def test_snapshots(job: str, args: argparse.Namespace, paths: dict, folder: Path, record: dict, env: dict) -> None:
+    """Test every snapshot file of ``job`` that exists on both test sets; write ``record`` to ``results.json``."""
     for cpu_s, model in snapshot_files(job, folder, args.snapshots).items():
+        if not model.exists():  # a job stopped before this CPU time (see ``stopped``)
+            continue
         tests = {}
         for name in TESTS:
             out = folder / f"predicted_cpu{cpu_s:g}_{name}.xyz"
@@ -159,7 +167,25 @@ def run_job(job: str, args: argparse.Namespace, paths: dict) -> dict:
             out.unlink()
         record["snapshots"].append({"cpu_s": cpu_s, "steps": snapshot_steps(job, model), **tests})
     (folder / "results.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
+
+
+def stopped(args: argparse.Namespace) -> int:
+    """Test the snapshots that an equimol job stopped before its budget wrote (its training process killed)."""
+    paths = prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
+    for job in args.jobs:
+        folder = job_folder(args.work, job)
+        if job.startswith("mace:") or not (folder / "curve.jsonl").exists():
+            raise SystemExit(f"learning_curve_3bpa.py: error: {job} is not a started equimol job in {args.work}")
+        curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
+        record = {
+            "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
+            "overrides": VARIANTS.get(job.split(":")[0]), "stopped_before_budget": True,
+            "load_1min_start_end": [os.getloadavg()[0]] * 2,
+            "validations": [r for r in curve if "event" not in r], "fit_end": None, "snapshots": [],
+        }  # fmt: skip
+        test_snapshots(job, args, paths, folder, record, {**one_thread_env()})
+        print(f"{job}: tested {len(record['snapshots'])} snapshot(s)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -267,7 +293,8 @@ def report(args: argparse.Namespace) -> int:
         f"{software['equimol_env']['equimol']} (commit {software['equimol_commit']}), torch "
         f"{software['equimol_env']['torch']}; mace-torch {software['mace_env']['mace-torch']}, torch "
         f"{software['mace_env']['torch']}, e3nn {software['mace_env']['e3nn']}.",
-        f"One torch thread per run, two runs at a time (`nice -n 5`) beside other work on the machine: 1-minute load "
+        f"One torch thread per run, two runs at a time beside other work on the machine (the runs reniced to -10, "
+        "process and autogroup, so that other work waited): 1-minute load "
         f"average at the starts and ends of the runs {min(loads):.1f} to {max(loads):.1f}. Budgets are CPU seconds "
         "of each training process from its first batch (equimol's cold compilation included).",
         "Data: 475 training / 25 validation frames of `3bpa/train_300K.xyz` (split seed 0, the same for every run), "
@@ -298,9 +325,15 @@ def report(args: argparse.Namespace) -> int:
             rows.append(cells)
     lines += markdown_table(header, rows)
     lines += ["", "Every run (E meV/atom / F meV/Å at each snapshot):", ""]
-    rows = [[r["job"]] + [f"{s['test_300K']['energy_rmse_per_atom']:.2f} / {s['test_300K']['forces_rmse']:.1f}; "
-                          f"{s['test_600K']['energy_rmse_per_atom']:.2f} / {s['test_600K']['forces_rmse']:.1f}"
-                          for s in r["snapshots"]] for r in records]  # fmt: skip
+
+    def cell(run: dict, cpu_s: float) -> str:
+        s = next((s for s in run["snapshots"] if s["cpu_s"] == cpu_s), None)
+        if s is None:
+            return "– (stopped before)" if run.get("stopped_before_budget") else "–"
+        return (f"{s['test_300K']['energy_rmse_per_atom']:.2f} / {s['test_300K']['forces_rmse']:.1f}; "
+                f"{s['test_600K']['energy_rmse_per_atom']:.2f} / {s['test_600K']['forces_rmse']:.1f}")  # fmt: skip
+
+    rows = [[r["job"]] + [cell(r, t) for t in times] for r in records]
     lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
     lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", ""]
     Path(f"{out}.md").write_text("\n".join(lines))
@@ -320,12 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--parallel", type=int, default=2, help="jobs at a time (default 2)")
     runner.add_argument("--test-limit", type=int, help="first N test frames only (dry runs)")
     runner.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
+    halted = commands.add_parser("stopped", help="test the snapshots of equimol jobs stopped before their budget")
+    halted.add_argument("jobs", nargs="+")
+    halted.add_argument("--budget", type=float, default=3600.0, help="the budget the jobs were started with")
+    halted.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
+    halted.add_argument("--test-limit", type=int, help="first N test frames only (dry runs)")
+    halted.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
     reporter = commands.add_parser("report", help="write --out.{json,md,png} from the finished jobs")
     reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa")
     reporter.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
-    return run(args) if args.command == "run" else report(args)
+    return {"run": run, "stopped": stopped, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
