@@ -221,6 +221,25 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+FINDINGS = """
+## Findings
+
+- equimol's main-job model is below MACE small in E and F on test_300K and test_600K at every
+  snapshot, mean of 2 seeds; the force gap is 5 to 11 meV/Å from 540 to 3600 CPU-s, so the lead is
+  not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
+- At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
+  and 21.7) and F 44.7 meV/Å on test_600K: `configs/3bpa_1h.yaml` ships it with that budget.
+- 64 channels (`channels64`, one seed) is behind the main-job model at every snapshot it reached (it
+  makes about half the steps); it was stopped after its 2400 CPU-s snapshot to free the machine.
+  L = 2 features, 3 layers and Gaunt messages were not screened.
+- `main:1` was interrupted at 2650 CPU-s (the session that ran it ended) and resumed from its last
+  checkpoint with `--resume`: the CPU clock, the data order and the pending snapshots continue, and it
+  compiled again into an emptied cache (about 200 CPU-s more than an uninterrupted run spends on it).
+- The load named above is sampled at the starts and ends of the runs only; read by hand during the
+  runs, the 1-minute load reached 12 to 18 while other work (test suites, builds) shared the machine.
+"""
+
+
 def summarize(records: list[dict]) -> dict:
     """Mean over seeds of every (code, snapshot, test set, metric)."""
     table: dict = {}
@@ -335,7 +354,7 @@ def report(args: argparse.Namespace) -> int:
 
     rows = [[r["job"]] + [cell(r, t) for t in times] for r in records]
     lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
-    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", ""]
+    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", FINDINGS]
     Path(f"{out}.md").write_text("\n".join(lines))
     print(Path(f"{out}.md").read_text())
     return 0
