@@ -229,8 +229,10 @@ FINDINGS = """
   not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
 - At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
   and 21.7) and F 44.7 meV/Å on test_600K: `configs/3bpa_1h.yaml` ships it with that budget.
-- 64 channels (`channels64`, one seed) is behind the main-job model at every snapshot it reached (it
-  makes about half the steps); it was stopped after its 2400 CPU-s snapshot to free the machine.
+- 64 channels (`channels64`, one seed, about half the steps) is behind the main-job model on test_300K
+  at every snapshot it reached and level with it on test_600K at 2400 CPU-s; its curves are steeper,
+  so a full hour and a second seed may still change the choice. It was stopped after its 2400 CPU-s
+  snapshot to free the machine.
   L = 2 features, 3 layers and Gaunt messages were not screened.
 - `main:1` was interrupted at 2650 CPU-s (the session that ran it ended) and resumed from its last
   checkpoint with `--resume`: the CPU clock, the data order and the pending snapshots continue, and it
