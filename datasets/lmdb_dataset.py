@@ -9,6 +9,12 @@ labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legac
 frame's atom count (:mod:`.lmdb_index`), for size-bounded batching without reading the frames.
 Only ``lmdb``, ``torch`` and ``torch_geometric`` are needed to read them (not fairchem).
 
+**No code from the file.** Values are unpickled by :func:`equimol.safe_pickle.restricted_loads`,
+which resolves only the classes of this layout (PyG ``Data`` and its storage, torch tensors and
+storages, numpy arrays, dtypes and scalars): a frame that names anything else is refused with
+:class:`~equimol.safe_pickle.UnsafeFileError` naming the file, the key and the refused name,
+before any of it runs.
+
 **Bounded memory.** Environments open lazily, once per file and process (DataLoader workers fork
 after the dataset is built; an LMDB environment must not cross a fork), read-only, without locks
 or read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import array
 import bisect
 import contextlib
+import numbers
 import os
 import pickle
 import threading
@@ -39,6 +46,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equimol.safe_pickle import UnsafeFileError, restricted_loads
 from equimol.utils.io import fsync_folder, temporary_sibling
 
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
@@ -121,10 +129,30 @@ def _frame_count(env: lmdb.Environment, path: Path) -> int:
         raw = txn.get(b"length")
         if raw is None:
             return int(env.stat()["entries"]) - (txn.get(ATOM_COUNT_KEY) is not None)
-        try:
-            return int(pickle.loads(raw))
-        except Exception as error:
-            raise DataFormatError(f"{path}: corrupt 'length' key ({type(error).__name__}: {error})") from error
+        return stored_length(raw, path)
+
+
+def stored_length(raw: bytes, path: Path) -> int:
+    """The frame count pickled under the key ``length`` (an int, or a numpy integer in some fairchem sets)."""
+    value = unpickle_value(raw, f"{path}, key length")
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise DataFormatError(f"{path}: corrupt 'length' key (holds {str(value)[:80]!r}, not a frame count)")
+    return int(value)
+
+
+def unpickle_value(raw: bytes, where: str) -> object:
+    """A stored value, unpickled with only the classes of the layout importable (see the module docstring).
+
+    Raises:
+        UnsafeFileError: the value names anything else (nothing of it has run).
+        DataFormatError: a damaged pickle.
+    """
+    try:
+        return restricted_loads(raw, where)
+    except UnsafeFileError:
+        raise
+    except Exception as error:
+        raise DataFormatError(f"{where}: value cannot be unpickled ({type(error).__name__}: {error})") from error
 
 
 def _get(record: Data, name: str):
@@ -235,12 +263,7 @@ class LmdbFrames:
                 self._close_files()
         if raw is None:
             raise DataFormatError(f"{file}: key {local!r} missing (frame {index}; the file claims {len(self)} frames)")
-        try:
-            return pickle.loads(raw)
-        except Exception as error:
-            raise DataFormatError(
-                f"{file}, key {local}: value cannot be unpickled ({type(error).__name__}: {error})"
-            ) from error
+        return unpickle_value(raw, f"{file}, key {local}")
 
     def __getitem__(self, index: int) -> Data:
         file_index = bisect.bisect_right(self._offsets, index) - 1 if 0 <= index < len(self) else 0

@@ -119,20 +119,20 @@ def check_run_folder(run_dir: Path, config: Mapping, resume: bool, overwrite: bo
 
 
 def _check_resume(run_dir: Path, config: Mapping) -> None:
-    import torch
+    from equimol.export import ModelFileError
+
+    from .checkpoints import read_checkpoint
 
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise RunFolderError(f"--resume: no checkpoint {str(last)!r}; train without --resume to start the run")
     try:  # a damaged checkpoint fails here, before anything is written, not inside Lightning
-        state = torch.load(last, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - zip, pickle and I/O errors alike mean a damaged file
+        read_checkpoint(last)
+    except ModelFileError as error:
         raise RunFolderError(
-            f"--resume: checkpoint {str(last)!r} is damaged ({type(error).__name__}); "
+            f"--resume: checkpoint {str(last)!r} is damaged or not a checkpoint of `equimol train` ({error}); "
             "restore it from a copy, or start again with --overwrite"
         ) from error
-    if not isinstance(state, dict) or "state_dict" not in state or "model_config" not in state:
-        raise RunFolderError(f"--resume: {str(last)!r} is not a checkpoint written by `equimol train`")
     recorded = run_dir / "config.yaml"
     if not recorded.is_file():
         raise RunFolderError(f"--resume: {str(recorded)!r} is missing, so the run's config cannot be compared")
