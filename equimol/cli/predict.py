@@ -74,6 +74,7 @@ class PredictionFrames(torch.utils.data.IterableDataset):
 
         from equimol.datasets.readers import DataFormatError
         from equimol.graph import structure_to_graph
+        from equimol.structure_checks import StructureError
 
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank = torch.distributed.get_rank() if distributed else 0
@@ -94,6 +95,8 @@ class PredictionFrames(torch.utils.data.IterableDataset):
                 graph = structure_to_graph(
                     record.pos.double().numpy(), numbers, cell, pbc, self.radial_cutoff, self.dtype
                 )
+            except StructureError as error:  # refused before the neighbor list: a cell or positions it cannot take
+                raise DataFormatError(f"{where}: {error}") from error
             except RuntimeError as error:  # vesin: e.g. a periodic frame with a singular cell
                 raise DataFormatError(f"{where}: no neighbor list ({error})") from error
             graph.frame_number = torch.tensor([index])
