@@ -47,7 +47,7 @@ import torch
 from torch_geometric.data import Data
 
 from equimol.safe_pickle import UnsafeFileError, restricted_loads
-from equimol.utils.io import fsync_folder, temporary_sibling
+from equimol.utils.io import OutputError, fsync_folder, output_error, remove_stale_temporaries, temporary_sibling
 
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
@@ -297,13 +297,15 @@ def write_lmdb(
     progress: bool = True,
     total: int | None = None,
     map_size: int = 1 << 30,
+    overwrite: bool = False,
 ) -> int:
     """Write frame records to one LMDB file in the OC20 layout; returns the number of frames.
 
     Args:
         records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
-        path: output file (must not exist). The frames go to a hidden temporary file beside it, which
-            is synced and renamed to ``path`` only once complete (the :mod:`equimol.utils.io` rule):
+        path: output file (must not exist unless ``overwrite``). The frames go to a hidden temporary
+            file beside it, which is synced and renamed to ``path`` only once complete (the
+            :mod:`equimol.utils.io` rule):
             a conversion that fails or is killed never leaves a file at ``path``. The atom-count
             index (``ATOM_COUNT_KEY``, :mod:`.lmdb_index`) is committed in the transaction of "length".
         legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
@@ -317,7 +319,7 @@ def write_lmdb(
     count = 0
     atom_counts = array.array("i")  # the atom-count index, committed with "length"
     pending: list[tuple[bytes, bytes]] = []
-    with writing_lmdb(path, map_size) as env:
+    with writing_lmdb(path, map_size, overwrite) as env:
         for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
             stored = record.clone()
             if legacy_names:
@@ -339,7 +341,7 @@ def write_lmdb(
 
 
 @contextlib.contextmanager
-def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
+def writing_lmdb(path: Path, map_size: int, overwrite: bool = False) -> Iterator[lmdb.Environment]:
     """An LMDB environment whose file becomes ``path`` only when the block ends without an error.
 
     It is opened on a hidden temporary sibling (the :mod:`equimol.utils.io` rule), synced once at
@@ -347,25 +349,46 @@ def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
     ``path``; an error or a kill inside the block never leaves a file at ``path``.
 
     Raises:
-        FileExistsError: ``path`` exists.
+        FileExistsError: ``path`` exists (and not ``overwrite``).
+        OutputError: the folder is read-only or the disk full (nothing is left at ``path`` or beside it).
     """
-    if path.exists():
-        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {str(path)!r} exists; give --overwrite to replace it, or another name")
     partial = temporary_sibling(path)
-    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    except (OSError, lmdb.Error) as error:
+        raise _write_failure(path, error) from error
     try:
         yield env
         env.sync(True)
+    except lmdb.Error as error:  # ENOSPC and friends, as LMDB reports them (the block writes only through env)
+        _discard(env, partial)
+        raise _write_failure(path, error) from error
     except BaseException:
-        env.close()
-        for leftover in (partial, Path(f"{partial}-lock")):
-            leftover.unlink(missing_ok=True)
+        _discard(env, partial)
         raise
     env.close()
     Path(f"{partial}-lock").unlink(missing_ok=True)
     os.replace(partial, path)
     fsync_folder(path.parent)
+
+
+def _discard(env: lmdb.Environment, partial: Path) -> None:
+    env.close()
+    for leftover in (partial, Path(f"{partial}-lock")):
+        leftover.unlink(missing_ok=True)
+
+
+def _write_failure(path: Path, error: BaseException) -> BaseException:
+    """An :class:`~equimol.utils.io.OutputError` naming ``path`` for a failed write; other errors unchanged."""
+    if isinstance(error, OSError) and not isinstance(error, OutputError):
+        return output_error(path, error)
+    if isinstance(error, lmdb.Error):
+        return output_error(path, OSError(str(error).rsplit(": ", 1)[-1]))
+    return error
 
 
 def _put(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:

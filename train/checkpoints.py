@@ -71,14 +71,18 @@ def read_checkpoint(checkpoint: str | Path) -> dict:
     return state
 
 
-def export_checkpoint(checkpoint: str | Path, path: str | Path) -> Path:
-    """Export the model of a training checkpoint (``equimol train``), with its EMA weights when it has them."""
+def export_checkpoint(checkpoint: str | Path, path: str | Path, dtype: str | None = None) -> Path:
+    """Export the model of a training checkpoint (``equimol train``), with its EMA weights when it has them.
+
+    ``dtype`` (``"float32"``/``"float64"``) casts the exported model; its config records the new dtype.
+    """
     checkpoint = Path(checkpoint)
     state = read_checkpoint(checkpoint)
     prefix = "model."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    config = state["model_config"] if dtype is None else {**state["model_config"], "dtype": dtype}
     try:
-        model = build_model(state["model_config"])
+        model = build_model(config)
         model.load_state_dict(weights, strict=True)
     except (ValueError, TypeError, KeyError, RuntimeError) as error:
         raise ModelFileError(

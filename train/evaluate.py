@@ -140,6 +140,6 @@ def parity_plot(report: EvaluationReport, path: str | Path, title: str = "") -> 
         axis.set_title(f"RMSE {report.metrics.get(key, float('nan')) * 1e3:.2f} {unit}")
     figure.suptitle(f"{title} ({report.num_structures} structures)".strip())
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as handle:  # never half a PNG over an earlier one
+        figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)

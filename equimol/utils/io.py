@@ -122,8 +122,8 @@ def _running(pid: int) -> bool:
 def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     """The :class:`OutputError` for a failed write of ``path`` (its cause's ``strerror`` included)."""
     reason = error.strerror or str(error) or type(error).__name__
-    failure = OutputError(error.errno, f"cannot write {str(path)!r}: {reason}; nothing was written there")
-    failure.filename = None  # the message names the target; the CLI prints it as it is
+    failure = OutputError(f"cannot write {str(path)!r}: {reason}; nothing was written there")
+    failure.errno = error.errno  # after construction: the message stays the text above
     return failure
 
 
