@@ -360,6 +360,8 @@ def writing_lmdb(path: Path, map_size: int, overwrite: bool = False) -> Iterator
         remove_stale_temporaries(path)
         env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
     except (OSError, lmdb.Error) as error:
+        for leftover in (partial, Path(f"{partial}-lock")):
+            leftover.unlink(missing_ok=True)
         raise _write_failure(path, error) from error
     try:
         yield env

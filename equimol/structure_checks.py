@@ -53,7 +53,8 @@ def periodic_measure(cell: np.ndarray, pbc: np.ndarray) -> float:
     rows = np.asarray(cell, dtype=np.float64).reshape(3, 3)[np.asarray(pbc, dtype=bool).reshape(3)]
     if len(rows) == 0:
         return math.inf
-    return float(math.sqrt(max(np.linalg.det(rows @ rows.T), 0.0)))
+    with np.errstate(all="ignore"):  # 1e300 entries overflow to inf, which the callers handle
+        return float(math.sqrt(max(np.linalg.det(rows @ rows.T), 0.0)))
 
 
 def _describe(cell: np.ndarray, pbc: np.ndarray) -> str:

@@ -231,3 +231,21 @@ def test_a_run_folder_written_before_these_rules_still_loads_and_resumes(tmp_pat
         atoms.calc = EquimolCalculator(model)
         energies.append(atoms.get_potential_energy())
     assert np.isfinite(energies).all() and energies[0] != energies[1]
+
+
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_path, capsys, shared_data) -> None:
+    from equimol.utils.io import atomic_write
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".report.json.{int(dead.stdout)}.0badc0de.tmp"  # a writer killed mid-write
+    live = tmp_path / f".report.json.{os.getpid()}.0badc0de.tmp"  # a writer still running: kept
+    stale.write_text("half")
+    live.write_text("half")
+    with atomic_write(tmp_path / "report.json", "w") as handle:
+        handle.write("{}")
+    assert not stale.exists() and live.exists()
+    frames = write_tiny_frames(shared_data, tmp_path, 2)
+    model = export_model(_tiny_model(), tmp_path / "model.pt")
+    (tmp_path / ".out.xyz.parts-0badc0de").mkdir()  # the part folder of a killed predict job
+    assert main(["predict", str(model), str(frames), "--out", str(tmp_path / "out.xyz"), "--quiet"]) == 0
+    assert not list(tmp_path.glob(".out.xyz*"))

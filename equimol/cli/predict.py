@@ -178,9 +178,11 @@ def _to_atoms(result: dict):
     return atoms
 
 
-def _part_writer(folder: Path):
+def _part_writer(folder: Path, output: Path):
     import ase.io
     from lightning.pytorch.callbacks import BasePredictionWriter
+
+    from equimol.utils.io import output_error
 
     class PartWriter(BasePredictionWriter):
         """Append each batch's predictions to this process's part file (input order within the process)."""
@@ -189,9 +191,13 @@ def _part_writer(folder: Path):
             super().__init__(write_interval="batch")
 
         def write_on_batch_end(self, trainer, module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-            with open(folder / f"part{trainer.global_rank}.extxyz", "a", encoding="utf-8") as handle:
-                for result in prediction:
-                    ase.io.write(handle, _to_atoms(result), format="extxyz")
+            part = folder / f"part{trainer.global_rank}.extxyz"
+            try:
+                with open(part, "a", encoding="utf-8") as handle:
+                    for result in prediction:
+                        ase.io.write(handle, _to_atoms(result), format="extxyz")
+            except OSError as error:  # a full disk: name the output, not the hidden part file
+                raise output_error(output, error) from error
 
     return PartWriter()
 
@@ -270,6 +276,7 @@ def _predict(args: argparse.Namespace, output: Path, folder: Path) -> int:
     loader = DataLoader(frames, batch_size=args.batch_size)
     # the writer takes frame numbers from the batches, not from Lightning's batch indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")  # Lightning's own use of torch's pytree
     if args.quiet:  # no progress bar and no Lightning banner (GPU available, ...)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     strategy = "auto"
@@ -286,7 +293,7 @@ def _predict(args: argparse.Namespace, output: Path, folder: Path) -> int:
         enable_progress_bar=not args.quiet,
         enable_model_summary=False,
         inference_mode=False,  # forces and stress need autograd
-        callbacks=[_part_writer(folder)] + ([] if args.quiet else [TQDMProgressBar()]),
+        callbacks=[_part_writer(folder, output)] + ([] if args.quiet else [TQDMProgressBar()]),
     )
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,37 @@ def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     return failure
 
 
+def write_files(contents: dict[str | os.PathLike, bytes]) -> None:
+    """Write several files, all or none: every temporary is written and synced first, then each is renamed.
+
+    A failed write (a full disk, a read-only folder) removes every temporary and leaves every target as it was.
+
+    Raises:
+        OutputError: naming the file that could not be written.
+    """
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target, data in contents.items():
+            target = Path(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = temporary_sibling(target)
+                written.append((partial, target))
+                with open(partial, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise output_error(target, error) from error
+    except BaseException:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise
+    for partial, target in written:
+        os.replace(partial, target)
+        fsync_folder(target.parent)
+
+
 def fsync_folder(folder: str | os.PathLike) -> None:
     """``fsync`` a folder so that a rename inside it survives a power cut; a no-op where folders cannot be opened."""
     try:
