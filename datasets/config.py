@@ -130,6 +130,7 @@ class DataConfig:
             ("max_structures_per_batch", self.max_structures_per_batch, 1),
             ("num_workers", self.num_workers, 0),
             ("min_distance", self.min_distance, 0),
+            ("seed", self.seed, 0),
         ):
             if value is not None and not value >= least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")

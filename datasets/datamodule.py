@@ -23,12 +23,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 from torch.utils.data import Subset
-from torch_geometric.loader import DataLoader
 
 from equimol.utils.dtype import resolve_dtype
 
 from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy
 from .config import DataConfig, PathSpec, as_list, resolve_data_path
+from .loader import GraphLoader as DataLoader
 from .readers import LabelKeys
 from .references import ElementReferences, SystemReferences, load_element_references
 from .samplers import EdgeBudgetBatchSampler, StructureBatchSampler

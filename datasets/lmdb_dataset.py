@@ -9,6 +9,12 @@ labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legac
 frame's atom count (:mod:`.lmdb_index`), for size-bounded batching without reading the frames.
 Only ``lmdb``, ``torch`` and ``torch_geometric`` are needed to read them (not fairchem).
 
+**No code from the file.** Values are unpickled by :func:`equimol.safe_pickle.restricted_loads`,
+which resolves only the classes of this layout (PyG ``Data`` and its storage, torch tensors and
+storages, numpy arrays, dtypes and scalars): a frame that names anything else is refused with
+:class:`~equimol.safe_pickle.UnsafeFileError` naming the file, the key and the refused name,
+before any of it runs.
+
 **Bounded memory.** Environments open lazily, once per file and process (DataLoader workers fork
 after the dataset is built; an LMDB environment must not cross a fork), read-only, without locks
 or read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import array
 import bisect
 import contextlib
+import numbers
 import os
 import pickle
 import threading
@@ -39,7 +46,8 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from equimol.utils.io import fsync_folder, temporary_sibling
+from equimol.safe_pickle import UnsafeFileError, restricted_loads
+from equimol.utils.io import OutputError, fsync_folder, output_error, remove_stale_temporaries, temporary_sibling
 
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
@@ -121,10 +129,30 @@ def _frame_count(env: lmdb.Environment, path: Path) -> int:
         raw = txn.get(b"length")
         if raw is None:
             return int(env.stat()["entries"]) - (txn.get(ATOM_COUNT_KEY) is not None)
-        try:
-            return int(pickle.loads(raw))
-        except Exception as error:
-            raise DataFormatError(f"{path}: corrupt 'length' key ({type(error).__name__}: {error})") from error
+        return stored_length(raw, path)
+
+
+def stored_length(raw: bytes, path: Path) -> int:
+    """The frame count pickled under the key ``length`` (an int, or a numpy integer in some fairchem sets)."""
+    value = unpickle_value(raw, f"{path}, key length")
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise DataFormatError(f"{path}: corrupt 'length' key (holds {str(value)[:80]!r}, not a frame count)")
+    return int(value)
+
+
+def unpickle_value(raw: bytes, where: str) -> object:
+    """A stored value, unpickled with only the classes of the layout importable (see the module docstring).
+
+    Raises:
+        UnsafeFileError: the value names anything else (nothing of it has run).
+        DataFormatError: a damaged pickle.
+    """
+    try:
+        return restricted_loads(raw, where)
+    except UnsafeFileError:
+        raise
+    except Exception as error:
+        raise DataFormatError(f"{where}: value cannot be unpickled ({type(error).__name__}: {error})") from error
 
 
 def _get(record: Data, name: str):
@@ -235,12 +263,7 @@ class LmdbFrames:
                 self._close_files()
         if raw is None:
             raise DataFormatError(f"{file}: key {local!r} missing (frame {index}; the file claims {len(self)} frames)")
-        try:
-            return pickle.loads(raw)
-        except Exception as error:
-            raise DataFormatError(
-                f"{file}, key {local}: value cannot be unpickled ({type(error).__name__}: {error})"
-            ) from error
+        return unpickle_value(raw, f"{file}, key {local}")
 
     def __getitem__(self, index: int) -> Data:
         file_index = bisect.bisect_right(self._offsets, index) - 1 if 0 <= index < len(self) else 0
@@ -274,13 +297,15 @@ def write_lmdb(
     progress: bool = True,
     total: int | None = None,
     map_size: int = 1 << 30,
+    overwrite: bool = False,
 ) -> int:
     """Write frame records to one LMDB file in the OC20 layout; returns the number of frames.
 
     Args:
         records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
-        path: output file (must not exist). The frames go to a hidden temporary file beside it, which
-            is synced and renamed to ``path`` only once complete (the :mod:`equimol.utils.io` rule):
+        path: output file (must not exist unless ``overwrite``). The frames go to a hidden temporary
+            file beside it, which is synced and renamed to ``path`` only once complete (the
+            :mod:`equimol.utils.io` rule):
             a conversion that fails or is killed never leaves a file at ``path``. The atom-count
             index (``ATOM_COUNT_KEY``, :mod:`.lmdb_index`) is committed in the transaction of "length".
         legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
@@ -294,7 +319,7 @@ def write_lmdb(
     count = 0
     atom_counts = array.array("i")  # the atom-count index, committed with "length"
     pending: list[tuple[bytes, bytes]] = []
-    with writing_lmdb(path, map_size) as env:
+    with writing_lmdb(path, map_size, overwrite) as env:
         for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
             stored = record.clone()
             if legacy_names:
@@ -316,7 +341,7 @@ def write_lmdb(
 
 
 @contextlib.contextmanager
-def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
+def writing_lmdb(path: Path, map_size: int, overwrite: bool = False) -> Iterator[lmdb.Environment]:
     """An LMDB environment whose file becomes ``path`` only when the block ends without an error.
 
     It is opened on a hidden temporary sibling (the :mod:`equimol.utils.io` rule), synced once at
@@ -324,25 +349,48 @@ def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
     ``path``; an error or a kill inside the block never leaves a file at ``path``.
 
     Raises:
-        FileExistsError: ``path`` exists.
+        FileExistsError: ``path`` exists (and not ``overwrite``).
+        OutputError: the folder is read-only or the disk full (nothing is left at ``path`` or beside it).
     """
-    if path.exists():
-        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {str(path)!r} exists; give --overwrite to replace it, or another name")
     partial = temporary_sibling(path)
-    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    except (OSError, lmdb.Error) as error:
+        for leftover in (partial, Path(f"{partial}-lock")):
+            leftover.unlink(missing_ok=True)
+        raise _write_failure(path, error) from error
     try:
         yield env
         env.sync(True)
+    except lmdb.Error as error:  # ENOSPC and friends, as LMDB reports them (the block writes only through env)
+        _discard(env, partial)
+        raise _write_failure(path, error) from error
     except BaseException:
-        env.close()
-        for leftover in (partial, Path(f"{partial}-lock")):
-            leftover.unlink(missing_ok=True)
+        _discard(env, partial)
         raise
     env.close()
     Path(f"{partial}-lock").unlink(missing_ok=True)
     os.replace(partial, path)
     fsync_folder(path.parent)
+
+
+def _discard(env: lmdb.Environment, partial: Path) -> None:
+    env.close()
+    for leftover in (partial, Path(f"{partial}-lock")):
+        leftover.unlink(missing_ok=True)
+
+
+def _write_failure(path: Path, error: BaseException) -> BaseException:
+    """An :class:`~equimol.utils.io.OutputError` naming ``path`` for a failed write; other errors unchanged."""
+    if isinstance(error, OSError) and not isinstance(error, OutputError):
+        return output_error(path, error)
+    if isinstance(error, lmdb.Error):
+        return output_error(path, OSError(str(error).rsplit(": ", 1)[-1]))
+    return error
 
 
 def _put(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:

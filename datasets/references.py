@@ -20,7 +20,6 @@ looked up by system id in a mapping (a dict, or a ``.pkl``/``.json`` file ``{sid
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers as ATOMIC_NUMBERS
 from ase.data import chemical_symbols
+
+from equimol.safe_pickle import restricted_loads
 
 from .readers import DataFormatError, LabelKeys, read_ase_records
 
@@ -168,9 +169,8 @@ class SystemReferences:
             raise FileNotFoundError(f"system reference file {str(path)!r} does not exist")
         if path.suffix == ".json":
             mapping = json.loads(path.read_text())
-        else:
-            with open(path, "rb") as handle:
-                mapping = pickle.load(handle)
+        else:  # OC20's oc20_ref.pkl: {sid: energy}, with numpy scalars; unpickled with nothing else importable
+            mapping = restricted_loads(path.read_bytes(), str(path))
         if not isinstance(mapping, Mapping):
             raise DataFormatError(f"{path}: expected a mapping {{system id: energy}}, got {type(mapping).__name__}")
         return cls(mapping, source=str(path))

@@ -29,6 +29,7 @@ from torch_geometric.data import Data
 
 from equimol.committee import COMMITTEE_PROPERTIES, committee_results
 from equimol.graph import graph_from_edges, neighbor_list
+from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
 
 
@@ -89,10 +90,16 @@ class EquimolCalculator(Calculator):
                     f"committee member {index} has cutoff {member.radial_cutoff} Å and species {list(member.species)}, "
                     f"member 0 has {model.radial_cutoff} Å and {list(model.species)}; members must agree"
                 )
+        dtypes = [next(member.parameters()).dtype for member in self.models]
+        if len(set(dtypes)) > 1:
+            raise ValueError(
+                f"committee members have dtypes {[str(d).removeprefix('torch.') for d in dtypes]}; members must "
+                "agree (give dtype='float64' or 'float32' to cast them all)"
+            )
         if len(self.models) > 1:
             self.implemented_properties = [*type(self).implemented_properties, *COMMITTEE_PROPERTIES]
-        if skin < 0:
-            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        if not (np.isfinite(skin) and skin >= 0):
+            raise ValueError(f"skin must be a finite length >= 0 Å, got {skin}")
         self.model = model.eval()
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
@@ -143,7 +150,14 @@ class EquimolCalculator(Calculator):
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
         pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-        edges = self._edges(numbers, positions, cell, pbc)
+        if len(numbers) == 0:
+            raise StructureError("EquimolCalculator: the structure has no atoms")
+        try:
+            edges = self._edges(numbers, positions, cell, pbc)
+        except StructureError as error:  # a cell or positions the neighbor list refuses: name the structure
+            raise StructureError(
+                f"EquimolCalculator: {atoms.get_chemical_formula()} ({len(atoms)} atoms): {error}"
+            ) from error
         return graph_from_edges(positions, numbers, cell, pbc, edges, self.dtype, self.device)
 
     # ------------------------------------------------------------------------------------- calculation

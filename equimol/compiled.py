@@ -231,19 +231,15 @@ def load_compiled(path: str | Path, device: str | torch.device = "cpu", dtype=No
 
     Raises:
         FileNotFoundError: no such file.
-        CompiledModelError: not an equimol compiled file, a cast to another dtype, or another device type.
+        UnsafeArchiveError: not an equimol compiled file, a damaged one, or one holding anything that could run
+            code when opened (:mod:`equimol.safe_archive`).
+        CompiledModelError: a cast to another dtype, or another device type.
     """
+    from equimol.safe_archive import check_compiled_archive
     from equimol.utils.dtype import resolve_dtype
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"compiled model file {str(path)!r} does not exist")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entry = next(name for name in archive.namelist() if name.endswith(f"/{METADATA}"))
-            metadata = json.loads(archive.read(entry))
-    except (zipfile.BadZipFile, StopIteration, json.JSONDecodeError) as error:
-        raise CompiledModelError(f"{path}: not an equimol compiled model file ({error})") from error
+    metadata = check_compiled_archive(path)  # before torch opens it: no entry of the file may run code
     if dtype is not None and str(resolve_dtype(dtype)).removeprefix("torch.") != metadata["dtype"]:
         raise CompiledModelError(
             f"{path}: compiled for {metadata['dtype']}; a compiled model cannot be cast, compile it again in {dtype}"

@@ -15,6 +15,12 @@ forces and **global virial**, so pressure, ``fix npt`` and ``thermo press`` work
 
 or ``equimol lammps MODEL INPUT --elements Cu`` (:func:`run_input`), see ``examples/lammps/``.
 
+**Every step.** ``pf/callback N M`` calls back every ``N`` steps, and LAMMPS integrates the steps
+in between with the forces of the last callback: equimol needs ``N = 1``. :func:`run_input` refuses
+another ``N`` in the script before anything runs; :class:`EquimolFix` (whose arguments LAMMPS does not
+expose) stops the run at the first callback that follows a skipped step (a jump of ``g > 1`` steps to
+a step that ``g`` divides, the pattern of ``N = g``), through ``fix halt`` as for a failed evaluation.
+
 **Types to elements.** ``elements[i]`` is the element of LAMMPS type ``i + 1``. The map must
 cover every type, name only the model's species, and (unless ``check_masses=False``, e.g. for
 isotopes) agree with the LAMMPS masses to 5 %: a swapped map is refused with one error.
@@ -46,6 +52,7 @@ from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 from torch import nn
 
 from equimol.calculator import EquimolCalculator
+from equimol.structure_checks import StructureError, check_before_neighbor_list
 
 MASS_TOLERANCE = 0.05  # relative; a swapped type map (H <-> O, Cu <-> Au) misses it by far
 
@@ -157,6 +164,7 @@ class EquimolFix:
         if check_masses:
             self._check_masses(lmp, ntypes)
         self.evaluations = 0
+        self._last_step: int | None = None
         self.error: BaseException | str | None = None
         # An exception cannot cross LAMMPS's C++ frames (ctypes would print and ignore it, and the
         # run would go on with stale forces): the callback records it and raises this flag, which
@@ -188,7 +196,24 @@ class EquimolFix:
                 )
 
     # ------------------------------------------------------------------------------ the callback
+    def _skipped_steps(self, step: int) -> LammpsCouplingError | None:
+        """The error for a callback that follows skipped steps (``pf/callback N`` with ``N > 1``), else None."""
+        last, self._last_step = self._last_step, int(step)
+        gap = int(step) - last if last is not None else 0
+        if gap > 1 and int(step) % gap == 0:
+            return LammpsCouplingError(
+                f"fix {self.fix_id} called back at step {step} after step {last}: LAMMPS integrated the {gap - 1} "
+                f"steps between with stale forces; define it with 'external pf/callback 1 1' (every step)"
+            )
+        return None
+
     def _callback(self, _caller, _step: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+        skipped = self._skipped_steps(_step)
+        if skipped is not None:
+            self.error = self.error or skipped
+            if self.rank == 0:
+                print(f"equimol: {skipped}", file=sys.stderr, flush=True)
+            self.lmp.set_internal_variable(self._flag, 1.0)
         if nlocal:
             types = np.array(self.lmp.numpy.extract_atom("type")[:nlocal], dtype=np.int64)
             local = (np.array(tag[:nlocal], dtype=np.int64), np.array(x[:nlocal], dtype=np.float64), types)
@@ -224,6 +249,10 @@ class EquimolFix:
         positions = np.concatenate([part[1] for part in parts])[order]
         numbers = self.type_numbers[np.concatenate([part[2] for part in parts])[order]]
         cell, pbc = _cell(self.lmp)
+        try:  # the calculator's check, named for LAMMPS: a box the neighbor list cannot take
+            check_before_neighbor_list(positions, cell, pbc, self.calculator.radial_cutoff + self.calculator.skin)
+        except StructureError as error:
+            raise LammpsCouplingError(f"LAMMPS box {cell.tolist()} with {len(positions)} atoms: {error}") from None
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         properties = ["energy", "forces"] + (["stress"] if pbc.any() else [])
         self.calculator.calculate(atoms, properties)
@@ -299,6 +328,12 @@ def run_input(
             break
     if split is None:
         raise LammpsCouplingError(f"{path}: no 'fix {fix_id} all external pf/callback 1 1' line")
+    words = lines[split - 1].split("#", 1)[0].split()
+    if words[4:6] != ["pf/callback", "1"]:
+        raise LammpsCouplingError(
+            f"{path}, line {split}: '{' '.join(words)}': equimol needs 'external pf/callback 1 1', a callback at "
+            "every step (with pf/callback N, LAMMPS integrates N - 1 of every N steps with stale forces)"
+        )
     if isinstance(model, (str, Path)):
         model = Path(model).resolve()  # before the working folder changes
     cwd = os.getcwd()

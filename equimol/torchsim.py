@@ -35,6 +35,7 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
 from equimol.graph import neighbor_list
+from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
 
 
@@ -89,7 +90,10 @@ class EquimolModel(ModelInterface):
         starts = np.searchsorted(system_index, np.arange(len(cells) + 1))
         for system in range(len(cells)):
             start, stop = starts[system], starts[system + 1]
-            sender, receiver, offset = neighbor_list(positions[start:stop], cells[system], pbc, self.radial_cutoff)
+            try:
+                sender, receiver, offset = neighbor_list(positions[start:stop], cells[system], pbc, self.radial_cutoff)
+            except StructureError as error:  # name the system of the batch
+                raise StructureError(f"EquimolModel: system {system} ({stop - start} atoms): {error}") from None
             senders.append(sender + start)
             receivers.append(receiver + start)
             offsets.append(offset)

@@ -309,6 +309,7 @@ def _check_ranges(sections: dict) -> None:
         (0 < scheduler.factor < 1, "scheduler.factor", "in (0, 1)", scheduler.factor),
         (scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs", ">= 0", scheduler.warmup_epochs),
         (trainer.max_epochs >= 1, "trainer.max_epochs", ">= 1", trainer.max_epochs),
+        (0 <= trainer.seed < 2**32, "trainer.seed", "in [0, 2**32) (numpy's seed range)", trainer.seed),
         (trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", trainer.num_nodes),
         (
             trainer.max_cpu_time is None or trainer.max_cpu_time > 0,
@@ -340,8 +341,12 @@ def _check_ranges(sections: dict) -> None:
         times = trainer.snapshot_cpu_times
         raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {times!r}")
     seeds = trainer.committee_seeds
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
-        raise ConfigError(f"trainer.committee_seeds must be a non-empty list of distinct ints or null, got {seeds!r}")
+    if seeds is not None and (
+        not seeds or len(set(seeds)) != len(seeds) or not all(0 <= seed < 2**32 for seed in seeds)
+    ):
+        raise ConfigError(
+            f"trainer.committee_seeds must be a non-empty list of distinct ints in [0, 2**32) or null, got {seeds!r}"
+        )
     if sections["finetune"].pretrained_lr_factor < 0:
         raise ConfigError(
             f"finetune.pretrained_lr_factor must be >= 0, got {sections['finetune'].pretrained_lr_factor!r}"

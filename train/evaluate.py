@@ -17,7 +17,7 @@ import torch
 from equimol.datasets.references import add_references, reference_table
 from tqdm.auto import tqdm
 
-from equimol.utils.io import atomic_write
+from equimol.utils.io import write_files
 
 from .metrics import ErrorMetrics
 
@@ -100,6 +100,9 @@ def write_report(
 ) -> None:
     """Print the table; write the metrics as JSON (SI-like units: eV, eV/Å, eV/Å³) and a parity plot PNG."""
     print(format_table(report.metrics, title))
+    contents = {}
+    if plot_path is not None:
+        contents[plot_path] = parity_png(report, title)
     if json_path is not None:
         payload = {
             "num_structures": report.num_structures,
@@ -107,14 +110,19 @@ def write_report(
             "metrics": report.metrics,
             **(extra or {}),
         }
-        with atomic_write(json_path, "w") as handle:
-            handle.write(json.dumps(payload, indent=2) + "\n")
-    if plot_path is not None:
-        parity_plot(report, plot_path, title)
+        contents[json_path] = (json.dumps(payload, indent=2) + "\n").encode()
+    write_files(contents)  # both or neither: a full disk or a read-only folder leaves no half of a report
 
 
 def parity_plot(report: EvaluationReport, path: str | Path, title: str = "") -> None:
-    """Predicted vs reference energy per atom and force components, side by side."""
+    """Write :func:`parity_png` to ``path`` (atomically)."""
+    write_files({path: parity_png(report, title)})
+
+
+def parity_png(report: EvaluationReport, title: str = "") -> bytes:
+    """A PNG of predicted vs reference energy per atom and force components, side by side."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,6 +148,7 @@ def parity_plot(report: EvaluationReport, path: str | Path, title: str = "") -> 
         axis.set_title(f"RMSE {report.metrics.get(key, float('nan')) * 1e3:.2f} {unit}")
     figure.suptitle(f"{title} ({report.num_structures} structures)".strip())
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
+    return buffer.getvalue()

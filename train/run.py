@@ -38,7 +38,7 @@ from .checkpoints import AtomicCheckpointIO, export_checkpoint
 from .config import AUTO, TrainingConfig
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
-from .run_folder import check_run_folder, clear_run_folder
+from .run_folder import check_run_folder, clear_run_folder, run_folder_lock
 from .sharding import ShardedAtomsDataModule
 
 
@@ -211,13 +211,20 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         from .committee import train_committee
 
         return train_committee(config, resume, overwrite)
-    trainer_config = config.trainer
-    run_dir = Path(trainer_config.run_dir).expanduser().resolve()
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if is_first_process():
-        # only the first process of the launch: the others start while (or after) it writes the folder,
-        # and would find "a run already there"
+    run_dir = Path(config.trainer.run_dir).expanduser().resolve()
+    if not is_first_process():
+        # only the first process of the launch locks and checks the folder: the others start while (or
+        # after) it writes there, and would find "a run already there" or the lock taken
+        return _fit(config, run_dir, resume)
+    with run_folder_lock(run_dir):
         check_run_folder(run_dir, config.as_dict(), resume, overwrite)
+        return _fit(config, run_dir, resume)
+
+
+def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """:func:`train` after the run folder's checks: fit, export, test."""
+    trainer_config = config.trainer
+    last = run_dir / "checkpoints" / "last.ckpt"
     if trainer_config.num_threads:
         torch.set_num_threads(trainer_config.num_threads)
     if trainer_config.retain_freed_memory:
@@ -241,7 +248,7 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
     sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
     report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
-        if overwrite:  # the old run goes only now that the new one is about to write its first file
+        if not resume:  # an overwritten run, or what a failed start left, goes only now, before the first write
             clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**config.as_dict(), "model": model_config}

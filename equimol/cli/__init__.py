@@ -6,7 +6,9 @@ namespace, returning an exit code). Adding a subcommand is one line in ``_COMMAN
 
 **Errors.** A user error (bad argument, config key, file, frame or model; see
 :data:`USER_ERRORS`) ends the command with exit status 2 and one line on stderr,
-``equimol <command>: error: <what, where, what to do>``, and no traceback. ``--debug`` (or
+``equimol <command>: error: <what, where, what to do>``, and no traceback. So does a failed write
+(a full disk, a read-only folder: :class:`~equimol.utils.io.OutputError`, or an ``OSError`` with one
+of the :data:`~equimol.utils.io.WRITE_ERRNOS` from a library's own writer). ``--debug`` (or
 ``EQUIMOL_DEBUG=1`` in the environment) re-raises it, traceback included. Anything else is a bug
 and keeps its traceback.
 """
@@ -87,6 +89,14 @@ def _debugging(args: argparse.Namespace | None) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
+def _user_error(error: BaseException) -> bool:
+    from equimol.utils.io import WRITE_ERRNOS, OutputError
+
+    if isinstance(error, (*USER_ERRORS, OutputError)):
+        return True
+    return isinstance(error, OSError) and error.errno in WRITE_ERRNOS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``equimol`` console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -99,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as error:
-        if _debugging(args):
+    except Exception as error:
+        if not _user_error(error) or _debugging(args):
             raise
         print(f"{_command_name(args)}: error: {one_line(error)}", file=sys.stderr)
         return USAGE_ERROR

@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tp.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     tp.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against L")
+    tp.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
     _register_model(bench_commands)
 
 
@@ -118,6 +119,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
     model.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (the median is reported)")
     model.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     model.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against atoms")
+    model.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
 
 
 def _print_progress(line: str) -> None:
@@ -132,7 +134,11 @@ def _settings(args: argparse.Namespace, *names: str) -> dict:
 def _measure_and_report(args: argparse.Namespace, measure: Callable[[], dict], table, plot) -> int:
     """Run ``measure()``, print ``table(record)``, write ``--json`` and ``--plot`` if asked; exit code 0."""
     from equimol.microbench.report import write_json
+    from equimol.utils.io import check_output
 
+    for path, flag in ((args.json_path, "--json"), (args.plot_path, "--plot")):
+        if path:  # before the measurement: a result file is never replaced unasked
+            check_output(path, overwrite=args.overwrite, flag=flag)
     try:
         record = measure()
     except RuntimeError as error:  # no such device, or kernel="triton" without a GPU or interpreter: an input error

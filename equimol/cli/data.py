@@ -3,7 +3,9 @@
 - ``equimol data convert IN [IN ...] OUT``: any ASE-readable file (extxyz, traj, ASE db, ...) or
   OC20 raw ``*.extxyz[.xz]`` with its ``*.txt[.xz]`` to one LMDB file in the OC20 layout, with a
   progress bar. Frames are streamed (memory holds one frame); an unreadable frame stops the
-  conversion with an error naming the file and frame, and the partial output is removed.
+  conversion with an error naming the file and frame, and the partial output is removed. OUT must
+  end in ``.lmdb`` (the name every reader recognises the format by), must not be an input, and is
+  replaced only with ``--overwrite``.
 - ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors,
   from a seeded sample (``--sample``, default 2000 frames) with standard errors.
 - ``equimol data index PATH [PATH ...]``: add the atom-count index to LMDBs written by other tools
@@ -48,7 +50,14 @@ def run_convert(args: argparse.Namespace) -> int:
     from equimol.datasets.lmdb_dataset import write_lmdb
     from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
     from equimol.datasets.readers import iter_ase_records
+    from equimol.utils.io import check_output
 
+    if Path(args.output).suffix != ".lmdb":
+        raise ValueError(
+            f"output {args.output!r}: name it *.lmdb; equimol reads an LMDB by that suffix, and could not read "
+            "this file back"
+        )
+    check_output(args.output, args.inputs, args.overwrite, "output")
     keys = _keys(args)
     streams = []
     for path in args.inputs:
@@ -64,7 +73,11 @@ def run_convert(args: argparse.Namespace) -> int:
         else:
             streams.append(iter_ase_records(path, keys))
     count = write_lmdb(
-        itertools.chain.from_iterable(streams), args.output, legacy_names=args.legacy_names, progress=not args.quiet
+        itertools.chain.from_iterable(streams),
+        args.output,
+        legacy_names=args.legacy_names,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(f"wrote {count} frames to {args.output}")
     return 0
@@ -114,7 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         commands, "convert", run_convert, "write ASE-readable files to an OC20-layout LMDB", _CONVERT_DESCRIPTION
     )
     convert.add_argument("inputs", nargs="+", help="input files, or folders of OC20 extxyz.xz + txt.xz pairs")
-    convert.add_argument("output", help="output .lmdb file (must not exist)")
+    convert.add_argument("output", help="output .lmdb file (must not exist unless --overwrite)")
+    convert.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     _add_key_arguments(convert)
     convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -4,7 +4,11 @@ MODEL is a model file (``equimol export``, or ``run_dir/model.pt`` of ``equimol 
 training checkpoint (``*.ckpt``, exported on the fly with its EMA weights). DATA is any file
 equimol reads (extxyz, ASE trajectory/db, OC20 raw pairs, LMDB). Energies compared are the stored
 total energies. Metrics: energy RMSE/MAE per structure and per atom, force RMSE/MAE, stress
-RMSE/MAE when the data have stress (:mod:`equimol.train.evaluate`).
+RMSE/MAE when the data have stress (:mod:`equimol.train.evaluate`); stress on some structures only is
+refused (:mod:`equimol.datasets.loader`).
+
+The JSON and the plot are written atomically, never over MODEL or DATA, and over an existing file
+only with ``--overwrite``; both are checked before the model is evaluated.
 """
 
 from __future__ import annotations
@@ -30,23 +34,27 @@ def _load(model_path: str, device: str, dtype: str | None):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from torch_geometric.loader import DataLoader
-
     from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
+    from equimol.datasets.loader import GraphLoader
     from equimol.datasets.readers import LabelKeys
     from equimol.train.evaluate import evaluate, write_report
+    from equimol.utils.io import check_output
 
+    stem = f"eval_{Path(args.data[0]).name.split('.')[0]}"
+    json_path = args.json or f"{stem}.json"
+    plot_path = args.plot or f"{stem}_parity.png"
+    if Path(json_path).resolve() == Path(plot_path).resolve():
+        raise ValueError(f"--json and --plot are the same file {json_path!r}; give two names")
+    for path, flag in ((json_path, "--json"), (plot_path, "--plot")):
+        check_output(path, [args.model, *args.data], args.overwrite, flag)
     model = _load(args.model, args.device, args.dtype)
     forces = None if args.forces_key in ("", "none") else args.forces_key
     stress = None if args.stress_key in ("", "none") else args.stress_key
     keys = LabelKeys(args.energy_key, forces, stress, require_forces=forces is not None)
     settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype, forces_on=args.forces_on)
     dataset = AtomsDataset(args.data, settings, keys)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    loader = GraphLoader(dataset, batch_size=args.batch_size, shuffle=False)
     report = evaluate(model, loader, progress=not args.quiet)
-    stem = f"eval_{Path(args.data[0]).name.split('.')[0]}"
-    json_path = args.json or f"{stem}.json"
-    plot_path = args.plot or f"{stem}_parity.png"
     extra = {"model": str(args.model), "data": [str(p) for p in args.data]}
     write_report(report, json_path, plot_path, title=Path(args.data[0]).name, extra=extra)
     print(f"wrote {json_path} and {plot_path}")
@@ -67,4 +75,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--forces-key", default="forces", help="forces label name, or none (default forces)")
     parser.add_argument("--stress-key", default="stress", help="stress label name, or none (default stress)")
     parser.add_argument("--forces-on", choices=("all", "free"), default="all", help="atoms whose forces count")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

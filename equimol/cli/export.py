@@ -7,6 +7,11 @@ model file instead (:mod:`equimol.compiled`), which the calculator, TorchSim, LA
 The file holds the EMA weights, every model hyperparameter, species, cutoff, dtype, the equimol
 version and a format version; it loads with :func:`equimol.export.load_model` or
 :class:`equimol.calculator.EquimolCalculator` without the training config.
+
+Every flag is applied or refused: ``--dtype`` casts the exported model (its config records the new
+dtype); ``--device`` and ``--torch-kernel`` only mean something for a compiled file and are refused
+without ``--compile``. OUT must not be the input, and an existing OUT is replaced only with
+``--overwrite`` (written atomically: a failed export leaves the old file as it was).
 """
 
 from __future__ import annotations
@@ -25,24 +30,37 @@ def run_compile(args: argparse.Namespace) -> int:
     from equimol.export import load_model
     from equimol.train.checkpoints import export_checkpoint
 
+    device = args.device or "cpu"
     with tempfile.TemporaryDirectory() as folder:
         source = args.checkpoint
         if Path(source).suffix == ".ckpt":
             source = export_checkpoint(source, Path(folder) / "model.pt")
-        model = load_model(source, device=args.device, dtype=args.dtype)
+        model = load_model(source, device=device, dtype=args.dtype)
     path = compile_model(model, args.output, mode=args.compile, torch_kernel=args.torch_kernel)
     kernel = " (torch message-passing path)" if args.torch_kernel else ""
-    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {args.device}{kernel}")
+    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {device}{kernel}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from equimol.export import read_model_file
     from equimol.train.checkpoints import export_checkpoint
+    from equimol.utils.io import check_output
 
+    check_output(args.output, [args.checkpoint], args.overwrite, "OUT")
     if args.compile is not None:
         return run_compile(args)
-    path = export_checkpoint(args.checkpoint, args.output)
+    for flag, given in (("--device", args.device is not None), ("--torch-kernel", args.torch_kernel)):
+        if given:
+            raise ValueError(
+                f"{flag} applies only with --compile: a model file is stored on the CPU and loads on any device "
+                "(choose it when loading: equimol eval/predict --device, EquimolCalculator(device=...))"
+            )
+    if Path(args.output).suffix == ".pt2":
+        raise ValueError(f"OUT {args.output!r} ends in .pt2, the compiled format: add --compile, or name it *.pt")
+    path = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype)
     payload = read_model_file(path)
     species = ", ".join(str(z) for z in payload["species"])
     print(
@@ -67,8 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a compiled model file (.pt2) instead: an AOTInductor package (default) or a torch.export "
         "program; CHECKPOINT may then also be a model file",
     )
-    parser.add_argument("--dtype", choices=("float32", "float64"), help="with --compile: cast first (default: own)")
-    parser.add_argument("--device", default="cpu", help="with --compile: device to compile for (default cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model first (default: its own)")
+    parser.add_argument("--device", help="with --compile: device to compile for (default cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument(
         "--torch-kernel",
         action="store_true",
