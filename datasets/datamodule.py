@@ -62,6 +62,8 @@ class AtomsDataModule(L.LightningDataModule):
         self.datasets: dict[str, AtomsDataset | None] = {}
         self.indices: dict[str, np.ndarray] = {}
         self._statistics: dict[str, DatasetStatistics] = {}
+        # the model's physical terms (ZBL, D3): taken off the labels before statistics and fitted E0s
+        self.physical = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AtomsDataModule:
@@ -122,6 +124,13 @@ class AtomsDataModule(L.LightningDataModule):
             else:
                 self.datasets[split] = None
 
+    def use_physical_terms(self, physical) -> None:
+        """Statistics and fitted E0s on the labels minus ``physical`` (an
+        :class:`equimol.models.physical.PhysicalTerms` in float64, or None); call before :meth:`setup`."""
+        if self.datasets:
+            raise RuntimeError("use_physical_terms must be called before setup()")
+        self.physical = physical
+
     def _fit_references(self, train: AtomsDataset, settings: LabelSettings) -> LabelSettings:
         numbers, energies = [], []
         no_elements = LabelSettings(**{**settings.__dict__, "element_references": None})
@@ -130,7 +139,11 @@ class AtomsDataModule(L.LightningDataModule):
         for index in split[sample_positions(len(split), self.config.statistics_sample, self.seed)]:
             record = train.record(int(index))
             numbers.append(record.atomic_numbers.numpy())
-            energies.append(record.energy - reference_energy(record, no_elements, train.where(int(index))))
+            energy = record.energy - reference_energy(record, no_elements, train.where(int(index)))
+            if self.physical is not None:
+                pbc, cell = record.pbc.reshape(3).numpy(), record.cell.reshape(3, 3).numpy()
+                energy -= self.physical.energy_and_forces(record.pos.numpy(), numbers[-1], cell, pbc)[0]
+            energies.append(energy)
         fitted = LabelSettings(**{**settings.__dict__, "element_references": ElementReferences.fit(numbers, energies)})
         train.settings = fitted
         return fitted
@@ -153,6 +166,7 @@ class AtomsDataModule(L.LightningDataModule):
                 self.cache_dir,
                 sample_size=self.config.statistics_sample,
                 seed=self.seed,
+                physical=self.physical,
             )
         return self._statistics[split]
 

@@ -39,6 +39,8 @@ SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finet
 AUTO = "auto"
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
 AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
+# values that stand in for "auto" where a model config is checked or its weight-free parts are built before the data
+AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
 
 
 @dataclass
@@ -192,10 +194,9 @@ def _validate_model(model: dict) -> None:
     probe = dict(model)
     probe.pop("init_from", None)  # fine-tuning: handled by _merge_init_from and the training module
     # "auto" values are filled from the data later; validate every other key now with stand-ins.
-    stand_ins = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
     for key in AUTO_MODEL_KEYS:
         if probe.get(key) == AUTO:
-            probe[key] = stand_ins[key]
+            probe[key] = AUTO_STAND_INS[key]
     if model.get("avg_num_neighbors") is None:
         raise ConfigError("model.avg_num_neighbors is required: a positive number or 'auto' (from the training data)")
     try:

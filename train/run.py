@@ -35,7 +35,7 @@ from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
 from .checkpoints import AtomicCheckpointIO, export_checkpoint
-from .config import AUTO, TrainingConfig
+from .config import AUTO, AUTO_STAND_INS, TrainingConfig
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
 from .run_folder import check_run_folder, clear_run_folder
@@ -101,6 +101,18 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
         scale = statistics.force_rms
         model["energy_scale"] = float(scale) if scale == scale and scale > 0 else 1.0
     return model
+
+
+def physical_terms(model: dict):
+    """The model's physical terms (ZBL, D3) in float64, or None: the data statistics are taken on the labels
+    minus them (:mod:`equimol.models.physical`). ``auto`` keys do not change them and get stand-ins."""
+    from equimol.models.config import ModelConfig
+    from equimol.models.physical import PhysicalTerms
+
+    values = {key: AUTO_STAND_INS.get(key) if value == AUTO else value for key, value in model.items()}
+    values.pop("init_from", None)
+    config = ModelConfig.from_dict(values)
+    return PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
 
 
 def statistics_comment(report: dict[str, Any]) -> str:
@@ -224,6 +236,7 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         retain_freed_memory()
     L.seed_everything(trainer_config.seed, workers=True, verbose=False)
     datamodule = ShardedAtomsDataModule.from_config(config.data)
+    datamodule.use_physical_terms(physical_terms(config.model))
     datamodule.setup("fit")
     model_config = resolve_model_config(config.model, datamodule)
     references = datamodule.element_references
