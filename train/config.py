@@ -4,7 +4,7 @@
 
     model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
     data:      {...}   # equimol.datasets.config.DataConfig (AtomsDataModule); its radial_cutoff is model.radial_cutoff
-    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights
+    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights, mse | huber, stage two
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
     scheduler: {...}   # SchedulerConfig: plateau | cosine (with warm-up) | none
     trainer:   {...}   # TrainerConfig: epochs, time budget, precision, seed, devices, checkpoints, logs
@@ -45,11 +45,31 @@ AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale":
 
 @dataclass
 class LossConfig:
-    """Weights of the loss terms (see :mod:`equimol.train.losses`)."""
+    """Weights of the loss terms, ``mse`` or ``huber`` (see :mod:`equimol.train.losses`), and an optional stage two.
+
+    ``stage_two`` (MACE's ``--swa`` stage): a :class:`StageTwoConfig` mapping; from ``start`` (a fraction of
+    the training budget) on, the term weights and the learning rate change (:mod:`equimol.train.module`).
+    """
 
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     stress_weight: float = 0.0
+    kind: str = "mse"
+    huber_delta: float = 0.01  # eV/atom, eV/Å, eV/Å^3 (MACE's default)
+    stage_two: dict | None = None
+
+
+@dataclass
+class StageTwoConfig:
+    """``loss.stage_two``: from ``start`` (fraction of the budget that runs out first, as ``budget_cosine``
+    measures it) on, train with these term weights and, unless ``lr`` is null, this learning rate, held
+    constant (the scheduler stops). MACE's stage two typically raises the energy weight (1000 / 100)."""
+
+    start: float = 0.8
+    energy_weight: float = 1000.0
+    forces_weight: float = 100.0
+    stress_weight: float = 0.0
+    lr: float | None = 0.001
 
 
 @dataclass
@@ -122,6 +142,7 @@ SECTION_CLASSES = {
     "finetune": FinetuneConfig,
 }
 CHOICES = {
+    "loss.kind": ("mse", "huber"),
     "optimizer.name": ("adam", "adamw"),
     "scheduler.name": ("plateau", "cosine", "budget_cosine", "none"),
     "trainer.precision": (32, 64),
@@ -333,6 +354,10 @@ def _check_ranges(sections: dict) -> None:
     for ok, key, expected, value in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    if loss.huber_delta <= 0:
+        raise ConfigError(f"loss.huber_delta must be > 0, got {loss.huber_delta!r}")
+    if loss.stage_two is not None:
+        stage_two_config(loss.stage_two)
     if isinstance(trainer.max_time, str):
         parts = trainer.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
@@ -347,6 +372,22 @@ def _check_ranges(sections: dict) -> None:
         raise ConfigError(
             f"finetune.pretrained_lr_factor must be >= 0, got {sections['finetune'].pretrained_lr_factor!r}"
         )
+
+
+def stage_two_config(values: Mapping) -> StageTwoConfig:
+    """``loss.stage_two`` checked (keys, types, ranges); every error names ``loss.stage_two.<key>``."""
+    check_section("loss.stage_two", values, typing.get_type_hints(StageTwoConfig))
+    stage = StageTwoConfig(**values)
+    weights = (stage.energy_weight, stage.forces_weight, stage.stress_weight)
+    checks = [
+        (0 < stage.start < 1, "start", "in (0, 1) (a fraction of the training budget)", stage.start),
+        (min(weights) >= 0 and sum(weights) > 0, "*_weight", ">= 0 and not all zero", weights),
+        (stage.lr is None or stage.lr > 0, "lr", "> 0 or null (keep the scheduler's)", stage.lr),
+    ]
+    for ok, key, expected, value in checks:
+        if not ok:
+            raise ConfigError(f"loss.stage_two.{key} must be {expected}, got {value!r}")
+    return stage
 
 
 def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> None:
