@@ -213,8 +213,10 @@ def _check_exists(path: str | Path) -> Path:
     return path
 
 
-def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> Iterator[Data]:
-    """Stream the frames of an ASE-readable file as frame records (memory: one frame at a time).
+def iter_ase_frames(
+    path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None
+) -> Iterator[tuple[Atoms, Data]]:
+    """Stream ``(atoms, frame record)`` for the frames of an ASE-readable file (memory: one frame at a time).
 
     Every frame is returned or an error is raised that names the file and the frame index; none is
     skipped. ``format`` is passed to :func:`ase.io.iread` (``None``: guessed from the name).
@@ -233,8 +235,14 @@ def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: s
             raise DataFormatError(
                 f"{path}, frame {frame}: could not be read ({type(error).__name__}: {error})"
             ) from error
-        yield atoms_to_record(atoms, keys, str(path), frame)
+        yield atoms, atoms_to_record(atoms, keys, str(path), frame)
         frame += 1
+
+
+def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> Iterator[Data]:
+    """Stream the frame records of an ASE-readable file (see :func:`iter_ase_frames`)."""
+    for _, record in iter_ase_frames(path, keys, format):
+        yield record
 
 
 def read_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> list[Data]:
