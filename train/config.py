@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class TrainerConfig:
     progress_bar: bool = True
     test_after_fit: bool = True
     committee_seeds: list[int] | None = None  # train one member per seed in run_dir/member_<seed> (train/committee.py)
+    logger: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # any of LOGGERS
+    wandb_project: str = "equimol"  # Weights & Biases project of logger wandb (WANDB_MODE=offline: no account)
 
 
 @dataclass
@@ -134,6 +137,7 @@ class FinetuneConfig:
     pretrained_lr_factor: float = 1.0  # learning-rate factor for the parameters taken from the model file
 
 
+LOGGERS = ("csv", "tensorboard", "wandb")
 SECTION_CLASSES = {
     "loss": LossConfig,
     "optimizer": OptimizerConfig,
@@ -362,6 +366,11 @@ def _check_ranges(sections: dict) -> None:
         parts = trainer.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
+    unknown_loggers = [name for name in trainer.logger if name not in LOGGERS]
+    if unknown_loggers or len(set(trainer.logger)) != len(trainer.logger):
+        raise ConfigError(f"trainer.logger must list distinct loggers of {list(LOGGERS)}, got {trainer.logger!r}")
+    if "wandb" in trainer.logger and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("trainer.logger: wandb needs the wandb package: pip install 'equimol[wandb]'")
     if any(t <= 0 for t in trainer.snapshot_cpu_times):
         times = trainer.snapshot_cpu_times
         raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {times!r}")

@@ -7,7 +7,8 @@
 * EMA (:mod:`equimol.train.ema`) updated after every optimizer step and swapped in for validation
   and testing; it is saved in, and restored from, every checkpoint (``checkpoint["ema"]``);
 * metrics (:mod:`equimol.train.metrics`) accumulated as sums and added over DDP processes, logged
-  as ``val/energy_rmse``, ``val/forces_rmse``, ... and ``val_loss`` (the loss of the whole split);
+  as ``val/energy_rmse``, ``val/forces_rmse``, ... and ``val_loss`` (the loss of the whole split), and
+  printed as one line per validation (:func:`equimol.train.console.validation_line`);
 * stage two (``loss.stage_two``, MACE's ``--swa``): once the budget fraction ``start`` is used
   (:func:`equimol.train.budget_schedule.budget_progress`), the training loss takes the stage's term
   weights and, if given, every parameter group its learning rate (times its fine-tuning factor), held
@@ -33,6 +34,7 @@ from equimol.models.config import ModelConfig
 
 from .compiled_forces import CompiledForces
 from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig, stage_two_config
+from .console import validation_line
 from .ema import ExponentialMovingAverage
 from .finetune import freeze, load_pretrained, parameter_groups
 from .losses import weighted_loss
@@ -91,6 +93,7 @@ class PotentialModule(L.LightningModule):
         self._ema_backup: dict | None = None
         self._metrics: ErrorMetrics | None = None
         self._resumed_mid_epoch = False
+        self.validations = 0  # validations of this process's fit (Lightning's sanity check not counted)
         self._pending_plateau_metric: torch.Tensor | None = None
         # one compiled graph per stress flag, built at the first training step that needs it
         self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile else None
@@ -212,6 +215,9 @@ class PotentialModule(L.LightningModule):
         self.log("val_loss", self._loss_from_metrics(values), prog_bar=True)
         for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name in ("energy_rmse", "forces_rmse"))
+        if not self.trainer.sanity_checking:
+            self.validations += 1
+            self.print(validation_line(values, self.current_epoch, self.global_step))  # rank 0
 
     # ------------------------------------------------------------------------------ optimizer, scheduler
     def configure_optimizers(self):
