@@ -218,3 +218,13 @@ def test_statistics_are_taken_on_labels_minus_d3(tmp_path):
     statistics = compute_statistics(dataset, physical=terms)
     assert statistics.force_rms < 1e-6 * compute_statistics(dataset).force_rms
     assert statistics.per_species_energy_shift == pytest.approx({1: -2.0, 8: -2.0}, abs=1e-6)
+
+
+def test_a_compiled_model_file_with_d3_is_refused_in_one_line(tmp_path, capsys):
+    from equimol.cli import main
+    from equimol.export import export_model
+
+    export_model(_model(dispersion=SMALL), tmp_path / "d3.pt")
+    assert main(["export", str(tmp_path / "d3.pt"), str(tmp_path / "d3.pt2"), "--compile", "export"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("equimol export: error: model.dispersion") and "\n" not in error

@@ -19,6 +19,9 @@ tad-dftd3 sums over the atoms it is given. It works in atomic units (Bohr, Hartr
 converted from Å and energies to eV with tad-mctc's constants. The per-atom energies split each pair
 half and half. Three-body (ATM, ``s9``) terms are not included.
 
+The neighbor list is built in the forward pass, so the term cannot be traced: ``trainer.compile``
+trains such a model eagerly (with a warning), and ``equimol export --compile`` refuses it.
+
 For a molecule smaller than the cutoffs the sum is exactly ``tad_dftd3.dftd3`` with ``s9 = 0``
 (``tests/test_dispersion.py``). Defaults: ``cutoff`` 60 Bohr (31.75 Å) for the dispersion sum and
 ``cn_cutoff`` 40 Bohr (21.17 Å) for the coordination numbers, tad-dftd3's (and s-dftd3's).
@@ -35,6 +38,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
+
+from equimol.utils.tracing import tracing
 
 KINDS = ("d3",)
 DAMPINGS = ("bj",)  # tad-dftd3 implements the rational (Becke-Johnson) damping
@@ -167,6 +172,8 @@ class D3Dispersion(nn.Module):
     ) -> torch.Tensor:
         """Per-atom energies ``[n]`` (eV) of atoms ``numbers [n]`` at ``positions [n, 3]`` (Å) in structures
         ``node_graph [n]`` with cells ``[B, 3, 3]`` (rows, Å) and ``pbc [B, 3]``."""
+        if tracing():  # the pairs come from vesin on the positions' values
+            raise RuntimeError("D3 dispersion (model.dispersion) cannot be traced: it builds its neighbor list here")
         if int(numbers.max()) > self.max_number:
             raise ValueError(f"D3 has no parameters for atomic numbers above {self.max_number}")
         from tad_dftd3.model import gaussian_weight, weight_references
