@@ -238,14 +238,7 @@ class AtomsDataset(torch.utils.data.Dataset):
         LMDB sources answer from their atom-count index (:mod:`~equimol.datasets.lmdb_index`), in-memory
         sources from their records.
         """
-        counts = np.concatenate(
-            [
-                source.atom_counts()
-                if isinstance(source, LmdbFrames | ExtxyzFrames)
-                else np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
-                for source in self.sources
-            ]
-        )
+        counts = np.concatenate([_atom_counts(source) for source in self.sources])
         return counts if indices is None else counts[np.asarray(indices, dtype=np.int64)]
 
     def files(self) -> list[Path]:
@@ -253,15 +246,30 @@ class AtomsDataset(torch.utils.data.Dataset):
         return [file for source in self.sources for file in source_files(source)]
 
 
+def _atom_counts(source: LmdbFrames | ExtxyzFrames | FrameList) -> np.ndarray:
+    """``[len(source)]`` atoms per frame: from the index of an LMDB or large extxyz, else from the records."""
+    if isinstance(source, LmdbFrames | ExtxyzFrames):
+        return source.atom_counts()
+    return np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
+
+
 def split_isolated_atoms(dataset: AtomsDataset, isolated_atom_type: str | None) -> tuple[np.ndarray, list[int]]:
     """``(kept frames, isolated-atom frames)`` of ``dataset``: one-atom frames whose ``config_type`` is
     ``isolated_atom_type`` hold E0s and are never trained or evaluated on (``None``: none are).
 
-    Only one-atom frames are read (LMDB and large extxyz sources answer atom counts from their index).
+    Only one-atom frames are read (LMDB and large extxyz sources answer atom counts from their index);
+    an LMDB without its atom-count index (fairchem's) is not searched.
     """
     frames = np.arange(len(dataset))
     if isolated_atom_type is None:
         return frames, []
-    single = np.flatnonzero(dataset.atom_counts() == 1)
-    isolated = [int(i) for i in single if getattr(dataset.record(int(i)), "config_type", None) == isolated_atom_type]
+    isolated = []
+    for source, start in zip(dataset.sources, dataset._offsets):
+        try:
+            single = np.flatnonzero(_atom_counts(source) == 1) + start
+        except DataFormatError:  # no atom-count index: `equimol data index` writes one
+            continue
+        isolated += [
+            int(i) for i in single if getattr(dataset.record(int(i)), "config_type", None) == isolated_atom_type
+        ]
     return np.setdiff1d(frames, isolated), isolated
