@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from .schema import ConfigError, check_section
+from .stage_two import stage_two_config
 
 SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finetune")
 AUTO = "auto"
@@ -48,8 +49,8 @@ AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale":
 class LossConfig:
     """Weights of the loss terms, ``mse`` or ``huber`` (see :mod:`equimol.train.losses`), and an optional stage two.
 
-    ``stage_two`` (MACE's ``--swa`` stage): a :class:`StageTwoConfig` mapping; from ``start`` (a fraction of
-    the training budget) on, the term weights and the learning rate change (:mod:`equimol.train.module`).
+    ``stage_two`` (MACE's ``--swa`` stage): a mapping of :class:`equimol.train.stage_two.StageTwoConfig`;
+    from ``start`` (a fraction of the training budget) on, the term weights and the learning rate change.
     """
 
     energy_weight: float = 1.0
@@ -58,19 +59,6 @@ class LossConfig:
     kind: str = "mse"
     huber_delta: float = 0.01  # eV/atom, eV/Å, eV/Å^3 (MACE's default)
     stage_two: dict | None = None
-
-
-@dataclass
-class StageTwoConfig:
-    """``loss.stage_two``: from ``start`` (fraction of the budget that runs out first, as ``budget_cosine``
-    measures it) on, train with these term weights and, unless ``lr`` is null, this learning rate, held
-    constant (the scheduler stops). MACE's stage two typically raises the energy weight (1000 / 100)."""
-
-    start: float = 0.8
-    energy_weight: float = 1000.0
-    forces_weight: float = 100.0
-    stress_weight: float = 0.0
-    lr: float | None = 0.001
 
 
 @dataclass
@@ -381,22 +369,6 @@ def _check_ranges(sections: dict) -> None:
         raise ConfigError(
             f"finetune.pretrained_lr_factor must be >= 0, got {sections['finetune'].pretrained_lr_factor!r}"
         )
-
-
-def stage_two_config(values: Mapping) -> StageTwoConfig:
-    """``loss.stage_two`` checked (keys, types, ranges); every error names ``loss.stage_two.<key>``."""
-    check_section("loss.stage_two", values, typing.get_type_hints(StageTwoConfig))
-    stage = StageTwoConfig(**values)
-    weights = (stage.energy_weight, stage.forces_weight, stage.stress_weight)
-    checks = [
-        (0 < stage.start < 1, "start", "in (0, 1) (a fraction of the training budget)", stage.start),
-        (min(weights) >= 0 and sum(weights) > 0, "*_weight", ">= 0 and not all zero", weights),
-        (stage.lr is None or stage.lr > 0, "lr", "> 0 or null (keep the scheduler's)", stage.lr),
-    ]
-    for ok, key, expected, value in checks:
-        if not ok:
-            raise ConfigError(f"loss.stage_two.{key} must be {expected}, got {value!r}")
-    return stage
 
 
 def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> None:

@@ -33,12 +33,13 @@ from equimol.models import build_model
 from equimol.models.config import ModelConfig
 
 from .compiled_forces import CompiledForces
-from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig, stage_two_config
+from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig
 from .console import validation_line
 from .ema import ExponentialMovingAverage
 from .finetune import freeze, load_pretrained, parameter_groups
 from .losses import weighted_loss
 from .metrics import ErrorMetrics
+from .stage_two import stage_two_config
 
 
 class PotentialModule(L.LightningModule):
