@@ -16,6 +16,10 @@ Usage (results are merged into ``--out`` after every run, so an interrupted stud
 
     python benchmarks/accuracy_ablation_3bpa.py --budget 180 --seeds 0 1 2 --parallel 2
     python benchmarks/accuracy_ablation_3bpa.py --table      # write the Markdown table only
+
+ZBL on against off (the shipped main job is ``main-compile``, seeds 0-4 already in the JSON file)::
+
+    .venv/bin/python benchmarks/accuracy_ablation_3bpa.py --variants main-zbl --seeds 0 1 2 --budget 540 --parallel 2
 """
 
 from __future__ import annotations
@@ -127,6 +131,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
         _with(MAIN_RETAIN, "trainer.compile=true"),
     ),
+    "main-zbl": (
+        "the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
+        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl"),
+    ),
     "main-basis-l2": (
         "main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
         _with(MAIN_SHIPPED, "model.message_lmax=2"),
@@ -226,7 +234,8 @@ def run_one(name: str, seed: int, budget: float, runs: Path, niceness: int) -> d
         "trainer.num_threads=1",
         "trainer.progress_bar=false",
     ]
-    command = [str(ROOT / ".venv" / "bin" / "equimol"), "train", str(CONFIG), *overrides]
+    # the equimol of this interpreter's environment
+    command = [str(Path(sys.executable).with_name("equimol")), "train", str(CONFIG), *overrides]
     # a fresh compiler cache per run: trainer.compile pays for its whole compilation in every run
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(run_dir) + "_inductor")
     start, load_start = time.time(), os.getloadavg()[0]

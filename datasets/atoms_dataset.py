@@ -25,13 +25,15 @@ below, with the energy reference and force mask from :class:`LabelSettings`.
 ``natoms``          ``[1]``          int64, number of atoms
 ``sid``             scalar           system id (a list in a batch when not an int)
 ``fid``             ``[1]``          int64, frame index in its trajectory or file
+``weight``          ``[1]``          loss weight of the structure's ``config_type`` (only with
+                                     ``config_type_weights``)
 ==================  ===============  =========================================================
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -105,6 +107,8 @@ class LabelSettings:
         system_references: per-system references for ``"adsorption"`` (frames' ``reference_energy`` first).
         forces_on: ``"all"`` atoms or only ``"free"`` (not fixed) atoms count in the force loss.
         min_distance: a frame with two atoms closer than this (Å) is an error; ``None`` allows any distance.
+        config_type_weights: ``{config_type: weight}`` (``Default`` for unlisted types, else 1), attached to
+            each graph as ``weight``; ``None`` attaches none.
     """
 
     radial_cutoff: float
@@ -114,6 +118,7 @@ class LabelSettings:
     system_references: SystemReferences | None = None
     forces_on: Literal["all", "free"] = "all"
     min_distance: float | None = None
+    config_type_weights: Mapping[str, float] | None = None
 
 
 def reference_energy(record: Data, settings: LabelSettings, where: str) -> float:
@@ -181,6 +186,11 @@ def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> D
         graph.sid = record.sid
     if "fid" in record and record.fid is not None:
         graph.fid = torch.tensor([int(record.fid)], dtype=torch.long)
+    weights = settings.config_type_weights
+    if weights is not None:
+        config_type = record.config_type if "config_type" in record else None
+        weight = float(weights.get(config_type, weights.get("Default", 1.0)))
+        graph.weight = torch.tensor([weight], dtype=settings.dtype)
     return graph
 
 
@@ -228,16 +238,38 @@ class AtomsDataset(torch.utils.data.Dataset):
         LMDB sources answer from their atom-count index (:mod:`~equimol.datasets.lmdb_index`), in-memory
         sources from their records.
         """
-        counts = np.concatenate(
-            [
-                source.atom_counts()
-                if isinstance(source, LmdbFrames | ExtxyzFrames)
-                else np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
-                for source in self.sources
-            ]
-        )
+        counts = np.concatenate([_atom_counts(source) for source in self.sources])
         return counts if indices is None else counts[np.asarray(indices, dtype=np.int64)]
 
     def files(self) -> list[Path]:
         """Every file the dataset reads (for cache fingerprints)."""
         return [file for source in self.sources for file in source_files(source)]
+
+
+def _atom_counts(source: LmdbFrames | ExtxyzFrames | FrameList) -> np.ndarray:
+    """``[len(source)]`` atoms per frame: from the index of an LMDB or large extxyz, else from the records."""
+    if isinstance(source, LmdbFrames | ExtxyzFrames):
+        return source.atom_counts()
+    return np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
+
+
+def split_isolated_atoms(dataset: AtomsDataset, isolated_atom_type: str | None) -> tuple[np.ndarray, list[int]]:
+    """``(kept frames, isolated-atom frames)`` of ``dataset``: one-atom frames whose ``config_type`` is
+    ``isolated_atom_type`` hold E0s and are never trained or evaluated on (``None``: none are).
+
+    Only one-atom frames are read (LMDB and large extxyz sources answer atom counts from their index);
+    an LMDB without its atom-count index (fairchem's) is not searched.
+    """
+    frames = np.arange(len(dataset))
+    if isolated_atom_type is None:
+        return frames, []
+    isolated = []
+    for source, start in zip(dataset.sources, dataset._offsets):
+        try:
+            single = np.flatnonzero(_atom_counts(source) == 1) + start
+        except DataFormatError:  # no atom-count index: `equimol data index` writes one
+            continue
+        isolated += [
+            int(i) for i in single if getattr(dataset.record(int(i)), "config_type", None) == isolated_atom_type
+        ]
+    return np.setdiff1d(frames, isolated), isolated

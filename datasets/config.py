@@ -77,6 +77,13 @@ class DataConfig:
             estimated as ``avg_num_neighbors`` times its atom count (LMDBs: their atom-count index).
         min_distance: a frame with two atoms closer than this (Å) is an error naming the file and
             frame (default 0.5 Å, below any bond length); ``None`` allows any distance.
+        config_type_key: the ``atoms.info`` key that names a frame's type (MACE's ``config_type``).
+        isolated_atom_type: one-atom frames of this type (MACE's ``IsolatedAtom``) in the data files are
+            not trained on: their energies become the per-element references (E0s), when
+            ``element_references`` is not given; ``None`` reads them as ordinary frames.
+        config_type_weights: ``{type: weight}`` multiplying each structure's energy, force and stress
+            loss terms by its type's weight (MACE's ``config_type_weights``; ``Default`` sets the
+            weight of unlisted types, else 1).
     """
 
     train: PathSpec = None
@@ -104,6 +111,9 @@ class DataConfig:
     cache_dir: str | None = None
     statistics_sample: int | None = 2000
     min_distance: float | None = 0.5
+    config_type_key: str = "config_type"
+    isolated_atom_type: str | None = "IsolatedAtom"
+    config_type_weights: dict[str, float] | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
@@ -136,6 +146,12 @@ class DataConfig:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
         if self.statistics_sample is not None and self.statistics_sample < 2:
             raise ValueError(f"statistics_sample must be >= 2 structures or null (all), got {self.statistics_sample}")
+        weights = self.config_type_weights
+        if weights is not None and (
+            not isinstance(weights, Mapping)
+            or not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights.values())
+        ):
+            raise ValueError(f"config_type_weights must map config types to numbers >= 0, got {weights!r}")
         if not self.radial_cutoff > 0:
             raise ValueError(f"radial_cutoff must be > 0 Å, got {self.radial_cutoff}")
         if not as_list(self.train):

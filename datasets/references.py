@@ -82,18 +82,26 @@ class ElementReferences:
     @classmethod
     def from_isolated_atoms(cls, path: str | Path, energy_key: str = "energy") -> ElementReferences:
         """E0s from a file of single-atom frames (e.g. 3BPA's ``iso_atoms.xyz``)."""
-        coeff = np.full(NUM_ELEMENTS, np.nan)
         keys = LabelKeys(energy_key=energy_key, forces_key=None, stress_key=None)
-        for frame, record in enumerate(read_ase_records(path, keys)):
+        records = read_ase_records(path, keys)
+        return cls.from_records([(f"{path}, frame {frame}", record) for frame, record in enumerate(records)], str(path))
+
+    @classmethod
+    def from_records(cls, records: Sequence[tuple[str, object]], source: str) -> ElementReferences:
+        """E0s from ``(where, frame record)`` pairs of single atoms with an ``energy`` (eV).
+
+        Raises:
+            DataFormatError: a frame with more than one atom, or two different energies for one element.
+        """
+        coeff = np.full(NUM_ELEMENTS, np.nan)
+        for where, record in records:
             if record.natoms != 1:
-                raise DataFormatError(
-                    f"{path}, frame {frame}: isolated-atom file has a frame with {record.natoms} atoms"
-                )
+                raise DataFormatError(f"{where}: an isolated-atom frame with {record.natoms} atoms")
             z = int(record.atomic_numbers[0])
             if not np.isnan(coeff[z]) and coeff[z] != record.energy:
-                raise DataFormatError(f"{path}, frame {frame}: second, different energy for {chemical_symbols[z]}")
+                raise DataFormatError(f"{where}: second, different isolated-atom energy for {chemical_symbols[z]}")
             coeff[z] = record.energy
-        return cls(coeff, source=str(path))
+        return cls(coeff, source=source)
 
     @classmethod
     def from_dict(cls, energies: Mapping[str | int, float]) -> ElementReferences:

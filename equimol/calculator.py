@@ -8,6 +8,11 @@ Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electron
 ``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
 order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
 
+**Dispersion.** ``dispersion="d3"`` (with ``xc``, ``damping``) adds D3(BJ) dispersion
+(:mod:`equimol.nn.dispersion`, tad-dftd3) to every property, as MACE's ``mace_mp(dispersion=True)``
+does, for a model trained without it; a model file that already holds a D3 term
+(``model.dispersion``) is refused, since its energy includes D3.
+
 **Neighbor list.** The list is built (vesin, :func:`equimol.graph.neighbor_list`) with
 the cutoff plus a ``skin`` and reused while no atom has moved more than ``skin / 2`` since it was
 built and the atomic numbers, cell and pbc are unchanged: no pair can then have come from beyond
@@ -66,6 +71,9 @@ class EquimolCalculator(Calculator):
         device: torch device to run on.
         dtype: ``"float32"``/``"float64"`` (or a torch dtype) to cast the model to; ``None`` keeps its own.
         skin: neighbor-list skin in Å (see the module docstring); 0 rebuilds the list at every step.
+        dispersion: ``None`` or ``"d3"``: add D3(BJ) dispersion (module docstring).
+        xc, damping: the functional whose D3 parameters are used (tad-dftd3's names) and the damping.
+        dispersion_cutoff, dispersion_cn_cutoff: D3's cutoffs in Å (default tad-dftd3's, 31.75 and 21.17 Å).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -76,6 +84,11 @@ class EquimolCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
+        dispersion: str | None = None,
+        xc: str = "pbe",
+        damping: str = "bj",
+        dispersion_cutoff: float | None = None,
+        dispersion_cn_cutoff: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +121,45 @@ class EquimolCalculator(Calculator):
         self.species = {int(z) for z in model.species}
         self.neighbor_list_builds = 0  # how often the list was (re)built; for tests and diagnostics
         self._list: dict | None = None
+        cutoffs = {"cutoff": dispersion_cutoff, "cn_cutoff": dispersion_cn_cutoff}
+        self.dispersion = self._dispersion(dispersion, xc, damping, {k: v for k, v in cutoffs.items() if v is not None})
+
+    def _dispersion(self, kind: str | None, xc: str, damping: str, cutoffs: dict):
+        if kind is None:
+            return None
+        from equimol.nn.dispersion import D3Dispersion, check_options
+
+        if any(getattr(getattr(m, "config", None), "dispersion", None) for m in self.models):
+            raise ValueError("dispersion: the model already includes D3 (its model.dispersion); do not add it twice")
+        try:
+            options = check_options({"kind": kind, "xc": xc, "damping": damping, **cutoffs})
+        except ValueError as error:
+            raise ValueError(f"EquimolCalculator dispersion: {error}") from error
+        return D3Dispersion(**options).to(self.device)
+
+    def _dispersion_results(self, atoms, want_stress: bool) -> dict[str, np.ndarray | float]:
+        """Energy, per-atom energies, forces and (``want_stress``) stress of the D3 term, in float64."""
+        device = self.device
+        numbers = torch.as_tensor(atoms.get_atomic_numbers(), device=device)
+        positions = torch.tensor(atoms.get_positions(), dtype=torch.float64, device=device, requires_grad=True)
+        cell = torch.tensor(atoms.get_cell()[:], dtype=torch.float64, device=device).view(1, 3, 3)
+        pbc = torch.as_tensor(atoms.get_pbc(), device=device).view(1, 3)
+        strain = torch.zeros(1, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+        symmetric = 0.5 * (strain + strain.transpose(1, 2))  # x -> x (I + e): stress = dE/de / V
+        with torch.enable_grad():
+            strained = (positions + positions @ symmetric[0], cell + cell @ symmetric)
+            node_graph = torch.zeros(len(atoms), dtype=torch.long, device=device)
+            energies = self.dispersion(numbers, *strained, pbc, node_graph)
+            gradient, strain_gradient = torch.autograd.grad(energies.sum(), (positions, strain))
+        results = {
+            "energy": float(energies.sum()),
+            "energies": energies.detach().cpu().numpy(),
+            "forces": -gradient.cpu().numpy(),
+        }
+        if want_stress:
+            full = (strain_gradient[0] / atoms.get_volume()).cpu().numpy()
+            results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return results
 
     # ------------------------------------------------------------------------------------ neighbor list
     def _list_is_valid(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
@@ -169,6 +221,7 @@ class EquimolCalculator(Calculator):
                 "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
             )
         graph = self._graph(self.atoms)
+        dispersion = self._dispersion_results(self.atoms, want_stress) if self.dispersion is not None else None
         members = []
         for model in self.models:
             output = model(graph, compute_forces=True, compute_stress=want_stress)
@@ -182,5 +235,9 @@ class EquimolCalculator(Calculator):
             if want_stress:
                 full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
                 member["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            if dispersion is not None:
+                for key, value in dispersion.items():
+                    member[key] = member[key] + value
+                member["free_energy"] = member["energy"]
             members.append(member)
         self.results.update(members[0] if len(members) == 1 else committee_results(members))

@@ -153,6 +153,12 @@ def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor",
     path = Path(path)
     if path.suffix != ".pt2":
         raise CompiledModelError(f"{path}: a compiled model file must end in .pt2")
+    if model.config.dispersion is not None:
+        raise CompiledModelError(
+            "model.dispersion: D3 sums over a neighbor list that the model builds in its forward pass, which "
+            "cannot be traced into a compiled model file; use the model file itself, or a model without D3 "
+            "and EquimolCalculator(..., dispersion='d3')"
+        )
     kernel = model.config.tp_options.get("kernel", "torch")
     if kernel != "torch":
         if not torch_kernel:

@@ -35,9 +35,11 @@ from equimol.models import Potential, build_model
 from equimol.utils.io import atomic_write
 
 FORMAT = "equimol-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Format 2: ModelConfig.scalar_first_layer (default true). Files of format 1 were written by models whose
 # first product-basis layer took zero-padded inputs, so they load with it false.
+# Format 3: ModelConfig.zbl_inner_fraction/zbl_outer_fraction (default 0.3/0.55). Older files switched ZBL
+# from 0.5 to 1.0 of the covalent sum, so they load with those.
 
 
 class ModelFileError(ValueError):
@@ -137,6 +139,8 @@ def read_model_file(path: str | Path) -> dict:
         )
     if version < 2 and isinstance(payload["model_config"], dict):
         payload["model_config"] = {"scalar_first_layer": False, **payload["model_config"]}
+    if version < 3 and isinstance(payload["model_config"], dict):
+        payload["model_config"] = {"zbl_inner_fraction": 0.5, "zbl_outer_fraction": 1.0, **payload["model_config"]}
     return payload
 
 

@@ -129,9 +129,9 @@ def test_torchsim_lammps_and_predict_take_the_compiled_file(compiled, tmp_path):
         arguments = ["predict", str(candidate), str(tmp_path / "in.extxyz"), "--out", str(tmp_path / f"{name}.xyz")]
         assert main([*arguments, "--quiet"]) == 0
     eager, compiled_frames = (ase.io.read(tmp_path / f"{name}.xyz", ":") for name in ("eager", "compiled"))
-    for first, second in zip(eager, compiled_frames, strict=True):
-        assert abs(first.get_potential_energy() - second.get_potential_energy()) < 1e-9
-        np.testing.assert_allclose(first.get_forces(), second.get_forces(), atol=1.1e-8)
+    for first, second in zip(eager, compiled_frames, strict=True):  # predictions under predict's equimol_ prefix
+        assert abs(first.info["equimol_energy"] - second.info["equimol_energy"]) < 1e-9
+        np.testing.assert_allclose(first.arrays["equimol_forces"], second.arrays["equimol_forces"], atol=1.1e-8)
 
 
 def test_compiled_file_errors_are_clear(compiled, tmp_path, capsys):

@@ -176,6 +176,7 @@ def test_command_line_runs_the_example_and_reports_a_bad_map_in_one_line(tmp_pat
     assert main(arguments + ["Au", "Cu"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("equimol lammps: error: LAMMPS type 1 has mass") and "\n" not in error
+    assert "--no-mass-check" in error and "check_masses" not in error  # the command line's flag
     (tmp_path / "inputs" / "in.lmp").write_text(example.replace("read_data", "read_dat"), encoding="utf-8")
     assert main(arguments + ["Cu", "Au"]) == 2
     error = capsys.readouterr().err.strip()

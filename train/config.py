@@ -4,7 +4,7 @@
 
     model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
     data:      {...}   # equimol.datasets.config.DataConfig (AtomsDataModule); its radial_cutoff is model.radial_cutoff
-    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights
+    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights, mse | huber, stage two
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
     scheduler: {...}   # SchedulerConfig: plateau | cosine (with warm-up) | none
     trainer:   {...}   # TrainerConfig: epochs, time budget, precision, seed, devices, checkpoints, logs
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,20 +35,30 @@ from typing import Any
 import yaml
 
 from .schema import ConfigError, check_section
+from .stage_two import stage_two_config
 
 SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finetune")
 AUTO = "auto"
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
 AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
+# values that stand in for "auto" where a model config is checked or its weight-free parts are built before the data
+AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
 
 
 @dataclass
 class LossConfig:
-    """Weights of the loss terms (see :mod:`equimol.train.losses`)."""
+    """Weights of the loss terms, ``mse`` or ``huber`` (see :mod:`equimol.train.losses`), and an optional stage two.
+
+    ``stage_two`` (MACE's ``--swa`` stage): a mapping of :class:`equimol.train.stage_two.StageTwoConfig`;
+    from ``start`` (a fraction of the training budget) on, the term weights and the learning rate change.
+    """
 
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     stress_weight: float = 0.0
+    kind: str = "mse"
+    huber_delta: float = 0.01  # eV/atom, eV/Å, eV/Å^3 (MACE's default)
+    stage_two: dict | None = None
 
 
 @dataclass
@@ -102,6 +113,8 @@ class TrainerConfig:
     progress_bar: bool = True
     test_after_fit: bool = True
     committee_seeds: list[int] | None = None  # train one member per seed in run_dir/member_<seed> (train/committee.py)
+    logger: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])  # any of LOGGERS
+    wandb_project: str = "equimol"  # Weights & Biases project of logger wandb (WANDB_MODE=offline: no account)
 
 
 @dataclass
@@ -112,6 +125,7 @@ class FinetuneConfig:
     pretrained_lr_factor: float = 1.0  # learning-rate factor for the parameters taken from the model file
 
 
+LOGGERS = ("csv", "tensorboard", "wandb")
 SECTION_CLASSES = {
     "loss": LossConfig,
     "optimizer": OptimizerConfig,
@@ -120,6 +134,7 @@ SECTION_CLASSES = {
     "finetune": FinetuneConfig,
 }
 CHOICES = {
+    "loss.kind": ("mse", "huber"),
     "optimizer.name": ("adam", "adamw"),
     "scheduler.name": ("plateau", "cosine", "budget_cosine", "none"),
     "trainer.precision": (32, 64),
@@ -192,10 +207,9 @@ def _validate_model(model: dict) -> None:
     probe = dict(model)
     probe.pop("init_from", None)  # fine-tuning: handled by _merge_init_from and the training module
     # "auto" values are filled from the data later; validate every other key now with stand-ins.
-    stand_ins = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
     for key in AUTO_MODEL_KEYS:
         if probe.get(key) == AUTO:
-            probe[key] = stand_ins[key]
+            probe[key] = AUTO_STAND_INS[key]
     if model.get("avg_num_neighbors") is None:
         raise ConfigError("model.avg_num_neighbors is required: a positive number or 'auto' (from the training data)")
     try:
@@ -333,10 +347,19 @@ def _check_ranges(sections: dict) -> None:
     for ok, key, expected, value in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    if loss.huber_delta <= 0:
+        raise ConfigError(f"loss.huber_delta must be > 0, got {loss.huber_delta!r}")
+    if loss.stage_two is not None:
+        stage_two_config(loss.stage_two)
     if isinstance(trainer.max_time, str):
         parts = trainer.max_time.split(":")
         if len(parts) != 4 or not all(p.isdigit() for p in parts):
             raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
+    unknown_loggers = [name for name in trainer.logger if name not in LOGGERS]
+    if unknown_loggers or len(set(trainer.logger)) != len(trainer.logger):
+        raise ConfigError(f"trainer.logger must list distinct loggers of {list(LOGGERS)}, got {trainer.logger!r}")
+    if "wandb" in trainer.logger and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("trainer.logger: wandb needs the wandb package: pip install 'equimol[wandb]'")
     if any(t <= 0 for t in trainer.snapshot_cpu_times):
         times = trainer.snapshot_cpu_times
         raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {times!r}")

@@ -8,9 +8,10 @@ split (table, ``run_dir/test_metrics.json``, ``run_dir/test_parity.png``).
 
 Run folder::
 
-    run_dir/checkpoints/best.ckpt     lowest val_loss (written atomically: temporary file, then rename)
+    run_dir/checkpoints/best.ckpt     lowest val_loss (written atomically: temporary file, then rename); a run
+                                      that ends before its first validation validates once at its end
     run_dir/checkpoints/last.ckpt     every epoch, and every trainer.checkpoint_every_n_steps steps
-    run_dir/csv/, run_dir/tensorboard/  logs
+    run_dir/csv/, run_dir/tensorboard/, run_dir/wandb/  logs (trainer.logger)
     run_dir/config.yaml                 the resolved configuration
     run_dir/model.pt                    the exported model (equimol.export)
 
@@ -35,7 +36,8 @@ from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
 from .checkpoints import AtomicCheckpointIO, export_checkpoint
-from .config import AUTO, TrainingConfig
+from .config import AUTO, AUTO_STAND_INS, TrainingConfig
+from .console import quiet_lightning
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
 from .run_folder import check_run_folder, clear_run_folder, run_folder_lock
@@ -101,6 +103,18 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
         scale = statistics.force_rms
         model["energy_scale"] = float(scale) if scale == scale and scale > 0 else 1.0
     return model
+
+
+def physical_terms(model: dict):
+    """The model's physical terms (ZBL, D3) in float64, or None: the data statistics are taken on the labels
+    minus them (:mod:`equimol.models.physical`). ``auto`` keys do not change them and get stand-ins."""
+    from equimol.models.config import ModelConfig
+    from equimol.models.physical import PhysicalTerms
+
+    values = {key: AUTO_STAND_INS.get(key) if value == AUTO else value for key, value in model.items()}
+    values.pop("init_from", None)
+    config = ModelConfig.from_dict(values)
+    return PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
 
 
 def statistics_comment(report: dict[str, Any]) -> str:
@@ -170,6 +184,11 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
     max_time = trainer.max_time
     if isinstance(max_time, (int, float)):
         max_time = {"seconds": float(max_time)}
+    loggers = {
+        "csv": lambda: CSVLogger(str(run_dir), name="csv"),
+        "tensorboard": lambda: TensorBoardLogger(str(run_dir), name="tensorboard"),
+        "wandb": lambda: _wandb_logger(trainer.wandb_project, run_dir),
+    }
     return L.Trainer(
         default_root_dir=str(run_dir),
         accelerator=trainer.accelerator,
@@ -192,8 +211,25 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         use_distributed_sampler=False,  # ShardedAtomsDataModule shards the seeded batches itself
         plugins=[AtomicCheckpointIO()],
         callbacks=_callbacks(config, run_dir),
-        logger=[CSVLogger(str(run_dir), name="csv"), TensorBoardLogger(str(run_dir), name="tensorboard")],
+        logger=[loggers[name]() for name in trainer.logger] or False,
     )
+
+
+def _validate_at_end(trainer: L.Trainer, module: PotentialModule, datamodule, best: Path) -> None:
+    """Validate once and write ``best`` if there is none yet or this ``val_loss`` beats the best one's."""
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    score = trainer.callback_metrics.get("val_loss")
+    monitor = next(callback for callback in trainer.checkpoint_callbacks if callback.monitor == "val_loss")
+    previous = monitor.best_model_score
+    if not best.is_file() or previous is None or (score is not None and float(score) < float(previous)):
+        trainer.save_checkpoint(best)
+
+
+def _wandb_logger(project: str, run_dir: Path):
+    """Weights & Biases (the ``wandb`` extra; ``WANDB_MODE=offline`` writes ``run_dir/wandb`` without an account)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(project=project, name=run_dir.name, save_dir=str(run_dir))
 
 
 def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -231,6 +267,7 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         retain_freed_memory()
     L.seed_everything(trainer_config.seed, workers=True, verbose=False)
     datamodule = ShardedAtomsDataModule.from_config(config.data)
+    datamodule.use_physical_terms(physical_terms(config.model))
     datamodule.setup("fit")
     model_config = resolve_model_config(config.model, datamodule)
     references = datamodule.element_references
@@ -244,7 +281,8 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         finetune=config.as_dict()["finetune"],
         compile=trainer_config.compile,
     )
-    trainer = build_trainer(config, run_dir)
+    with quiet_lightning(resuming=resume):  # the Trainer's own tip
+        trainer = build_trainer(config, run_dir)
     sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
     report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
@@ -260,11 +298,14 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         rank_zero_info(statistics_comment(report).replace("# ", "").replace("#", "").rstrip())
         for logger in trainer.loggers:  # csv/.../hparams.yaml and TensorBoard
             logger.log_hyperparams({"statistics": report})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    with quiet_lightning(resuming=resume):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        if module.validations == 0 and not trainer.interrupted:  # ended before its first validation
+            _validate_at_end(trainer, module, datamodule, best)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": None, "test": None}
     if not trainer.is_global_zero:
         return result
-    best = run_dir / "checkpoints" / "best.ckpt"
     source = best if best.is_file() else last
     model_path = run_dir / "model.pt"
     if source.is_file():

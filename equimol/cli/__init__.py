@@ -8,9 +8,17 @@ namespace, returning an exit code). Adding a subcommand is one line in ``_COMMAN
 :data:`USER_ERRORS`) ends the command with exit status 2 and one line on stderr,
 ``equimol <command>: error: <what, where, what to do>``, and no traceback. So does a failed write
 (a full disk, a read-only folder: :class:`~equimol.utils.io.OutputError`, or an ``OSError`` with one
-of the :data:`~equimol.utils.io.WRITE_ERRNOS` from a library's own writer). ``--debug`` (or
-``EQUIMOL_DEBUG=1`` in the environment) re-raises it, traceback included. Anything else is a bug
-and keeps its traceback.
+of the :data:`~equimol.utils.io.WRITE_ERRNOS` from a library's own writer). A library argument that
+the message names is shown as the flag that sets it (:data:`FLAGS`, e.g. ``--no-mass-check``).
+``--debug`` (or ``EQUIMOL_DEBUG=1`` in the environment) re-raises it, traceback included. Anything
+else is a bug and keeps its traceback.
+
+**Start-up.** Command modules import torch, Lightning and the models inside their ``run`` functions,
+so ``equimol --help`` and argument or missing-file errors answer without them
+(``benchmarks/cli_startup.py``).
+
+**Overrides.** A command that takes ``section.key=value`` overrides (``train``) sets ``overrides`` as
+its last positional argument; overrides given after its flags (``--resume``) are collected as well.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
 DEBUG_VARIABLE = "EQUIMOL_DEBUG"
 USAGE_ERROR = 2
 
+# library arguments that error messages may name, and the flag that sets each on the command line
+FLAGS = {"check_masses=False": "--no-mass-check", "forces_key=None": "--forces-key none"}
 # Exceptions that mean "the input is wrong", not "equimol is wrong". Every equimol input error
 # (ConfigError, DataFormatError, ModelFileError, StructureError, RunFolderError) is a ValueError.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -71,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(error: BaseException) -> str:
-    """The message of ``error`` on one line (a KeyError's message loses its quotes)."""
+    """The message of ``error`` on one line (a KeyError's message loses its quotes), library arguments as flags."""
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         text = f"{error.filename}: {error.strerror}"
+    for name, flag in FLAGS.items():
+        text = str(text).replace(name, flag)
     return " ".join(str(text).split()) or type(error).__name__
 
 
@@ -102,7 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     parser = build_parser()
-    args = parser.parse_args([word for word in argv if word != "--debug"])
+    args, unknown = parser.parse_known_args([word for word in argv if word != "--debug"])
+    if unknown:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in w and not w.startswith("-") for w in unknown
+        ):
+            args.overrides += unknown  # section.key=value after the command's flags
+        else:
+            name = _command_name(args) if getattr(args, "command", None) else parser.prog
+            sys.stderr.write(f"{name}: error: unrecognized arguments: {' '.join(unknown)} (see `{name} --help`)\n")
+            return USAGE_ERROR
     args.debug = debug
     if not hasattr(args, "func"):
         parser.print_help()

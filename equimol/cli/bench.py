@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 
 from equimol.cli.arguments import add_command, add_command_group, non_negative_int, positive_float, positive_int
-from equimol.tp import available_backends
 
 # e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
 MAX_LMAX = 12
@@ -65,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument(
         "--backends",
         default=None,
-        help=f"comma-separated backends or backend/variant (default: all registered: {','.join(available_backends())}; "
-        "with --kernel triton, those with a fused kernel)",
+        help="comma-separated backends or backend/variant (default: every registered backend, `equimol.tp."
+        "available_backends()`; with --kernel triton, those with a fused kernel)",
     )
     tp.add_argument("--lmax", type=_lmax_list, default=[1, 2, 3, 4], help="maximum degrees, e.g. 1,2,3")
     tp.add_argument("--channels", type=_int_list, default=[16], help="channel counts, e.g. 16,32")
@@ -177,6 +176,8 @@ def run_tp(args: argparse.Namespace) -> int:
     def measure() -> dict:
         backends = args.backends
         if backends is None:
+            from equimol.tp import available_backends
+
             backends = available_backends()
             if args.kernel and "triton" in args.kernel:
                 import equimol.kernels  # noqa: F401  (raises if Triton cannot run here)

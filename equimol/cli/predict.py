@@ -1,16 +1,21 @@
 """``equimol predict MODEL INPUTS... --out FILE``: energies, forces and stress of many structures, on N processes.
 
 INPUTS are any files equimol reads (extxyz and everything else :mod:`ase.io` reads, ASE db, OC20
-raw pairs, LMDB files or folders); labels in them are ignored. Frames are streamed: ASE files are
-read frame by frame (:func:`~equimol.datasets.readers.iter_ase_records`), LMDBs by index, so memory
-holds one batch, not the data set.
+raw pairs, LMDB files or folders). Frames are streamed: ASE files are read frame by frame
+(:func:`~equimol.datasets.readers.iter_ase_frames`), LMDBs by index, so memory holds one batch, not
+the data set.
 
-**Output** (extended XYZ, one frame per input frame, in input order): the structure (species,
-positions, cell, pbc), ``energy`` (eV) in the header, ``forces`` (eV/Å) per atom, ``stress``
-(eV/Å³, ASE Voigt order, positive = tensile) in the header for periodic frames only, and
-``equimol_index`` (frame number over all inputs, from 0) and ``equimol_source`` (``file:frame``).
-ASE reads it back with ``ase.io.read(FILE, ":")`` (energies via ``atoms.get_potential_energy()``).
-Numbers are written with ASE's extxyz precision (8 decimals for positions and forces).
+**Output** (extended XYZ, one frame per input frame, in input order): each frame as it was read,
+its labels included (an ASE frame keeps its ``info``, ``arrays`` and calculator results; an LMDB or
+OC20 frame its ``energy``/``forces``/``stress``), positions in float64 as read, cell and pbc also for
+non-periodic frames; the predictions under ``--prefix`` (default ``equimol_``): ``equimol_energy``
+(eV) in the header, ``equimol_forces`` (eV/Å) per atom, ``equimol_stress`` (eV/Å³, ASE Voigt order,
+positive = tensile) in the header for periodic frames only; and ``equimol_index`` (frame number over
+all inputs, from 0) and ``equimol_source`` (``file:frame``). ASE reads it back with
+``ase.io.read(FILE, ":")`` (``atoms.info["equimol_energy"]``, ``atoms.arrays["equimol_forces"]``; the
+reference labels through ``atoms.get_potential_energy()`` as before). Numbers are written with
+ASE's extxyz precision (8 decimals for positions and forces: an extxyz input's positions come back
+unchanged).
 
 ``--quiet`` turns off the progress bar (tqdm, through Lightning) and Lightning's informational log.
 
@@ -43,9 +48,6 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-
 HELP = "energies, forces and stress of many structures (extxyz out)"
 PARTS_VARIABLE = "EQUIMOL_PREDICT_PARTS"  # the part folder, for the processes Lightning starts
 DESCRIPTION = (
@@ -55,70 +57,101 @@ DESCRIPTION = (
 )
 
 
-def _frames(inputs: list[str]) -> Iterator[tuple[str, object]]:
-    """Yield ``(where, frame_record)`` for every frame of every input, streaming, labels ignored."""
+def _record_atoms(record):
+    """An ASE frame of a frame record (LMDB, OC20 raw): structure and its labels, as the output keeps them."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    pbc = record.pbc.reshape(3).numpy() if "pbc" in record else [True, True, True]
+    atoms = Atoms(
+        numbers=record.atomic_numbers.numpy(),
+        positions=record.pos.double().numpy(),
+        cell=record.cell.reshape(3, 3).double().numpy(),
+        pbc=pbc,
+    )
+    labels = {key: record[key] for key in ("energy", "forces", "stress") if key in record}
+    labels = {key: value.double().numpy() if hasattr(value, "numpy") else value for key, value in labels.items()}
+    if "stress" in labels:
+        labels["stress"] = labels["stress"].reshape(3, 3)[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    if labels:
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+    return atoms
+
+
+def _frames(inputs: list[str]) -> Iterator[tuple[str, object, object]]:
+    """Yield ``(where, frame_record, atoms)`` for every frame of every input, streaming; ``atoms`` is the frame
+    as read (ASE inputs) or rebuilt from the record (LMDB, OC20 raw), labels included."""
     from equimol.datasets.lmdb_dataset import LmdbFrames
     from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-    from equimol.datasets.readers import LabelKeys, iter_ase_records
+    from equimol.datasets.readers import LabelKeys, iter_ase_frames
 
-    keys = LabelKeys("energy", None, None, require_energy=False, require_forces=False)
+    # ASE frames keep their labels in the Atoms; records carry the labels of LMDB and OC20 frames
+    keys = LabelKeys("energy", "forces", "stress", require_energy=False, require_forces=False)
+    structure_only = LabelKeys("energy", None, None, require_energy=False, require_forces=False)
     for path in inputs:
         if path.endswith(".lmdb") or (Path(path).is_dir() and any(Path(path).glob("*.lmdb"))):
             frames = LmdbFrames(path, keys)
             for index in range(len(frames)):
-                yield f"{path}:{index}", frames[index]
+                yield f"{path}:{index}", frames[index], _record_atoms(frames[index])
         elif is_oc20_extxyz(path) and companion_txt(path) is not None:
             for index, record in enumerate(iter_oc20_s2ef_records(path, keys=keys)):
-                yield f"{path}:{index}", record
+                yield f"{path}:{index}", record, _record_atoms(record)
         else:
-            for index, record in enumerate(iter_ase_records(path, keys)):
-                yield f"{path}:{index}", record
+            for index, (atoms, record) in enumerate(iter_ase_frames(path, structure_only)):
+                yield f"{path}:{index}", record, atoms
 
 
-class PredictionFrames(torch.utils.data.IterableDataset):
-    """Graphs of this process's share of the frames (``index % world_size == rank``), streamed in order."""
+def prediction_frames(inputs: list[str], radial_cutoff: float, dtype, species: list[int]):
+    """Graphs of this process's share of the frames (``index % world_size == rank``), streamed in order
+    (a ``torch`` ``IterableDataset``; each graph carries its frame as read, ``source_atoms``)."""
+    import torch
 
-    def __init__(self, inputs: list[str], radial_cutoff: float, dtype: torch.dtype, species: list[int]) -> None:
-        super().__init__()
-        self.inputs, self.radial_cutoff, self.dtype, self.species = inputs, radial_cutoff, dtype, set(species)
+    class PredictionFrames(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from _graphs(inputs, radial_cutoff, dtype, set(species))
 
-    def __iter__(self):
-        from ase.data import chemical_symbols
-
-        from equimol.datasets.readers import DataFormatError
-        from equimol.graph import structure_to_graph
-        from equimol.structure_checks import StructureError
-
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        world = torch.distributed.get_world_size() if distributed else 1
-        for index, (where, record) in enumerate(_frames(self.inputs)):
-            if index % world != rank:
-                continue
-            numbers = record.atomic_numbers.numpy()
-            unknown = sorted(set(numbers.tolist()) - self.species)
-            if unknown:
-                raise DataFormatError(
-                    f"{where}: element(s) {[chemical_symbols[z] for z in unknown]} are not among the model's "
-                    f"species {[chemical_symbols[z] for z in sorted(self.species)]}"
-                )
-            pbc = record.pbc.reshape(3).numpy() if "pbc" in record else np.ones(3, dtype=bool)
-            cell = record.cell.reshape(3, 3).double().numpy()
-            try:
-                graph = structure_to_graph(
-                    record.pos.double().numpy(), numbers, cell, pbc, self.radial_cutoff, self.dtype
-                )
-            except StructureError as error:  # refused before the neighbor list: a cell or positions it cannot take
-                raise DataFormatError(f"{where}: {error}") from error
-            except RuntimeError as error:  # vesin: e.g. a periodic frame with a singular cell
-                raise DataFormatError(f"{where}: no neighbor list ({error})") from error
-            graph.frame_number = torch.tensor([index])
-            graph.where = where
-            yield graph
+    return PredictionFrames()
 
 
-def _lightning_module(model: torch.nn.Module):
+def _graphs(inputs: list[str], radial_cutoff: float, dtype, species: set[int]):
+    import numpy as np
+    import torch
+    from ase.data import chemical_symbols
+
+    from equimol.datasets.readers import DataFormatError
+    from equimol.graph import structure_to_graph
+    from equimol.structure_checks import StructureError
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    for index, (where, record, atoms) in enumerate(_frames(inputs)):
+        if index % world != rank:
+            continue
+        numbers = record.atomic_numbers.numpy()
+        unknown = sorted(set(numbers.tolist()) - species)
+        if unknown:
+            raise DataFormatError(
+                f"{where}: element(s) {[chemical_symbols[z] for z in unknown]} are not among the model's "
+                f"species {[chemical_symbols[z] for z in sorted(species)]}"
+            )
+        pbc = record.pbc.reshape(3).numpy() if "pbc" in record else np.ones(3, dtype=bool)
+        cell = record.cell.reshape(3, 3).double().numpy()
+        try:
+            graph = structure_to_graph(record.pos.double().numpy(), numbers, cell, pbc, radial_cutoff, dtype)
+        except StructureError as error:  # refused before the neighbor list: a cell or positions it cannot take
+            raise DataFormatError(f"{where}: {error}") from error
+        except RuntimeError as error:  # vesin: e.g. a periodic frame with a singular cell
+            raise DataFormatError(f"{where}: no neighbor list ({error})") from error
+        graph.frame_number = torch.tensor([index])
+        graph.where = where
+        graph.source_atoms = atoms
+        yield graph
+
+
+def _lightning_module(model):
     import lightning as L
+    import torch
 
     class Predictor(L.LightningModule):
         """Energy, forces and stress of a batch; stress only for periodic structures."""
@@ -139,10 +172,7 @@ def _lightning_module(model: torch.nn.Module):
                     {
                         "index": int(batch.frame_number[graph_index]),
                         "where": batch.where[graph_index],
-                        "numbers": batch.atomic_numbers[atoms[0] : atoms[1]].cpu().numpy(),
-                        "positions": batch.pos[atoms[0] : atoms[1]].detach().double().cpu().numpy(),
-                        "cell": batch.cell[graph_index].detach().double().cpu().numpy(),
-                        "pbc": batch.pbc[graph_index].cpu().numpy(),
+                        "atoms": batch.source_atoms[graph_index],
                         "energy": float(out["energy"][graph_index]),
                         "forces": out["forces"][atoms[0] : atoms[1]].detach().double().cpu().numpy(),
                         "stress": stress,
@@ -163,22 +193,20 @@ def _stress_input(batch):
     return masked
 
 
-def _to_atoms(result: dict):
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    atoms = Atoms(numbers=result["numbers"], positions=result["positions"], cell=result["cell"], pbc=result["pbc"])
+def _to_atoms(result: dict, prefix: str):
+    """The frame as read, with the predictions under ``prefix`` and ``equimol_index``/``equimol_source``."""
+    atoms = result["atoms"]
     atoms.info["equimol_index"] = result["index"]
     atoms.info["equimol_source"] = result["where"]
-    values = {"energy": result["energy"], "forces": result["forces"]}
+    atoms.info[f"{prefix}energy"] = result["energy"]
+    atoms.arrays[f"{prefix}forces"] = result["forces"]
     if result["stress"] is not None:
         full = result["stress"]
-        values["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-    atoms.calc = SinglePointCalculator(atoms, **values)
+        atoms.info[f"{prefix}stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
     return atoms
 
 
-def _part_writer(folder: Path, output: Path):
+def _part_writer(folder: Path, output: Path, prefix: str):
     import ase.io
     from lightning.pytorch.callbacks import BasePredictionWriter
 
@@ -195,7 +223,7 @@ def _part_writer(folder: Path, output: Path):
             try:
                 with open(part, "a", encoding="utf-8") as handle:
                     for result in prediction:
-                        ase.io.write(handle, _to_atoms(result), format="extxyz")
+                        ase.io.write(handle, _to_atoms(result, prefix), format="extxyz")
             except OSError as error:  # a full disk: name the output, not the hidden part file
                 raise output_error(output, error) from error
 
@@ -223,6 +251,8 @@ def merge_parts(folder: Path, output: Path, processes: int) -> tuple[int, int]:
 
 def _failures(failure: BaseException | None) -> list[str | None]:
     """Every process's failure message (``None``: it succeeded), exchanged once all have finished predicting."""
+    import torch
+
     message = None if failure is None else " ".join(f"{failure}".split()) or type(failure).__name__
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return [message]
@@ -272,7 +302,7 @@ def _predict(args: argparse.Namespace, output: Path, folder: Path) -> int:
     from equimol.export import load_model
 
     model = load_model(args.model, device="cpu", dtype=args.dtype)
-    frames = PredictionFrames(args.inputs, model.radial_cutoff, model.dtype, model.species)
+    frames = prediction_frames(args.inputs, model.radial_cutoff, model.dtype, model.species)
     loader = DataLoader(frames, batch_size=args.batch_size)
     # the writer takes frame numbers from the batches, not from Lightning's batch indices
     warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
@@ -293,7 +323,7 @@ def _predict(args: argparse.Namespace, output: Path, folder: Path) -> int:
         enable_progress_bar=not args.quiet,
         enable_model_summary=False,
         inference_mode=False,  # forces and stress need autograd
-        callbacks=[_part_writer(folder, output)] + ([] if args.quiet else [TQDMProgressBar()]),
+        callbacks=[_part_writer(folder, output, args.prefix)] + ([] if args.quiet else [TQDMProgressBar()]),
     )
     if trainer.is_global_zero:
         folder.mkdir(parents=True, exist_ok=True)
@@ -331,3 +361,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--prefix",
+        type=_prefix,
+        default="equimol_",
+        help="name prefix of the predicted keys: <prefix>energy, <prefix>forces, <prefix>stress (default equimol_)",
+    )
+
+
+def _prefix(text: str) -> str:
+    """A non-empty key prefix of letters, digits and underscores (the reference labels keep the plain names)."""
+    if not text or not text.replace("_", "a").isalnum() or not text.isascii():
+        raise argparse.ArgumentTypeError(f"expected letters, digits and underscores, not empty, got {text!r}")
+    return text

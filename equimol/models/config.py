@@ -29,8 +29,11 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       energy_scale: 1.0            # eV, a number or a per-species mapping
       spe: {enabled: true, mode: chebyshev, num_filters: 4, polynomial_degree: 8, spectral_scale: null, hidden: 16}
       pair_repulsion: none         # none | zbl (equimol.nn.zbl: screened nuclear repulsion)
-      zbl_inner: null              # Å, ZBL switch start for every pair (null: half the covalent-radius sum)
-      zbl_outer: null              # Å, ZBL switch end for every pair (null: the covalent-radius sum)
+      zbl_inner: null              # Å, ZBL switch start for every pair (null: zbl_inner_fraction x covalent sum)
+      zbl_outer: null              # Å, ZBL switch end for every pair (null: zbl_outer_fraction x covalent sum)
+      zbl_inner_fraction: 0.3      # default switch start, fraction of the sum of the two covalent radii
+      zbl_outer_fraction: 0.55     # default switch end: below the shortest bonds of 3BPA and OC20
+      dispersion: null             # or {kind: d3, xc: pbe, damping: bj}: D3 through tad-dftd3 (equimol.nn.dispersion)
       dtype: float64               # float32 | float64
       seed: 0
 
@@ -60,6 +63,7 @@ from equimol.nn.embedding import parse_species
 from equimol.nn.many_body import MANY_BODY_KINDS
 from equimol.nn.spe import SPE_MODES
 from equimol.nn.species_linear import SELF_CONNECTIONS
+from equimol.nn.zbl import INNER_FRACTION, OUTER_FRACTION
 from equimol.utils.dtype import resolve_dtype
 
 PAIR_REPULSIONS = ("none", "zbl")
@@ -162,6 +166,9 @@ class ModelConfig:
     pair_repulsion: str = "none"
     zbl_inner: float | None = None
     zbl_outer: float | None = None
+    zbl_inner_fraction: float = INNER_FRACTION
+    zbl_outer_fraction: float = OUTER_FRACTION
+    dispersion: dict | None = None
     dtype: str = "float64"
     seed: int = 0
 
@@ -254,6 +261,16 @@ class ModelConfig:
             _require(value is None or (_is_number(value) and value >= 0), key, "a number >= 0 (Å) or null", value)
         if self.zbl_inner is not None and self.zbl_outer is not None:
             _require(self.zbl_inner < self.zbl_outer, "zbl_inner", f"< zbl_outer={self.zbl_outer}", self.zbl_inner)
+        for key in ("zbl_inner_fraction", "zbl_outer_fraction"):
+            value = getattr(self, key)
+            _require(_is_number(value) and value > 0, key, "a number > 0", value)
+        _require(
+            self.zbl_inner_fraction < self.zbl_outer_fraction,
+            "zbl_inner_fraction",
+            f"< zbl_outer_fraction={self.zbl_outer_fraction}",
+            self.zbl_inner_fraction,
+        )
+        self._check_dispersion()
         if self.zbl_outer is not None:
             _require(
                 self.zbl_outer <= self.radial_cutoff,
@@ -268,6 +285,17 @@ class ModelConfig:
             "'float32' or 'float64'",
             self.dtype,
         )
+
+    def _check_dispersion(self) -> None:
+        """``dispersion``: null or ``{kind: d3, xc, damping, ...}`` (:func:`equimol.nn.dispersion.check_options`)."""
+        if self.dispersion is None:
+            return
+        from equimol.nn.dispersion import check_options
+
+        try:
+            self.dispersion = check_options(self.dispersion)
+        except ValueError as error:
+            raise ValueError(f"model config key 'dispersion': {error}") from error
 
     def _check_backend(self) -> None:
         """``tp_backend`` against the TP registry (:func:`equimol.tp.get_backend`): the one place it is checked."""

@@ -4,15 +4,17 @@ r"""The potential: an E(3)-equivariant message-passing model with a swappable te
 
     h^{(0)}_i = \mathrm{Embed}(Z_i) \,[+\, \mathrm{SPE}_i], \qquad
     h^{(t+1)} = \mathrm{Layer}_t(h^{(t)}), \qquad
-    E = \sum_i \varepsilon_i\big(h^{(1)}_{i, 0e}, \dots, h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{ZBL}}]
+    E = \sum_i \varepsilon_i\big(h^{(1)}_{i, 0e}, \dots, h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{phys}}]
 
 Each layer is either ``interaction: gated`` (TP convolution, gate, residual, then an optional residual
 many-body block: :mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`) or ``interaction:
 product_basis`` (MACE's layer: TP messages form an atomic basis up to ``message_lmax``, a many-body
 product with per-element weights follows, plus a self-connection: :mod:`equimol.nn.product_basis`).
 The read-out takes the last layer's scalars (``readout: final``) or every layer's (``per_layer``;
-:mod:`equimol.nn.readout`). SPE: :mod:`equimol.nn.spe`. The optional switched ZBL pair repulsion
-``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) adds per-atom energies for any backend.
+:mod:`equimol.nn.readout`). SPE: :mod:`equimol.nn.spe`. The optional physical terms, the switched ZBL
+pair repulsion ``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) and D3 dispersion
+``model.dispersion: {kind: d3, ...}`` (:mod:`equimol.nn.dispersion`), add per-atom energies
+:math:`E_{\mathrm{phys}}` for any backend (:mod:`equimol.models.physical`).
 Forces and stress come from autograd:
 
 .. math::
@@ -39,6 +41,7 @@ from torch import nn
 
 from equimol.graph import edge_vectors
 from equimol.models.config import ModelConfig
+from equimol.models.physical import PhysicalTerms
 from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex
 from equimol.nn.interaction import InteractionBlock
 from equimol.nn.linear import natural_irreps
@@ -47,7 +50,6 @@ from equimol.nn.product_basis import ProductBasisInteraction
 from equimol.nn.radial import BesselBasis, PolynomialEnvelope
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
-from equimol.nn.zbl import ZBLRepulsion
 from equimol.structure_checks import StructureError
 from equimol.utils.tracing import tracing
 
@@ -98,10 +100,7 @@ class Potential(nn.Module):
             )
         else:
             self.many_body = None
-        if config.pair_repulsion == "zbl":
-            self.pair_repulsion = ZBLRepulsion(self.species, config.radial_cutoff, config.zbl_inner, config.zbl_outer)
-        else:
-            self.pair_repulsion = None
+        self.physical_terms = PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
         self.readout = EnergyReadout(
             config.channels,
             config.readout_hidden,
@@ -246,6 +245,6 @@ class Potential(nn.Module):
                 features = self.many_body[index](features, element_index)
             layer_scalars.append(features[:, : self.config.channels])
         node_energy = self.readout(layer_scalars[-len(self.readout.linear_heads) - 1 :], element_index)
-        if self.pair_repulsion is not None:
-            node_energy = node_energy + self.pair_repulsion(lengths, element_index, sender, receiver)
+        if self.physical_terms is not None:
+            node_energy = node_energy + self.physical_terms(graph, positions, cell, node_graph, lengths, element_index)
         return node_energy
