@@ -6,7 +6,12 @@
 
 Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy),
 ``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
-order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
+order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``) and
+per-atom ``stresses`` ``[n, 6]`` (same order and unit): ASE's intensive convention,
+``stresses.sum(axis=0) == stress``, from the model's per-atom virials ``W_i`` (each edge's
+``-r_e (x) dE/dr_e`` split half to each end, :mod:`equimol.models.potential`) as
+``stresses_i = -sym(W_i) / V`` with ``V`` the volume of the whole cell; LAMMPS's ``compute
+stress/atom`` under ``pair_style equimol`` is the same split (``-W_i`` in bar·Å³).
 
 **Neighbor list.** The list is built (vesin, :func:`equimol.graph.neighbor_list`) with
 the cutoff plus a ``skin`` and reused while no atom has moved more than ``skin / 2`` since it was
@@ -67,7 +72,7 @@ class EquimolCalculator(Calculator):
         skin: neighbor-list skin in Å (see the module docstring); 0 rebuilds the list at every step.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
 
     def __init__(
         self,
@@ -149,15 +154,17 @@ class EquimolCalculator(Calculator):
     # ------------------------------------------------------------------------------------- calculation
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties
-        if want_stress and not self.atoms.pbc.any():
+        want_stress, want_stresses = "stress" in properties, "stresses" in properties
+        if (want_stress or want_stresses) and not self.atoms.pbc.any():
+            name = "stresses" if want_stresses else "stress"
             raise PropertyNotImplementedError(
-                "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
+                f"EquimolCalculator: {name} needs a periodic structure (atoms.pbc is all False, no volume)"
             )
         graph = self._graph(self.atoms)
+        virials = {"compute_virials": True} if want_stresses else {}  # models without the option still serve the rest
         members = []
         for model in self.models:
-            output = model(graph, compute_forces=True, compute_stress=want_stress)
+            output = model(graph, compute_forces=True, compute_stress=want_stress, **virials)
             energy = float(output["energy"].detach().sum().cpu())
             member = {
                 "energy": energy,
@@ -168,5 +175,17 @@ class EquimolCalculator(Calculator):
             if want_stress:
                 full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
                 member["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            if want_stresses:
+                member["stresses"] = per_atom_stresses(output["atom_virial"], self.atoms.get_volume())
             members.append(member)
         self.results.update(members[0] if len(members) == 1 else committee_results(members))
+        if want_stresses and len(members) > 1:
+            self.results["stresses"] = np.mean([member["stresses"] for member in members], axis=0)
+
+
+def per_atom_stresses(atom_virial: torch.Tensor, volume: float) -> np.ndarray:
+    """ASE's per-atom ``stresses`` ``[n, 6]`` (Voigt, eV/Å³) from ``[n, 3, 3]`` per-atom virials (eV)."""
+    virial = atom_virial.detach().cpu().double().numpy()
+    rows, columns = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
+    symmetric = 0.5 * (virial[:, rows, columns] + virial[:, columns, rows])
+    return -symmetric / volume

