@@ -44,7 +44,7 @@ from ase.md.verlet import VelocityVerlet
 from equimol.lammps_plugin import build_plugin, plugin_path
 from lammps_case import ELEMENTS, cu_au_box
 from lammps_plugin_case import SPECIES, TIMESTEP_FS, run_plugin, systems
-from test_calculator import small_model
+from test_calculator import one_thread, small_model  # noqa: F401 (one_thread: an autouse fixture)
 
 from equimol.calculator import EquimolCalculator
 from equimol.cli import main
@@ -60,14 +60,6 @@ STEPS = 40
 PLUGIN_CACHE = cache_root()
 LAMMPS_ORDER = [0, 1, 2, 5, 4, 3]  # ASE Voigt (xx yy zz yz xz xy) -> LAMMPS (xx yy zz xy xz yz)
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å³
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
