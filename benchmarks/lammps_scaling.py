@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 from _common import markdown_table, write_json, write_markdown  # noqa: E402
 

