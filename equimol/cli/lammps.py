@@ -57,6 +57,7 @@ def run_lammps(args: argparse.Namespace) -> int:
     cmdargs = ["-log", args.log or "none", "-nocite"] + (["-screen", "none"] if args.quiet else [])
     lmp = lammps(cmdargs=cmdargs, comm=comm) if comm is not None else lammps(cmdargs=cmdargs)
     options = {"check_masses": not args.no_mass_check, "device": args.device, "dtype": args.dtype}
+    options["per_atom"] = args.per_atom
     try:
         coupling = run_input(lmp, args.input, args.model, args.elements, fix_id=args.fix_id, comm=comm, **options)
     except Exception as error:
@@ -78,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--elements", nargs="+", help="element of each LAMMPS type, type 1 first (required to run)")
     parser.add_argument("--fix-id", default="equimol", help="ID of the fix external in the script (default equimol)")
     parser.add_argument("--no-mass-check", action="store_true", help="allow masses unlike the elements' (isotopes)")
+    parser.add_argument(
+        "--per-atom", action="store_true", help="per-atom energies and virials for compute pe/atom and stress/atom"
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model (default: its own)")
     parser.add_argument("--log", help="LAMMPS log file (default: none)")
