@@ -2,6 +2,7 @@
 
     python benchmarks/lammps_scaling.py [--sizes 500 4000] [--ranks 1 2] [--model main|tiny]
                                         [--atom-steps 20000] [--out benchmarks/lammps_scaling] [--overwrite]
+                                        [--models DIR [--compile-only]]
 
 Boxes of rattled fcc Cu (a = 3.7 Å) with every 4th atom Au, 4 k^3 atoms (k = 5: 500, k = 10: 4000),
 300 K, 1 fs NVE. One random float32 model (``--model main``: the main job's architecture,
@@ -63,20 +64,50 @@ def box(atoms_wanted: int):
 
 
 def write_models(folder: Path, which: str) -> dict[str, Path]:
-    """The eager model file, the Python ``.pt2`` and the plugin's ``.pt2`` of one random float32 model."""
+    """The eager model file, the Python ``.pt2`` and the plugin's ``.pt2`` of one random float32 model.
+
+    Files already in ``folder`` (``--models``, from an earlier run with the same ``--model``) are kept:
+    the packages can be compiled while the cores are busy and timed later.
+    """
     from equimol.compiled import compile_model
     from equimol.export import export_model
     from equimol.models import build_model
 
     config = {**(MAIN if which == "main" else TINY), "species": ELEMENTS, "seed": 0, "dtype": "float32"}
     model = build_model(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {"eager": folder / "model.pt", "compiled": folder / "model.pt2", "plugin": folder / "plugin.pt2"}
     export_model(model, paths["eager"])
     for name, target in (("compiled", "model"), ("plugin", "lammps")):
+        if paths[name].is_file():
+            continue
         start = time.perf_counter()
         compile_model(model, paths[name], target=target)
         print(f"compiled {name} in {time.perf_counter() - start:.0f} s", flush=True)
     return paths
+
+
+def halo_edges(atoms, cutoff: float, layers: int, ranks: int) -> float:
+    """Largest share of the periodic graph's edge work that one of ``ranks`` equal x-slabs does.
+
+    The plugin feeds layer ``t`` (of ``layers``) the edges into nodes fewer than ``layers - t + 1``
+    edges from the rank's owned atoms (lammps_plugin/pair_equimol.cpp); with equal layer costs a rank's
+    work relative to one rank is the mean of those shares over the layers.
+    """
+    from equimol.graph import neighbor_list
+
+    sender, receiver, _ = neighbor_list(atoms.positions, atoms.cell[:], atoms.pbc, cutoff)
+    fraction = atoms.get_scaled_positions()[:, 0]
+    worst = 0.0
+    for rank in range(ranks):
+        hop = np.full(len(atoms), layers + 1)
+        hop[(fraction >= rank / ranks) & (fraction < (rank + 1) / ranks)] = 0
+        for h in range(layers - 1):
+            reached = sender[hop[receiver] == h]
+            hop[reached] = np.minimum(hop[reached], h + 1)
+        shares = [(hop[receiver] <= layers - t).sum() / len(receiver) for t in range(1, layers + 1)]
+        worst = max(worst, float(np.mean(shares)))
+    return worst
 
 
 # ------------------------------------------------------------------------------------------- worker
@@ -157,11 +188,16 @@ def measure(args: argparse.Namespace) -> dict:
         "rows": [],
     }
     with tempfile.TemporaryDirectory() as folder:
-        paths = write_models(Path(folder), args.model)
+        paths = write_models(Path(args.models or folder), args.model)
+        if args.compile_only:
+            return record
         record["load_average_1_5_15_min_after_compiling"] = list(os.getloadavg())
         for wanted in args.sizes:
-            count = len(box(wanted))
-            steps = max(3, round(args.atom_steps / count))
+            atoms = box(wanted)
+            count, steps = len(atoms), max(3, round(args.atom_steps / len(atoms)))
+            config = record["model_config"]
+            shares = {k: halo_edges(atoms, config["radial_cutoff"], config["num_layers"], k) for k in args.ranks}
+            record.setdefault("edge_share_per_rank", {})[str(count)] = shares
             runs = [("plugin", paths["plugin"], "pair_style equimol")]
             runs += [("fix", paths["eager"], "fix external, eager"), ("fix", paths["compiled"], "fix external, .pt2")]
             for coupling, model, label in runs:
@@ -211,7 +247,17 @@ def write_report(record: dict, stem: str) -> None:
         "",
     ]
     header = ["path", "atoms", "ranks", "atom-steps/s", "vs 1 rank", "vs fix external", "timed steps"]
-    write_markdown(stem, lines + markdown_table(header, table))
+    shares = [
+        f"{atoms} atoms: " + ", ".join(f"{ranks} rank(s) {share:.2f}" for ranks, share in by_ranks.items())
+        for atoms, by_ranks in record["edge_share_per_rank"].items()
+    ]
+    notes = [
+        "",
+        "Largest share of the periodic graph's edge work that one rank does (x-slabs; layer t takes the edges",
+        "into nodes fewer than num_layers - t + 1 edges from the rank's atoms; mean over layers; computed, not",
+        "timed): " + "; ".join(shares) + ".",
+    ]
+    write_markdown(stem, lines + markdown_table(header, table) + notes)
 
 
 def main() -> None:
@@ -230,9 +276,16 @@ def main() -> None:
     parser.add_argument("--atom-steps", type=int, default=20000, help="atoms x timed steps per run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lammps_scaling"), help="output stem")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    parser.add_argument("--models", help="folder for the model files: reused if there (default: a temporary one)")
+    parser.add_argument("--compile-only", action="store_true", help="write the model files to --models and stop")
     args = parser.parse_args()
     if args.command == "worker":
         worker(args)
+        return
+    if args.compile_only:
+        if not args.models:
+            parser.error("--compile-only needs --models FOLDER")
+        measure(args)
         return
     if not args.overwrite and (Path(f"{args.out}.json").exists() or Path(f"{args.out}.md").exists()):
         parser.error(f"{args.out}.json/.md exist; pass --overwrite to replace them, or --out elsewhere")

@@ -13,7 +13,11 @@ input               shape        meaning
 ``local_mask``      ``[n]``      model dtype: 1 for the rank's owned atoms, 0 for ghosts
 ==================  ===========  ==============================================================
 
-outputs ``node_energy`` ``[n]`` (eV) and ``edge_gradient`` ``[E, 3]`` = ``dE_local / dr_e`` (eV/Å)
+followed by ``num_layers - 1`` int8 tensors ``prefix_t`` ``[k_t]`` whose lengths are all that counts:
+the edges come sorted by how many edges their receiver is from an owned atom, and layer ``t + 1``
+(``t = 1 .. num_layers - 1``) is fed only the first ``k_t`` edges, those into nodes fewer than
+``num_layers - t`` edges away; its other nodes cannot reach an owned atom's energy any more. The
+package outputs ``node_energy`` ``[n]`` (eV) and ``edge_gradient`` ``[E, 3]`` = ``dE_local / dr_e`` (eV/Å)
 with ``E_local = sum_i local_mask_i node_energy_i``. The plugin forms everything from those in C++:
 forces ``F_receiver -= g_e``, ``F_sender += g_e`` (on the LAMMPS atoms, ghosts included; reverse
 communication adds ghost forces to their owners), the virial ``W = -sum_e r_e (x) g_e`` and per-atom
@@ -33,7 +37,8 @@ Laplacian filter of degree ``K`` (plus the degree signal and ``rho``'s aggregati
 field to ``num_layers + K + 2`` edges, a ghost shell too deep to be worth it; run them through
 ``fix external`` (:mod:`equimol.lammps`).
 
-Metadata keys (strings): ``equimol_target`` (``lammps``), ``equimol_species``, ``equimol_symbols``
+Metadata keys (strings): ``equimol_target`` (``lammps``), ``equimol_lammps_format`` (``1``: these
+inputs and outputs), ``equimol_species``, ``equimol_symbols``
 and ``equimol_masses`` (comma-separated atomic numbers, chemical symbols and standard masses in amu,
 for ``pair_coeff`` and the mass check), ``equimol_cutoff`` (Å), ``equimol_receptive_hops``,
 ``equimol_dtype`` (``float32``/``float64``), ``equimol_device`` (``cpu``/``cuda``),
@@ -52,15 +57,38 @@ from torch import nn
 
 from equimol.graph import edge_vectors
 
+LAMMPS_FORMAT = "1"  # the inputs and outputs above; the plugin refuses packages of another format
+
+
+class _EdgePrefix(nn.Module):
+    """A message-passing layer fed only the first ``count`` edges (every layer aggregates at receivers)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+        self.count = None
+
+    def forward(self, features, edge_sh, basis, envelope, sender, receiver, element_index):
+        k = self.count
+        return self.layer(features, edge_sh[:k], basis[:k], envelope[:k], sender[:k], receiver[:k], element_index)
+
 
 class _LammpsTraceable(nn.Module):
-    """``(vectors, atomic_numbers, edge_index, local_mask)`` in, ``(node_energy, edge_gradient)`` out."""
+    """``(vectors, atomic_numbers, edge_index, local_mask, *prefixes)`` in, ``(node_energy, edge_gradient)`` out.
+
+    Wraps layers 2 .. num_layers of ``model`` (the copy that is traced) in :class:`_EdgePrefix`.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.prefixed = [_EdgePrefix(layer) for layer in model.interactions[1:]]
+        for index, wrapper in enumerate(self.prefixed, start=1):
+            model.interactions[index] = wrapper
 
-    def forward(self, vectors, atomic_numbers, edge_index, local_mask):
+    def forward(self, vectors, atomic_numbers, edge_index, local_mask, *prefixes):
+        for wrapper, prefix in zip(self.prefixed, prefixes, strict=True):
+            wrapper.count = prefix.shape[0]
         with torch.enable_grad():
             vectors = vectors.detach().requires_grad_(True)
             node_graph = torch.zeros_like(atomic_numbers)
@@ -78,7 +106,11 @@ def lammps_inputs(model: nn.Module) -> tuple[torch.Tensor, ...]:
     vectors = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
     local_mask = torch.ones(pos.shape[0], dtype=pos.dtype, device=pos.device)
     local_mask[-3:] = 0.0
-    return vectors, atomic_numbers, edge_index, local_mask
+    edges = edge_index.shape[1]
+    prefixes = [
+        torch.zeros(edges - 5 * t, dtype=torch.int8, device=pos.device) for t in range(1, len(model.interactions))
+    ]
+    return vectors, atomic_numbers, edge_index, local_mask, *prefixes
 
 
 def check_lammps_model(model: nn.Module) -> None:
@@ -99,7 +131,8 @@ def export_lammps_program(model: nn.Module) -> torch.export.ExportedProgram:
 
     check_lammps_model(model)
     atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
-    shapes = ({0: edges}, {0: atoms}, {1: edges}, {0: atoms})
+    prefixes = tuple({0: torch.export.Dim(f"layer{t + 1}_edges", min=0)} for t in range(1, len(model.interactions)))
+    shapes = ({0: edges}, {0: atoms}, {1: edges}, {0: atoms}, *prefixes)
     return trace_program(_LammpsTraceable, model, lammps_inputs(model), shapes)
 
 
@@ -111,6 +144,7 @@ def plugin_metadata(model: nn.Module) -> dict[str, str]:
 
     return {
         "equimol_target": "lammps",
+        "equimol_lammps_format": LAMMPS_FORMAT,
         "equimol_species": ",".join(str(int(z)) for z in model.species),
         "equimol_symbols": ",".join(chemical_symbols[int(z)] for z in model.species),
         "equimol_masses": ",".join(repr(float(atomic_masses[int(z)])) for z in model.species),

@@ -7,7 +7,9 @@
      owned atom, or the ghost image nearest the sub-domain (its neighbour list is the most complete);
    - only nodes fewer than receptive_hops edges from an owned atom receive edges: the others cannot
      change an owned atom's energy. The ghost cutoff (receptive_hops x cutoff + skin, init_style)
-     makes the lists of all those representatives complete.
+     makes the lists of all those representatives complete;
+   - edges come sorted by their receiver's hop, and layer t + 1 takes only the edges into nodes fewer
+     than receptive_hops - t hops away (a prefix): the last layer computes messages for owned atoms only.
    The model returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
    x_sender in LAMMPS coordinates); forces, the virial and per-atom virials follow from those. */
 
@@ -44,6 +46,7 @@ namespace {
 const char *const USAGE =
     "pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no]";
 const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --compile --target lammps`";
+const char *const LAMMPS_FORMAT = "1";    // equimol.compiled_lammps.LAMMPS_FORMAT
 const double MASS_TOLERANCE = 0.05;    // relative; as equimol.lammps: a swapped map misses it by far
 
 std::vector<std::string> split(const std::string &text, char separator)
@@ -182,9 +185,9 @@ void PairEquimol::read_metadata()
   if (!failure.empty())
     error->all(FLERR, "pair_style equimol: " + model_path + " is not an AOTInductor package (" + failure + "); " +
                           EXPORT_HINT);
-  const char *keys[] = {"equimol_target",  "equimol_species", "equimol_symbols", "equimol_masses",
-                        "equimol_cutoff",  "equimol_receptive_hops", "equimol_dtype", "equimol_device",
-                        "equimol_threads"};
+  const char *keys[] = {"equimol_target", "equimol_lammps_format", "equimol_species",
+                        "equimol_symbols", "equimol_masses", "equimol_cutoff", "equimol_receptive_hops",
+                        "equimol_dtype", "equimol_device", "equimol_threads"};
   for (const char *key : keys)
     if (metadata.find(key) == metadata.end()) {
       const std::string kind = metadata.count("equimol_target") ? "a package of another equimol version (no " +
@@ -194,6 +197,10 @@ void PairEquimol::read_metadata()
   if (metadata["equimol_target"] != "lammps")
     error->all(FLERR, "pair_style equimol: " + model_path + " was compiled for target '" +
                           metadata["equimol_target"] + "', not 'lammps'; " + EXPORT_HINT);
+  if (metadata["equimol_lammps_format"] != LAMMPS_FORMAT)
+    error->all(FLERR, "pair_style equimol: " + model_path + " has package format " +
+                          metadata["equimol_lammps_format"] + "; this plugin reads format " + LAMMPS_FORMAT +
+                          ": compile the model again with this equimol, or build the plugin of its equimol");
   species.clear();
   for (const std::string &number : split(metadata["equimol_species"], ','))
     species.push_back(utils::inumeric(FLERR, number, false, lmp));
@@ -377,33 +384,39 @@ int PairEquimol::build_graph()
     frontier.swap(next);
   }
 
-  // edges into every node within receptive_hops - 1 hops; graph nodes numbered as first met
+  // edges into every node within receptive_hops - 1 hops, sorted by the receiver's hop (the layers after
+  // the first take a prefix); graph nodes numbered as first met
+  std::vector<std::vector<int>> by_hop(receptive_hops);
+  for (int node = 0; node < nnodes; node++)
+    if (hop[node] < receptive_hops) by_hop[hop[node]].push_back(node);
   std::vector<int> graph_index(nnodes, -1);
   for (int i = 0; i < nlocal; i++) graph_index[i] = i;
   int count = nlocal;
   std::vector<int64_t> senders, receivers;
   edge_atoms.clear();
   vectors.clear();
+  edges_within.clear();
   graph_atom.assign(representative.begin(), representative.begin() + nlocal);
-  for (int node = 0; node < nnodes; node++) {
-    if (hop[node] >= receptive_hops) continue;
+  auto number = [&](int node) {
     if (graph_index[node] < 0) {
       graph_index[node] = count++;
       graph_atom.push_back(representative[node]);
     }
-    const int i = representative[node];
-    for_neighbours(i, [&](int j, const double *r) {
-      const int m = node_of_atom[j];
-      if (graph_index[m] < 0) {
-        graph_index[m] = count++;
-        graph_atom.push_back(representative[m]);
-      }
-      senders.push_back(graph_index[m]);
-      receivers.push_back(graph_index[node]);
-      edge_atoms.push_back(j);
-      edge_atoms.push_back(i);
-      vectors.insert(vectors.end(), r, r + 3);
-    });
+    return graph_index[node];
+  };
+  for (int h = 0; h < receptive_hops; h++) {
+    for (const int node : by_hop[h]) {
+      const int i = representative[node];
+      const int receiver = number(node);
+      for_neighbours(i, [&](int j, const double *r) {
+        senders.push_back(number(node_of_atom[j]));
+        receivers.push_back(receiver);
+        edge_atoms.push_back(j);
+        edge_atoms.push_back(i);
+        vectors.insert(vectors.end(), r, r + 3);
+      });
+    }
+    edges_within.push_back(static_cast<int64_t>(senders.size()));
   }
   edge_nodes.assign(senders.begin(), senders.end());
   edge_nodes.insert(edge_nodes.end(), receivers.begin(), receivers.end());
@@ -436,7 +449,11 @@ void PairEquimol::compute(int eflag, int vflag)
     at::Tensor atomic_numbers = at::from_blob(numbers.data(), {nnodes}, at::kLong).to(integer);
     at::Tensor local_mask = at::zeros({nnodes}, real);
     local_mask.narrow(0, 0, nlocal).fill_(1.0);
-    std::vector<at::Tensor> outputs = model->run({edge_vectors, atomic_numbers, edge_index, local_mask});
+    std::vector<at::Tensor> inputs = {edge_vectors, atomic_numbers, edge_index, local_mask};
+    // layer t + 1 takes the edges into nodes fewer than receptive_hops - t hops away: only their lengths count
+    for (int t = 1; t < receptive_hops; t++)
+      inputs.push_back(at::empty({edges_within[receptive_hops - 1 - t]}, integer.dtype(at::kChar)));
+    std::vector<at::Tensor> outputs = model->run(inputs);
     node_energy = outputs.at(0).to(at::kCPU, at::kDouble).contiguous();
     gradient = outputs.at(1).to(at::kCPU, at::kDouble).contiguous();
   } catch (const std::exception &exception) {

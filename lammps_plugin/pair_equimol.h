@@ -65,6 +65,7 @@ class PairEquimol : public Pair {
   std::vector<int> edge_atoms;             // [E, 2]: (sender atom, receiver atom), LAMMPS indices
   std::vector<int64_t> edge_nodes;         // [2, E]: senders then receivers, graph node indices
   std::vector<double> vectors;             // [E, 3]: x_receiver - x_sender (Å)
+  std::vector<int64_t> edges_within;       // [receptive_hops]: edges into nodes at most h hops away
 
   void read_metadata();
   void allocate();

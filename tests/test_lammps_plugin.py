@@ -203,6 +203,36 @@ def test_bad_input_is_one_lammps_error(plugin, compiled):
     lmp.close()
 
 
+def test_the_last_layer_takes_only_the_edges_into_owned_atoms():
+    """The ``lammps`` target's graph (torch.export, in Python) on a box split into owned atoms and the rest.
+
+    Edges into owned atoms come first, then the edges into their neighbours; layer 2 takes only the
+    first group. The owned atoms' energies and every edge gradient equal the model's on all the edges
+    to 1e-12, while the other nodes' energies change: the prefix is really cut.
+    """
+    from equimol.compiled_lammps import export_lammps_program
+    from equimol.graph import atoms_to_graph, edge_vectors
+
+    model = small_model([29, 79], energy_scale=5.0).eval()
+    atoms = cu_au_box(temperature_k=0.0)
+    graph = atoms_to_graph(atoms, model.radial_cutoff, torch.float64)
+    sender, receiver = graph.edge_index
+    owned = torch.as_tensor(atoms.get_scaled_positions()[:, 0] < 0.5)
+    neighbours = torch.zeros_like(owned).index_fill_(0, sender[owned[receiver]], True) & ~owned
+    first, second = owned[receiver], neighbours[receiver]
+    order = torch.cat([first.nonzero()[:, 0], second.nonzero()[:, 0]])  # edges into anything else are not needed
+    edge_index = graph.edge_index[:, order]
+    vectors = edge_vectors(graph.pos, graph.edge_index, graph.cell_offsets, graph.cell)[order]
+    mask = owned.to(torch.float64)
+    program = export_lammps_program(model).module()
+    pruned = program(vectors, graph.atomic_numbers, edge_index, mask, torch.zeros(int(first.sum()), dtype=torch.int8))
+    everything = program(vectors, graph.atomic_numbers, edge_index, mask, torch.zeros(len(order), dtype=torch.int8))
+    assert 0 < int(first.sum()) < len(order)
+    assert torch.abs(pruned[0][owned] - everything[0][owned]).max() < 1e-12
+    assert torch.abs(pruned[1] - everything[1]).max() < 1e-12 * torch.abs(everything[1]).max()
+    assert torch.abs(pruned[0][~owned] - everything[0][~owned]).max() > 1e-6
+
+
 def test_compile_target_errors_and_the_python_side_refuses_a_plugin_file(compiled, tmp_path, capsys):
     with pytest.raises(CompiledModelError, match="compiled with --target lammps for LAMMPS's pair_style equimol"):
         load_compiled(compiled["folder"] / "model64.pt2")
