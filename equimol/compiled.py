@@ -8,7 +8,7 @@ r"""Compiled model files: a potential's energy, forces and stress as one ``torch
   graph interpreter: no compiler needed to write it, quick to write, and portable.
 
 Both hold the whole force computation: the model's ``autograd.grad`` (forces ``-dE/dx``, stress
-``dE/d(strain) / V``) is traced into plain operators with ``make_fx`` (symbolic shapes) before
+``dE/d(strain) / V``, per-atom virials) is traced into plain operators with ``make_fx`` (symbolic shapes) before
 ``torch.export`` (which cannot trace ``autograd.grad`` itself), with dynamic numbers of atoms and
 edges and structures: a batch (torch-geometric ``Batch``) is one call. The trace example is a batch
 of two structures traced without duck sizing, which would have tied the structure count to the 2
@@ -23,6 +23,11 @@ tracing, :func:`equimol.utils.tracing.tracing`), because a traced graph cannot b
 unknown-element check (the callers check elements before calling) and the zero-volume-cell error
 (:class:`CompiledPotential` checks it in Python).
 A compiled file runs on the device type and dtype it was compiled for.
+
+**Targets.** ``target="model"`` (the default) is the call interface above, for Python;
+``target="lammps"`` (``equimol export --compile --target lammps``) is the graph that LAMMPS's
+``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.compiled_lammps`),
+an AOTInductor package only; :func:`load_compiled` refuses it.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
 (:class:`CompiledModelError` naming that key): the Triton launcher checks index values and needs

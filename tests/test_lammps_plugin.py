@@ -24,7 +24,8 @@ Tolerances:
 
 A 2-layer model is exact across rank boundaries only if the ghost shell holds the whole receptive
 field and ghost nodes receive their own edges: with edges into owned atoms only (one hop), the 2-
-and 4-rank runs drift from the 1-rank run (checked by breaking the plugin once).
+and 4-rank runs drift from the 1-rank run (checked by breaking the plugin once). The last layer's
+edge prefix is checked in Python on the traced graph (a torch.export program, no C++ compile).
 """
 
 from __future__ import annotations
