@@ -98,7 +98,7 @@ def _example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
         graphs.append(
             structure_to_graph(positions[:count], numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
         )
-    batch = Batch.from_data_list(graphs)
+    batch = Batch.from_data_list(graphs).to(next(model.parameters()).device)  # trace on the model's device
     return batch.pos, batch.atomic_numbers, batch.cell, batch.pbc, batch.edge_index, batch.cell_offsets, batch.batch
 
 
