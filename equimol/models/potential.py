@@ -28,6 +28,19 @@ positive = tensile, eV/Å^3). For a structure without periodic directions the st
 zero; for a periodic structure whose cell has zero volume it does not exist and is a
 :class:`~equimol.structure_checks.StructureError` (zeros would read as a relaxed cell).
 
+**Per-atom virials.** The energy depends on positions only through the edge vectors ``r_e``
+(:func:`equimol.graph.edge_vectors`), so with ``g_e = dE/dr_e`` the global virial is
+``W = sum_k x_k (x) F_k = -sum_e r_e (x) g_e`` (eV; ``W = -V sigma`` for a periodic structure). Each
+edge's term is split half to its sender and half to its receiver:
+
+.. math::
+
+    W_i = -\tfrac12 \sum_{e \ni i} \mathbf{r}_e \otimes \frac{\partial E}{\partial \mathbf{r}_e},
+    \qquad \sum_i W_i = W
+
+(``compute_virials=True``, ``atom_virial`` ``[n, 3, 3]`` eV; LAMMPS's ``compute stress/atom`` and
+ASE's per-atom ``stresses = -W_i / V`` use the same split). Each ``W_i`` need not be symmetric; their sum is.
+
 **Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.graph`
 (``pos``, ``atomic_numbers``, ``cell [B, 3, 3]``, ``pbc [B, 3]``, ``edge_index = [sender, receiver]``,
 ``cell_offsets``, ``batch``), built with the model's ``radial_cutoff`` and ``dtype``.
@@ -155,24 +168,33 @@ class Potential(nn.Module):
                     f"dtype={self.dtype} or convert the model with .to({self.dtype})"
                 )
 
-    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, torch.Tensor]:
-        """Energy, per-atom energies, forces and (optionally) stress of a graph or batch.
+    def forward(
+        self, graph, compute_forces: bool = True, compute_stress: bool = False, compute_virials: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energy, per-atom energies, forces and (optionally) stress and per-atom virials of a graph or batch.
 
         Args:
             graph: torch-geometric ``Data``/``Batch`` (see the module docstring).
             compute_forces: add ``forces`` ``[n, 3]`` eV/Å (``-dE/dpos``; ``create_graph`` in training mode
                 so a force loss can be back-propagated).
             compute_stress: add ``stress`` ``[B, 3, 3]`` eV/Å^3 (ASE sign; zero for non-periodic structures).
+            compute_virials: add ``atom_virial`` ``[n, 3, 3]`` eV (see the module docstring).
 
         Returns:
-            ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, and ``forces`` / ``stress`` when asked.
+            ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, and ``forces`` / ``stress`` / ``atom_virial``
+            when asked.
         """
         self._check_graph(graph)
+        if compute_virials and self.physical_terms is not None and self.physical_terms.dispersion is not None:
+            raise ValueError(
+                "per-atom virials are not available for a model with model.dispersion: D3 depends on positions, "
+                "not on the edge vectors that the virials are split over"
+            )
         node_graph = getattr(graph, "batch", None)
         if node_graph is None:
             node_graph = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
         num_graphs = graph.cell.view(-1, 3, 3).shape[0]
-        need_gradient = compute_forces or compute_stress
+        need_gradient = compute_forces or compute_stress or compute_virials
         with torch.set_grad_enabled(torch.is_grad_enabled() or need_gradient):
             positions = graph.pos
             if need_gradient and not positions.requires_grad:
@@ -185,11 +207,12 @@ class Potential(nn.Module):
                 symmetric = 0.5 * (strain + strain.transpose(1, 2))
                 moved_positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[node_graph])
                 moved_cell = cell + torch.bmm(cell, symmetric)
-            node_energy = self._node_energies(graph, moved_positions, moved_cell, node_graph, num_graphs)
+            vectors = edge_vectors(moved_positions, graph.edge_index, graph.cell_offsets, moved_cell, node_graph)
+            node_energy = self.node_energies(graph.atomic_numbers, graph.edge_index, vectors, node_graph, num_graphs)
             energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)
             out = {"energy": energy, "node_energy": node_energy}
             if need_gradient:
-                inputs = [positions] + ([strain] if compute_stress else [])
+                inputs = [positions] + ([strain] if compute_stress else []) + ([vectors] if compute_virials else [])
                 gradients = torch.autograd.grad(
                     energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
                 )
@@ -197,6 +220,8 @@ class Potential(nn.Module):
                     out["forces"] = -gradients[0]
                 if compute_stress:
                     out["stress"] = self._stress(gradients[1], cell, graph.pbc.view(-1, 3))
+                if compute_virials:
+                    out["atom_virial"] = atom_virials(vectors, gradients[-1], graph.edge_index, positions.shape[0])
         return out
 
     @staticmethod
@@ -217,17 +242,19 @@ class Potential(nn.Module):
         stress = strain_gradient / safe_volume.view(-1, 1, 1)
         return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
 
-    def _node_energies(
+    def node_energies(
         self,
-        graph,
-        positions: torch.Tensor,
-        cell: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        vectors: torch.Tensor,
         node_graph: torch.Tensor,
         num_graphs: int,
     ) -> torch.Tensor:
-        element_index = self.species_index(graph.atomic_numbers)
-        sender, receiver = graph.edge_index
-        vectors = edge_vectors(positions, graph.edge_index, graph.cell_offsets, cell, node_graph)
+        """``[n]`` per-atom energies (eV) from ``[n]`` atomic numbers, ``[2, E]`` ``edge_index`` (sender,
+        receiver), ``[E, 3]`` edge vectors (Å) and ``[n]`` structure index of each atom: every position
+        dependence of the model goes through ``vectors``."""
+        element_index = self.species_index(atomic_numbers)
+        sender, receiver = edge_index
         lengths = vectors.norm(dim=-1)
         envelope = self.envelope(lengths)
         basis = self.radial_basis(lengths)
@@ -248,3 +275,12 @@ class Potential(nn.Module):
         if self.physical_terms is not None:
             node_energy = node_energy + self.physical_terms(graph, positions, cell, node_graph, lengths, element_index)
         return node_energy
+
+
+def atom_virials(
+    vectors: torch.Tensor, gradient: torch.Tensor, edge_index: torch.Tensor, num_atoms: int
+) -> torch.Tensor:
+    """``[n, 3, 3]`` per-atom virials (eV): ``-r_e (x) dE/dr_e`` of each ``[E, 3]`` edge, half to each end."""
+    half = -0.5 * vectors.unsqueeze(-1) * gradient.unsqueeze(-2)
+    virial = half.new_zeros(num_atoms, 3, 3)
+    return virial.index_add(0, edge_index[0], half).index_add(0, edge_index[1], half)
