@@ -164,6 +164,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "main job with Gaunt messages (weights per channel and degree)",
         _with(MAIN, "model.tp_backend=gaunt", "model.tp_options={}"),
     ),
+    "zbl-off": (
+        "main-compile again, run beside `zbl-on` (the reference of the ZBL comparison)",
+        _with(MAIN_RETAIN, "trainer.compile=true"),
+    ),
+    "zbl-on": (
+        "main-compile with ZBL repulsion at its default switch radii (model.pair_repulsion: zbl)",
+        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl"),
+    ),
 }
 
 
