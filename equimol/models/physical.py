@@ -68,6 +68,31 @@ class PhysicalTerms(nn.Module):
         """Whether ``config`` has any physical term."""
         return config.pair_repulsion != "none" or config.dispersion is not None
 
+    def pair_energies(
+        self, lengths: torch.Tensor, element_index: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor
+    ) -> torch.Tensor:
+        """``[n]`` ZBL energies (eV; zeros without ZBL) from ``[E]`` radius-graph edge lengths (Å), ``[n]``
+        species indices and the ``[E]`` edge ends: a function of the edges only, like the learned part."""
+        energy = lengths.new_zeros(element_index.shape[0])
+        if self.pair_repulsion is not None:
+            energy = energy + self.pair_repulsion(lengths, element_index, sender, receiver)
+        return energy
+
+    def dispersion_energies(
+        self, graph, positions: torch.Tensor, cell: torch.Tensor, node_graph: torch.Tensor
+    ) -> torch.Tensor | None:
+        """``[n]`` D3 energies (eV), or None without D3: D3 builds its own pairs from positions and cell
+        (its cutoffs reach far beyond the radius graph).
+
+        Args:
+            graph: the model's input graph (``atomic_numbers``, ``pbc``).
+            positions: ``[n, 3]`` Å and cell ``[B, 3, 3]`` Å, strained when the model computes stress.
+            node_graph: ``[n]`` structure of each atom.
+        """
+        if self.dispersion is None:
+            return None
+        return self.dispersion(graph.atomic_numbers, positions, cell, graph.pbc.view(-1, 3), node_graph)
+
     def forward(
         self,
         graph,
@@ -77,23 +102,12 @@ class PhysicalTerms(nn.Module):
         lengths: torch.Tensor,
         element_index: torch.Tensor,
     ) -> torch.Tensor:
-        """Per-atom energies ``[n]`` (eV).
-
-        Args:
-            graph: the model's input graph (``atomic_numbers``, ``pbc``, ``edge_index``).
-            positions: ``[n, 3]`` Å and cell ``[B, 3, 3]`` Å, strained when the model computes stress.
-            node_graph: ``[n]`` structure of each atom.
-            lengths: ``[E]`` radius-graph edge lengths (Å) from ``positions`` and ``cell``.
-            element_index: ``[n]`` the atoms' indices into the model's species.
-        """
-        energy = positions.new_zeros(positions.shape[0])
-        if self.pair_repulsion is not None:
-            sender, receiver = graph.edge_index
-            energy = energy + self.pair_repulsion(lengths, element_index, sender, receiver)
-        if self.dispersion is not None:
-            pbc = graph.pbc.view(-1, 3)
-            energy = energy + self.dispersion(graph.atomic_numbers, positions, cell, pbc, node_graph)
-        return energy
+        """Per-atom energies ``[n]`` (eV) of both terms (arguments of :meth:`pair_energies` and
+        :meth:`dispersion_energies`; ``graph.edge_index`` gives the edge ends)."""
+        sender, receiver = graph.edge_index
+        energy = self.pair_energies(lengths, element_index, sender, receiver)
+        dispersion = self.dispersion_energies(graph, positions, cell, node_graph)
+        return energy if dispersion is None else energy + dispersion
 
     def energy_and_forces(
         self, positions: np.ndarray, numbers: np.ndarray, cell: np.ndarray, pbc: np.ndarray

@@ -209,6 +209,10 @@ class Potential(nn.Module):
                 moved_cell = cell + torch.bmm(cell, symmetric)
             vectors = edge_vectors(moved_positions, graph.edge_index, graph.cell_offsets, moved_cell, node_graph)
             node_energy = self.node_energies(graph.atomic_numbers, graph.edge_index, vectors, node_graph, num_graphs)
+            if self.physical_terms is not None and self.physical_terms.dispersion is not None:
+                node_energy = node_energy + self.physical_terms.dispersion_energies(
+                    graph, moved_positions, moved_cell, node_graph
+                )
             energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)
             out = {"energy": energy, "node_energy": node_energy}
             if need_gradient:
@@ -252,7 +256,7 @@ class Potential(nn.Module):
     ) -> torch.Tensor:
         """``[n]`` per-atom energies (eV) from ``[n]`` atomic numbers, ``[2, E]`` ``edge_index`` (sender,
         receiver), ``[E, 3]`` edge vectors (Å) and ``[n]`` structure index of each atom: every position
-        dependence of the model goes through ``vectors``."""
+        dependence of the model except D3 dispersion (added by :meth:`forward`) goes through ``vectors``."""
         element_index = self.species_index(atomic_numbers)
         sender, receiver = edge_index
         lengths = vectors.norm(dim=-1)
@@ -273,7 +277,7 @@ class Potential(nn.Module):
             layer_scalars.append(features[:, : self.config.channels])
         node_energy = self.readout(layer_scalars[-len(self.readout.linear_heads) - 1 :], element_index)
         if self.physical_terms is not None:
-            node_energy = node_energy + self.physical_terms(graph, positions, cell, node_graph, lengths, element_index)
+            node_energy = node_energy + self.physical_terms.pair_energies(lengths, element_index, sender, receiver)
         return node_energy
 
 
