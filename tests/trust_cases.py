@@ -208,7 +208,10 @@ TRUST_CASES = {
     ),
     "predict_full_disk": (lambda f, s: [*predict(f, frames(f, s, 6)), "--out", "o.xyz"], ["o.xyz", "too large"]),
     "convert_full_disk": (lambda f, s: ["data", "convert", frames(f, s, 6), "o.lmdb", "--quiet"], ["o.lmdb"]),
-    "eval_full_disk": (lambda f, s: ["eval", model(f), frames(f, s), "--quiet"], ["parity.png", "too large"]),
+    "eval_full_disk": (
+        lambda f, s: ["eval", model(f), frames(f, s), "--json", "e.json", "--plot", "parity.png", "--quiet"],
+        ["parity.png", "too large"],
+    ),
     "train_full_disk": (lambda f, s: ["train", config(f, s)], ["large"]),
     "predict_read_only_folder": (
         lambda f, s: [*predict(f, frames(f, s)), "--out", f"{READ_ONLY}/o.xyz"],
