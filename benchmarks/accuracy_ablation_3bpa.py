@@ -210,6 +210,11 @@ FINDINGS = """
   540 CPU-s go to the compiler, and the runs still make 3198–3391 steps against 2699–2745, reaching
   39.9 ± 3.0 meV/Å (seeds 0-4: 35.8, 44.0, 39.7, 38.9, 41.3) and E 1.7 ± 0.6 meV/atom (seed 4:
   2.63). Seeds 0 and 1 ran while a 6-minute test run shared the machine. This is the shipped main job.
+- **ZBL at its default switch radii** (`zbl-on` against `zbl-off`, the same overrides otherwise, run
+  side by side, seed by seed, on the Xeon at a 1-minute load of 7 to 20 from other work, so both made
+  far fewer steps than `main-compile`): F 51.8 ± 4.9 against 52.0 ± 5.5 meV/Å (seeds 0-2: 47.7, 57.3,
+  50.5 against 47.4, 58.1, 50.4), within the seed spread. E 3.0 ± 1.3 against 2.3 ± 0.4 meV/atom:
+  seeds 1 and 2 within the spread (2.44, 2.02 against 1.98, 2.73), seed 0 worse (4.54 against 2.06).
 """
 
 
