@@ -50,6 +50,19 @@ from equimol.utils.machine import describe_machine
 #: Edges per node of the random graph timed in message-passing mode (a typical MLIP neighbor count).
 MESSAGE_DEGREE = 16
 
+#: The variants a plain backend name expands into: ``{backend: {variant: backend options}}``.
+BENCHMARK_VARIANTS: dict[str, dict[str, dict]] = {
+    "cp": {
+        "factors": {"cp_rank": "7L2", "strategy": "factors"},
+        "edge": {"cp_rank": "7L2", "strategy": "edge"},
+    },
+    "gaunt": {
+        "grid": {"strategy": "grid"},
+        "edge": {"strategy": "edge"},
+        "compiled": {"strategy": "edge", "compile": True},
+    },
+}
+
 
 @dataclass(frozen=True)
 class Series:
@@ -84,8 +97,8 @@ class Measurement:
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
     """Parse ``"cg,gaunt/grid,cp"`` into series.
 
-    A plain backend name with ``benchmark_variants`` on its class expands into one series per
-    variant (``gaunt`` -> ``gaunt/edge``, ``gaunt/grid``); ``name/variant`` picks one.
+    A plain backend name with variants in :data:`BENCHMARK_VARIANTS` expands into one series per
+    variant (``gaunt`` -> ``gaunt/grid``, ``gaunt/edge``, ``gaunt/compiled``); ``name/variant`` picks one.
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
@@ -93,7 +106,8 @@ def parse_series(spec: str | Sequence[str]) -> list[Series]:
     series: list[Series] = []
     for name in names:
         backend, _, variant = name.partition("/")
-        variants: dict[str, dict] = getattr(get_backend(backend), "benchmark_variants", {}) or {}
+        get_backend(backend)  # an unknown name is an error naming the known backends
+        variants = BENCHMARK_VARIANTS.get(backend, {})
         if variant:
             if variant not in variants:
                 raise ValueError(
