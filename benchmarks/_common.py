@@ -28,7 +28,14 @@ def check_outputs(paths: Iterable[str | Path], overwrite: bool) -> None:
     committed results are replaced only on purpose."""
     existing = [str(path) for path in paths if Path(path).exists()]
     if existing and not overwrite:
-        sys.exit(f"{Path(sys.argv[0]).name}: error: {', '.join(existing)} exists; give --overwrite to replace it")
+        verb = "exists" if len(existing) == 1 else "exist"
+        fail(f"{', '.join(existing)} {verb}; give --overwrite to replace {'it' if len(existing) == 1 else 'them'}")
+
+
+def fail(message: str) -> None:
+    """Stop with ``<script>: error: message`` on stderr and exit status 2 (an input error, not a bug)."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def check_stem(stem: str | Path, overwrite: bool) -> None:
@@ -54,5 +61,5 @@ def equimol_command() -> str:
         return str(beside)
     found = shutil.which("equimol")
     if found is None:
-        sys.exit(f"{Path(sys.argv[0]).name}: error: no equimol command beside {sys.executable} or on PATH")
+        fail(f"no equimol command beside {sys.executable} or on PATH; install equimol into this environment")
     return found

@@ -113,3 +113,12 @@ def test_a_new_format_is_one_class(tmp_path: Path, monkeypatch) -> None:
     assert len(dataset) == 4 and dataset.atom_counts().tolist() == [3] * 4
     assert dataset[2].energy.item() == -3.0 and dataset[2].edge_index.shape[1] > 0
     assert dataset.files() == [tmp_path / "water.npz"]
+
+
+def test_data_index_refuses_what_is_not_an_lmdb(folder: Path, capsys) -> None:
+    from equimol.cli import main
+
+    assert main(["data", "index", str(folder / "frames.traj"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "frames.traj is read as 'ase' data" in error and len(error.strip().splitlines()) == 1
+    assert main(["data", "index", str(folder / "lmdbs"), "--quiet"]) == 0

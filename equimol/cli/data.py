@@ -94,9 +94,17 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_index(args: argparse.Namespace) -> int:
     """Add the atom-count index to every LMDB file behind each path (kept when present, unless ``--force``)."""
+    from equimol.datasets.lmdb_dataset import LmdbFrames
     from equimol.datasets.lmdb_index import index_lmdb
+    from equimol.datasets.sources import open_source
 
     for path in args.paths:
+        source = open_source(path)
+        if source.name != LmdbFrames.name:
+            raise ValueError(
+                f"{path} is read as {source.name!r} data, which needs no atom-count index (only LMDBs carry one); "
+                "give .lmdb files or folders of them"
+            )
         count = index_lmdb(path, force=args.force, progress=not args.quiet)
         print(f"indexed {count} frames in {path}")
     return 0
