@@ -42,7 +42,7 @@ def test_unknown_variant_is_named():
 
 def test_variants_expand_and_each_one_builds():
     """Every variant's options are options its backend accepts (a renamed option fails here, not in a long run)."""
-    from equimol.microbench.tp import BENCHMARK_VARIANTS
+    from equimol.microbench.variants import BENCHMARK_VARIANTS
     from equimol.tp import TensorProduct
 
     assert [s.label for s in parse_series("cg,gaunt/edge")] == ["cg", "gaunt/edge"]

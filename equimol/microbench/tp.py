@@ -43,25 +43,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from equimol.microbench.variants import BENCHMARK_VARIANTS
 from equimol.tp import TensorProduct, TensorProductBackend, get_backend
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine
 
 #: Edges per node of the random graph timed in message-passing mode (a typical MLIP neighbor count).
 MESSAGE_DEGREE = 16
-
-#: The variants a plain backend name expands into: ``{backend: {variant: backend options}}``.
-BENCHMARK_VARIANTS: dict[str, dict[str, dict]] = {
-    "cp": {
-        "factors": {"cp_rank": "7L2", "strategy": "factors"},
-        "edge": {"cp_rank": "7L2", "strategy": "edge"},
-    },
-    "gaunt": {
-        "grid": {"strategy": "grid"},
-        "edge": {"strategy": "edge"},
-        "compiled": {"strategy": "edge", "compile": True},
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -97,8 +85,9 @@ class Measurement:
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
     """Parse ``"cg,gaunt/grid,cp"`` into series.
 
-    A plain backend name with variants in :data:`BENCHMARK_VARIANTS` expands into one series per
-    variant (``gaunt`` -> ``gaunt/grid``, ``gaunt/edge``, ``gaunt/compiled``); ``name/variant`` picks one.
+    A plain backend name with variants (:data:`~equimol.microbench.variants.BENCHMARK_VARIANTS`) expands
+    into one series per variant (``gaunt`` -> ``gaunt/grid``, ``gaunt/edge``, ``gaunt/compiled``);
+    ``name/variant`` picks one.
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
