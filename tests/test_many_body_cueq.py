@@ -122,8 +122,12 @@ def test_cueq_many_body_model_is_symmetric_and_forces_match_finite_differences(s
 
 
 def test_cueq_many_body_without_the_package_names_the_pip_extra(monkeypatch):
+    from equimol.manybody import registry
+
     for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.manybody.cueq"))]:
         monkeypatch.delitem(sys.modules, name)
+    # as in a process that never imported the kind: it is registered when its module is first imported
+    monkeypatch.setattr(registry, "_KINDS", {k: v for k, v in registry._KINDS.items() if k != "cueq"})
     for name in ("cuequivariance", "cuequivariance_torch"):  # the cueq extra
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ValueError, match=r"pip install 'equimol\[cueq\]'"):
