@@ -1,4 +1,4 @@
-"""How long the main job's model takes to build with ``model.many_body: cueq`` (``equimol/tp/cueq_power.py``).
+"""How long the main job's model takes to build with ``model.many_body: cueq`` (``equimol/manybody/cueq.py``).
 
 Each measurement runs in a fresh Python process (no in-process cache), one torch thread:
 

@@ -26,14 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import check_outputs
 from lammps_scaling import ELEMENTS, MAIN, TINY, box
 
 TOLERANCE = 1e-4
 
 
-def write(record: dict, out: Path) -> None:
+def result_path(record: dict, out: Path) -> Path:
     name = record["machine"].get("gpu", record["machine"]["device"]).replace(" ", "_")
-    path = out / f"gpu_lammps_plugin_{name}.json"
+    return out / f"gpu_lammps_plugin_{name}.json"
+
+
+def write(record: dict, out: Path) -> None:
+    path = result_path(record, out)
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}", flush=True)
 
@@ -135,10 +140,12 @@ def main() -> None:
     parser.add_argument("--atom-steps", type=int, default=400000, help="atoms x timed steps per run")
     parser.add_argument("--model", choices=("main", "tiny"), default="main", help="model architecture")
     parser.add_argument("--out", default="benchmarks", help="folder of the JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace the JSON if it exists")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"machine": describe_machine(args.device), "model": args.model, "dtype": "float32", "sections": {}}
+    check_outputs([result_path(record, out)], args.overwrite)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         plugin = build_plugin(cache=Path(folder) / "cache")

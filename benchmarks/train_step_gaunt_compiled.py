@@ -1,6 +1,6 @@
 """Eager training-step time with the Gaunt message product compiled (``tp_options: {compile: true}``).
 
-    .venv/bin/python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM]
+    python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM] [--overwrite]
 
 Model: the model section of ``configs/3bpa_quick.yaml`` (32 channels, L = 1 node features, an atomic
 basis up to L = 3, 2 product-basis layers, Gaunt many-body of correlation 3), float32, with its
@@ -16,24 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import ase.io
 import torch
 import yaml
+from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
 from torch_geometric.data import Batch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _common import markdown_table, write_json, write_markdown  # noqa: E402
-
-from equimol.graph import atoms_to_graph  # noqa: E402
-from equimol.models import build_model  # noqa: E402
-from equimol.utils.allocator import retain_freed_memory  # noqa: E402
-from equimol.utils.machine import describe_machine  # noqa: E402
+from equimol.graph import atoms_to_graph
+from equimol.models import build_model
+from equimol.utils.allocator import retain_freed_memory
+from equimol.utils.machine import describe_machine
 
 SERIES = {
     "cg": ("cg", {}),
@@ -62,8 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "3bpa" / "train_300K.xyz"))
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"), help="output stem")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
     args = parser.parse_args()
+    check_stem(args.out, args.overwrite)
     torch.set_num_threads(1)
     retain_freed_memory()
     frames = ase.io.read(args.data, index=":5")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import array
 import bisect
 import contextlib
-import numbers
 import os
 import pickle
 import threading
@@ -46,113 +45,25 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from equimol.safe_pickle import UnsafeFileError, restricted_loads
 from equimol.utils.io import OutputError, fsync_folder, output_error, remove_stale_temporaries, temporary_sibling
 
+from .frame_source import FrameSource
+from .lmdb_index import read_atom_counts
+from .lmdb_store import (
+    ATOM_COUNT_KEY,
+    close_environment,
+    frame_count,
+    lmdb_files,
+    shared_environment,
+    unpickle_value,
+)
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
 _LEGACY_NAMES = {"energy": "y", "forces": "force"}
-# equimol's per-frame atom-count index: little-endian int32 ``[length]``, beside "length" (fairchem's
-# readers only read keys "0".."length-1", so the extra key is invisible to them); see lmdb_index.py.
-ATOM_COUNT_KEY = b"equimol_natoms"
 # Frames an LmdbFrames reads between two unmappings of its files (see "Bounded memory" above).
 RELEASE_EVERY = 32
 # Held while reading a value or closing environments: no thread unmaps a file another one reads.
 _READ_LOCK = threading.Lock()
-
-
-def lmdb_files(path: str | Path) -> list[Path]:
-    """The LMDB files behind ``path`` (a ``.lmdb`` file, or a folder of them), in read order."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"LMDB path {str(path)!r} does not exist")
-    if path.is_dir():
-        files = sorted(path.glob("*.lmdb"))
-        if not files:
-            raise DataFormatError(f"{path}: folder holds no *.lmdb files")
-        return files
-    return [path]
-
-
-def _open(path: Path) -> lmdb.Environment:
-    try:
-        env = lmdb.open(
-            str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256
-        )
-    except lmdb.Error as error:
-        raise DataFormatError(f"{path}: not a readable LMDB file ({type(error).__name__}: {error})") from error
-    # A truncated file still opens (its meta pages are at the start) but reading past its end would
-    # kill the process with SIGBUS, so compare the pages LMDB expects with the bytes on disk.
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    size = path.stat().st_size
-    if size < needed:
-        env.close()
-        raise DataFormatError(f"{path}: corrupt LMDB, file has {size} bytes but its pages need {needed}")
-    return env
-
-
-# LMDB forbids opening one file twice in a process, so every reader of a file in this process shares
-# one read-only environment. A forked DataLoader worker inherits the parent's environments (and
-# py-lmdb's record that they are open): it closes them and opens its own.
-_ENVIRONMENTS: dict[tuple[str, int, int], lmdb.Environment] = {}
-_ENVIRONMENTS_PID = os.getpid()
-
-
-def _file_identity(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_dev, stat.st_ino
-
-
-def shared_environment(path: Path) -> lmdb.Environment:
-    """This process's read-only environment of the LMDB file ``path``, opened on first use."""
-    global _ENVIRONMENTS_PID
-    if _ENVIRONMENTS_PID != os.getpid():
-        for inherited in _ENVIRONMENTS.values():
-            inherited.close()
-        _ENVIRONMENTS.clear()
-        _ENVIRONMENTS_PID = os.getpid()
-    identity = _file_identity(path)
-    if identity not in _ENVIRONMENTS:
-        _ENVIRONMENTS[identity] = _open(path)
-    return _ENVIRONMENTS[identity]
-
-
-def close_environment(path: Path) -> None:
-    """Close this process's environment of ``path`` (readers reopen it on their next access)."""
-    env = _ENVIRONMENTS.pop(_file_identity(path), None) if path.exists() else None
-    if env is not None:
-        env.close()
-
-
-def _frame_count(env: lmdb.Environment, path: Path) -> int:
-    with env.begin() as txn:
-        raw = txn.get(b"length")
-        if raw is None:
-            return int(env.stat()["entries"]) - (txn.get(ATOM_COUNT_KEY) is not None)
-        return stored_length(raw, path)
-
-
-def stored_length(raw: bytes, path: Path) -> int:
-    """The frame count pickled under the key ``length`` (an int, or a numpy integer in some fairchem sets)."""
-    value = unpickle_value(raw, f"{path}, key length")
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise DataFormatError(f"{path}: corrupt 'length' key (holds {str(value)[:80]!r}, not a frame count)")
-    return int(value)
-
-
-def unpickle_value(raw: bytes, where: str) -> object:
-    """A stored value, unpickled with only the classes of the layout importable (see the module docstring).
-
-    Raises:
-        UnsafeFileError: the value names anything else (nothing of it has run).
-        DataFormatError: a damaged pickle.
-    """
-    try:
-        return restricted_loads(raw, where)
-    except UnsafeFileError:
-        raise
-    except Exception as error:
-        raise DataFormatError(f"{where}: value cannot be unpickled ({type(error).__name__}: {error})") from error
 
 
 def _get(record: Data, name: str):
@@ -224,7 +135,7 @@ def normalize_record(record: object, keys: LabelKeys, source: str, index: int) -
     return out
 
 
-class LmdbFrames:
+class LmdbFrames(FrameSource):
     """Random access to the frames of one LMDB path (a file or a folder of ``*.lmdb``), opened lazily.
 
     ``len(frames)`` is the number of frames; ``frames[i]`` the normalized frame record. After every
@@ -232,17 +143,23 @@ class LmdbFrames:
     unmaps their pages (see the module docstring); the next read reopens them.
     """
 
+    name = "lmdb"
+
     def __init__(
         self, path: str | Path, keys: LabelKeys = DEFAULT_KEYS, release_every: int | None = RELEASE_EVERY
     ) -> None:
         if release_every is not None and release_every < 1:
             raise ValueError(f"release_every must be >= 1 or None, got {release_every}")
-        self.path = Path(path)
-        self.keys = keys
+        super().__init__(path, keys)
         self.release_every, self._reads = release_every, 0
         self.files = lmdb_files(self.path)
-        counts = [_frame_count(shared_environment(file), file) for file in self.files]
+        counts = [frame_count(shared_environment(file), file) for file in self.files]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        """A ``*.lmdb`` file, or a folder holding some."""
+        return path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb")))
 
     def __len__(self) -> int:
         return self._offsets[-1]
@@ -276,8 +193,6 @@ class LmdbFrames:
             DataFormatError: a file has no index (written by ``equimol data convert``; add it to an
                 existing LMDB once with ``equimol data index PATH``).
         """
-        from .lmdb_index import read_atom_counts
-
         return np.concatenate([read_atom_counts(file) for file in self.files])
 
     def close(self) -> None:

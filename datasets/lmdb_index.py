@@ -20,7 +20,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from .lmdb_dataset import (
+from .lmdb_store import (
     ATOM_COUNT_KEY,
     close_environment,
     lmdb_files,

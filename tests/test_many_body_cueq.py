@@ -1,5 +1,5 @@
 """``many_body: cueq`` (cuEquivariance's symmetric contraction): equivariance, finite differences, and
-how its parameterization relates to ``many_body: cg`` (see :mod:`equimol.tp.cueq_power`).
+how its parameterization relates to ``many_body: cg`` (see :mod:`equimol.manybody.cueq`).
 
 Sizes stay at ``lmax = 1, nu = 3`` in the default suite (``lmax = 2, nu = 2`` and the model-level test
 are ``slow``). The dense evaluation equals cuEquivariance's own ``SymmetricContraction`` (its PyTorch
@@ -27,13 +27,14 @@ from test_model_structures import (  # noqa: F401  (single_thread: autouse fixtu
 )
 from test_model_symmetry import SYMMETRY_TOL, _symmetry_errors
 
+from equimol.manybody import many_body_product
+from equimol.manybody.cg import SymmetricProduct
 from equimol.nn.linear import natural_irreps
-from equimol.nn.many_body import SymmetricProduct, many_body_product
 
 pytest.importorskip("cuequivariance_torch", reason="the cueq extra is part of the test extra")
 
-import equimol.tp.cueq_power as cueq_power  # noqa: E402
-from equimol.tp.cueq_power import CueqSymmetricContraction  # noqa: E402
+import equimol.manybody.cueq as cueq_power  # noqa: E402
+from equimol.manybody.cueq import CueqSymmetricContraction  # noqa: E402
 
 SIZES = [(1, 3), pytest.param(2, 2, marks=pytest.mark.slow)]  # (lmax, correlation)
 
@@ -121,8 +122,12 @@ def test_cueq_many_body_model_is_symmetric_and_forces_match_finite_differences(s
 
 
 def test_cueq_many_body_without_the_package_names_the_pip_extra(monkeypatch):
-    for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.tp.cueq_power"))]:
+    from equimol.manybody import registry
+
+    for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.manybody.cueq"))]:
         monkeypatch.delitem(sys.modules, name)
+    # as in a process that never imported the kind: it is registered when its module is first imported
+    monkeypatch.setattr(registry, "_KINDS", {k: v for k, v in registry._KINDS.items() if k != "cueq"})
     for name in ("cuequivariance", "cuequivariance_torch"):  # the cueq extra
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ValueError, match=r"pip install 'equimol\[cueq\]'"):

@@ -34,6 +34,7 @@ import yaml
 from equimol.utils.io import atomic_write
 
 from .config import TrainingConfig
+from .run import is_first_process, train
 from .run_folder import (
     COMMITTEE_MARKER,
     RunFolderError,
@@ -63,8 +64,6 @@ def train_committee(config: TrainingConfig, resume: bool = False, overwrite: boo
         "seeds": [...]}``. With ``resume``, members whose ``model.pt`` exists are kept as they are and
         the first unfinished one continues from its last checkpoint; ``overwrite`` replaces every member's run.
     """
-    from .run import is_first_process
-
     run_dir = Path(config.trainer.run_dir).expanduser().resolve()
     if not is_first_process():
         return _train_members(config, run_dir, resume, overwrite)
@@ -107,8 +106,6 @@ def _check_committee_folder(run_dir: Path, config: TrainingConfig, resume: bool,
 
 
 def _train_members(config: TrainingConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
-    from .run import train
-
     seeds = list(config.trainer.committee_seeds or [])
     result: dict[str, Any] = {"run_dir": str(run_dir), "seeds": seeds}
     result["model"], result["test"] = [], []

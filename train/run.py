@@ -233,9 +233,9 @@ def _wandb_logger(project: str, run_dir: Path):
 
 
 def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Fit, export and test (see the module docstring); returns ``{"run_dir", "model", "test"}``.
+    """Fit, export and test one run (see the module docstring); returns ``{"run_dir", "model", "test"}``.
 
-    With ``trainer.committee_seeds``, trains one run per seed (:func:`equimol.train.committee.train_committee`).
+    A committee (``trainer.committee_seeds``) is many runs: :func:`equimol.train.launch.train` chooses.
 
     ``resume`` continues the run in ``trainer.run_dir``; ``overwrite`` replaces it. Without either, a
     folder that holds a run is refused (:mod:`equimol.train.run_folder`).
@@ -244,9 +244,9 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         RunFolderError: the run folder cannot be used as asked (checked before anything is written).
     """
     if config.trainer.committee_seeds:
-        from .committee import train_committee
-
-        return train_committee(config, resume, overwrite)
+        raise ValueError(
+            "trainer.committee_seeds asks for a committee of runs; train it with equimol.train.launch.train"
+        )
     run_dir = Path(config.trainer.run_dir).expanduser().resolve()
     if not is_first_process():
         # only the first process of the launch locks and checks the folder: the others start while (or

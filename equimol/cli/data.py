@@ -1,11 +1,11 @@
 """``equimol data``: convert datasets to OC20-layout LMDBs and print their statistics.
 
-- ``equimol data convert IN [IN ...] OUT``: any ASE-readable file (extxyz, traj, ASE db, ...) or
-  OC20 raw ``*.extxyz[.xz]`` with its ``*.txt[.xz]`` to one LMDB file in the OC20 layout, with a
-  progress bar. Frames are streamed (memory holds one frame); an unreadable frame stops the
-  conversion with an error naming the file and frame, and the partial output is removed. OUT must
-  end in ``.lmdb`` (the name every reader recognises the format by), must not be an input, and is
-  replaced only with ``--overwrite``.
+- ``equimol data convert IN [IN ...] OUT``: any input equimol reads
+  (:func:`~equimol.datasets.sources.open_source`: ASE-readable files, OC20 raw ``*.extxyz[.xz]`` with its
+  ``*.txt[.xz]``, LMDBs) to one LMDB file in the OC20 layout, with a progress bar. Frames are streamed
+  (memory holds one frame); an unreadable frame stops the conversion with an error naming the file and
+  frame, and the partial output is removed. OUT must end in ``.lmdb`` (the name every reader recognises
+  the format by), must not be an input, and is replaced only with ``--overwrite``.
 - ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors,
   from a seeded sample (``--sample``, default 2000 frames) with standard errors.
 - ``equimol data index PATH [PATH ...]``: add the atom-count index to LMDBs written by other tools
@@ -48,8 +48,7 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     """Stream every input frame into one LMDB file."""
     from equimol.datasets.lmdb_dataset import write_lmdb
-    from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-    from equimol.datasets.readers import iter_ase_records
+    from equimol.datasets.sources import open_source
     from equimol.utils.io import check_output
 
     if Path(args.output).suffix != ".lmdb":
@@ -59,21 +58,12 @@ def run_convert(args: argparse.Namespace) -> int:
         )
     check_output(args.output, args.inputs, args.overwrite, "output")
     keys = _keys(args)
-    streams = []
     for path in args.inputs:
         if not Path(path).exists():
             raise FileNotFoundError(f"input {path!r} does not exist; check the path")
-        if Path(path).is_dir():  # a folder of OC20 raw pairs, in name order
-            pairs = sorted(p for p in Path(path).iterdir() if is_oc20_extxyz(p))
-            if not pairs:
-                raise FileNotFoundError(f"folder {path!r} holds no *.extxyz[.xz] files; give files or an OC20 folder")
-            streams += [iter_oc20_s2ef_records(pair, keys=keys) for pair in pairs]
-        elif is_oc20_extxyz(path) and companion_txt(path) is not None:
-            streams.append(iter_oc20_s2ef_records(path, keys=keys))
-        else:
-            streams.append(iter_ase_records(path, keys))
+    sources = [open_source(path, keys) for path in args.inputs]
     count = write_lmdb(
-        itertools.chain.from_iterable(streams),
+        itertools.chain.from_iterable(source.records() for source in sources),
         args.output,
         legacy_names=args.legacy_names,
         progress=not args.quiet,
@@ -104,9 +94,17 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_index(args: argparse.Namespace) -> int:
     """Add the atom-count index to every LMDB file behind each path (kept when present, unless ``--force``)."""
+    from equimol.datasets.lmdb_dataset import LmdbFrames
     from equimol.datasets.lmdb_index import index_lmdb
+    from equimol.datasets.sources import open_source
 
     for path in args.paths:
+        source = open_source(path)
+        if source.name != LmdbFrames.name:
+            raise ValueError(
+                f"{path} is read as {source.name!r} data, which needs no atom-count index (only LMDBs carry one); "
+                "give .lmdb files or folders of them"
+            )
         count = index_lmdb(path, force=args.force, progress=not args.quiet)
         print(f"indexed {count} frames in {path}")
     return 0

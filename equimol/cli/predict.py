@@ -1,9 +1,9 @@
 """``equimol predict MODEL INPUTS... --out FILE``: energies, forces and stress of many structures, on N processes.
 
 INPUTS are any files equimol reads (extxyz and everything else :mod:`ase.io` reads, ASE db, OC20
-raw pairs, LMDB files or folders). Frames are streamed: ASE files are read frame by frame
-(:func:`~equimol.datasets.readers.iter_ase_frames`), LMDBs by index, so memory holds one batch, not
-the data set.
+raw pairs, LMDB files or folders), opened by :func:`~equimol.datasets.sources.open_source`. Frames are
+streamed (:meth:`~equimol.datasets.frame_source.FrameSource.frames`): ASE files frame by frame, LMDBs by
+index, so memory holds one batch, not the data set.
 
 **Output** (extended XYZ, one frame per input frame, in input order): each frame as it was read,
 its labels included (an ASE frame keeps its ``info``, ``arrays`` and calculator results; an LMDB or
@@ -57,48 +57,17 @@ DESCRIPTION = (
 )
 
 
-def _record_atoms(record):
-    """An ASE frame of a frame record (LMDB, OC20 raw): structure and its labels, as the output keeps them."""
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    pbc = record.pbc.reshape(3).numpy() if "pbc" in record else [True, True, True]
-    atoms = Atoms(
-        numbers=record.atomic_numbers.numpy(),
-        positions=record.pos.double().numpy(),
-        cell=record.cell.reshape(3, 3).double().numpy(),
-        pbc=pbc,
-    )
-    labels = {key: record[key] for key in ("energy", "forces", "stress") if key in record}
-    labels = {key: value.double().numpy() if hasattr(value, "numpy") else value for key, value in labels.items()}
-    if "stress" in labels:
-        labels["stress"] = labels["stress"].reshape(3, 3)[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-    if labels:
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-    return atoms
-
-
 def _frames(inputs: list[str]) -> Iterator[tuple[str, object, object]]:
     """Yield ``(where, frame_record, atoms)`` for every frame of every input, streaming; ``atoms`` is the frame
     as read (ASE inputs) or rebuilt from the record (LMDB, OC20 raw), labels included."""
-    from equimol.datasets.lmdb_dataset import LmdbFrames
-    from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-    from equimol.datasets.readers import LabelKeys, iter_ase_frames
+    from equimol.datasets.readers import LabelKeys
+    from equimol.datasets.sources import open_source
 
-    # ASE frames keep their labels in the Atoms; records carry the labels of LMDB and OC20 frames
+    # labels are read where present (an LMDB or OC20 frame keeps them through its record), never required
     keys = LabelKeys("energy", "forces", "stress", require_energy=False, require_forces=False)
-    structure_only = LabelKeys("energy", None, None, require_energy=False, require_forces=False)
     for path in inputs:
-        if path.endswith(".lmdb") or (Path(path).is_dir() and any(Path(path).glob("*.lmdb"))):
-            frames = LmdbFrames(path, keys)
-            for index in range(len(frames)):
-                yield f"{path}:{index}", frames[index], _record_atoms(frames[index])
-        elif is_oc20_extxyz(path) and companion_txt(path) is not None:
-            for index, record in enumerate(iter_oc20_s2ef_records(path, keys=keys)):
-                yield f"{path}:{index}", record, _record_atoms(record)
-        else:
-            for index, (atoms, record) in enumerate(iter_ase_frames(path, structure_only)):
-                yield f"{path}:{index}", record, atoms
+        for index, (atoms, record) in enumerate(open_source(path, keys).frames()):
+            yield f"{path}:{index}", record, atoms
 
 
 def prediction_frames(inputs: list[str], radial_cutoff: float, dtype, species: list[int]):

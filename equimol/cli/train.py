@@ -2,7 +2,7 @@
 
 The configuration is read and checked in full first (:mod:`equimol.train.config`): an unknown key,
 a value of the wrong type or a missing data file stops the command at once, before any data are
-read, with a message naming the key (exit status 2). Then :func:`equimol.train.run.train` fits,
+read, with a message naming the key (exit status 2). Then :func:`equimol.train.launch.train` fits,
 exports ``run_dir/model.pt`` and reports the test-split errors.
 """
 
@@ -23,7 +23,7 @@ def run_train(args: argparse.Namespace) -> int:
     from equimol.train.config import load_config
 
     config = load_config(args.config, args.overrides)
-    from equimol.train.run import train
+    from equimol.train.launch import train
 
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     models = result["model"] if isinstance(result["model"], list) else [result["model"]]

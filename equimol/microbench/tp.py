@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from equimol.microbench.variants import BENCHMARK_VARIANTS
 from equimol.tp import TensorProduct, TensorProductBackend, get_backend
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine
@@ -84,8 +85,9 @@ class Measurement:
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
     """Parse ``"cg,gaunt/grid,cp"`` into series.
 
-    A plain backend name with ``benchmark_variants`` on its class expands into one series per
-    variant (``gaunt`` -> ``gaunt/edge``, ``gaunt/grid``); ``name/variant`` picks one.
+    A plain backend name with variants (:data:`~equimol.microbench.variants.BENCHMARK_VARIANTS`) expands
+    into one series per variant (``gaunt`` -> ``gaunt/grid``, ``gaunt/edge``, ``gaunt/compiled``);
+    ``name/variant`` picks one.
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
@@ -93,7 +95,8 @@ def parse_series(spec: str | Sequence[str]) -> list[Series]:
     series: list[Series] = []
     for name in names:
         backend, _, variant = name.partition("/")
-        variants: dict[str, dict] = getattr(get_backend(backend), "benchmark_variants", {}) or {}
+        get_backend(backend)  # an unknown name is an error naming the known backends
+        variants = BENCHMARK_VARIANTS.get(backend, {})
         if variant:
             if variant not in variants:
                 raise ValueError(

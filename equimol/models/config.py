@@ -46,7 +46,7 @@ their names so that existing configs load):
   grid, ``cp`` the CP-decomposed CG tensor, ``cueq`` the ``cg`` product through cuEquivariance).
 * ``many_body`` is the *self-product of one node's features* after message passing, up to
   ``correlation`` factors, per-element weights (:mod:`equimol.nn.many_body`: ``cg`` recursive
-  Clebsch-Gordan coupling as in MACE, ``gaunt`` the Gaunt powers of :mod:`equimol.tp.gaunt_power`,
+  Clebsch-Gordan coupling as in MACE, ``gaunt`` the Gaunt powers of :mod:`equimol.manybody.gaunt`,
   ``cueq`` cuEquivariance's symmetric contraction, ``none`` no such block).
 
 The two are chosen independently: ``tp_backend: cg`` with ``many_body: gaunt`` is the main job's model.
@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from equimol.manybody import kinds as many_body_kinds
 from equimol.nn.embedding import parse_species
-from equimol.nn.many_body import MANY_BODY_KINDS
 from equimol.nn.spe import SPE_MODES
 from equimol.nn.species_linear import SELF_CONNECTIONS
 from equimol.nn.zbl import INNER_FRACTION, OUTER_FRACTION
@@ -211,7 +211,8 @@ class ModelConfig:
         _require(
             not reserved, "tp_options", "free of 'dtype', 'device', 'internal_weights' (the model sets them)", reserved
         )
-        _require(self.many_body in MANY_BODY_KINDS, "many_body", f"one of {MANY_BODY_KINDS}", self.many_body)
+        many_body_choices = ("none", *many_body_kinds())
+        _require(self.many_body in many_body_choices, "many_body", f"one of {many_body_choices}", self.many_body)
         _require(
             _is_int(self.correlation) and 1 <= self.correlation <= 4, "correlation", "an int in 1..4", self.correlation
         )

@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import ClassVar
 
 import torch
 
@@ -85,7 +84,7 @@ from equimol.tp.cp_coupling import (
 from equimol.tp.cp_fit import fit_factors, resolve_rank
 from equimol.tp.factored import FactoredProduct, WeightGroup
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike
+from equimol.tp.irreps import IrrepsLike, component_major_index
 
 
 @register_backend("cp")
@@ -114,11 +113,6 @@ class CPTensorProduct(TensorProductBackend):
         rank: ``R``; ``relative_error``: ``||M - \\tilde M||_F / ||M||_F``; ``coupling_norm``: ``||M||_F``;
         ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]``: the factors (buffers, float64 masters).
     """
-
-    benchmark_variants: ClassVar[dict[str, dict]] = {
-        "factors": {"cp_rank": "7L2", "strategy": "factors"},
-        "edge": {"cp_rank": "7L2", "strategy": "edge"},
-    }
 
     def __init__(
         self,
@@ -200,8 +194,8 @@ class CPTensorProduct(TensorProductBackend):
         self.register_buffer("C_half", 0.5 * factors.C)
         self.register_buffer("output_signs", signs[2])
         # Gathers between the mul_ir layout and channel-major [C, d]: one copy each way.
-        positions_in = _positions(self.irreps_in1, self.channels)
-        positions_out = _positions(self.irreps_out, self.channels)
+        positions_in = component_major_index(self.irreps_in1).view(-1, self.channels).T
+        positions_out = component_major_index(self.irreps_out).view(-1, self.channels).T
         self.register_buffer("gather_in1", positions_in.flatten())
         d3 = positions_out.shape[1]
         scatter = torch.empty(self.channels * d3, dtype=torch.int64)
@@ -289,12 +283,3 @@ def choose_cp_strategy(d1: int, d2: int, d3: int, channels: int, rank: int, weig
 
 def _single(irreps) -> str:
     return " + ".join(str(ir) for _, ir in irreps)
-
-
-def _positions(irreps, channels: int) -> torch.Tensor:
-    """``[C, d]`` int64: where component ``d`` of channel ``u`` sits in the mul_ir layout of ``irreps``."""
-    columns = []
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        per_channel = torch.arange(mul)[:, None] * ir.dim + torch.arange(ir.dim)[None, :] + sl.start
-        columns.append(per_channel.expand(channels, ir.dim))
-    return torch.cat(columns, dim=1)

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
 
 import torch
 from e3nn import o3
@@ -57,7 +56,7 @@ from equimol.tp.gaunt_compiled import CompiledEdge, SparseCoupling, weight_gathe
 from equimol.tp.gaunt_edge import EdgeOperators, edge_product
 from equimol.tp.gaunt_grid import GridOperators, build_grid_constants, grid_product
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike, component_major_index
+from equimol.tp.irreps import IrrepsLike, component_irreps, component_major_index
 from equimol.tp.sphere_grid import dense_grid_matrices, real_gaunt_coefficients
 
 #: Strategies of the two-input product.
@@ -104,13 +103,10 @@ class SlotLayout:
         self.lmax = max(ir.l for _, ir in irreps)
         self.degrees = [ir.l for _, ir in irreps]
         self.unique = len(set(self.degrees)) == len(self.degrees)
-        canonical, irrep_of = [], []
-        for i, (_, ir) in enumerate(irreps):
-            canonical.extend(range(ir.l * ir.l, (ir.l + 1) ** 2))
-            irrep_of.extend([i] * ir.dim)
+        canonical = [index for _, ir in irreps for index in range(ir.l * ir.l, (ir.l + 1) ** 2)]
         self.dim = len(canonical)
         self.canonical_index = torch.tensor(canonical, dtype=torch.long)
-        self.irrep_of_component = torch.tensor(irrep_of, dtype=torch.long)
+        self.irrep_of_component = component_irreps(irreps)
 
     def source_index(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
         """Index into ``cat(features, 0)`` (unique degrees) or ``cat(canonical, 0)`` for every slot."""
@@ -128,24 +124,6 @@ class SlotLayout:
             features = canonical.index_add(0, self.canonical_index.to(features.device), features)
         padded = torch.cat([features, features.new_zeros(1, features.shape[1])], dim=0)
         return padded.index_select(0, source_index)
-
-
-def to_feature_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
-    """``[N, irreps.dim]`` (mul_ir, uniform ``C``) -> ``[D, N, C]`` with ``D = sum_i (2 l_i + 1)`` (one copy)."""
-    count, channels = x.shape[0], irreps[0].mul
-    blocks = [
-        x[:, sl].reshape(count, channels, ir.dim).permute(2, 0, 1) for (_, ir), sl in zip(irreps, irreps.slices())
-    ]
-    return torch.cat(blocks, dim=0)
-
-
-def from_feature_major(y: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
-    """Inverse of :func:`to_feature_major`: ``[D, N, C]`` -> ``[N, irreps.dim]``."""
-    blocks, start = [], 0
-    for _, ir in irreps:
-        blocks.append(y[start : start + ir.dim].permute(1, 2, 0).reshape(y.shape[1], -1))
-        start += ir.dim
-    return torch.cat(blocks, dim=-1)
 
 
 @register_backend("gaunt")
@@ -166,12 +144,6 @@ class GauntTensorProduct(TensorProductBackend):
         strategy: the strategy in use (``"auto"`` resolved).
         weight_numel: ``C * (n1 + n2 + n_out)``.
     """
-
-    benchmark_variants: ClassVar[dict[str, dict]] = {
-        "grid": {"strategy": "grid"},
-        "edge": {"strategy": "edge"},
-        "compiled": {"strategy": "edge", "compile": True},
-    }
 
     def __init__(
         self,

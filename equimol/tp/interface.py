@@ -35,8 +35,6 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 from typing import ClassVar
 
@@ -48,6 +46,7 @@ from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
 from equimol.tp.paths import Path, allowed_paths
 from equimol.utils.dtype import resolve_dtype
+from equimol.utils.optional import import_optional, importable
 
 _BACKENDS: dict[str, type[TensorProductBackend]] = {}
 
@@ -72,16 +71,9 @@ _OPTIONAL_BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _importable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):  # a parent package is missing, or a module without a spec
-        return False
-
-
 def available_backends() -> list[str]:
     """Names of the registered backends and of the optional ones whose package is installed, sorted."""
-    optional = {name for name, (_, package, _) in _OPTIONAL_BACKENDS.items() if _importable(package)}
+    optional = {name for name, (_, package, _) in _OPTIONAL_BACKENDS.items() if importable(package)}
     return sorted(set(_BACKENDS) | optional)
 
 
@@ -92,14 +84,7 @@ def get_backend(name: str) -> type[TensorProductBackend]:
     ValueError names the pip extra that installs it.
     """
     if isinstance(name, str) and name in _OPTIONAL_BACKENDS and name not in _BACKENDS:
-        module, package, extra = _OPTIONAL_BACKENDS[name]
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ValueError(
-                f"tensor-product backend {name!r} needs the optional package {package!r}, which is not installed "
-                f"({error}); install it with: pip install 'equimol[{extra}]'"
-            ) from error
+        import_optional(*_OPTIONAL_BACKENDS[name], f"tensor-product backend {name!r}")
     if not isinstance(name, str) or name not in _BACKENDS:
         raise ValueError(
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"

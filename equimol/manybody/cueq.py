@@ -11,7 +11,7 @@ basis; ``cue.descriptors.symmetric_contraction``) computes
 where ``U^(nu)_b`` runs over a basis of *all* equivariant homogeneous polynomials of degree ``nu`` of
 ``A_u`` into the output irreps (``b`` indexes (``nu``, output irrep, basis element)).
 
-**How it differs from** ``many_body: cg`` (:class:`equimol.nn.many_body.SymmetricProduct`). The ``cg``
+**How it differs from** ``many_body: cg`` (:class:`equimol.manybody.cg.SymmetricProduct`). The ``cg``
 kind builds ``B^(nu) = CG_uuu(B^(nu-1), A; w^(nu))`` recursively: its weights enter as products
 ``w^(1) w^(2) ... w^(nu)`` (multilinear), and its intermediates are restricted to natural-parity irreps
 up to ``lmax``. This kind is linear in its weights over a complete basis. Per element and channel:
@@ -62,6 +62,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from equimol.manybody.registry import register_many_body
+from equimol.nn.linear import natural_irreps
 from equimol.utils.io import atomic_write, cache_root
 
 METHODS = ("auto", "dense", "naive", "uniform_1d")
@@ -292,3 +294,9 @@ class CueqSymmetricContraction(nn.Module):
         out = self.contraction(components, element_index).transpose(1, 2)
         blocks = component_blocks(str(self.irreps))
         return torch.cat([out[:, :, first : first + dim].reshape(count, -1) for first, dim in blocks], dim=1)
+
+
+@register_many_body("cueq")
+def build(channels: int, lmax: int, correlation: int, num_elements: int) -> CueqSymmetricContraction:
+    """:class:`CueqSymmetricContraction` on ``natural_irreps(channels, lmax)`` (the registry's builder)."""
+    return CueqSymmetricContraction(natural_irreps(channels, lmax), correlation, num_elements)
