@@ -156,8 +156,9 @@ def check_value(section: str, field: dataclasses.Field, annotation: Any, value: 
         build_section(schema, value, key)  # keys, values and the schema's own relations
 
 
-def upgrade_keys(cls: type, values: Mapping, section: str) -> dict:
-    """A copy of ``values`` with old key spellings renamed (one deprecation line each); both spellings is an error."""
+def upgrade_keys(cls: type, values: Mapping, section: str, warn: bool = True) -> dict:
+    """A copy of ``values`` with old key spellings renamed (one deprecation line each unless ``warn`` is False);
+    both spellings is an error."""
     values = dict(values)
     for field in dataclasses.fields(cls):
         for old in field.metadata.get("renamed_from", ()):
@@ -167,7 +168,8 @@ def upgrade_keys(cls: type, values: Mapping, section: str) -> dict:
                 raise ConfigError(
                     f"{section}.{old} and {section}.{field.name} are the same key: give only {field.name}"
                 )
-            warn_renamed(f"{section}.{old}", f"{section}.{field.name}", stacklevel=4)
+            if warn:
+                warn_renamed(f"{section}.{old}", f"{section}.{field.name}", stacklevel=4)
             values[field.name] = values.pop(old)
     return values
 

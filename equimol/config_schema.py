@@ -16,9 +16,11 @@ named in the entry's ``backend``.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
-from equimol.config_fields import describe_class
+from equimol.config_fields import describe_class, upgrade_keys
 from equimol.config_sections import (
     DataConfig,
     FinetuneConfig,
@@ -73,6 +75,29 @@ def describe(sections: tuple[str, ...] = SECTIONS) -> list[dict[str, Any]]:
             entries.extend(describe_class(ModelTrainingKeys, "model"))
             entries.extend(backend_option_entries())
     return entries
+
+
+def with_current_names(config: Mapping) -> dict:
+    """A copy of a recorded config (a run folder's ``config.yaml``) with old key spellings renamed, silently.
+
+    So that a run written before a rename compares equal to the same config written today (``--resume``).
+    Sections or values that are not mappings are left as they are for the validator to report.
+    """
+    config = copy.deepcopy(dict(config))
+    for section, cls in SECTION_CLASSES.items():
+        if isinstance(config.get(section), Mapping):
+            config[section] = upgrade_keys(cls, config[section], section, warn=False)
+    model = config.get("model")
+    if isinstance(model, Mapping) and isinstance(model.get("tp_options"), Mapping):
+        from equimol.tp import get_backend
+        from equimol.tp.options import rename_options
+
+        try:
+            backend = get_backend(model.get("tp_backend", "cg"))
+        except ValueError:
+            return config
+        model["tp_options"] = rename_options(backend, model["tp_options"], "model.tp_options", warn=False)
+    return config
 
 
 def accepted_keys() -> set[str]:

@@ -135,7 +135,7 @@ def test_bad_loss_keys_name_the_key(shared_data: Path, tmp_path: Path, loss, mes
 
 def test_config_type_weights_must_be_non_negative_numbers(shared_data: Path, tmp_path: Path) -> None:
     path = write_mace_file(shared_data, tmp_path, 2)
-    with pytest.raises(ValueError, match="config_type_weights must map config types to numbers >= 0"):
+    with pytest.raises(ValueError, match=r"data\.config_type_weights must be >= 0"):
         AtomsDataModule(**_data(path, config_type_weights={"MD": -1.0}))
 
 

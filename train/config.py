@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from equimol.config_fields import AUTO, build_section
-from equimol.config_schema import SECTION_CLASSES, SECTIONS
+from equimol.config_schema import SECTION_CLASSES, SECTIONS, with_current_names
 from equimol.config_sections import (
     LOGGERS,
     DataConfig,
@@ -200,7 +200,8 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     sections = {name: build_section(SECTION_CLASSES[name], raw.get(name) or {}, name) for name in TRAINING_SECTIONS}
     model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
     model = _merge_init_from(model, sections["finetune"])
-    _validate_model(model)
+    _validate_model(model)  # one deprecation line per old spelling
+    model = with_current_names({"model": model})["model"]
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
     if not isinstance(data, Mapping):
         raise ConfigError(f"section 'data' must be a mapping, got {type(data).__name__}")

@@ -203,7 +203,7 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         # Edge-budget batches (data.max_edges) give each epoch's order its own number of batches, and
         # Lightning validates (and ends the epoch) at the batch count of the loader it last loaded:
-        # without a reload per epoch, validation ran only after epoch 0 whenever a later epoch was shorter.
+        # without a reload per epoch, a shorter later epoch would never reach validation.
         reload_dataloaders_every_n_epochs=1 if config.data.get("max_edges") is not None else 0,
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.progress_bar,

@@ -112,6 +112,29 @@ def _command_name(args: argparse.Namespace) -> str:
     return " ".join(["equimol", *words])
 
 
+def _option_before_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The one-line error for a command's option given before the command (``equimol --resume train ...``)."""
+    commands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
+    top_level = {option for action in parser._actions for option in action.option_strings}
+    for index, word in enumerate(argv):
+        if word in commands:
+            flags = [w for w in argv[:index] if w.startswith("-") and w.split("=")[0] not in top_level]
+            if not flags:
+                return None
+            usage = " ".join(["equimol", word, *argv[index + 1 :], *flags])
+            return (
+                f"equimol {word}: error: {' '.join(flags)} is an option of `equimol {word}` and goes after the "
+                f"command: {usage}\n"
+            )
+        if not word.startswith("-"):
+            return None
+    flags = [w for w in argv if w.split("=")[0] not in top_level]
+    if flags:
+        hint = f"equimol COMMAND ... {flags[0]}; see `equimol --help`"
+        return f"equimol: error: {' '.join(flags)} goes after a command ({hint})\n"
+    return None
+
+
 def _debugging(args: argparse.Namespace | None) -> bool:
     return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
@@ -129,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     parser = build_parser()
+    misplaced = _option_before_command(parser, [word for word in argv if word != "--debug"])
+    if misplaced is not None:
+        sys.stderr.write(misplaced)
+        return USAGE_ERROR
     args, unknown = parser.parse_known_args([word for word in argv if word != "--debug"])
     if unknown:
         if isinstance(getattr(args, "overrides", None), list) and all(

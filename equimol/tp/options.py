@@ -96,6 +96,20 @@ def renamed_options(cls: type) -> dict[str, str]:
     return renamed
 
 
+def rename_options(cls: type, options: Mapping, where: str = "tp_options", warn: bool = True) -> dict:
+    """A copy of ``options`` with the backend's old option names renamed (one deprecation line each unless
+    ``warn`` is False); both names is an error."""
+    options = dict(options)
+    for old, new in renamed_options(cls).items():
+        if old in options:
+            if new in options:
+                raise ConfigError(f"{where}.{old} and {where}.{new} are the same option: give only {new}")
+            if warn:
+                warn_renamed(f"{where}.{old}", f"{where}.{new}", stacklevel=5)
+            options[new] = options.pop(old)
+    return options
+
+
 def check_backend_options(cls: type, options: Any, where: str = "tp_options") -> dict:
     """``options`` against the constructor of backend ``cls``: names and types; a ConfigError names the key.
 
@@ -105,13 +119,7 @@ def check_backend_options(cls: type, options: Any, where: str = "tp_options") ->
     """
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where} must be a mapping of {cls.name!r} backend options, got {options!r}")
-    options = dict(options)
-    for old, new in renamed_options(cls).items():
-        if old in options:
-            if new in options:
-                raise ConfigError(f"{where}.{old} and {where}.{new} are the same option: give only {new}")
-            warn_renamed(f"{where}.{old}", f"{where}.{new}", stacklevel=4)
-            options[new] = options.pop(old)
+    options = rename_options(cls, options, where)
     known = backend_options(cls)
     unknown = sorted(str(key) for key in set(options) - set(known))
     if unknown:
