@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from equimol.errors import CompiledModelError
+from equimol.errors import CompiledModelError, EquimolInputError
 from equimol.utils.tracing import example_batch, export_forces, graph_of
 
 MODES = ("aotinductor", "export")
@@ -206,7 +206,7 @@ class CompiledPotential(nn.Module):
         volume = torch.linalg.det(cell).abs()
         degenerate = pbc.any(dim=1) & (volume <= 1e-12 * cell.norm(dim=-1).prod(dim=-1))
         if compute_stress and bool(degenerate.any()):
-            raise ValueError(f"{self.path}: a periodic cell of zero volume has no stress (cell={cell.tolist()})")
+            raise EquimolInputError(f"{self.path}: a periodic cell of zero volume has no stress (cell={cell.tolist()})")
         batch = getattr(graph, "batch", None)
         if batch is None:
             batch = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)

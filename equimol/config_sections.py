@@ -22,6 +22,7 @@ import torch
 
 from equimol.config_fields import build_section, check_section, option
 from equimol.errors import ConfigError
+from equimol.models.config import DEFAULT_RADIAL_CUTOFF
 
 PathSpec = str | Path | Sequence[str | Path] | None
 LOGGERS = ("csv", "tensorboard", "wandb")
@@ -40,7 +41,9 @@ class DataConfig:
     val: PathSpec = option(None, "validation data paths (null: split off val_fraction of train)")
     test: PathSpec = option(None, "test data paths (null: split off test_fraction of train)")
     data_dir: str | None = option(None, "root of relative data paths (null: $EQUIMOL_DATA_DIR)")
-    radial_cutoff: float = option(5.0, "graph cutoff, Å; set from model.radial_cutoff (give it there)", gt=0)
+    radial_cutoff: float = option(
+        DEFAULT_RADIAL_CUTOFF, "graph cutoff, Å; a training config sets it from model.radial_cutoff", gt=0
+    )
     dtype: str | torch.dtype = option("float64", "dtype of positions and labels (set by trainer.precision)")
     energy_key: str = option("energy", "name of the energy label in the files")
     forces_key: str | None = option("forces", "name of the forces label (null: no forces)")

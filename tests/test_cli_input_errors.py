@@ -51,7 +51,7 @@ def test_a_bad_input_is_one_line_and_debug_shows_its_traceback(shared_data: Path
 
 def test_an_old_key_prints_one_deprecation_line(shared_data: Path, tmp_path: Path, capsys) -> None:
     config = _config(shared_data, tmp_path)
-    assert main(["train", config, "trainer.compile=false", "optimizer.lr=-1"]) == USAGE_ERROR
+    assert main(["train", config, "trainer.compile=false", "data.batch_size=0"]) == USAGE_ERROR
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == (
         "equimol train: deprecated: trainer.compile is deprecated, use trainer.compile_step (same meaning)"

@@ -65,9 +65,10 @@ def test_an_old_config_yaml_loads_with_the_new_names(old_run: Path) -> None:
 
 def test_an_old_run_folder_resumes(old_run: Path) -> None:
     """One more epoch from the old checkpoint, through the new loader; the model file is rewritten."""
-    from equimol.export import load_model
     from equimol.train.config import load_config
     from equimol.train.run import train
+
+    from equimol.export import load_model
 
     before = (old_run / "model.pt").read_bytes()
     with warnings.catch_warnings():

@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from equimol.datasets.references import add_references, reference_table
 
+from equimol.errors import EquimolInputError
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
 
@@ -292,7 +293,7 @@ class PotentialModule(L.LightningModule):
             datamodule.resume_position = (int(checkpoint["epoch"]), int(progress["current"]["ready"]))
         if self.ema is not None:
             if "ema" not in checkpoint:
-                raise ValueError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
+                raise EquimolInputError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
             self.ema.load_state_dict(checkpoint["ema"])
 
 

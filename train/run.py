@@ -32,6 +32,7 @@ from equimol.datasets.datamodule import AtomsDataModule
 from equimol.datasets.statistics_sharing import environment_int
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from equimol.errors import EquimolInputError
 from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
@@ -81,7 +82,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     species = parse_species(model["species"])
     missing = sorted(set(statistics.species) - set(species))
     if missing:
-        raise ValueError(
+        raise EquimolInputError(
             f"model.species {[chemical_symbols[z] for z in species]} lacks element(s) "
             f"{[chemical_symbols[z] for z in missing]} found in the training data; add them to model.species"
         )
@@ -95,7 +96,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
             known = references.as_dict()
             absent = [z for z in species if z not in known]
             if absent:
-                raise ValueError(f"model.e0s: auto, but the element references have no energy for {absent}")
+                raise EquimolInputError(f"model.e0s: auto, but the element references have no energy for {absent}")
             model["e0s"] = {z: known[z] for z in species}
     if model.get("energy_shift") == AUTO:
         model["energy_shift"] = {z: float(statistics.per_species_energy_shift.get(z, 0.0)) for z in species}

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from equimol.cli.arguments import add_command, add_command_group, non_negative_int, positive_float, positive_int
+from equimol.errors import EquimolInputError
 
 # e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
 MAX_LMAX = 12
@@ -141,7 +142,7 @@ def _measure_and_report(args: argparse.Namespace, measure: Callable[[], dict], t
     try:
         record = measure()
     except RuntimeError as error:  # no such device, or kernel="triton" without a GPU or interpreter: an input error
-        raise ValueError(str(error)) from error
+        raise EquimolInputError(str(error)) from error
     print(table(record))
     for path, write in ((args.json_path, write_json), (args.plot_path, plot)):
         if path:

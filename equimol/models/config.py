@@ -75,6 +75,7 @@ PAIR_REPULSIONS = ("none", "zbl")
 INTERACTIONS = ("gated", "product_basis")
 READOUTS = ("final", "per_layer")
 DTYPES = ("float32", "float64")
+DEFAULT_RADIAL_CUTOFF = 5.0  # Å; the data's graphs are built at the model's cutoff (one owner: the model)
 # keys that the model sets on every product itself
 RESERVED_TP_OPTIONS = ("dtype", "device", "internal_weights")
 
@@ -120,7 +121,9 @@ class ModelConfig:
     sh_lmax: int | None = option(None, "largest degree of the edge spherical harmonics (null: lmax)", ge=0, le=8)
     num_layers: int = option(2, "number of interaction layers", ge=1)
     num_radial_basis: int = option(8, "number of radial basis functions of an edge length", ge=1)
-    radial_cutoff: float = option(5.0, "cutoff of the radius graph, Å (the data's graphs are built at it)", gt=0)
+    radial_cutoff: float = option(
+        DEFAULT_RADIAL_CUTOFF, "cutoff of the radius graph, Å (the data's graphs are built at it)", gt=0
+    )
     envelope_exponent: int = option(5, "exponent of the polynomial cutoff envelope (>= 2: C^2 at the cutoff)", ge=2)
     radial_mlp_hidden: list[int] = option(
         default_factory=lambda: [64, 64], doc="hidden widths of the radial MLP that gives per-edge weights", ge=1
