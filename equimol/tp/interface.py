@@ -43,6 +43,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
 from equimol.tp.checks import check_message_inputs, check_product_inputs
 from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
@@ -101,12 +102,12 @@ def get_backend(name: str) -> type[TensorProductBackend]:
         try:
             importlib.import_module(module)
         except ImportError as error:
-            raise ValueError(
+            raise EquimolInputError(
                 f"tensor-product backend {name!r} needs the optional package {package!r}, which is not installed "
                 f"({error}); install it with: pip install 'equimol[{extra}]'"
             ) from error
     if not isinstance(name, str) or name not in _BACKENDS:
-        raise ValueError(
+        raise EquimolInputError(
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
         )
     return _BACKENDS[name]
@@ -152,7 +153,9 @@ def TensorProduct(  # noqa: N802 - reads as the class it constructs
     accepted = _accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ValueError(f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}")
+        raise EquimolInputError(
+            f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
+        )
     return cls(irreps_in1, irreps_in2, irreps_out, **options)
 
 
@@ -255,7 +258,7 @@ class TensorProductBackend(nn.Module):
         }
         self.to(dtype=self._dtype, device=self._device)
         if self._message_kernel is not None and self.factored_form() is None:
-            raise ValueError(
+            raise EquimolInputError(
                 f"kernel={self.kernel!r} runs backends with a factored form ({', '.join(factored_backends())}); "
                 f"backend {self.name!r} has none: use kernel='torch'"
             )
