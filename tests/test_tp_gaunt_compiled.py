@@ -1,4 +1,4 @@
-"""``gaunt`` with ``compile=True``: the torch.compile-fused sparse product against the eager strategies.
+"""``gaunt`` with ``compile_edge_product=True``: the torch.compile-fused sparse product against the eager strategies.
 
 Float64 tolerances are the harness's (``REFERENCE_TOL = EQUIVARIANCE_TOL = 1e-10`` max abs): the
 compiled product sums the same Gaunt entries as the reference, so it agrees to round-off (about
