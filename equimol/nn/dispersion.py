@@ -19,7 +19,7 @@ tad-dftd3 sums over the atoms it is given. It works in atomic units (Bohr, Hartr
 converted from Å and energies to eV with tad-mctc's constants. The per-atom energies split each pair
 half and half. Three-body (ATM, ``s9``) terms are not included.
 
-The neighbor list is built in the forward pass, so the term cannot be traced: ``trainer.compile``
+The neighbor list is built in the forward pass, so the term cannot be traced: ``trainer.compile_step``
 trains such a model eagerly (with a warning), and ``equimol export --format aotinductor`` refuses it.
 
 For a molecule smaller than the cutoffs the sum is exactly ``tad_dftd3.dftd3`` with ``s9 = 0``
