@@ -1,11 +1,11 @@
-"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile: true}``).
+"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile_edge_product: true}``).
 
     python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM] [--overwrite]
 
 Model: the model section of ``configs/3bpa_quick.yaml`` (32 channels, L = 1 node features, an atomic
 basis up to L = 3, 2 product-basis layers, Gaunt many-body of correlation 3), float32, with its
 message product ``cg``, ``gaunt`` (``strategy: edge``) or ``gaunt`` with ``compile: true``; fixed
-statistics instead of ``auto``. One step is what the trainer does eagerly (``trainer.compile: false``):
+statistics instead of ``auto``. One step is what the trainer does eagerly (``trainer.compile_step: false``):
 energy and forces with ``create_graph``, the loss ``E^2 + 100 F^2`` summed, ``backward``. The three
 models alternate step by step in one process on one intra-op thread, on one batch of 5 3BPA frames;
 medians, the first step (compilation included) and the machine are recorded.
@@ -33,7 +33,7 @@ from equimol.utils.machine import describe_machine
 SERIES = {
     "cg": ("cg", {}),
     "gaunt/edge": ("gaunt", {"strategy": "edge"}),
-    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile": True}),
+    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile_edge_product": True}),
 }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equimol.errors import EquimolInputError
 from equimol.graph import structure_to_graph
 from equimol.structure_checks import StructureError, closest_pair
 
@@ -150,7 +151,7 @@ class AtomsDataset(torch.utils.data.Dataset):
         if isinstance(paths, str | Path):
             paths = [paths]
         if not paths:
-            raise ValueError("AtomsDataset needs at least one data path")
+            raise EquimolInputError("AtomsDataset needs at least one data path")
         self.paths = [Path(p) for p in paths]
         self.settings = settings
         self.keys = keys

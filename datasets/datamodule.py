@@ -24,6 +24,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import Subset
 
+from equimol.config_fields import check_section
+from equimol.errors import EquimolInputError
 from equimol.utils.dtype import resolve_dtype
 
 from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy, split_isolated_atoms
@@ -76,8 +78,8 @@ class AtomsDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AtomsDataModule:
         """Build from a ``data:`` mapping (the fields of :class:`~equimol.datasets.config.DataConfig`);
-        an unknown key raises a TypeError naming it and the valid keys."""
-        DataConfig.from_dict(config)  # names unknown keys before a preset merges its defaults
+        an unknown key or a bad value raises a ConfigError naming it."""
+        check_section(DataConfig, config, "data")  # names unknown keys before a preset merges its defaults
         return cls(**config)
 
     def _paths(self, spec: PathSpec) -> list[Path]:
@@ -111,7 +113,7 @@ class AtomsDataModule(L.LightningDataModule):
         kept, isolated = split_isolated_atoms(train, config.isolated_atom_type)
         if isolated:
             if element_spec is not None:
-                raise ValueError(
+                raise EquimolInputError(
                     f"data.element_references={element_spec!r} is given, and the training data hold {len(isolated)} "
                     f"isolated-atom frames ({config.config_type_key}={config.isolated_atom_type}), which give the "
                     "E0s too: remove one of them (or set data.isolated_atom_type=null to train on those frames)"
@@ -126,13 +128,13 @@ class AtomsDataModule(L.LightningDataModule):
         for split, count in (("val", n_val), ("test", n_test)):
             fraction = getattr(config, f"{split}_fraction")
             if getattr(config, split) is None and fraction > 0 and count == 0:
-                raise ValueError(
+                raise EquimolInputError(
                     f"{split}_fraction={fraction} of {len(order)} training structures rounds to 0 structures; "
                     f"raise data.{split}_fraction to at least {0.5 / len(order):.2g} or give data.{split} files"
                 )
         self.indices["train"] = np.sort(order[n_val + n_test :])
         if len(self.indices["train"]) == 0:
-            raise ValueError(f"no training structures left after the split (of {len(order)})")
+            raise EquimolInputError(f"no training structures left after the split (of {len(order)})")
         if element_spec == "fit":
             settings = self._fit_references(train, settings)
         self.datasets["train"] = train
@@ -182,7 +184,7 @@ class AtomsDataModule(L.LightningDataModule):
         """Cached statistics of a split (the model's normalization uses ``"train"``)."""
         self.setup()
         if self.datasets.get(split) is None:
-            raise ValueError(f"split {split!r} has no data")
+            raise EquimolInputError(f"split {split!r} has no data")
         if split not in self._statistics:
             self._statistics[split] = cached_statistics(
                 self.datasets[split],
@@ -207,7 +209,7 @@ class AtomsDataModule(L.LightningDataModule):
         self.setup()
         dataset = self.datasets.get(split)
         if dataset is None:
-            raise ValueError(f"no {split} data: give {split}= files or a {split}_fraction")
+            raise EquimolInputError(f"no {split} data: give {split}= files or a {split}_fraction")
         indices = self.indices[split]
         if self.max_edges is not None:
             sampler = EdgeBudgetBatchSampler(

@@ -28,6 +28,7 @@ import torch
 from ase.data import atomic_numbers as ATOMIC_NUMBERS
 from ase.data import chemical_symbols
 
+from equimol.errors import EquimolInputError
 from equimol.safe_pickle import restricted_loads
 
 from .readers import DataFormatError, LabelKeys, read_ase_records
@@ -63,7 +64,9 @@ class ElementReferences:
     def __init__(self, coeff: Sequence[float] | np.ndarray, source: str = "coefficients") -> None:
         coeff = np.asarray(coeff, dtype=np.float64).reshape(-1)
         if coeff.size > NUM_ELEMENTS:
-            raise ValueError(f"{source}: {coeff.size} coefficients, at most {NUM_ELEMENTS} (index = atomic number)")
+            raise EquimolInputError(
+                f"{source}: {coeff.size} coefficients, at most {NUM_ELEMENTS} (index = atomic number)"
+            )
         self.coeff = np.full(NUM_ELEMENTS, np.nan)
         self.coeff[: coeff.size] = coeff
         self.source = source
@@ -110,12 +113,12 @@ class ElementReferences:
         for element, energy in energies.items():
             if isinstance(element, str) and not element.isdigit():
                 if element not in ATOMIC_NUMBERS:
-                    raise ValueError(f"element_references: unknown element {element!r}")
+                    raise EquimolInputError(f"element_references: unknown element {element!r}")
                 z = ATOMIC_NUMBERS[element]
             else:
                 z = int(element)
                 if not 0 < z < NUM_ELEMENTS:
-                    raise ValueError(f"element_references: atomic number {z} out of range 1..118")
+                    raise EquimolInputError(f"element_references: atomic number {z} out of range 1..118")
             coeff[z] = float(energy)
         return cls(coeff, source="dict")
 
@@ -123,7 +126,7 @@ class ElementReferences:
     def fit(cls, atomic_numbers: Sequence[np.ndarray], energies: Sequence[float]) -> ElementReferences:
         """Least-squares E0s from structures' compositions ``[n_s]`` and total energies (eV)."""
         if len(atomic_numbers) == 0:
-            raise ValueError("cannot fit element references on zero structures")
+            raise EquimolInputError("cannot fit element references on zero structures")
         species = np.unique(np.concatenate([np.asarray(z) for z in atomic_numbers]))
         column = {int(z): k for k, z in enumerate(species)}
         counts = np.zeros((len(atomic_numbers), len(species)))

@@ -53,6 +53,8 @@ from .atoms_dataset import AtomsDataset, check_min_distance, reference_energy
 
 if TYPE_CHECKING:
     from equimol.models.physical import PhysicalTerms
+from equimol.errors import EquimolInputError
+
 from .readers import DataFormatError
 from .statistics_sharing import wait_for_file, waits_for_first_process
 
@@ -216,7 +218,7 @@ def compute_statistics(
     """
     population = len(dataset) if indices is None else len(indices)
     if population == 0:
-        raise ValueError("cannot compute statistics of an empty dataset")
+        raise EquimolInputError("cannot compute statistics of an empty dataset")
     positions = sample_positions(population, sample_size, seed)
     frames = positions if indices is None else np.asarray(indices, dtype=np.int64)[positions]
     settings = dataset.settings

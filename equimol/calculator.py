@@ -38,6 +38,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equimol.committee import COMMITTEE_PROPERTIES, committee_results
+from equimol.errors import EquimolInputError
 from equimol.graph import graph_from_edges, neighbor_list
 from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
@@ -99,25 +100,25 @@ class EquimolCalculator(Calculator):
         super().__init__(**kwargs)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
         if not members:
-            raise ValueError("model: an empty list; give a model file, or several for a committee")
+            raise EquimolInputError("model: an empty list; give a model file, or several for a committee")
         self.models = [_prepare_model(member, device, dtype) for member in members]
         model = self.models[0]
         for index, member in enumerate(self.models[1:], start=1):
             if float(member.radial_cutoff) != float(model.radial_cutoff) or list(member.species) != list(model.species):
-                raise ValueError(
+                raise EquimolInputError(
                     f"committee member {index} has cutoff {member.radial_cutoff} Å and species {list(member.species)}, "
                     f"member 0 has {model.radial_cutoff} Å and {list(model.species)}; members must agree"
                 )
         dtypes = [next(member.parameters()).dtype for member in self.models]
         if len(set(dtypes)) > 1:
-            raise ValueError(
+            raise EquimolInputError(
                 f"committee members have dtypes {[str(d).removeprefix('torch.') for d in dtypes]}; members must "
                 "agree (give dtype='float64' or 'float32' to cast them all)"
             )
         if len(self.models) > 1:
             self.implemented_properties = [*type(self).implemented_properties, *COMMITTEE_PROPERTIES]
         if not (np.isfinite(skin) and skin >= 0):
-            raise ValueError(f"skin must be a finite length >= 0 Å, got {skin}")
+            raise EquimolInputError(f"skin must be a finite length >= 0 Å, got {skin}")
         self.model = model.eval()
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
@@ -135,11 +136,13 @@ class EquimolCalculator(Calculator):
         from equimol.nn.dispersion import D3Dispersion, check_options
 
         if any(getattr(getattr(m, "config", None), "dispersion", None) for m in self.models):
-            raise ValueError("dispersion: the model already includes D3 (its model.dispersion); do not add it twice")
+            raise EquimolInputError(
+                "dispersion: the model already includes D3 (its model.dispersion); do not add it twice"
+            )
         try:
             options = check_options({"kind": kind, "xc": xc, "damping": damping, **cutoffs})
         except ValueError as error:
-            raise ValueError(f"EquimolCalculator dispersion: {error}") from error
+            raise EquimolInputError(f"EquimolCalculator dispersion: {error}") from error
         return D3Dispersion(**options).to(self.device)
 
     def _dispersion_results(self, atoms, want_stress: bool) -> dict[str, np.ndarray | float]:
@@ -203,7 +206,7 @@ class EquimolCalculator(Calculator):
         if unknown:
             names = [chemical_symbols[z] for z in unknown]
             known = [chemical_symbols[z] for z in sorted(self.species)]
-            raise ValueError(f"EquimolCalculator: element(s) {names} are not among the model's species {known}")
+            raise EquimolInputError(f"EquimolCalculator: element(s) {names} are not among the model's species {known}")
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
         pbc = np.asarray(atoms.get_pbc(), dtype=bool)

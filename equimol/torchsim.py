@@ -34,6 +34,7 @@ from torch_geometric.data import Data
 from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
+from equimol.errors import EquimolInputError
 from equimol.graph import neighbor_list
 from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
@@ -91,7 +92,7 @@ class EquimolModel(ModelInterface):
         numbers = state.atomic_numbers.detach().cpu().long()
         unknown = sorted(set(numbers.tolist()) - self.species)
         if unknown:
-            raise ValueError(f"EquimolModel: atomic number(s) {unknown} are not among the model's species")
+            raise EquimolInputError(f"EquimolModel: atomic number(s) {unknown} are not among the model's species")
         if np.any(np.diff(system_index) < 0):
             raise ValueError("EquimolModel: state.system_idx must be sorted (atoms of each system contiguous)")
         pbc = np.array([bool(state.pbc)] * 3)

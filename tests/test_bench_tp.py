@@ -107,4 +107,4 @@ def test_variant_beyond_its_limit_is_skipped_with_the_reason(tmp_path, capsys):
     (skip,) = record["skipped"]
     assert skip["label"] == "gaunt/compiled" and skip["lmax"] == 4 and "nonzero entries" in skip["reason"]
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "not run" in line]
-    assert line.split()[:4] == ["gaunt/compiled", "4", "not", "run:"] and "compile=True unrolls" in line
+    assert line.split()[:4] == ["gaunt/compiled", "4", "not", "run:"] and "compile_edge_product=True unrolls" in line

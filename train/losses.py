@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from equimol.errors import EquimolInputError
+
 from .config import LossConfig
 
 
@@ -78,7 +80,7 @@ def weighted_loss(
     if weights.stress_weight > 0 and getattr(graph, "stress", None) is not None:
         labels = graph.stress.view(-1, 3, 3)
         if labels.shape[0] != prediction["stress"].shape[0]:
-            raise ValueError(
+            raise EquimolInputError(
                 f"stress labels for {labels.shape[0]} of {prediction['stress'].shape[0]} structures in a batch; "
                 "a stress loss needs a stress label on every training structure"
             )

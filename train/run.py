@@ -32,6 +32,7 @@ from equimol.datasets.datamodule import AtomsDataModule
 from equimol.datasets.statistics_sharing import environment_int
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from equimol.errors import EquimolInputError
 from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
@@ -81,7 +82,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     species = parse_species(model["species"])
     missing = sorted(set(statistics.species) - set(species))
     if missing:
-        raise ValueError(
+        raise EquimolInputError(
             f"model.species {[chemical_symbols[z] for z in species]} lacks element(s) "
             f"{[chemical_symbols[z] for z in missing]} found in the training data; add them to model.species"
         )
@@ -95,7 +96,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
             known = references.as_dict()
             absent = [z for z in species if z not in known]
             if absent:
-                raise ValueError(f"model.e0s: auto, but the element references have no energy for {absent}")
+                raise EquimolInputError(f"model.e0s: auto, but the element references have no energy for {absent}")
             model["e0s"] = {z: known[z] for z in species}
     if model.get("energy_shift") == AUTO:
         model["energy_shift"] = {z: float(statistics.per_species_energy_shift.get(z, 0.0)) for z in species}
@@ -203,7 +204,7 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         # Edge-budget batches (data.max_edges) give each epoch's order its own number of batches, and
         # Lightning validates (and ends the epoch) at the batch count of the loader it last loaded:
-        # without a reload per epoch, validation ran only after epoch 0 whenever a later epoch was shorter.
+        # without a reload per epoch, a shorter later epoch would never reach validation.
         reload_dataloaders_every_n_epochs=1 if config.data.get("max_edges") is not None else 0,
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.progress_bar,
@@ -279,7 +280,7 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         label_references=None if references is None else references.as_dict(),
         max_epochs=trainer_config.max_epochs,
         finetune=config.as_dict()["finetune"],
-        compile=trainer_config.compile,
+        compile_step=trainer_config.compile_step,
     )
     with quiet_lightning(resuming=resume):  # the Trainer's own tip
         trainer = build_trainer(config, run_dir)

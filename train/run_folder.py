@@ -33,6 +33,9 @@ from typing import Any
 
 import yaml
 
+from equimol.config_schema import with_current_names
+from equimol.errors import EquimolInputError
+
 # what a run writes into its folder (run.py); --overwrite and a new start remove exactly these
 RUN_PRODUCTS = (
     "config.yaml",
@@ -58,7 +61,7 @@ RESUMABLE = {
         "max_time",
         "num_threads",
         "retain_freed_memory",
-        "compile",
+        "compile_step",
         "progress_bar",
         "log_every_n_steps",
         "test_after_fit",
@@ -75,7 +78,7 @@ RESUMABLE = {
 AUTO = "auto"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(EquimolInputError):
     """A run folder that cannot be used as asked; the message names the folder or the keys."""
 
 
@@ -148,7 +151,7 @@ def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
     """Dotted keys whose value differs between the run's ``config.yaml`` and the new config, and that a
     resumed run cannot change (everything but :data:`RESUMABLE`). A model key that the new config
     leaves ``auto`` matches the value it was resolved to."""
-    old, new = _flatten(previous), _flatten(current)
+    old, new = _flatten(with_current_names(previous)), _flatten(current)
     changed = []
     for key in sorted(set(old) | set(new)):
         section, _, name = key.partition(".")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from equimol.cli.arguments import add_command, add_command_group, non_negative_int, positive_float, positive_int
+from equimol.errors import EquimolInputError
 
 # e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
 MAX_LMAX = 12
@@ -104,7 +105,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
         type=_model_kernel_list,
         default=["torch"],
         help="kernels, e.g. 'torch' or 'torch,triton'; 'export' and 'aotinductor' time the torch-kernel model "
-        "as a compiled model file (equimol export --compile; aotinductor takes minutes to build on a CPU)",
+        "as a compiled model file (equimol export --format aotinductor; aotinductor takes minutes to build on a CPU)",
     )
     model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
@@ -141,7 +142,7 @@ def _measure_and_report(args: argparse.Namespace, measure: Callable[[], dict], t
     try:
         record = measure()
     except RuntimeError as error:  # no such device, or kernel="triton" without a GPU or interpreter: an input error
-        raise ValueError(str(error)) from error
+        raise EquimolInputError(str(error)) from error
     print(table(record))
     for path, write in ((args.json_path, write_json), (args.plot_path, plot)):
         if path:

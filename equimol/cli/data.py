@@ -19,6 +19,7 @@ import itertools
 from pathlib import Path
 
 from equimol.cli.arguments import add_command, add_command_group, positive_float
+from equimol.errors import EquimolInputError
 
 _CONVERT_DESCRIPTION = (
     "Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
@@ -52,7 +53,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from equimol.utils.io import check_output
 
     if Path(args.output).suffix != ".lmdb":
-        raise ValueError(
+        raise EquimolInputError(
             f"output {args.output!r}: name it *.lmdb; equimol reads an LMDB by that suffix, and could not read "
             "this file back"
         )

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from equimol.cli.arguments import add_command, positive_int
+from equimol.errors import EquimolInputError
 
 HELP = "energy/force/stress errors of a model on labelled data"
 
@@ -45,7 +46,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from equimol.utils.io import check_output
 
     if args.json and args.plot and Path(args.json).resolve() == Path(args.plot).resolve():
-        raise ValueError(f"--json and --plot are the same file {args.json!r}; give two names")
+        raise EquimolInputError(f"--json and --plot are the same file {args.json!r}; give two names")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
         if path:
             check_output(path, [args.model, *args.data], args.overwrite, flag)

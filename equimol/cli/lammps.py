@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from equimol.cli.arguments import add_command
+from equimol.errors import EquimolInputError
 
 HELP = "run a LAMMPS input script with an equimol potential (fix external), or build-plugin (pair_style equimol)"
 DESCRIPTION = (
@@ -28,12 +29,13 @@ def build_plugin(args: argparse.Namespace) -> int:
     from equimol.lammps_plugin import build_plugin as build
 
     if args.input is not None:
-        raise ValueError(f"build-plugin takes no input script (got {args.input!r})")
+        raise EquimolInputError(f"build-plugin takes no input script (got {args.input!r})")
     path = build(rebuild=args.rebuild)
     print(path)
     print(
         f"in a LAMMPS input (units metal, newton on):\n  plugin load {path}\n  pair_style equimol MODEL.pt2\n"
-        "  pair_coeff * * El1 El2 ...\nwith MODEL.pt2 from `equimol export MODEL MODEL.pt2 --compile --target lammps`",
+        "  pair_coeff * * El1 El2 ...\nwith MODEL.pt2 from "
+        "`equimol export MODEL MODEL.pt2 --format aotinductor --target lammps`",
         file=sys.stderr,
     )
     return 0
@@ -45,7 +47,7 @@ def run_lammps(args: argparse.Namespace) -> int:
     if args.model == "build-plugin":
         return build_plugin(args)
     if args.input is None or not args.elements:
-        raise ValueError("expected MODEL INPUT --elements E1 E2 ... (or `equimol lammps build-plugin`)")
+        raise EquimolInputError("expected MODEL INPUT --elements E1 E2 ... (or `equimol lammps build-plugin`)")
 
     lammps = load_lammps()
     try:

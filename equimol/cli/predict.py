@@ -48,6 +48,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from equimol.errors import EquimolInputError
+
 HELP = "energies, forces and stress of many structures (extxyz out)"
 PARTS_VARIABLE = "EQUIMOL_PREDICT_PARTS"  # the part folder, for the processes Lightning starts
 DESCRIPTION = (
@@ -238,7 +240,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     output = Path(args.out)
     if output.suffix not in (".xyz", ".extxyz"):
-        raise ValueError(f"--out {args.out}: write predictions to an extended XYZ file (.xyz or .extxyz)")
+        raise EquimolInputError(f"--out {args.out}: write predictions to an extended XYZ file (.xyz or .extxyz)")
     for path in args.inputs:
         if not Path(path).exists():
             raise FileNotFoundError(f"input {path!r} does not exist")

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from equimol.errors import EquimolInputError
 from equimol.microbench.variants import BENCHMARK_VARIANTS
 from equimol.tp import TensorProduct, TensorProductBackend, get_backend
 from equimol.utils.dtype import resolve_dtype
@@ -91,7 +92,7 @@ def parse_series(spec: str | Sequence[str]) -> list[Series]:
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
-        raise ValueError("--backends is empty; give e.g. 'cg,gaunt'")
+        raise EquimolInputError("--backends is empty; give e.g. 'cg,gaunt'")
     series: list[Series] = []
     for name in names:
         backend, _, variant = name.partition("/")
@@ -99,7 +100,7 @@ def parse_series(spec: str | Sequence[str]) -> list[Series]:
         variants = BENCHMARK_VARIANTS.get(backend, {})
         if variant:
             if variant not in variants:
-                raise ValueError(
+                raise EquimolInputError(
                     f"backend {backend!r} has no benchmark variant {variant!r}; known: {sorted(variants) or 'none'}"
                 )
             series.append(Series(name, backend, dict(variants[variant])))
@@ -355,7 +356,7 @@ def run_benchmark(
     whole convolution (see the module docstring); None times the bare product.
     """
     if min(lmax_values) < 1:
-        raise ValueError(f"--lmax values must be >= 1, got {list(lmax_values)}")
+        raise EquimolInputError(f"--lmax values must be >= 1, got {list(lmax_values)}")
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype)
     series = parse_series(backends)

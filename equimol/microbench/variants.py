@@ -16,6 +16,6 @@ BENCHMARK_VARIANTS: dict[str, dict[str, dict]] = {
     "gaunt": {
         "grid": {"strategy": "grid"},
         "edge": {"strategy": "edge"},
-        "compiled": {"strategy": "edge", "compile": True},
+        "compiled": {"strategy": "edge", "compile_edge_product": True},
     },
 }

@@ -18,8 +18,7 @@ Per channel this costs ``O(R (d1 + d2 + d3))`` instead of ``O(L^6)``; with ``R =
 ``O(L^4)``. Everything is a batched matrix product (the operation a fused kernel replaces). The
 forward evaluates the parity sum through ``p = (u^+ + u^-)(v^+ + v^-)`` and
 ``q = (u^+ - u^-)(v^+ - v^-)``, ``z = (p C + s_k\, q C) / 2``: two elementwise products per term
-instead of four, measured 1.4-1.8x faster than the four-product form at L = 3..5 (float32,
-32 channels, 2000 edges, 2-core CPU).
+instead of four (half the products of the four-product form).
 
 **Parity.** Every output that parity forbids is an exact zero (for instance ``1o x 1o`` has no
 ``1o`` part): a forbidden output gets only products with an exactly-zero factor. TDN, in contrast,
@@ -29,9 +28,8 @@ treats every irrep as even.
 the second operand first, ``N_n = sum_j y_{n,j} \tilde M_{:,j,:}`` ``[d1, d3]`` per sample (one GEMM
 with the reconstructed tensor), then ``z_{n,u} = w_{n,u} x_{n,u} N_n`` for all channels (one batched
 GEMM): ``d1 d2 d3 + C d1 d3`` multiply-adds per sample instead of ``2 R (C d1 + d2 + C d3)``, the same
-product to round-off. With ``C`` channels sharing each sample's matrix this is the cheaper order
-at every ``L`` measured (``benchmarks/tp_speed_cpu.json``); :func:`choose_cp_strategy` compares the
-two counts.
+product to round-off. With ``C`` channels sharing each sample's matrix this is usually the cheaper
+order (``benchmarks/tp_speed_cpu.json``); :func:`choose_cp_strategy` compares the two counts.
 
 **Weights.** ``weight_sharing=True`` (default): one weight per channel and sample, shared by all
 paths, ``weight_numel = C``, laid out as ``weight.view(N, C)``. ``weight_sharing=False``: one weight
@@ -45,8 +43,7 @@ rank of ``7 L^2`` enough.
 ``epsilon ~ 1e-13`` and ``cp`` equals ``cg`` (all weights one with sharing; any weights per path).
 The parity-exact exact rank is far below TDN's ``(L+1)^4``: 10, 55, 178 for L = 1, 2, 3 (16, 81,
 256). With sharing, ALS at ``7 L^2`` reaches the default ``fit_tolerance=1e-6`` for L <= 3
-(measured 2e-14, 8e-7, 5e-7 for L = 1, 2, 3 with the benchmark irreps, under a second each) and
-about 1e-4 for L = 4..6 (2.3e-4, 9.9e-5, 9.6e-5: the fit then stops on stagnation and warns).
+and about 1e-4 for L = 4..6, where the fit stops on stagnation and warns (``tests/test_tp_cp_accuracy.py``).
 
 **Equivariance bound.** The exact product ``T`` is equivariant, so for orthogonal representation
 matrices ``D1, D2, D3`` (rotations and inversion) the defect of ``\tilde T = T + E`` is

@@ -41,6 +41,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
 from equimol.tp.checks import check_message_inputs, check_product_inputs
 from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
@@ -77,6 +78,11 @@ def available_backends() -> list[str]:
     return sorted(set(_BACKENDS) | optional)
 
 
+def known_backends() -> list[str]:
+    """Names of the registered backends and of every optional one, installed or not, sorted."""
+    return sorted(set(_BACKENDS) | set(_OPTIONAL_BACKENDS))
+
+
 def get_backend(name: str) -> type[TensorProductBackend]:
     """Return the backend class registered as ``name``; ValueError listing the known ones if absent.
 
@@ -86,7 +92,7 @@ def get_backend(name: str) -> type[TensorProductBackend]:
     if isinstance(name, str) and name in _OPTIONAL_BACKENDS and name not in _BACKENDS:
         import_optional(*_OPTIONAL_BACKENDS[name], f"tensor-product backend {name!r}")
     if not isinstance(name, str) or name not in _BACKENDS:
-        raise ValueError(
+        raise EquimolInputError(
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
         )
     return _BACKENDS[name]
@@ -132,7 +138,9 @@ def TensorProduct(  # noqa: N802 - reads as the class it constructs
     accepted = _accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ValueError(f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}")
+        raise EquimolInputError(
+            f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
+        )
     return cls(irreps_in1, irreps_in2, irreps_out, **options)
 
 
@@ -153,6 +161,14 @@ class TensorProductBackend(nn.Module):
     constructor (so options added here reach every backend), build their coefficients as float64
     buffers, set ``self.weight_numel``, call :meth:`_finish_construction` last, and implement
     :meth:`_product`.
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: the operands' and the output's irreps.
+        internal_weights: keep one shared weight parameter (the model passes per-edge weights instead).
+        dtype: dtype of the coefficients and weights.
+        device: device of the coefficients and weights.
+        kernel: implementation of :meth:`message_passing`, ``"torch"`` or a fused kernel such as ``"triton"``.
+        deterministic: fused kernels only: a sorted segmented reduction instead of atomics.
 
     Attributes:
         irreps_in1, irreps_in2, irreps_out: parsed e3nn ``Irreps``.
@@ -227,7 +243,7 @@ class TensorProductBackend(nn.Module):
         }
         self.to(dtype=self._dtype, device=self._device)
         if self._message_kernel is not None and self.factored_form() is None:
-            raise ValueError(
+            raise EquimolInputError(
                 f"kernel={self.kernel!r} runs backends with a factored form ({', '.join(factored_backends())}); "
                 f"backend {self.name!r} has none: use kernel='torch'"
             )

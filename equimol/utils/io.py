@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from equimol.errors import EquimolInputError
+
 # what a failed write reports: no space, over quota, over a file-size limit, read-only file system, no permission,
 # an I/O error, a folder where the file should be
 WRITE_ERRNOS = frozenset(
@@ -67,7 +69,7 @@ def check_output(
     for source in inputs:
         source = Path(source)
         if path.resolve() == source.resolve() or _same_file(path, source):
-            raise ValueError(f"{flag} {str(path)!r} is also an input of the command; write to another file")
+            raise EquimolInputError(f"{flag} {str(path)!r} is also an input of the command; write to another file")
     if path.is_dir():
         raise IsADirectoryError(f"{flag} {str(path)!r} is a folder; give a file name")
     if path.exists() and not overwrite:

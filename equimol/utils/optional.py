@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from equimol.errors import EquimolInputError
+
 
 def importable(package: str) -> bool:
     """Whether ``package`` can be imported (found, not imported)."""
@@ -22,12 +24,12 @@ def import_optional(module: str, package: str, extra: str, what: str) -> None:
     """Import ``module``, which needs ``package`` (installed by the pip extra ``extra``).
 
     Raises:
-        ValueError: the import failed; the message starts with ``what`` and names the extra.
+        EquimolInputError: the import failed; the message starts with ``what`` and names the extra.
     """
     try:
         importlib.import_module(module)
     except ImportError as error:
-        raise ValueError(
+        raise EquimolInputError(
             f"{what} needs the optional package {package!r}, which is not installed ({error}); install it with: "
             f"pip install 'equimol[{extra}]'"
         ) from error
