@@ -95,11 +95,9 @@ def _screenshot(driver, name: str, folder: Path) -> None:
 
 
 def _typeset(driver) -> bool:
-    """MathJax has finished: its startup promise resolved and no arithmatex element is left untypeset."""
+    """MathJax has typeset every formula arithmatex marked (each holds MathJax's output element)."""
     return driver.execute_script(
-        "return !!(window.MathJax && MathJax.startup && MathJax.startup.document && "
-        "MathJax.startup.document.state() >= 200 && "
-        "Array.from(document.querySelectorAll('.arithmatex')).every(e => e.querySelector('mjx-container')))"
+        "return Array.from(document.querySelectorAll('.arithmatex')).every(e => e.querySelector('mjx-container'))"
     )
 
 
@@ -128,6 +126,8 @@ def test_page_renders(browser, site_url: str, tmp_path: Path, page: str, name: s
         "return Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)"
     )
     assert not broken, f"images that did not load on {page}: {broken}"
+    errors = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not errors, f"errors in the browser console on {page}: {errors}"
     _screenshot(browser, name, tmp_path)
 
 

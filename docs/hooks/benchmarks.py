@@ -84,7 +84,9 @@ def render_tp(data: dict, name: str) -> str:
         f"`benchmarks/{name}`: {machine_text(data['machine'])}; {settings['dtype']}, {settings['channels']} channels, "
         f"{settings['edges']} edges, median of {settings['repeats']} repeats{load_text}."
     )
-    skipped = "".join(f"\n\nNot run: `{s['label']}` at L = {s['lmax']}: {s['reason']}." for s in data.get("skipped", []))
+    skipped = "".join(
+        f"\n\nNot run: `{s['label']}` at L = {s['lmax']}: {s['reason']}." for s in data.get("skipped", [])
+    )
     exponents = ", ".join(f"`{e['label']}` {e['forward_backward_exponent']:.1f}" for e in data.get("exponents", []))
     fitted = f"\n\nFitted exponent of forward+backward time in L: {exponents}." if exponents else ""
     return caption + "\n\n" + head + "\n".join(lines) + skipped + fitted

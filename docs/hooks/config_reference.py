@@ -112,7 +112,12 @@ def reference_page(entries: list[dict]) -> str:
         "",
     ]
     for section, rows in sections.items():
-        lines += [f"## `{section}`", "", "| key | type | default | range or choices | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## `{section}`",
+            "",
+            "| key | type | default | range or choices | meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for entry in rows:
             limits = ", ".join(_value(choice) for choice in entry["choices"]) if entry.get("choices") else ""
             limits = limits or _cell(entry.get("bounds_text") or "")

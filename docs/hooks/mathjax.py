@@ -16,10 +16,13 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 MATHJAX_FILE = "tex-svg.js"
-# ".. math::" followed by an indented block (rendered by Markdown as <p>.. math::</p><pre><code>...)
-MATH_BLOCK = re.compile(r"<p>\.\. math::</p>\s*<pre><code>(.*?)</code></pre>", re.S)
-# ".. math:: formula" on one line, possibly continued in the same paragraph
-MATH_INLINE_BLOCK = re.compile(r"<p>\.\. math::\s*(.*?)</p>", re.S)
+# ".. math::" followed by an indented block, which Markdown renders as a code block (highlighted or not)
+MATH_BLOCK = re.compile(
+    r"<p>\.\. math::</p>\s*(?:<div class=\"highlight\">)?<pre>(?:<span></span>)?<code>(.*?)</code></pre>(?:</div>)?",
+    re.S,
+)
+# ".. math:: formula" with the formula on the same line, possibly continued in the same paragraph
+MATH_INLINE_BLOCK = re.compile(r"<p>\.\. math::[ \t]+(\S.*?)</p>", re.S)
 MATH_ROLE = re.compile(r":math:<code>(.*?)</code>", re.S)
 XREF_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|data|attr|obj|exc):<code>~?(.*?)</code>")
 
@@ -58,4 +61,3 @@ def on_page_content(content, page, config, files):
     if page.file.src_uri.startswith("reference/api/"):
         return rest_to_html(content)
     return content
-
