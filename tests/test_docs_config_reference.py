@@ -14,7 +14,6 @@ import typing
 from pathlib import Path
 
 import pytest
-
 from equimol.train.config import ConfigError, validate_config
 
 # the first cell of each row of the reference's tables: <td><code>section.key</code></td>
@@ -29,9 +28,10 @@ def page_keys(site: Path) -> set[str]:
 def loader_keys() -> set[str]:
     """Every dotted key :func:`equimol.train.config.validate_config` accepts, from the classes it checks against."""
     from equimol.datasets.config import DataConfig
-    from equimol.models.config import ModelConfig, SPEConfig
     from equimol.train.config import SECTION_CLASSES
     from equimol.train.stage_two import StageTwoConfig
+
+    from equimol.models.config import ModelConfig, SPEConfig
 
     classes = {**SECTION_CLASSES, "data": DataConfig, "model": ModelConfig}
     classes.update({"model.spe": SPEConfig, "loss.stage_two": StageTwoConfig})

@@ -93,7 +93,7 @@ def render_tp(data: dict, name: str) -> str:
 
 
 def render_model(data: dict, name: str) -> str:
-    """``equimol bench model`` JSON: energy+forces ms per structure, per system and size, and ratios to the first label."""
+    """``equimol bench model`` JSON: energy+forces ms per structure, per system and size, ratios to the first."""
     by_key = defaultdict(dict)
     labels = []
     for m in data["measurements"]:

@@ -25,9 +25,10 @@ YAML_COMMENT = re.compile(r"^\s+(\w+): [^#\n]*#\s*(.+)$", re.M)
 
 def _sections() -> list[tuple[str, type]]:
     from equimol.datasets.config import DataConfig
-    from equimol.models.config import ModelConfig, SPEConfig
     from equimol.train import config as train_config
     from equimol.train.stage_two import StageTwoConfig
+
+    from equimol.models.config import ModelConfig, SPEConfig
 
     return [
         ("model", ModelConfig),
