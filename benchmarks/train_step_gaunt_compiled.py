@@ -1,4 +1,4 @@
-"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile: true}``).
+"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile_edge_product: true}``).
 
     .venv/bin/python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM]
 
@@ -38,7 +38,7 @@ from equimol.utils.machine import describe_machine  # noqa: E402
 SERIES = {
     "cg": ("cg", {}),
     "gaunt/edge": ("gaunt", {"strategy": "edge"}),
-    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile": True}),
+    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile_edge_product": True}),
 }
 
 

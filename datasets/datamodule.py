@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import Subset
 
+from equimol.config_fields import check_section
 from equimol.utils.dtype import resolve_dtype
 
 from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy, split_isolated_atoms
@@ -76,8 +77,8 @@ class AtomsDataModule(L.LightningDataModule):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AtomsDataModule:
         """Build from a ``data:`` mapping (the fields of :class:`~equimol.datasets.config.DataConfig`);
-        an unknown key raises a TypeError naming it and the valid keys."""
-        DataConfig.from_dict(config)  # names unknown keys before a preset merges its defaults
+        an unknown key or a bad value raises a ConfigError naming it."""
+        check_section(DataConfig, config, "data")  # names unknown keys before a preset merges its defaults
         return cls(**config)
 
     def _paths(self, spec: PathSpec) -> list[Path]:

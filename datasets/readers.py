@@ -44,8 +44,10 @@ from ase.constraints import FixAtoms
 from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
 
+from equimol.errors import EquimolInputError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(EquimolInputError):
     """A data file, frame or key is malformed or missing; the message names which and why."""
 
 

@@ -1,6 +1,6 @@
 r"""Compiled model files: a potential's energy, forces and stress as one ``torch.export`` graph (``.pt2``).
 
-``equimol export --compile`` (:func:`compile_model`) writes either
+``equimol export --format aotinductor`` (:func:`compile_model`) writes either
 
 * ``aotinductor`` (default): an AOTInductor package, the graph compiled ahead of time to C++ and
   loaded with ``torch._inductor.aoti_load_package``; no Python model code runs at inference; or
@@ -10,9 +10,8 @@ r"""Compiled model files: a potential's energy, forces and stress as one ``torch
 Both hold the whole force computation: the model's ``autograd.grad`` (forces ``-dE/dx``, stress
 ``dE/d(strain) / V``, per-atom virials) is traced into plain operators with ``make_fx`` (symbolic shapes) before
 ``torch.export`` (which cannot trace ``autograd.grad`` itself), with dynamic numbers of atoms and
-edges and structures: a batch (torch-geometric ``Batch``) is one call. The trace example is a batch
-of two structures traced without duck sizing, which would have tied the structure count to the 2
-rows of ``edge_index`` and fixed it at 2. A JSON entry ``<root>/equimol/metadata.json`` in the
+edges and structures: a batch (torch-geometric ``Batch``) is one call (:mod:`equimol.utils.tracing`).
+A JSON entry ``<root>/equimol/metadata.json`` in the
 archive keeps species, cutoff, dtype and the model config. :func:`load_compiled` returns a
 :class:`CompiledPotential`, which has the :class:`~equimol.models.potential.Potential` call
 interface, so the ASE calculator, TorchSim and LAMMPS couplings and ``equimol predict`` take a
@@ -25,26 +24,25 @@ unknown-element check (the callers check elements before calling) and the zero-v
 A compiled file runs on the device type and dtype it was compiled for.
 
 **Targets.** ``target="model"`` (the default) is the call interface above, for Python;
-``target="lammps"`` (``equimol export --compile --target lammps``) is the graph that LAMMPS's
+``target="lammps"`` (``equimol export --format aotinductor --target lammps``) is the graph that LAMMPS's
 ``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.compiled_lammps`),
 an AOTInductor package only; :func:`load_compiled` refuses it.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
 (:class:`CompiledModelError` naming that key): the Triton launcher checks index values and needs
-real data pointers, and tracing runs on fake tensors (measured on the CPU interpreter: the trace
-stops at the launcher's index check with ``GuardOnDataDependentSymNode``). ``torch_kernel=True``
-(``equimol export --compile --torch-kernel``) traces the model's torch message-passing path
+real data pointers, and tracing runs on fake tensors (the trace stops at the launcher's index check
+with ``GuardOnDataDependentSymNode``). ``torch_kernel=True``
+(``equimol export --format aotinductor --torch-kernel``) traces the model's torch message-passing path
 instead, with the same weights: the fused kernel only reorders the sums of that path.
 
-**Tracing cost.** Tracing runs every operator of the forward and backward pass on fake tensors
-with symbolic sizes, twice (``make_fx``, then ``torch.export``): 5-6 CPU-s on this project's 2-core
-CPU for a 1-layer model of 8 channels (about 530 graph operators). An AOTInductor float32
-package of that model took 47 s of wall time at 2 threads (2-core Xeon, idle), C++ compiler included.
+**Tracing cost.** Tracing runs every operator of the forward and backward pass on fake tensors with
+symbolic sizes, twice (``make_fx``, then ``torch.export``), and an AOTInductor package adds a C++
+compilation; ``benchmarks/`` measures both.
 
 **Backends.** ``cg`` and ``cp`` messages export, and so does the ``many_body: gaunt`` product (the main
 job's architecture; its element-index bound check is skipped under tracing,
 :func:`equimol.utils.tracing.tracing`). ``gaunt`` (grid) messages specialize the number of edges, so
-those models cannot be exported yet.
+those models cannot be exported.
 """
 
 from __future__ import annotations
@@ -52,21 +50,16 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
 from torch import nn
 
-from equimol.graph import structure_to_graph
+from equimol.errors import CompiledModelError
+from equimol.utils.tracing import example_batch, export_forces, graph_of
 
 MODES = ("aotinductor", "export")
 TARGETS = ("model", "lammps")
 METADATA = "equimol/metadata.json"
-
-
-class CompiledModelError(ValueError):
-    """A compiled model file that cannot be written or read; the message says which and why."""
 
 
 class _Traceable(nn.Module):
@@ -76,52 +69,9 @@ class _Traceable(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pos, atomic_numbers, cell, pbc, edge_index, cell_offsets, batch):
-        graph = SimpleNamespace(
-            pos=pos, atomic_numbers=atomic_numbers, cell=cell, pbc=pbc, edge_index=edge_index,
-            cell_offsets=cell_offsets, batch=batch,
-        )  # fmt: skip
-        out = self.model(graph, compute_forces=True, compute_stress=True, compute_virials=True)
+    def forward(self, *tensors):
+        out = self.model(graph_of(*tensors), compute_forces=True, compute_stress=True, compute_virials=True)
         return out["energy"], out["node_energy"], out["forces"], out["stress"], out["atom_virial"]
-
-
-def _example_batch(model: nn.Module) -> tuple[torch.Tensor, ...]:
-    """Two periodic structures (5 and 3 atoms) of the model's species: the trace input (sizes dynamic, values free)."""
-    from torch_geometric.data import Batch
-
-    species = list(model.species)
-    positions = np.array([[0.0, 0.0, 0.0], [1.4, 0.3, 0.0], [2.6, -0.4, 0.5], [1.0, 1.5, -0.6], [-0.8, 1.2, 1.0]])
-    cell = np.eye(3) * max(4.0, 0.75 * float(model.radial_cutoff))
-    graphs = []
-    for count in (5, 3):
-        numbers = [species[i % len(species)] for i in range(count)]
-        graphs.append(
-            structure_to_graph(positions[:count], numbers, cell, [True] * 3, float(model.radial_cutoff), model.dtype)
-        )
-    batch = Batch.from_data_list(graphs).to(next(model.parameters()).device)  # trace on the model's device
-    return batch.pos, batch.atomic_numbers, batch.cell, batch.pbc, batch.edge_index, batch.cell_offsets, batch.batch
-
-
-def trace_program(
-    wrapper: type[nn.Module], model: nn.Module, example: tuple, shapes: tuple
-) -> torch.export.ExportedProgram:
-    """``torch.export`` program of ``wrapper(copy of model)`` on ``example`` inputs with ``shapes`` dynamic sizes.
-
-    ``make_fx`` runs below autograd, so the backward pass of the wrapper's ``autograd.grad`` is recorded
-    as operators. No duck sizing: two example sizes that happen to be equal (2 structures and the 2 rows
-    of ``edge_index``) would share one symbol and be fixed together.
-    """
-    import copy
-
-    from torch.fx.experimental import _config as fx_config
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    traced_model = copy.deepcopy(model).eval()
-    for parameter in traced_model.parameters():
-        parameter.requires_grad_(False)
-    with fx_config.patch(use_duck_shape=False):
-        graph = make_fx(wrapper(traced_model), tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
-    return torch.export.export(graph, example, dynamic_shapes=shapes)
 
 
 def export_program(model: nn.Module) -> torch.export.ExportedProgram:
@@ -129,7 +79,7 @@ def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
     structures = torch.export.Dim("structures", min=1)
     shapes = ({0: atoms}, {0: atoms}, {0: structures}, {0: structures}, {1: edges}, {0: edges}, {0: atoms})
-    return trace_program(_Traceable, model, _example_batch(model), shapes)
+    return export_forces(_Traceable, model, example_batch(model), shapes)
 
 
 def with_torch_kernel(model: nn.Module) -> nn.Module:
@@ -186,7 +136,7 @@ def compile_model(
             raise CompiledModelError(
                 f"model.tp_options.kernel is {kernel!r}: a fused message kernel cannot be compiled (tracing runs on "
                 "fake tensors, which the Triton launcher cannot take); compile the torch path of the same weights "
-                "with `equimol export --compile --torch-kernel` (compile_model(..., torch_kernel=True))"
+                "with `equimol export --format aotinductor --torch-kernel` (compile_model(..., torch_kernel=True))"
             )
         model = with_torch_kernel(model)
     metadata = {
@@ -206,7 +156,7 @@ def compile_model(
         if mode != "aotinductor":
             raise CompiledModelError(
                 f"compile mode {mode!r} with target 'lammps': pair_style equimol runs AOTInductor packages only "
-                "(`equimol export MODEL OUT.pt2 --compile --target lammps`)"
+                "(`equimol export MODEL OUT.pt2 --format aotinductor --target lammps`)"
             )
         program = export_lammps_program(model)
         inductor_configs = {"aot_inductor.metadata": plugin_metadata(model)}
@@ -291,7 +241,7 @@ def load_compiled(path: str | Path, device: str | torch.device = "cpu", dtype=No
     if metadata.get("target", "model") != "model":
         raise CompiledModelError(
             f"{path}: compiled with --target {metadata['target']} for LAMMPS's pair_style equimol; Python loads "
-            "`equimol export MODEL OUT.pt2 --compile` files (the default target)"
+            "`equimol export MODEL OUT.pt2 --format aotinductor` files (the default target)"
         )
     if dtype is not None and str(resolve_dtype(dtype)).removeprefix("torch.") != metadata["dtype"]:
         raise CompiledModelError(

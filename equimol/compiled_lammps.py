@@ -1,6 +1,6 @@
 r"""The ``lammps`` compile target: the graph that LAMMPS's ``pair_style equimol`` runs (``lammps_plugin/``).
 
-``equimol export MODEL OUT.pt2 --compile --target lammps`` writes an AOTInductor package whose one
+``equimol export MODEL OUT.pt2 --format aotinductor --target lammps`` writes an AOTInductor package whose one
 call maps the graph that a LAMMPS rank builds from its atoms to what the pair style needs:
 
 ==================  ===========  ==============================================================
@@ -55,7 +55,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from equimol.errors import CompiledModelError
 from equimol.graph import edge_vectors
+from equimol.utils.tracing import example_batch, export_forces
 
 LAMMPS_FORMAT = "1"  # the inputs and outputs above; the plugin refuses packages of another format
 
@@ -99,10 +101,8 @@ class _LammpsTraceable(nn.Module):
 
 
 def lammps_inputs(model: nn.Module) -> tuple[torch.Tensor, ...]:
-    """Example inputs: the 8 atoms of :func:`equimol.compiled._example_batch`, the last 3 as ghosts."""
-    from equimol.compiled import _example_batch
-
-    pos, atomic_numbers, cell, _, edge_index, cell_offsets, batch = _example_batch(model)
+    """Example inputs: the 8 atoms of :func:`equimol.utils.tracing.example_batch`, the last 3 as ghosts."""
+    pos, atomic_numbers, cell, _, edge_index, cell_offsets, batch = example_batch(model)
     vectors = edge_vectors(pos, edge_index, cell_offsets, cell, batch)
     local_mask = torch.ones(pos.shape[0], dtype=pos.dtype, device=pos.device)
     local_mask[-3:] = 0.0
@@ -115,8 +115,6 @@ def lammps_inputs(model: nn.Module) -> tuple[torch.Tensor, ...]:
 
 def check_lammps_model(model: nn.Module) -> None:
     """Refuse a model the plugin cannot serve exactly (see the module docstring)."""
-    from equimol.compiled import CompiledModelError
-
     if model.spe is not None:
         raise CompiledModelError(
             f"model.spe is enabled: its Laplacian filter (degree {model.config.spe.polynomial_degree}) widens the "
@@ -127,13 +125,11 @@ def check_lammps_model(model: nn.Module) -> None:
 
 def export_lammps_program(model: nn.Module) -> torch.export.ExportedProgram:
     """The ``torch.export`` program of the ``lammps`` target (dynamic numbers of nodes and edges)."""
-    from equimol.compiled import trace_program
-
     check_lammps_model(model)
     atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=0)
     prefixes = tuple({0: torch.export.Dim(f"layer{t + 1}_edges", min=0)} for t in range(1, len(model.interactions)))
     shapes = ({0: edges}, {0: atoms}, {1: edges}, {0: atoms}, *prefixes)
-    return trace_program(_LammpsTraceable, model, lammps_inputs(model), shapes)
+    return export_forces(_LammpsTraceable, model, lammps_inputs(model), shapes)
 
 
 def plugin_metadata(model: nn.Module) -> dict[str, str]:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from equimol import __version__
+from equimol.errors import EquimolInputError
 from equimol.models import Potential, build_model
 from equimol.utils.io import atomic_write
 
@@ -42,7 +43,7 @@ FORMAT_VERSION = 3
 # from 0.5 to 1.0 of the covalent sum, so they load with those.
 
 
-class ModelFileError(ValueError):
+class ModelFileError(EquimolInputError):
     """A model file that cannot be read by this equimol (the message names the file and the reason)."""
 
 
@@ -149,7 +150,7 @@ def load_model(
 ) -> Potential:
     """Rebuild the potential stored in ``path`` (eval mode) on ``device``, cast to ``dtype`` if given.
 
-    A compiled model file (``.pt2``, ``equimol export --compile``) loads as a
+    A compiled model file (``.pt2``, ``equimol export --format aotinductor``) loads as a
     :class:`~equimol.compiled.CompiledPotential` with the same call interface.
 
     Raises:

@@ -35,7 +35,7 @@ back; energy and virial are broadcast (LAMMPS wants the global values on every r
 does **not** decompose the model's work: rank 0 evaluates every atom, the other ranks only run
 LAMMPS's own integration and communication. For domain-decomposed evaluation use the plugin
 ``pair_style equimol`` (:mod:`equimol.lammps_plugin`, :func:`plugin_commands`): each rank evaluates
-its own atoms plus ghosts with a compiled model (``equimol export --compile --target lammps``).
+its own atoms plus ghosts with a compiled model (``equimol export --format aotinductor --target lammps``).
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 from torch import nn
 
 from equimol.calculator import EquimolCalculator
+from equimol.errors import EquimolInputError
 from equimol.structure_checks import StructureError, check_before_neighbor_list
 
 MASS_TOLERANCE = 0.05  # relative; a swapped type map (H <-> O, Cu <-> Au) misses it by far
 
 
-class LammpsCouplingError(ValueError):
+class LammpsCouplingError(EquimolInputError):
     """The LAMMPS set-up does not fit the model (types, elements, masses, units); the message says how."""
 
 
@@ -384,7 +385,7 @@ def plugin_commands(
 ) -> str:
     """LAMMPS commands that load ``pair_style equimol`` and set it up with ``model``.
 
-    ``model`` is a ``.pt2`` from ``equimol export MODEL OUT.pt2 --compile --target lammps``;
+    ``model`` is a ``.pt2`` from ``equimol export MODEL OUT.pt2 --format aotinductor --target lammps``;
     ``elements[i]`` is the element of LAMMPS type ``i + 1`` (the plugin checks it against the model's
     species and the LAMMPS masses, as :class:`EquimolFix` does); ``plugin`` is the library (default:
     :func:`equimol.lammps_plugin.build_plugin`, which builds and caches it on first use). The input

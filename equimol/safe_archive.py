@@ -32,7 +32,7 @@ refuses, with :class:`UnsafeArchiveError` naming the entry, anything outside wha
 torch loads with ``dlopen``: machine code that runs by design. Their archive is checked the same
 way (no pickles, nothing outside the expected names, no path out of the archive), but the library
 itself cannot be checked. Load only AOTInductor packages you compiled or trust; share
-``equimol export --compile export`` files, which hold no code (``SECURITY.md``).
+``equimol export --format export`` files, which hold no code (``SECURITY.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import re
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from equimol.errors import EquimolInputError
 
 MODES = ("aotinductor", "export")
 METADATA = "equimol/metadata.json"
@@ -88,7 +90,7 @@ _ARITHMETIC = (
 _GUARD_ATTRIBUTES = frozenset("size stride storage_offset dim numel inf nan isnan isinf floor ceil sqrt trunc".split())
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(EquimolInputError):
     """A compiled model file holding something equimol never writes, or damaged (the message names the entry)."""
 
 

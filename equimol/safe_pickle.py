@@ -39,12 +39,14 @@ from typing import Any
 
 import torch
 
+from equimol.errors import EquimolInputError
+
 ALLOW_VARIABLE = "EQUIMOL_ALLOW_PICKLE_GLOBALS"
 # objects a checkpoint of `equimol train` holds beyond torch's weights-only set (measured: none)
 CHECKPOINT_GLOBALS: tuple[Any, ...] = ()
 
 
-class UnsafeFileError(ValueError):
+class UnsafeFileError(EquimolInputError):
     """A file that asks to import or call something equimol never writes (the message names it)."""
 
 

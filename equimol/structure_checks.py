@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from equimol.errors import EquimolInputError
+
 MAX_NEIGHBORS_PER_ATOM = 2000.0
 VESIN_MAX_BINS = 1e5  # vesin's MAX_NUMBER_OF_CELLS (cpu_cell_list.cpp)
 MAX_BIN_VISITS = 1e7  # bins times neighbouring bins vesin loops over: about 2 s at this size
@@ -44,7 +46,7 @@ MAX_CELLS_AWAY = 1e6
 _BALL = {1: lambda r: 2 * r, 2: lambda r: math.pi * r**2, 3: lambda r: 4 / 3 * math.pi * r**3}
 
 
-class StructureError(ValueError):
+class StructureError(EquimolInputError):
     """A structure for which the quantity asked for does not exist or cannot sensibly be computed."""
 
 

@@ -13,7 +13,7 @@ LAMMPS version and plugin source, and found again by :func:`plugin_path`. The ke
 without importing torch or LAMMPS. In a LAMMPS input::
 
     plugin load   <the path build-plugin prints>
-    pair_style    equimol model.pt2            # equimol export MODEL model.pt2 --compile --target lammps
+    pair_style    equimol model.pt2            # equimol export MODEL model.pt2 --format aotinductor --target lammps
     pair_coeff    * * Cu Au
 
 A machine without cmake or a C++ compiler gets one :class:`PluginBuildError` naming what is

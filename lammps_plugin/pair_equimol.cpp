@@ -45,7 +45,7 @@ namespace {
 
 const char *const USAGE =
     "pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no]";
-const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --compile --target lammps`";
+const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`";
 const char *const LAMMPS_FORMAT = "1";    // equimol.compiled_lammps.LAMMPS_FORMAT
 const double MASS_TOLERANCE = 0.05;    // relative; as equimol.lammps: a swapped map misses it by far
 

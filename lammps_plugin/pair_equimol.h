@@ -1,5 +1,5 @@
 /* pair_style equimol: an equimol potential (an AOTInductor package written by
-   `equimol export MODEL OUT.pt2 --compile --target lammps`) as a LAMMPS pair style, loaded as a plugin.
+   `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`) as a LAMMPS pair style, loaded as a plugin.
 
    Each rank evaluates its owned atoms plus the ghost atoms within the model's receptive field
    (receptive_hops x cutoff + skin, set as the ghost cutoff); the periodic images of one atom are one

@@ -122,9 +122,9 @@ def test_a_frame_without_forces_names_the_isolated_atom_type_and_the_config_key(
     [
         ({"kind": "l1"}, "loss.kind must be one of"),
         ({"huber_delta": 0.0}, "loss.huber_delta must be > 0"),
-        ({"stage_two": {"start": 1.5}}, r"loss.stage_two.start must be in \(0, 1\)"),
+        ({"stage_two": {"start": 1.5}}, r"loss.stage_two.start must be > 0 and < 1"),
         ({"stage_two": {"lr": -1.0}}, "loss.stage_two.lr must be > 0"),
-        ({"stage_two": {"energy_weights": 1.0}}, "unknown key loss.stage_two.energy_weights"),
+        ({"stage_two": {"energy_weights": 1.0}}, r"unknown key\(s\) loss.stage_two.energy_weights"),
     ],
 )
 def test_bad_loss_keys_name_the_key(shared_data: Path, tmp_path: Path, loss, message) -> None:

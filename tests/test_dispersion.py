@@ -189,7 +189,7 @@ def test_calculator_stress_includes_d3():
         ({"kind": "d4"}, "kind must be one of"),
         ({"damping": "zero"}, "damping must be one of"),
         ({"xc": "no-such-functional"}, "no D3"),
-        ({"cutoff": -1.0}, "cutoff must be a positive number"),
+        ({"cutoff": -1.0}, "cutoff must be > 0"),
         ({"three_body": True}, "unknown key"),
     ],
 )
@@ -225,6 +225,6 @@ def test_a_compiled_model_file_with_d3_is_refused_in_one_line(tmp_path, capsys):
     from equimol.export import export_model
 
     export_model(_model(dispersion=SMALL), tmp_path / "d3.pt")
-    assert main(["export", str(tmp_path / "d3.pt"), str(tmp_path / "d3.pt2"), "--compile", "export"]) == 2
+    assert main(["export", str(tmp_path / "d3.pt"), str(tmp_path / "d3.pt2"), "--format", "export"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("equimol export: error: model.dispersion") and "\n" not in error

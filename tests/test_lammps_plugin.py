@@ -2,7 +2,7 @@
 
 Models: a random float64 2-layer potential for H, C, N, O, Cu and Au (receptive field 2 cutoffs,
 8 Å) for the trajectories, and a random float32 1-layer Cu/Au potential, each compiled once per
-session with ``equimol export --compile --target lammps --threads 1`` (AOTInductor, C++). The plugin
+session with ``equimol export --format aotinductor --target lammps --threads 1`` (AOTInductor, C++). The plugin
 is built by ``scripts/setup.sh`` into equimol's cache and reused (built here if missing).
 
 Systems (tests/lammps_plugin_case.py): a rattled, triclinic 108-atom Cu/Au box, and the first
@@ -76,7 +76,7 @@ def compiled(tmp_path_factory) -> dict:
     model64 = small_model(SPECIES, energy_scale=5.0).eval()
     model32 = small_model([29, 79], num_layers=1, energy_scale=5.0, dtype="float32").eval()
     export_model(model64, folder / "model64.pt")
-    arguments = ["export", str(folder / "model64.pt"), str(folder / "model64.pt2"), "--compile"]
+    arguments = ["export", str(folder / "model64.pt"), str(folder / "model64.pt2"), "--format", "aotinductor"]
     assert main([*arguments, "--target", "lammps", "--threads", "1"]) == 0
     compile_model(model32, folder / "model32.pt2", target="lammps")
     compile_model(model64, folder / "python.pt2", mode="export")  # the default target, for Python
@@ -238,11 +238,11 @@ def test_compile_target_errors_and_the_python_side_refuses_a_plugin_file(compile
     with pytest.raises(CompiledModelError, match="compiled with --target lammps for LAMMPS's pair_style equimol"):
         load_compiled(compiled["folder"] / "model64.pt2")
     model_file = compiled["folder"] / "model64.pt"
-    assert main(["export", str(model_file), str(tmp_path / "x.pt2"), "--compile", "export", "--target", "lammps"]) == 2
+    assert main(["export", str(model_file), str(tmp_path / "x.pt2"), "--format", "export", "--target", "lammps"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "pair_style equimol runs AOTInductor packages only" in error
     assert main(["export", str(model_file), str(tmp_path / "x.pt"), "--target", "lammps"]) == 2
-    assert "add --compile" in capsys.readouterr().err
+    assert "add --format aotinductor" in capsys.readouterr().err
     spe = small_model(SPECIES, spe={"enabled": True, "mode": "chebyshev"})
     with pytest.raises(CompiledModelError, match="model.spe is enabled"):
         compile_model(spe, tmp_path / "spe.pt2", target="lammps")

@@ -52,7 +52,7 @@ def test_registered_with_benchmark_variants():
     assert cls.benchmark_variants == {
         "grid": {"strategy": "grid"},
         "edge": {"strategy": "edge"},
-        "compiled": {"strategy": "edge", "compile": True},
+        "compiled": {"strategy": "edge", "compile_edge_product": True},
     }
 
 

@@ -66,5 +66,5 @@ def test_wandb_logger_runs_offline(shared_data: Path, tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize("loggers", ["[csv,mlflow]", "[csv,csv]"])
 def test_unknown_or_repeated_loggers_name_the_key(shared_data: Path, tmp_path: Path, loggers: str) -> None:
-    with pytest.raises(ConfigError, match="trainer.logger must list distinct loggers"):
+    with pytest.raises(ConfigError, match="trainer.logger must be a list of distinct loggers"):
         load_config(write_tiny_config(shared_data, tmp_path), [f"trainer.logger={loggers}"])

@@ -171,7 +171,7 @@ RUNS_WHEN_TRUSTED = ("pickled_weight", "guard_code", "sympy_expression", "sample
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> Path:
-    """A real ``equimol export --compile export`` file of a tiny Cu/Au model."""
+    """A real ``equimol export --format export`` file of a tiny Cu/Au model."""
     from equimol.compiled import compile_model
 
     return compile_model(tiny_potential(), tmp_path_factory.mktemp("compiled") / "model.pt2", mode="export")
@@ -278,7 +278,7 @@ def test_a_crafted_model_file_is_refused_everywhere(tmp_path, marker, capsys, sh
     for command in (
         ["eval", str(evil), str(frames), "--json", str(tmp_path / "e.json")],
         ["predict", str(evil), str(frames), "--out", str(tmp_path / "o.xyz")],
-        ["export", str(evil), str(tmp_path / "out.pt2"), "--compile", "export"],
+        ["export", str(evil), str(tmp_path / "out.pt2"), "--format", "export"],
     ):
         refused_in_one_line(capsys, main(command), "evil_model.pt", "refused")
     with pytest.raises(UnsafeFileError, match="evil_model.pt"):

@@ -83,7 +83,12 @@ def test_export_applies_dtype_and_refuses_device_without_compile(tmp_path, capsy
     assert payload["dtype"] == "float32" and payload["model_config"]["dtype"] == "float32"
     assert load_model(tmp_path / "m32.pt").dtype == torch.float32  # not silently float64 again
     capsys.readouterr()
-    _one_line(capsys, main(["export", checkpoint, str(tmp_path / "m.pt"), "--device", "cuda"]), "--device", "--compile")
+    _one_line(
+        capsys,
+        main(["export", checkpoint, str(tmp_path / "m.pt"), "--device", "cuda"]),
+        "--device",
+        "--format aotinductor",
+    )
     assert not (tmp_path / "m.pt").exists()
 
 

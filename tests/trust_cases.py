@@ -190,7 +190,7 @@ TRUST_CASES = {
     # silent wrongs
     "export_device_without_compile": (
         lambda f, s: ["export", checkpoint(f), "m.pt", "--device", "cuda"],
-        ["--device", "--compile"],
+        ["--device", "--format aotinductor"],
     ),
     "lammps_callback_every_10_steps": (lambda f, s: lammps_every(f, 10), ["pf/callback 10 1", "every step"]),
     "eval_changed_weight": (

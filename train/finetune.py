@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
+
 AUTO = "auto"
 # keys that may differ from the model file (everything else is architecture)
 NOT_ARCHITECTURE = (
@@ -56,7 +58,7 @@ NOT_ARCHITECTURE = (
 FROM_CONFIG = ("readout.e0s",)
 
 
-class FinetuneError(ValueError):
+class FinetuneError(EquimolInputError):
     """A fine-tuning configuration that does not fit the pretrained model (the message names the keys)."""
 
 

@@ -55,7 +55,7 @@ class PotentialModule(L.LightningModule):
         finetune: the ``finetune:`` section; with ``model["init_from"]`` the weights start from that model
             file (:mod:`equimol.train.finetune`), named parts are frozen and pretrained parameters
             get ``lr * pretrained_lr_factor``.
-        compile: train through one compiled energy-and-forces graph (``trainer.compile``,
+        compile_step: train through one compiled energy-and-forces graph (``trainer.compile_step``,
             :mod:`equimol.train.compiled_forces`); validation and testing stay eager.
     """
 
@@ -68,7 +68,7 @@ class PotentialModule(L.LightningModule):
         label_references: dict | None = None,
         max_epochs: int = 100,
         finetune: dict | None = None,
-        compile: bool = False,
+        compile_step: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -97,7 +97,7 @@ class PotentialModule(L.LightningModule):
         self.validations = 0  # validations of this process's fit (Lightning's sanity check not counted)
         self._pending_plateau_metric: torch.Tensor | None = None
         # one compiled graph per stress flag, built at the first training step that needs it
-        self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile else None
+        self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile_step else None
 
     # ----------------------------------------------------------------------------------------- energies
     def target_energy(self, batch) -> torch.Tensor:

@@ -279,7 +279,7 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         label_references=None if references is None else references.as_dict(),
         max_epochs=trainer_config.max_epochs,
         finetune=config.as_dict()["finetune"],
-        compile=trainer_config.compile,
+        compile_step=trainer_config.compile_step,
     )
     with quiet_lightning(resuming=resume):  # the Trainer's own tip
         trainer = build_trainer(config, run_dir)

@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from equimol.errors import EquimolInputError
+
 # what a run writes into its folder (run.py); --overwrite and a new start remove exactly these
 RUN_PRODUCTS = (
     "config.yaml",
@@ -58,7 +60,7 @@ RESUMABLE = {
         "max_time",
         "num_threads",
         "retain_freed_memory",
-        "compile",
+        "compile_step",
         "progress_bar",
         "log_every_n_steps",
         "test_after_fit",
@@ -75,7 +77,7 @@ RESUMABLE = {
 AUTO = "auto"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(EquimolInputError):
     """A run folder that cannot be used as asked; the message names the folder or the keys."""
 
 

@@ -10,35 +10,14 @@ typically raises the energy weight (energy 1000, forces 100).
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from .schema import ConfigError, check_section
+from equimol.config_fields import build_section
+from equimol.config_sections import StageTwoConfig
 
-
-@dataclass
-class StageTwoConfig:
-    """The ``loss.stage_two`` mapping (module docstring)."""
-
-    start: float = 0.8
-    energy_weight: float = 1000.0
-    forces_weight: float = 100.0
-    stress_weight: float = 0.0
-    lr: float | None = 0.001
+__all__ = ["StageTwoConfig", "stage_two_config"]
 
 
 def stage_two_config(values: Mapping) -> StageTwoConfig:
     """``loss.stage_two`` checked (keys, types, ranges); every error names ``loss.stage_two.<key>``."""
-    check_section("loss.stage_two", values, typing.get_type_hints(StageTwoConfig))
-    stage = StageTwoConfig(**values)
-    weights = (stage.energy_weight, stage.forces_weight, stage.stress_weight)
-    checks = [
-        (0 < stage.start < 1, "start", "in (0, 1) (a fraction of the training budget)", stage.start),
-        (min(weights) >= 0 and sum(weights) > 0, "*_weight", ">= 0 and not all zero", weights),
-        (stage.lr is None or stage.lr > 0, "lr", "> 0 or null (keep the scheduler's)", stage.lr),
-    ]
-    for ok, key, expected, value in checks:
-        if not ok:
-            raise ConfigError(f"loss.stage_two.{key} must be {expected}, got {value!r}")
-    return stage
+    return build_section(StageTwoConfig, values, "loss.stage_two")

@@ -4,14 +4,17 @@ Each subcommand lives in its own module under :mod:`equimol.cli` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` (called with the parsed
 namespace, returning an exit code). Adding a subcommand is one line in ``_COMMAND_MODULES``.
 
-**Errors.** A user error (bad argument, config key, file, frame or model; see
-:data:`USER_ERRORS`) ends the command with exit status 2 and one line on stderr,
-``equimol <command>: error: <what, where, what to do>``, and no traceback. So does a failed write
-(a full disk, a read-only folder: :class:`~equimol.utils.io.OutputError`, or an ``OSError`` with one
-of the :data:`~equimol.utils.io.WRITE_ERRNOS` from a library's own writer). A library argument that
-the message names is shown as the flag that sets it (:data:`FLAGS`, e.g. ``--no-mass-check``).
+**Errors.** A user error, an :class:`~equimol.errors.EquimolInputError` (bad argument, config key,
+file, frame or model), ends the command with exit status 2 and one line on stderr,
+``equimol <command>: error: <what, where, what to do>``, and no traceback. So do the file-system
+errors of :data:`USER_ERRORS` (a missing input file) and a failed write (a full disk, a read-only
+folder: :class:`~equimol.utils.io.OutputError`, or an ``OSError`` with one of the
+:data:`~equimol.utils.io.WRITE_ERRNOS` from a library's own writer). A library argument that the
+message names is shown as the flag that sets it (:data:`FLAGS`, e.g. ``--no-mass-check``).
 ``--debug`` (or ``EQUIMOL_DEBUG=1`` in the environment) re-raises it, traceback included. Anything
-else is a bug and keeps its traceback.
+else (a ``ValueError`` or ``RuntimeError`` from inside equimol or a library) is a bug: its traceback
+is printed, then one line saying so and how to report it (:data:`BUG_REPORT`), exit status 1.
+An old spelling of a key or flag prints one ``equimol <command>: deprecated: ...`` line and works.
 
 **Start-up.** Command modules import torch, Lightning and the models inside their ``run`` functions,
 so ``equimol --help`` and argument or missing-file errors answer without them
@@ -24,10 +27,16 @@ its last positional argument; overrides given after its flags (``--resume``) are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
 from typing import NoReturn
+
+from equimol.errors import EquimolDeprecationWarning, EquimolInputError
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "equimol.cli.bench",
@@ -43,10 +52,16 @@ USAGE_ERROR = 2
 
 # library arguments that error messages may name, and the flag that sets each on the command line
 FLAGS = {"check_masses=False": "--no-mass-check", "forces_key=None": "--forces-key none"}
-# Exceptions that mean "the input is wrong", not "equimol is wrong". Every equimol input error
-# (ConfigError, DataFormatError, ModelFileError, StructureError, RunFolderError) is a ValueError.
+BUG_EXIT = 1
+BUG_REPORT = (
+    "this is a bug in equimol, not in your input; please report it with the command line, the traceback above "
+    "and `equimol --version` (see SECURITY.md for anything security-related)"
+)
+# Exceptions that mean "the input is wrong", not "equimol is wrong": equimol's own (every ConfigError,
+# DataFormatError, ModelFileError, StructureError, RunFolderError, ... is an EquimolInputError) and the
+# operating system's answer to a path that is missing or of the wrong kind.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
+    EquimolInputError,
     FileNotFoundError,
     FileExistsError,
     IsADirectoryError,
@@ -128,13 +143,37 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return USAGE_ERROR
+    name = _command_name(args)
     try:
-        return int(args.func(args) or 0)
+        with _deprecations_as_lines(name):
+            return int(args.func(args) or 0)
     except Exception as error:
-        if not _user_error(error) or _debugging(args):
-            raise
-        print(f"{_command_name(args)}: error: {one_line(error)}", file=sys.stderr)
-        return USAGE_ERROR
+        if _user_error(error):
+            if _debugging(args):
+                raise
+            print(f"{name}: error: {one_line(error)}", file=sys.stderr)
+            return USAGE_ERROR
+        traceback.print_exc()
+        print(f"{name}: {type(error).__name__}: {BUG_REPORT}", file=sys.stderr)
+        return BUG_EXIT
+
+
+@contextlib.contextmanager
+def _deprecations_as_lines(name: str) -> Iterator[None]:
+    """Print each :class:`~equimol.errors.EquimolDeprecationWarning` as one ``<command>: deprecated:`` line."""
+    saved = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EquimolDeprecationWarning):
+            print(f"{name}: deprecated: {message}", file=sys.stderr)
+        else:
+            saved(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
         type=_model_kernel_list,
         default=["torch"],
         help="kernels, e.g. 'torch' or 'torch,triton'; 'export' and 'aotinductor' time the torch-kernel model "
-        "as a compiled model file (equimol export --compile; aotinductor takes minutes to build on a CPU)",
+        "as a compiled model file (equimol export --format aotinductor; aotinductor takes minutes to build on a CPU)",
     )
     model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")

@@ -33,7 +33,8 @@ def build_plugin(args: argparse.Namespace) -> int:
     print(path)
     print(
         f"in a LAMMPS input (units metal, newton on):\n  plugin load {path}\n  pair_style equimol MODEL.pt2\n"
-        "  pair_coeff * * El1 El2 ...\nwith MODEL.pt2 from `equimol export MODEL MODEL.pt2 --compile --target lammps`",
+        "  pair_coeff * * El1 El2 ...\nwith MODEL.pt2 from "
+        "`equimol export MODEL MODEL.pt2 --format aotinductor --target lammps`",
         file=sys.stderr,
     )
     return 0

@@ -20,7 +20,7 @@ converted from Å and energies to eV with tad-mctc's constants. The per-atom ene
 half and half. Three-body (ATM, ``s9``) terms are not included.
 
 The neighbor list is built in the forward pass, so the term cannot be traced: ``trainer.compile``
-trains such a model eagerly (with a warning), and ``equimol export --compile`` refuses it.
+trains such a model eagerly (with a warning), and ``equimol export --format aotinductor`` refuses it.
 
 For a molecule smaller than the cutoffs the sum is exactly ``tad_dftd3.dftd3`` with ``s9 = 0``
 (``tests/test_dispersion.py``). Defaults: ``cutoff`` 60 Bohr (31.75 Å) for the dispersion sum and
@@ -34,17 +34,32 @@ Configuration (``model.dispersion``, or ``EquimolCalculator(dispersion="d3", xc=
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from equimol.config_fields import check_section, option
 from equimol.utils.tracing import tracing
 
 KINDS = ("d3",)
 DAMPINGS = ("bj",)  # tad-dftd3 implements the rational (Becke-Johnson) damping
 BOHR = 0.52917721  # Å, for the defaults below only; conversions use tad-mctc's AA2AU
-DEFAULTS = {"kind": "d3", "xc": "pbe", "damping": "bj", "cutoff": 60.0 * BOHR, "cn_cutoff": 40.0 * BOHR}
+
+
+@dataclass
+class DispersionConfig:
+    """``model.dispersion``: the D3 options (module docstring)."""
+
+    kind: str = option("d3", "dispersion correction", choices=KINDS)
+    xc: str = option("pbe", "functional whose D3 damping parameters tad-dftd3 uses")
+    damping: str = option("bj", "damping function (rational, Becke-Johnson)", choices=DAMPINGS)
+    cutoff: float = option(60.0 * BOHR, "Å, cutoff of the dispersion sum (60 Bohr)", gt=0)
+    cn_cutoff: float = option(40.0 * BOHR, "Å, cutoff of the coordination numbers (40 Bohr)", gt=0)
+
+
+DEFAULTS = asdict(DispersionConfig())
 
 
 def check_options(options: Mapping) -> dict:
@@ -54,21 +69,10 @@ def check_options(options: Mapping) -> dict:
         ValueError: not a mapping, an unknown key, kind or damping, a functional tad-dftd3 has no
             parameters for, or a non-positive cutoff; tad-dftd3 missing (names the ``d3`` extra).
     """
-    if not isinstance(options, Mapping):
-        raise ValueError(f"must be a mapping such as {{kind: d3, xc: pbe, damping: bj}}, got {options!r}")
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown}; known keys: {sorted(DEFAULTS)}")
+    check_section(DispersionConfig, options, "dispersion")
     values = {**DEFAULTS, **options}
-    if values["kind"] not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {values['kind']!r}")
-    if values["damping"] not in DAMPINGS:
-        raise ValueError(f"damping must be one of {DAMPINGS} (tad-dftd3's rational damping), got {values['damping']!r}")
     for key in ("cutoff", "cn_cutoff"):
-        value = values[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{key} must be a positive number (Å), got {value!r}")
-        values[key] = float(value)
+        values[key] = float(values[key])
     functional_parameters(values["xc"], values["damping"])
     return values
 

@@ -85,6 +85,11 @@ def available_backends() -> list[str]:
     return sorted(set(_BACKENDS) | optional)
 
 
+def known_backends() -> list[str]:
+    """Names of the registered backends and of every optional one, installed or not, sorted."""
+    return sorted(set(_BACKENDS) | set(_OPTIONAL_BACKENDS))
+
+
 def get_backend(name: str) -> type[TensorProductBackend]:
     """Return the backend class registered as ``name``; ValueError listing the known ones if absent.
 
@@ -168,6 +173,14 @@ class TensorProductBackend(nn.Module):
     constructor (so options added here reach every backend), build their coefficients as float64
     buffers, set ``self.weight_numel``, call :meth:`_finish_construction` last, and implement
     :meth:`_product`.
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: the operands' and the output's irreps.
+        internal_weights: keep one shared weight parameter (the model passes per-edge weights instead).
+        dtype: dtype of the coefficients and weights.
+        device: device of the coefficients and weights.
+        kernel: implementation of :meth:`message_passing`, ``"torch"`` or a fused kernel such as ``"triton"``.
+        deterministic: fused kernels only: a sorted segmented reduction instead of atomics.
 
     Attributes:
         irreps_in1, irreps_in2, irreps_out: parsed e3nn ``Irreps``.

@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from equimol.errors import EquimolInputError
 from equimol.utils.io import output_error
 
 
-class LockedError(ValueError):
+class LockedError(EquimolInputError):
     """The folder or file is locked by another running process (the message names it and its owner)."""
 
 
