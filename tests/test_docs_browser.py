@@ -150,8 +150,12 @@ def test_images_load(browser, site_url: str) -> None:
 
 def test_search_finds_a_page(browser, site_url: str, tmp_path: Path) -> None:
     browser.get(site_url)
-    browser.find_element(By.CSS_SELECTOR, "label.md-search__icon, label[for='__search']").click()
-    field = WebDriverWait(browser, WAIT_S).until(lambda d: d.find_element(By.CSS_SELECTOR, "input.md-search__input"))
+    field = WebDriverWait(browser, WAIT_S).until(
+        lambda d: next(
+            (e for e in d.find_elements(By.CSS_SELECTOR, "input.md-search__input") if e.is_displayed()), False
+        )
+    )
+    field.click()
     field.send_keys("Gaunt")
     results = WebDriverWait(browser, WAIT_S).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, ".md-search-result__item") or False
