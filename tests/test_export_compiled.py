@@ -30,6 +30,7 @@ from equimol.compiled import CompiledModelError, compile_model, load_compiled
 from equimol.export import export_model, load_model
 from equimol.graph import atoms_to_graph
 from equimol.lammps import EquimolFix
+from equimol.safe_archive import UnsafeArchiveError
 from equimol.torchsim import EquimolModel
 
 QUANTITIES = ("energy", "forces", "stress", "energies")
@@ -138,7 +139,7 @@ def test_compiled_file_errors_are_clear(compiled, tmp_path, capsys):
     with pytest.raises(CompiledModelError, match="compiled for float64; a compiled model cannot be cast"):
         load_compiled(compiled["path"], dtype="float32")
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
-    with pytest.raises(CompiledModelError, match="not an equimol compiled model file"):
+    with pytest.raises(UnsafeArchiveError, match="not an equimol compiled model file"):  # checked before torch opens it
         load_compiled(tmp_path / "junk.pt2")
     with pytest.raises(CompiledModelError, match="must end in .pt2"):
         compile_model(compiled["model"], tmp_path / "model.bin")

@@ -142,7 +142,41 @@ def render_vs_mace(data: dict, name: str) -> str:
     return caption + "\n\n" + "\n".join(lines)
 
 
-RENDERERS = {"tp": render_tp, "model": render_model, "vs_mace": render_vs_mace}
+def render_learning_curve(data: dict, name: str) -> str:
+    """``learning_curve_3bpa.json``: mean over seeds of E and F RMSE of each run code at each snapshot."""
+    summary = data["mean_over_seeds"]
+    codes = sorted({key.split("|")[0] for key in summary}, key=lambda c: (c != "main", c != "mace", c))
+    times = sorted({float(key.split("|")[1]) for key in summary})
+    tests = ("test_300K", "test_600K")
+    head = "| run | CPU s | " + " | ".join(f"{t} E (meV/atom) / F (meV/Å)" for t in tests) + " | seeds |"
+    lines = [head, "|" + " --- |" * (3 + len(tests))]
+    for code in codes:
+        for cpu_s in times:
+            cells, seeds = [], 0
+            for test in tests:
+                energy = summary.get(f"{code}|{cpu_s}|{test}|energy_rmse_per_atom")
+                forces = summary.get(f"{code}|{cpu_s}|{test}|forces_rmse")
+                if energy is None or forces is None:
+                    cells.append("–")
+                    continue
+                seeds = energy["seeds"]
+                cells.append(f"{energy['mean']:.2f} / {forces['mean']:.1f}")
+            if seeds:
+                lines.append(f"| {code} | {cpu_s:g} | " + " | ".join(cells) + f" | {seeds} |")
+    loads = [x for run in data["runs"] for x in run["load_1min_start_end"]]
+    caption = (
+        f"`benchmarks/{name}`: {result_machine(data)}; one torch thread per run; 1-minute load "
+        f"{min(loads):.1f} to {max(loads):.1f} at the starts and ends of the runs; mean over seeds."
+    )
+    return caption + "\n\n" + "\n".join(lines)
+
+
+RENDERERS = {
+    "tp": render_tp,
+    "model": render_model,
+    "vs_mace": render_vs_mace,
+    "learning_curve": render_learning_curve,
+}
 
 
 def render_marker(match: re.Match) -> str:

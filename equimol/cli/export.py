@@ -69,18 +69,15 @@ def run_export(args: argparse.Namespace) -> int:
     _format_from_compile(args)
     if args.format != "pt":
         return run_compile(args)
-    for flag, given in (
-        ("--device", args.device is not None),
-        ("--torch-kernel", args.torch_kernel),
-        ("--target", args.target != "model"),
-        ("--threads", args.threads is not None),
-    ):
+    for flag, given in (("--device", args.device is not None), ("--torch-kernel", args.torch_kernel)):
         if given:
             raise EquimolInputError(
                 f"{flag} applies only with --format aotinductor|export: a model file is stored on the CPU and loads "
-                "on any device "
-                "(choose it when loading: equimol eval/predict --device, EquimolCalculator(device=...))"
+                "on any device (choose it when loading: equimol eval/predict --device, EquimolCalculator(device=...))"
             )
+    for flag, given in (("--target", args.target != "model"), ("--threads", args.threads is not None)):
+        if given:
+            raise EquimolInputError(f"{flag} applies to compiled model files: add --format aotinductor")
     if Path(args.output).suffix == ".pt2":
         raise EquimolInputError(
             f"OUT {args.output!r} ends in .pt2, the compiled format: add --format aotinductor (or export), "
