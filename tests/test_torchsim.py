@@ -122,11 +122,12 @@ def test_readme_example_runs(model, tmp_path, monkeypatch):
 
     from equimol.export import export_model
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "EquimolModel" in b)
+    page = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "lammps-torchsim.md"
+    text = page.read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python[^\n]*\n(.*?)```", text, flags=re.S) if "EquimolModel(" in b)
     export_model(model, tmp_path / "demo.pt")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own docs page
     assert namespace["state"].positions.shape == (24, 3)
     assert namespace["relaxed"].positions.shape == (24, 3)

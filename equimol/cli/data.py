@@ -98,11 +98,12 @@ def run_index(args: argparse.Namespace) -> int:
     from equimol.datasets.lmdb_dataset import LmdbFrames
     from equimol.datasets.lmdb_index import index_lmdb
     from equimol.datasets.sources import open_source
+    from equimol.errors import EquimolInputError
 
     for path in args.paths:
         source = open_source(path)
         if source.name != LmdbFrames.name:
-            raise ValueError(
+            raise EquimolInputError(
                 f"{path} is read as {source.name!r} data, which needs no atom-count index (only LMDBs carry one); "
                 "give .lmdb files or folders of them"
             )

@@ -23,13 +23,16 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from equimol.errors import EquimolInputError
-    from equimol.train.config import load_config
 
     if "=" in args.config and not Path(args.config).exists():
         words = [args.config, *args.overrides]
         config = next((word for word in words if "=" not in word), "CONFIG.yaml")
         order = " ".join([config, *(word for word in words if word != config)])
         raise EquimolInputError(f"{args.config!r} is an override; the config file comes first: equimol train {order}")
+    if not Path(args.config).is_file():  # answered before torch is imported (equimol.cli: start-up)
+        raise FileNotFoundError(f"config file {args.config!r} does not exist")
+    from equimol.train.config import load_config
+
     config = load_config(args.config, args.overrides)
     from equimol.train.launch import train
 
