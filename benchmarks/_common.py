@@ -1,20 +1,46 @@
-"""Pieces every benchmark report shares: the Markdown table and the ``stem.json`` + ``stem.md`` pair.
+"""Pieces every benchmark shares: the Markdown table, the ``stem.json`` + ``stem.md`` pair, result files that
+are never overwritten unless asked, scratch folders, and the ``equimol`` command of the running environment.
 
-Benchmarks run as scripts (``.venv/bin/python benchmarks/<name>.py``), so their own folder is on
-``sys.path`` and they import this module as ``_common``.
+Benchmarks run as scripts (``python benchmarks/<name>.py``), so their own folder is on ``sys.path`` and
+they import this module as ``_common``. Helpers that tests share live in the package
+(:mod:`equimol.microbench.systems`, :mod:`equimol.utils.symmetry`), never in ``tests/``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """Lines of a Markdown table: the header, the ``---`` rule, one line per row (cells as given)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def check_outputs(paths: Iterable[str | Path], overwrite: bool) -> None:
+    """Stop (exit status 2, one line) before any work if a result file exists and ``overwrite`` is not given:
+    committed results are replaced only on purpose."""
+    existing = [str(path) for path in paths if Path(path).exists()]
+    if existing and not overwrite:
+        verb = "exists" if len(existing) == 1 else "exist"
+        fail(f"{', '.join(existing)} {verb}; give --overwrite to replace {'it' if len(existing) == 1 else 'them'}")
+
+
+def fail(message: str) -> None:
+    """Stop with ``<script>: error: message`` on stderr and exit status 2 (an input error, not a bug)."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_stem(stem: str | Path, overwrite: bool) -> None:
+    """:func:`check_outputs` for the ``stem.json`` + ``stem.md`` pair."""
+    check_outputs([f"{stem}.json", f"{stem}.md"], overwrite)
 
 
 def write_markdown(stem: str | Path, lines: Sequence[str]) -> None:
@@ -26,3 +52,14 @@ def write_markdown(stem: str | Path, lines: Sequence[str]) -> None:
 def write_json(stem: str | Path, record: dict) -> None:
     """Write ``record`` to ``stem.json`` (indented one space, trailing newline)."""
     Path(f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def equimol_command() -> str:
+    """The ``equimol`` executable of the running interpreter's environment, else the one on ``PATH``."""
+    beside = Path(sys.executable).with_name("equimol")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("equimol")
+    if found is None:
+        fail(f"no equimol command beside {sys.executable} or on PATH; install equimol into this environment")
+    return found

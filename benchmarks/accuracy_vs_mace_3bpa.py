@@ -43,7 +43,7 @@ from pathlib import Path
 import ase
 import ase.io
 import numpy as np
-from _common import markdown_table
+from _common import equimol_command, markdown_table
 from accuracy_vs_mace_3bpa_workers import MACE_PYTHON, PYTHON, ROOT, WORKERS, run_timing
 
 #: MACE "small" (the issue's reference): run_train arguments besides data, E0s, seed and folders.
@@ -199,7 +199,7 @@ def evaluate(work: Path, paths: dict) -> dict:
         for side in ("equimol", "mace"):
             outputs[side, name] = work / f"predicted_{side}_{name}.xyz"
         commands[f"predict_equimol_{name}"] = [
-            str(ROOT / ".venv/bin/equimol"), "predict", str(work / "equimol/model.pt"), str(paths[name]),
+            equimol_command(), "predict", str(work / "equimol/model.pt"), str(paths[name]),
             "--out", str(outputs["equimol", name]), "--batch-size", "20", "--quiet"]  # fmt: skip
         commands[f"predict_mace_{name}"] = [
             str(ROOT / ".venv-mace/bin/mace_eval_configs"), "--configs", str(paths[name]),

@@ -53,7 +53,8 @@ import ase.io
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON, MACE_PYTHON = ROOT / ".venv/bin/python", ROOT / ".venv-mace/bin/python"
+# equimol's side runs in the driver's own environment; MACE's in the one accuracy_vs_mace_3bpa.sh makes
+PYTHON, MACE_PYTHON = Path(sys.executable), ROOT / ".venv-mace/bin/python"
 WORKERS = Path(__file__).resolve()
 MARK = "TIMING "  # prefix of the timing worker's answers (libraries may print to stdout too)
 

@@ -2,26 +2,28 @@
 
 Train first (one thread, nice, short budget per member)::
 
-    nice -n 5 .venv/bin/equimol train configs/3bpa_quick.yaml 'trainer.committee_seeds=[0,1,2]' \\
+    nice -n 5 equimol train configs/3bpa_quick.yaml 'trainer.committee_seeds=[0,1,2]' \\
         trainer.max_steps=400 trainer.max_time=1500 trainer.early_stopping_patience=null \\
         trainer.run_dir=runs/committee_3bpa_s400 trainer.test_after_fit=false trainer.progress_bar=false
 
-then ``nice -n 5 .venv/bin/python benchmarks/committee_3bpa.py runs/committee_3bpa_s400`` evaluates every member
-on every 4th frame of both test sets (batched, float64) and writes ``benchmarks/committee_3bpa.json`` (and
+then ``nice -n 5 python benchmarks/committee_3bpa.py runs/committee_3bpa_s400`` evaluates every member
+on every 4th frame of both test sets (batched, float64) and writes ``--json`` (default
+``benchmarks/committee_3bpa.json``, replaced only with ``--overwrite``; and
 prints the table of ``committee_3bpa.md``): per set the committee mean's errors, each member's errors, and the
 spread (population standard deviation across members, :mod:`equimol.committee`) of energies and force components.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import check_outputs
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
 from equimol.train.evaluate import evaluate
@@ -41,9 +43,15 @@ def _member_steps(member: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
-def main(run_dir: str) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", nargs="?", default="runs/committee_3bpa_s400", help="the committee's run folder")
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"), help="results file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    args = parser.parse_args()
+    check_outputs([args.json], args.overwrite)
     torch.set_num_threads(1)
-    members = sorted(Path(run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
+    members = sorted(Path(args.run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
     models = [load_model(member / "model.pt") for member in members]
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, "
@@ -87,7 +95,7 @@ def main(run_dir: str) -> None:
         "forces": high["forces_spread_rms_meV_per_A"] > low["forces_spread_rms_meV_per_A"],
     }
     results["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(__file__).with_suffix(".json")
+    out = args.json
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     rows = [
@@ -113,4 +121,4 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/committee_3bpa_s400")
+    main()

@@ -1,6 +1,6 @@
 """Rank against reconstruction error, equivariance error and time for the ``cp`` backend.
 
-Usage: ``.venv/bin/python benchmarks/cp_rank_table.py [--lmax 1,2,3] [--out FILE]``
+Usage: ``python benchmarks/cp_rank_table.py [--lmax 1,2,3] [--out FILE [--overwrite]]``
 
 For each ``L`` the irreps are the benchmark's ``C x (0e + 1o + ... + Le)`` (x) ``0e + 1o + ... + Le``
 and the ranks are TDN's options (``7 L``, ``16 floor(ln(L+1)^2)``, ``7 L^2``, ``(L+1)^4``) and the
@@ -20,7 +20,7 @@ exact rank of the parity-exact decomposition. Columns:
   (least disturbed by other jobs), ms
   (``cg`` on the same input for reference on the ``cg`` line).
 
-Wigner D come from ``tests/harness.py`` (least squares on e3nn's spherical harmonics, accurate to
+Wigner D come from :func:`equimol.utils.symmetry.wigner_d` (least squares on e3nn's spherical harmonics, accurate to
 a few ulps). The machine is shared with other jobs: times are indicative.
 """
 
@@ -35,13 +35,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import check_outputs
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from harness import random_inputs, random_orthogonal_matrices, wigner_d  # noqa: E402
-
-from equimol.microbench.tp import benchmark_irreps  # noqa: E402
-from equimol.tp import TensorProduct, to_channel_major  # noqa: E402
-from equimol.utils.machine import describe_machine  # noqa: E402
+from equimol.microbench.tp import benchmark_irreps
+from equimol.tp import TensorProduct, to_channel_major
+from equimol.utils.machine import describe_machine
+from equimol.utils.symmetry import random_inputs, random_orthogonal_matrices, wigner_d
 
 
 def ranks_for(lmax: int) -> list[int | str]:
@@ -90,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lmax", default="1,2,3")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    if args.out is not None:
+        check_outputs([args.out], args.overwrite)
     machine = describe_machine()
     lines = [
         f"# cp rank table; {machine.get('cpu', machine.get('device'))}, {machine.get('cpu_count')} cores, "

@@ -10,8 +10,9 @@ both with the pretraining run's own ``config.yaml`` (same architecture and optim
 ``auto`` statistics taken from train_mixedT;
 
 and evaluates the pretrained model itself; every model is tested on every 8th frame of test_600K (268 frames;
-CPU time on the shared 2-core machine). Results go to ``benchmarks/finetune_3bpa.json``;
-``benchmarks/finetune_3bpa.md`` is written from them by hand with the machine and load.
+CPU time on the shared 2-core machine). Results go to ``--json`` (default ``benchmarks/finetune_3bpa.json``,
+replaced only with ``--overwrite``); ``benchmarks/finetune_3bpa.md`` is written from them by hand with the
+machine and load.
 
     python benchmarks/finetune_3bpa.py runs/committee_3bpa_s400/member_0/model.pt --steps 400 --seeds 0
 """
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import ROOT, check_outputs, equimol_command
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
 from equimol.train.evaluate import evaluate
@@ -35,15 +37,13 @@ from torch_geometric.loader import DataLoader
 
 from equimol.export import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-EQUIMOL = str(ROOT / ".venv" / "bin" / "equimol")
 DATA = ROOT.parent / "shared" / "data" / "3bpa"
 STRIDE = 8
 
 
 def _train(base_config: Path, run_dir: Path, steps: int, seed: int, extra: list[str]) -> dict:
     command = [
-        "nice", "-n", "5", EQUIMOL, "train", str(base_config),
+        "nice", "-n", "5", equimol_command(), "train", str(base_config),
         "data.train=3bpa/train_mixedT.xyz", "trainer.test_after_fit=false", "model.avg_num_neighbors=auto",
         "model.energy_shift=auto", "model.energy_scale=auto",
         f"trainer.max_steps={steps}", "trainer.max_time=3000", "trainer.early_stopping_patience=null",
@@ -72,8 +72,11 @@ def main() -> None:
     parser.add_argument("pretrained")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", default="runs/finetune_3bpa")
+    parser.add_argument("--out", default="runs/finetune_3bpa", help="folder of the training runs")
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"), help="results file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     args = parser.parse_args()
+    check_outputs([args.json], args.overwrite)
     out = Path(args.out).resolve()
     pretrained = Path(args.pretrained).resolve()
     base_config = pretrained.parent / "config.yaml"  # the pretraining run's own config: same architecture
@@ -92,7 +95,7 @@ def main() -> None:
             base_config, out / f"finetune_seed{seed}", args.steps, seed, [f"model.init_from={pretrained}"]
         )
         results["runs"][f"scratch_seed{seed}"] = _train(base_config, out / f"scratch_seed{seed}", args.steps, seed, [])
-        Path(__file__).with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

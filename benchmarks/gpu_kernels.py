@@ -40,10 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import ROOT, check_outputs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-ROOT = Path(__file__).resolve().parents[1]
 # Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
 KNOWN_PEAK_BANDWIDTH = {
     "H200": 4.8e12,
@@ -166,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mace-pythonpath", default=os.environ.get("EQUIMOL_MACE_PYTHONPATH", ""))
     parser.add_argument("--skip", default="", help="comma-separated sections to skip")
     parser.add_argument("--out", help="JSON path (default: benchmarks/gpu_kernels_<gpu>.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the JSON and its plot if they exist")
     parser.add_argument("--prefit", action="store_true", help="only fit and cache the cp factors (CPU), then exit")
     args = parser.parse_args(argv)
     if args.prefit:
@@ -185,6 +184,7 @@ def main(argv=None) -> int:
     machine = describe_machine(device)
     name = "dryrun_cpu" if args.dry_run else re.sub(r"[^A-Za-z0-9]+", "_", str(machine.get("gpu", "cpu"))).strip("_")
     path = Path(args.out or ROOT / "benchmarks" / f"gpu_kernels_{name}.json")
+    check_outputs([path, path.with_suffix(".png")], args.overwrite)
     record = {
         "benchmark": "gpu_kernels",
         "kind": "CPU interpreter dry run: correctness only, timings are not speeds" if args.dry_run else "GPU run",

@@ -16,8 +16,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-pip=".venv/bin/pip"
-python=".venv/bin/python"
+python="${PYTHON:-python3}"  # any Python with pip (the environment of scripts/setup.sh will do)
+pip=("$python" -m pip)
 exclude="$(git rev-parse --git-path info/exclude)"
 for folder in /.whl/ /.gpu/; do grep -qx "$folder" "$exclude" 2>/dev/null || echo "$folder" >> "$exclude"; done
 mkdir -p .whl/mace .gpu/data/3bpa .gpu/cp_cache
@@ -25,17 +25,17 @@ platform=(--python-version 3.12 --implementation cp --only-binary=:all: --no-dep
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 
-"$pip" download -q "${platform[@]}" -d .whl cuequivariance==0.13.0 cuequivariance-torch==0.13.0 \
+"${pip[@]}" download -q "${platform[@]}" -d .whl cuequivariance==0.13.0 cuequivariance-torch==0.13.0 \
   ase==3.29.0 vesin==0.6.2 lmdb==3.0.0 e3nn==0.6.0 setuptools-scm
-"$pip" download -q --no-deps --no-binary=:all: -d .whl openequivariance==0.7.0
-"$pip" download -q "${platform[@]}" -d .whl/mace mace-torch==0.3.16 e3nn==0.4.4 torch-ema==0.3 prettytable \
+"${pip[@]}" download -q --no-deps --no-binary=:all: -d .whl openequivariance==0.7.0
+"${pip[@]}" download -q "${platform[@]}" -d .whl/mace mace-torch==0.3.16 e3nn==0.4.4 torch-ema==0.3 prettytable \
   wcwidth matscipy configargparse GitPython gitdb smmap orjson
-"$pip" download -q --no-deps --no-binary=:all: -d .whl/mace python-hostlist  # no wheel on PyPI
+"${pip[@]}" download -q --no-deps --no-binary=:all: -d .whl/mace python-hostlist  # no wheel on PyPI
 
 ops=.whl/cuequivariance_ops_cu13_torch_cu13-0.13.0.tar.xz
 if [ ! -f "$ops" ]; then
   work="$(mktemp -d)"
-  "$pip" download -q "${platform[@]}" -d "$work" cuequivariance-ops-cu13==0.13.0 cuequivariance-ops-torch-cu13==0.13.0
+  "${pip[@]}" download -q "${platform[@]}" -d "$work" cuequivariance-ops-cu13==0.13.0 cuequivariance-ops-torch-cu13==0.13.0
   # a/ and b/ are the two wheels unpacked: copying both into a folder on PYTHONPATH installs them.
   unzip -q "$work"/cuequivariance_ops_cu13-*.whl -d "$work/a"
   unzip -q "$work"/cuequivariance_ops_torch_cu13-*.whl -d "$work/b"

@@ -1,39 +1,33 @@
 """Energy conservation of 1000 NVE steps in LAMMPS (fix external) with an equimol potential, beside ASE.
 
-    .venv/bin/python benchmarks/lammps_nve_drift.py [MODEL --elements Cu Au] [--out benchmarks/lammps_nve_drift]
+    python benchmarks/lammps_nve_drift.py [MODEL --elements Cu Au] [--out STEM] [--overwrite]
 
-The same structure, velocities and model run in LAMMPS (``fix nve``, :mod:`equimol.lammps`) and in
-ASE's ``VelocityVerlet`` with the calculator, float64 and float32, one after the other in one
-process. Without MODEL: the tiny random Cu/Au model of the tests (``tests/lammps_case.py``,
-8 channels, L = 1, 2 layers, cutoff 4 Å) on 108 atoms of rattled fcc Cu with every 4th atom Au,
-300 K, 1 fs: it tests the coupling's energy conservation, not a trained potential. Recorded: total
-energy every 10 steps, its drift (least-squares slope, meV/atom/ps), largest deviation from the
-start, and wall time per step (one intra-op thread; the machine's load is recorded too).
+The same structure, velocities and model run in LAMMPS (``fix nve``, :mod:`equimol.lammps`) and in ASE's
+``VelocityVerlet`` with the calculator, float64 and float32, one after the other in one process. Without
+MODEL: the tiny random Cu/Au model of the tests (:func:`equimol.microbench.systems.small_model`, 8
+channels, L = 1, 2 layers, cutoff 4 Å) on 108 atoms of rattled fcc Cu with every 4th atom Au, 300 K, 1
+fs: it tests the coupling's energy conservation, not a trained potential. Recorded: total energy every 10
+steps, its drift (least-squares slope, meV/atom/ps), largest deviation from the start, and wall time per
+step (one intra-op thread; the machine's load is recorded too).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _common import markdown_table, write_json, write_markdown  # noqa: E402
-from lammps_case import cu_au_box, open_lammps, tiny_model  # noqa: E402
-
-from equimol.calculator import EquimolCalculator  # noqa: E402
-from equimol.export import load_model  # noqa: E402
-from equimol.lammps import EquimolFix  # noqa: E402
-from equimol.utils.machine import describe_machine  # noqa: E402
+from equimol.calculator import EquimolCalculator
+from equimol.export import load_model
+from equimol.lammps import EquimolFix
+from equimol.microbench.systems import cu_au_box, open_lammps, small_model
+from equimol.utils.machine import describe_machine
 
 STEPS, EVERY, TIMESTEP_FS = 1000, 10, 1.0
 
@@ -80,11 +74,13 @@ def main() -> None:
     parser.add_argument("model", nargs="?", help="model file (default: the tests' tiny random Cu/Au model)")
     parser.add_argument("--elements", nargs="+", default=["Cu", "Au"], help="element of each LAMMPS type")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lammps_nve_drift"), help="output stem")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
     args = parser.parse_args()
+    check_stem(args.out, args.overwrite)
     torch.set_num_threads(1)
     atoms = cu_au_box(repeat=3)
     record = {
-        "model": args.model or "tests/lammps_case.py tiny_model(): random weights, Cu/Au, float64 and float32 casts",
+        "model": args.model or "small_model([Cu, Au], energy_scale=5): random weights, float64 and float32 casts",
         "structure": f"{len(atoms)} atoms, rattled fcc Cu (a = 3.7 Å) with every 4th atom Au, periodic, 300 K",
         "steps": STEPS,
         "timestep_fs": TIMESTEP_FS,
@@ -93,7 +89,11 @@ def main() -> None:
         "runs": {},
     }
     for dtype in ("float64", "float32"):
-        model = load_model(args.model, dtype=dtype) if args.model else tiny_model().to(getattr(torch, dtype))
+        model = (
+            load_model(args.model, dtype=dtype)
+            if args.model
+            else small_model([29, 79], energy_scale=5.0).eval().to(getattr(torch, dtype))
+        )
         record["runs"][f"lammps_{dtype}"] = run_lammps(model, atoms, args.elements)
         record["runs"][f"ase_{dtype}"] = run_ase(model, atoms)
         print(dtype, {k: v["drift_meV_per_atom_per_ps"] for k, v in record["runs"].items()}, flush=True)
@@ -111,7 +111,7 @@ def write_drift_markdown(record: dict, stem: str) -> None:
         f"{record['structure']}; {record['steps']} steps of {record['timestep_fs']} fs; model: {record['model']}.",
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, 1 thread; load "
         f"average {record['load_average_1_5_15_min_at_start'][0]:.2f} at start (a shared machine).",
-        "Command: `.venv/bin/python benchmarks/lammps_nve_drift.py`. Drift: least-squares slope of the total",
+        "Command: `python benchmarks/lammps_nve_drift.py`. Drift: least-squares slope of the total",
         "energy sampled every 10 steps. Wall times per step are in the JSON; the four runs ran one after the",
         "other on a loaded machine, so they are not a speed comparison.",
         "",

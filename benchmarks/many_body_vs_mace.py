@@ -8,15 +8,15 @@ worker. Every worker times, at the same shapes (``C x (0e + 1o + ... + Le)`` in 
 features and of every weight) with interleaved repeats, and reports medians of wall and process CPU
 time (CPU time leaves out the slices a loaded machine gives to other jobs).
 
-    .venv/bin/python benchmarks/many_body_vs_mace.py --threads 1 \\
+    python benchmarks/many_body_vs_mace.py --threads 1 \\
         --json benchmarks/many_body_vs_mace_cpu.json --markdown benchmarks/many_body_vs_mace_cpu.md
 
 Series: ``mace`` (``mace.modules.symmetric_contraction.SymmetricContraction``, the block of MACE's
-product basis), ``equimol/cg`` (:class:`equimol.nn.many_body.SymmetricProduct`, recursive uuu CG
-products) and ``equimol/gaunt-grid`` (:class:`equimol.tp.gaunt_power.GauntSelfProduct`; the table
+product basis), ``equimol/cg`` (:class:`equimol.manybody.cg.SymmetricProduct`, recursive uuu CG
+products) and ``equimol/gaunt-grid`` (:class:`equimol.manybody.gaunt.GauntSelfProduct`; the table
 of commit 5e0abf7 also has ``equimol/gaunt-fft``, a strategy removed since because it lost to the grid).
 They are not the same function: MACE weighs every generalized coupling path, the Gaunt product one
-fixed combination per degree and order (see ``equimol/tp/gaunt_power.py``), so the table compares
+fixed combination per degree and order (see ``equimol/manybody/gaunt.py``), so the table compares
 costs at equal shapes, not equal expressivity.
 """
 
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, check_outputs
 
 
 def _irreps_string(channels: int, lmax: int) -> str:
@@ -91,8 +91,8 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
 
         series = {"mace": (module, module)}
     else:
-        from equimol.nn.many_body import SymmetricProduct
-        from equimol.tp.gaunt_power import GauntSelfProduct
+        from equimol.manybody.cg import SymmetricProduct
+        from equimol.manybody.gaunt import GauntSelfProduct
 
         irreps = _irreps_string(channels, lmax)
         cg = SymmetricProduct(channels, lmax, correlation, elements).float()
@@ -166,7 +166,9 @@ def main() -> None:
     parser.add_argument("--mace-python", default=str(ROOT / ".venv-mace" / "bin" / "python"))
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--markdown", dest="markdown_path")
+    parser.add_argument("--overwrite", action="store_true", help="replace --json and --markdown if they exist")
     args = parser.parse_args()
+    check_outputs([path for path in (args.json_path, args.markdown_path) if path], args.overwrite)
     if args.worker:
         import torch
 

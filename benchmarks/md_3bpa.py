@@ -1,6 +1,6 @@
 """Relaxation and NVE energy conservation of a trained 3BPA model through the ASE calculator.
 
-    .venv/bin/python benchmarks/md_3bpa.py [MODEL] [--data DIR] [--out benchmarks/md_3bpa.json]
+    python benchmarks/md_3bpa.py [MODEL] [--data DIR] [--out benchmarks/md_3bpa.json --overwrite]
 
 * BFGS from a test_300K frame with every coordinate perturbed by N(0, 0.05 Å) to fmax < 0.01 eV/Å;
 * 1 ps of NVE (velocity Verlet, 0.5 fs, 2000 steps) from test_300K frame 0 with Maxwell-Boltzmann
@@ -22,6 +22,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
+from _common import ROOT, check_outputs
 from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
@@ -29,8 +30,6 @@ from ase.optimize import BFGS
 
 from equimol.calculator import EquimolCalculator
 from equimol.utils.machine import describe_machine
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -40,7 +39,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "md_3bpa.json"))
     parser.add_argument("--steps", type=int, default=2000, help="NVE steps of 0.5 fs (default 2000 = 1 ps)")
     parser.add_argument("--note", default="", help="how the model was trained, for the record")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args()
+    check_outputs([args.out], args.overwrite)
     torch.set_num_threads(1)
     calculator = EquimolCalculator(model=args.model)
     frame = ase.io.read(Path(args.data) / "3bpa" / "test_300K.xyz", index=0)

@@ -16,7 +16,10 @@ learning-rate schedule, and ``data.test``, never seen during training) this scri
    and compares the relaxed energy with DFT's last frame, and the relaxed positions with DFT's last
    frame (RMSD over the free atoms, minimum image).
 
-    python benchmarks/oc20_end_to_end.py /tmp/h16/oc20_quick --json benchmarks/oc20_end_to_end.json
+    python benchmarks/oc20_end_to_end.py RUN_DIR [--json benchmarks/oc20_end_to_end.json --overwrite] [--work DIR]
+
+``RUN_DIR`` is the run folder of ``equimol train configs/oc20_quick.yaml``; ``--work`` keeps the eval
+JSON and parity plots (default: a temporary folder, removed at the end).
 
 Energies in eV, per-atom errors in meV/atom, forces in meV/Å, positions in Å. CPU time is this process's.
 """
@@ -28,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,15 +39,13 @@ import ase.io
 import numpy as np
 import torch
 import yaml
+from _common import ROOT, check_outputs, equimol_command
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.optimize import BFGS
 
 from equimol.calculator import EquimolCalculator
 from equimol.utils.machine import describe_machine, machine_label
-
-ROOT = Path(__file__).resolve().parents[1]
-EQUIMOL = str(ROOT / ".venv" / "bin" / "equimol")
 
 
 def _paths(value: str | list[str]) -> list[str]:
@@ -90,7 +92,7 @@ def frame_errors(predicted: list[tuple[float, np.ndarray]], frames: list[ase.Ato
 def run_eval(model: Path, trajectory: Path, work: Path) -> dict:
     """``equimol eval`` on one trajectory (free-atom forces); its metrics converted to meV units."""
     out = work / f"eval_{trajectory.stem}.json"
-    command = [EQUIMOL, "eval", str(model), str(trajectory), "--forces-on", "free", "--quiet"]
+    command = [equimol_command(), "eval", str(model), str(trajectory), "--forces-on", "free", "--quiet"]
     command += ["--json", str(out), "--plot", str(work / f"eval_{trajectory.stem}_parity.png")]
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = json.loads(out.read_text())["metrics"]
@@ -173,12 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="model file to test (default run_dir/model.pt)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "oc20_quick.yaml")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "oc20_end_to_end.json")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/h16/oc20_e2e"), help="eval JSON and plots")
+    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
+    parser.add_argument("--work", type=Path, help="folder for the eval JSON and plots (default: a temporary one)")
     parser.add_argument("--fmax", type=float, default=0.05, help="BFGS stop, eV/Å")
     parser.add_argument("--steps", type=int, default=1000, help="BFGS step limit")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    check_outputs([args.json], args.overwrite)
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="oc20_end_to_end_") as work:
+            return evaluate(args, argv, Path(work))
     args.work.mkdir(parents=True, exist_ok=True)
+    return evaluate(args, argv, args.work)
+
+
+def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
+    """The parts of the module docstring, with eval outputs in ``work``; writes ``args.json``."""
+    torch.set_num_threads(1)
     config = yaml.safe_load(args.config.read_text())
     data = config["data"]
     data_dir = (args.config.parent / data["data_dir"]).resolve()
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         path = data_dir / _paths(data[split])[0]
         frames = ase.io.read(path, ":")
         record: dict = {"trajectory": str(Path(_paths(data[split])[0])), "num_frames": len(frames)}
-        record["equimol_eval"] = run_eval(model_path, path, args.work)
+        record["equimol_eval"] = run_eval(model_path, path, work)
         predicted = []
         for atoms in frames:
             copy = atoms.copy()

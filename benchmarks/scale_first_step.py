@@ -22,7 +22,7 @@ each run under ``torchrun`` (2 processes, gloo) and reports every rank.
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/scale_first_step.py /work/scale --out benchmarks/scale_first_step.json
+    nice -n 5 python benchmarks/scale_first_step.py /work/scale --out benchmarks/scale_first_step.json
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def child(train_path: str, val_path: str, run_dir: str, result: str) -> None:
     from equimol.train.config import validate_config
     from equimol.train.run import train
 
-    sys.path.insert(0, str(REPOSITORY / "tests"))
-    from harness import tiny_model_section  # the tiny model of the training tests
+    from equimol.microbench.systems import tiny_model_section  # the tiny model of the training tests
 
     if "EQUIMOL_SCALE_RELEASE_EVERY" in os.environ:  # --release-every: the LMDB readers' default, for comparison
         from equimol.datasets.lmdb_dataset import LmdbFrames
@@ -176,8 +175,13 @@ def main() -> int:
     parser.add_argument(
         "--release-every", help="LMDB frames read between unmappings (an int, or 'none': never); default: the library's"
     )
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="JSON record to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args()
+    if args.out:
+        from _common import check_outputs
+
+        check_outputs([args.out], args.overwrite)
     runs = [
         row
         for _ in range(args.repeats)

@@ -20,7 +20,7 @@ name only once complete (temporary file, then rename).
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/scale_make_lmdb.py OUT.lmdb --frames 1000000 --variants 10
+    nice -n 5 python benchmarks/scale_make_lmdb.py OUT.lmdb --frames 1000000 --variants 10
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ frames, which have the atom counts and neighbor densities of OC20 S2EF frames (3
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/scale_throughput.py /work/scale --out benchmarks/scale_throughput.json
+    nice -n 5 python benchmarks/scale_throughput.py /work/scale --out benchmarks/scale_throughput.json
 """
 
 from __future__ import annotations
@@ -133,8 +133,13 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--reads", type=int, default=1000)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="JSON record to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args()
+    if args.out:
+        from _common import check_outputs
+
+        check_outputs([args.out], args.overwrite)
     load = os.getloadavg()[0]
     result = {
         "machine": f"{os.cpu_count()}-core CPU (shared), load average {load:.1f} at start",

@@ -1,13 +1,14 @@
 """MD throughput of TorchSim's batched NVE with an equimol model against looping the ASE calculator.
 
-    .venv/bin/python benchmarks/torchsim_throughput.py [--structures 8,32] [--steps 20] [--out STEM]
+    python benchmarks/torchsim_throughput.py [--structures 8,32] [--steps 20] [--out STEM] [--overwrite]
 
-For each batch size B: B periodic Cu/Pd/Ag/Au boxes of 4 to 32 atoms (tests/test_torchsim.py's
-structures, repeated), the tiny random float64 model of the tests (8 channels, L = 1, 2 layers,
-cutoff 4 Å). A: TorchSim ``nve`` on all B structures at once (one batched model call per step,
-neighbor lists rebuilt every step); B: ASE ``VelocityVerlet`` with ``EquimolCalculator`` run on
-each structure in turn (neighbor list reused within its 0.5 Å skin). A and B alternate in rounds
-in one process (one intra-op thread); the median round gives atoms·steps/s and the ratio.
+For each batch size B: B periodic Cu/Pd/Ag/Au boxes of 4 to 32 atoms
+(:func:`equimol.microbench.systems.periodic_structures`, repeated), the tiny random float64 model of the
+tests (8 channels, L = 1, 2 layers, cutoff 4 Å). A: TorchSim ``nve`` on all B structures at once (one
+batched model call per step, neighbor lists rebuilt every step); B: ASE ``VelocityVerlet`` with
+``EquimolCalculator`` run on each structure in turn (neighbor list reused within its 0.5 Å skin). A and B
+alternate in rounds in one process (one intra-op thread); the median round gives atoms·steps/s and the
+ratio.
 """
 
 from __future__ import annotations
@@ -16,26 +17,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch_sim as ts
+from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _common import markdown_table, write_json, write_markdown  # noqa: E402
-from test_calculator import small_model  # noqa: E402
-from test_torchsim import SPECIES, periodic_structures  # noqa: E402
-
-from equimol.calculator import EquimolCalculator  # noqa: E402
-from equimol.torchsim import EquimolModel  # noqa: E402
-from equimol.utils.machine import describe_machine  # noqa: E402
+from equimol.calculator import EquimolCalculator
+from equimol.microbench.systems import SPECIES, periodic_structures, small_model
+from equimol.torchsim import EquimolModel
+from equimol.utils.machine import describe_machine
 
 
 def torchsim_round(model: EquimolModel, structures, steps: int) -> float:
@@ -68,13 +62,15 @@ def main() -> None:
     parser.add_argument("--structures", default="8,32", help="batch sizes, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="MD steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "torchsim_throughput"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "torchsim_throughput"), help="output stem")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
     args = parser.parse_args()
+    check_stem(args.out, args.overwrite)
     torch.set_num_threads(1)
     model = small_model(SPECIES, energy_scale=5.0).eval()
     wrapped = EquimolModel(model)
     record = {
-        "model": "tests/test_calculator.py small_model(Cu, Pd, Ag, Au), random weights, float64",
+        "model": "equimol.microbench.systems.small_model(Cu, Pd, Ag, Au), random weights, float64",
         "steps_per_round": args.steps,
         "machine": describe_machine("cpu"),
         "load_average_1_5_15_min_at_start": list(os.getloadavg()),
@@ -109,7 +105,7 @@ def main() -> None:
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']}, 1 thread; load average "
         f"{record['load_average_1_5_15_min_at_start'][0]:.2f} at start, "
         f"{record['load_average_1_5_15_min_at_end'][0]:.2f} at end (a shared machine).",
-        "Command: `.venv/bin/python benchmarks/torchsim_throughput.py`.",
+        "Command: `python benchmarks/torchsim_throughput.py`.",
         "",
     ]
     header = ["structures", "atoms", "TorchSim (atoms·steps/s)", "ASE loop (atoms·steps/s)", "TorchSim / ASE"]

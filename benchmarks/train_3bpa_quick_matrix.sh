@@ -6,7 +6,8 @@
 #   bash benchmarks/train_3bpa_quick_matrix.sh [extra section.key=value overrides]
 #
 # Each run lands in runs/3bpa_quick_matrix/<backend>_spe-<on|off>/; the test_300K metrics of all
-# six are collected into benchmarks/train_3bpa_quick_matrix.json and .md, with the machine named.
+# six are collected into runs/3bpa_quick_matrix/train_3bpa_quick_matrix.json and .md, with the machine
+# named (copy them over benchmarks/train_3bpa_quick_matrix.* to update the committed table).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -1,20 +1,27 @@
 """Collect the test_300K metrics of the quick-training matrix (benchmarks/train_3bpa_quick_matrix.sh).
 
-    python benchmarks/train_3bpa_quick_matrix_table.py RUNS_FOLDER [--out benchmarks/train_3bpa_quick_matrix]
+    python benchmarks/train_3bpa_quick_matrix_table.py RUNS [--out benchmarks/train_3bpa_quick_matrix --overwrite]
 
-RUNS_FOLDER holds one run folder per training, named <backend>_spe-<on|off>; writes OUT.json and OUT.md.
+RUNS holds one run folder per training, named <backend>_spe-<on|off>; writes OUT.json and OUT.md
+(default OUT: RUNS/train_3bpa_quick_matrix; the committed pair is replaced only with --overwrite).
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+from _common import check_stem
 
 from equimol.utils.machine import describe_machine, machine_label
 
-out = Path(sys.argv[1])
-prefix = (
-    Path(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[2] == "--out" else Path("benchmarks/train_3bpa_quick_matrix")
-)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("runs", type=Path, help="folder of the six run folders")
+parser.add_argument("--out", type=Path, help="output stem (default: RUNS/train_3bpa_quick_matrix)")
+parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
+args = parser.parse_args()
+out = args.runs
+prefix = args.out or out / "train_3bpa_quick_matrix"
+check_stem(prefix, args.overwrite)
 rows = []
 for run in sorted(out.iterdir()):
     metrics_file = run / "test_metrics.json"

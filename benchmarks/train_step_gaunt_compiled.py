@@ -1,11 +1,11 @@
-"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile: true}``).
+"""Eager training-step time with the Gaunt message product compiled (``tp_options: {compile_edge_product: true}``).
 
-    .venv/bin/python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM]
+    python benchmarks/train_step_gaunt_compiled.py [--data FILE] [--repeats N] [--out STEM] [--overwrite]
 
 Model: the model section of ``configs/3bpa_quick.yaml`` (32 channels, L = 1 node features, an atomic
 basis up to L = 3, 2 product-basis layers, Gaunt many-body of correlation 3), float32, with its
 message product ``cg``, ``gaunt`` (``strategy: edge``) or ``gaunt`` with ``compile: true``; fixed
-statistics instead of ``auto``. One step is what the trainer does eagerly (``trainer.compile: false``):
+statistics instead of ``auto``. One step is what the trainer does eagerly (``trainer.compile_step: false``):
 energy and forces with ``create_graph``, the loss ``E^2 + 100 F^2`` summed, ``backward``. The three
 models alternate step by step in one process on one intra-op thread, on one batch of 5 3BPA frames;
 medians, the first step (compilation included) and the machine are recorded.
@@ -16,29 +16,24 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import ase.io
 import torch
 import yaml
+from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
 from torch_geometric.data import Batch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _common import markdown_table, write_json, write_markdown  # noqa: E402
-
-from equimol.graph import atoms_to_graph  # noqa: E402
-from equimol.models import build_model  # noqa: E402
-from equimol.utils.allocator import retain_freed_memory  # noqa: E402
-from equimol.utils.machine import describe_machine  # noqa: E402
+from equimol.graph import atoms_to_graph
+from equimol.models import build_model
+from equimol.utils.allocator import retain_freed_memory
+from equimol.utils.machine import describe_machine
 
 SERIES = {
     "cg": ("cg", {}),
     "gaunt/edge": ("gaunt", {"strategy": "edge"}),
-    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile": True}),
+    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile_edge_product": True}),
 }
 
 
@@ -62,8 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "3bpa" / "train_300K.xyz"))
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"), help="output stem")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
     args = parser.parse_args()
+    check_stem(args.out, args.overwrite)
     torch.set_num_threads(1)
     retain_freed_memory()
     frames = ase.io.read(args.data, index=":5")

@@ -4,9 +4,14 @@ The graph format itself lives in the core, :mod:`equimol.graph`. Import names fr
 (``from equimol.datasets.datamodule import AtomsDataModule``): this package re-exports nothing, so
 that reading or converting data (``equimol data``, ``equimol eval``) never loads Lightning.
 
-- :mod:`~equimol.datasets.readers`: ASE-readable files (extxyz, traj, db) to frame records.
+- :mod:`~equimol.datasets.sources`: ``open_source(path)``, the one chooser of a path's format;
+  :mod:`~equimol.datasets.frame_source`: the interface every format implements.
+- :mod:`~equimol.datasets.readers`: ASE ``Atoms`` to frame records (the record layout, the label checks);
+  :mod:`~equimol.datasets.ase_frames`: any file ASE reads, as a source.
+- :mod:`~equimol.datasets.extxyz_index`: large plain extxyz files, frames parsed on access.
 - :mod:`~equimol.datasets.oc20_raw`: OC20 raw S2EF ``extxyz.xz``/``txt.xz`` pairs.
-- :mod:`~equimol.datasets.lmdb_dataset`: OC20/OC22 LMDBs, lazy reading and writing.
+- :mod:`~equimol.datasets.lmdb_dataset`: OC20/OC22 LMDBs, lazy reading and writing; their files and
+  environments in :mod:`~equimol.datasets.lmdb_store`, the atom-count index in :mod:`~equimol.datasets.lmdb_index`.
 - :mod:`~equimol.datasets.references`: per-element (E0s, ``coeff[Z]``) and per-system references.
 - :mod:`~equimol.datasets.atoms_dataset`: frames to labelled graphs.
 - :mod:`~equimol.datasets.statistics`: cached dataset statistics for the model.

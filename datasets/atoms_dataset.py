@@ -1,16 +1,10 @@
-"""Frame sources (ASE files, OC20 raw pairs, LMDBs) and the dataset that turns frames into labelled graphs.
+"""The dataset that turns frames into labelled graphs.
 
-``open_source(path)`` picks the reader by name:
-
-- ``*.lmdb`` or a folder of them: :class:`~equimol.datasets.lmdb_dataset.LmdbFrames`, lazy (bounded memory);
-- ``*.extxyz[.xz]`` with a companion ``*.txt[.xz]``, or a folder of such pairs: OC20 raw S2EF;
-- a plain ``*.xyz``/``*.extxyz`` of at least 256 MiB: :class:`~equimol.datasets.extxyz_index.ExtxyzFrames`,
-  frames parsed on access through an index of byte offsets (12 bytes a frame);
-- anything else :mod:`ase.io` reads (extxyz, traj, ASE db, json, ...): read into memory once.
-  Convert large ASE files to LMDB with ``equimol data convert``.
-
-:func:`record_to_graph` builds the radius graph of :mod:`equimol.graph` and attaches the labels
-below, with the energy reference and force mask from :class:`LabelSettings`.
+:class:`AtomsDataset` concatenates the frame sources of its paths, each opened by
+:func:`~equimol.datasets.sources.open_source` (LMDB, OC20 raw pairs, large extxyz, anything ASE
+reads: see :mod:`~equimol.datasets.sources`). :func:`record_to_graph` builds the radius graph of
+:mod:`equimol.graph` and attaches the labels below, with the energy reference and force mask from
+:class:`LabelSettings`.
 
 **Labels** (float labels in the requested dtype; a batch concatenates them along the first axis):
 
@@ -25,13 +19,15 @@ below, with the energy reference and force mask from :class:`LabelSettings`.
 ``natoms``          ``[1]``          int64, number of atoms
 ``sid``             scalar           system id (a list in a batch when not an int)
 ``fid``             ``[1]``          int64, frame index in its trajectory or file
+``weight``          ``[1]``          loss weight of the structure's ``config_type`` (only with
+                                     ``config_type_weights``)
 ==================  ===============  =========================================================
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,57 +36,13 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from equimol.errors import EquimolInputError
 from equimol.graph import structure_to_graph
 from equimol.structure_checks import StructureError, closest_pair
 
-from .extxyz_index import INDEXED_MIN_BYTES, ExtxyzFrames, is_plain_extxyz
-from .lmdb_dataset import LmdbFrames, lmdb_files
-from .oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, read_ase_records
+from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys
 from .references import ElementReferences, SystemReferences
-
-
-class FrameList:
-    """Frame records held in memory, read once from an ASE-readable file or OC20 raw pairs."""
-
-    def __init__(self, records: list[Data], files: list[Path]) -> None:
-        self.records = records
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> Data:
-        return self.records[index]
-
-
-def open_source(path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> LmdbFrames | ExtxyzFrames | FrameList:
-    """Open one data path with the reader its name calls for (see the module docstring)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data path {str(path)!r} does not exist")
-    if path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb"))):
-        return LmdbFrames(path, keys)
-    if path.is_dir():
-        pairs = sorted(p for p in path.iterdir() if is_oc20_extxyz(p))
-        if not pairs:
-            raise FileNotFoundError(f"{path}: folder holds neither *.lmdb nor *.extxyz[.xz] files")
-        records: list[Data] = []
-        files = []
-        for extxyz in pairs:
-            records.extend(iter_oc20_s2ef_records(extxyz, keys=keys))
-            files += [extxyz, companion_txt(extxyz)]
-        return FrameList(records, files)
-    if is_oc20_extxyz(path) and companion_txt(path) is not None:
-        return FrameList(list(iter_oc20_s2ef_records(path, keys=keys)), [path, companion_txt(path)])
-    if is_plain_extxyz(path) and path.stat().st_size >= INDEXED_MIN_BYTES:
-        return ExtxyzFrames(path, keys)
-    return FrameList(read_ase_records(path, keys), [path])
-
-
-def source_files(source: LmdbFrames | FrameList) -> list[Path]:
-    """Files a source was read from (for cache fingerprints)."""
-    return list(source.files) if isinstance(source, FrameList) else lmdb_files(source.path)
+from .sources import open_source
 
 
 @dataclass(frozen=True)
@@ -105,6 +57,8 @@ class LabelSettings:
         system_references: per-system references for ``"adsorption"`` (frames' ``reference_energy`` first).
         forces_on: ``"all"`` atoms or only ``"free"`` (not fixed) atoms count in the force loss.
         min_distance: a frame with two atoms closer than this (Å) is an error; ``None`` allows any distance.
+        config_type_weights: ``{config_type: weight}`` (``Default`` for unlisted types, else 1), attached to
+            each graph as ``weight``; ``None`` attaches none.
     """
 
     radial_cutoff: float
@@ -114,6 +68,7 @@ class LabelSettings:
     system_references: SystemReferences | None = None
     forces_on: Literal["all", "free"] = "all"
     min_distance: float | None = None
+    config_type_weights: Mapping[str, float] | None = None
 
 
 def reference_energy(record: Data, settings: LabelSettings, where: str) -> float:
@@ -181,6 +136,11 @@ def record_to_graph(record: Data, settings: LabelSettings, where: str = "") -> D
         graph.sid = record.sid
     if "fid" in record and record.fid is not None:
         graph.fid = torch.tensor([int(record.fid)], dtype=torch.long)
+    weights = settings.config_type_weights
+    if weights is not None:
+        config_type = record.config_type if "config_type" in record else None
+        weight = float(weights.get(config_type, weights.get("Default", 1.0)))
+        graph.weight = torch.tensor([weight], dtype=settings.dtype)
     return graph
 
 
@@ -191,7 +151,7 @@ class AtomsDataset(torch.utils.data.Dataset):
         if isinstance(paths, str | Path):
             paths = [paths]
         if not paths:
-            raise ValueError("AtomsDataset needs at least one data path")
+            raise EquimolInputError("AtomsDataset needs at least one data path")
         self.paths = [Path(p) for p in paths]
         self.settings = settings
         self.keys = keys
@@ -228,16 +188,31 @@ class AtomsDataset(torch.utils.data.Dataset):
         LMDB sources answer from their atom-count index (:mod:`~equimol.datasets.lmdb_index`), in-memory
         sources from their records.
         """
-        counts = np.concatenate(
-            [
-                source.atom_counts()
-                if isinstance(source, LmdbFrames | ExtxyzFrames)
-                else np.fromiter((r.pos.shape[0] for r in source.records), dtype=np.int32, count=len(source))
-                for source in self.sources
-            ]
-        )
+        counts = np.concatenate([source.atom_counts() for source in self.sources])
         return counts if indices is None else counts[np.asarray(indices, dtype=np.int64)]
 
     def files(self) -> list[Path]:
         """Every file the dataset reads (for cache fingerprints)."""
-        return [file for source in self.sources for file in source_files(source)]
+        return [file for source in self.sources for file in source.files]
+
+
+def split_isolated_atoms(dataset: AtomsDataset, isolated_atom_type: str | None) -> tuple[np.ndarray, list[int]]:
+    """``(kept frames, isolated-atom frames)`` of ``dataset``: one-atom frames whose ``config_type`` is
+    ``isolated_atom_type`` hold E0s and are never trained or evaluated on (``None``: none are).
+
+    Only one-atom frames are read (LMDB and large extxyz sources answer atom counts from their index);
+    an LMDB without its atom-count index (fairchem's) is not searched.
+    """
+    frames = np.arange(len(dataset))
+    if isolated_atom_type is None:
+        return frames, []
+    isolated = []
+    for source, start in zip(dataset.sources, dataset._offsets):
+        try:
+            single = np.flatnonzero(source.atom_counts() == 1) + start
+        except DataFormatError:  # no atom-count index: `equimol data index` writes one
+            continue
+        isolated += [
+            int(i) for i in single if getattr(dataset.record(int(i)), "config_type", None) == isolated_atom_type
+        ]
+    return np.setdiff1d(frames, isolated), isolated

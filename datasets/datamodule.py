@@ -23,12 +23,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 from torch.utils.data import Subset
-from torch_geometric.loader import DataLoader
 
+from equimol.config_fields import check_section
+from equimol.errors import EquimolInputError
 from equimol.utils.dtype import resolve_dtype
 
-from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy
+from .atoms_dataset import AtomsDataset, LabelSettings, reference_energy, split_isolated_atoms
 from .config import DataConfig, PathSpec, as_list, resolve_data_path
+from .loader import GraphLoader as DataLoader
 from .readers import LabelKeys
 from .references import ElementReferences, SystemReferences, load_element_references
 from .samplers import EdgeBudgetBatchSampler, StructureBatchSampler
@@ -54,7 +56,15 @@ class AtomsDataModule(L.LightningDataModule):
         self.data_dir = config.data_dir
         self.dtype = resolve_dtype(config.dtype)
         forces_key = config.forces_key
-        self.keys = LabelKeys(config.energy_key, forces_key, config.stress_key, require_forces=forces_key is not None)
+        self.keys = LabelKeys(
+            config.energy_key,
+            forces_key,
+            config.stress_key,
+            require_forces=forces_key is not None,
+            config_type_key=config.config_type_key,
+            isolated_atom_type=config.isolated_atom_type,
+            forces_hint="data.forces_key=null",
+        )
         self.batch_size, self.eval_batch_size = config.batch_size, config.eval_batch_size or config.batch_size
         self.max_edges, self.max_structures_per_batch = config.max_edges, config.max_structures_per_batch
         self.num_workers, self.pin_memory = config.num_workers, config.pin_memory
@@ -62,12 +72,14 @@ class AtomsDataModule(L.LightningDataModule):
         self.datasets: dict[str, AtomsDataset | None] = {}
         self.indices: dict[str, np.ndarray] = {}
         self._statistics: dict[str, DatasetStatistics] = {}
+        # the model's physical terms (ZBL, D3): taken off the labels before statistics and fitted E0s
+        self.physical = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AtomsDataModule:
         """Build from a ``data:`` mapping (the fields of :class:`~equimol.datasets.config.DataConfig`);
-        an unknown key raises a TypeError naming it and the valid keys."""
-        DataConfig.from_dict(config)  # names unknown keys before a preset merges its defaults
+        an unknown key or a bad value raises a ConfigError naming it."""
+        check_section(DataConfig, config, "data")  # names unknown keys before a preset merges its defaults
         return cls(**config)
 
     def _paths(self, spec: PathSpec) -> list[Path]:
@@ -95,32 +107,55 @@ class AtomsDataModule(L.LightningDataModule):
             system_references=system,
             forces_on=config.forces_on,
             min_distance=config.min_distance,
+            config_type_weights=config.config_type_weights,
         )
         train = AtomsDataset(self._paths(config.train), settings, self.keys)
-        order = np.random.default_rng(self.seed).permutation(len(train))
-        n_val = int(round(config.val_fraction * len(train))) if config.val is None else 0
-        n_test = int(round(config.test_fraction * len(train))) if config.test is None else 0
+        kept, isolated = split_isolated_atoms(train, config.isolated_atom_type)
+        if isolated:
+            if element_spec is not None:
+                raise EquimolInputError(
+                    f"data.element_references={element_spec!r} is given, and the training data hold {len(isolated)} "
+                    f"isolated-atom frames ({config.config_type_key}={config.isolated_atom_type}), which give the "
+                    "E0s too: remove one of them (or set data.isolated_atom_type=null to train on those frames)"
+                )
+            records = [(train.where(i), train.record(i)) for i in isolated]
+            references = ElementReferences.from_records(records, f"isolated atoms of {train.paths[0]}")
+            settings = LabelSettings(**{**settings.__dict__, "element_references": references})
+            train.settings = settings
+        order = kept[np.random.default_rng(self.seed).permutation(len(kept))]
+        n_val = int(round(config.val_fraction * len(order))) if config.val is None else 0
+        n_test = int(round(config.test_fraction * len(order))) if config.test is None else 0
         for split, count in (("val", n_val), ("test", n_test)):
             fraction = getattr(config, f"{split}_fraction")
             if getattr(config, split) is None and fraction > 0 and count == 0:
-                raise ValueError(
-                    f"{split}_fraction={fraction} of {len(train)} training structures rounds to 0 structures; "
-                    f"raise data.{split}_fraction to at least {0.5 / len(train):.2g} or give data.{split} files"
+                raise EquimolInputError(
+                    f"{split}_fraction={fraction} of {len(order)} training structures rounds to 0 structures; "
+                    f"raise data.{split}_fraction to at least {0.5 / len(order):.2g} or give data.{split} files"
                 )
         self.indices["train"] = np.sort(order[n_val + n_test :])
         if len(self.indices["train"]) == 0:
-            raise ValueError(f"no training structures left after the split (of {len(train)})")
+            raise EquimolInputError(f"no training structures left after the split (of {len(order)})")
         if element_spec == "fit":
             settings = self._fit_references(train, settings)
         self.datasets["train"] = train
         for split, count, start in (("val", n_val, 0), ("test", n_test, n_val)):
             if getattr(config, split) is not None:
                 dataset = AtomsDataset(self._paths(getattr(config, split)), settings, self.keys)
-                self.datasets[split], self.indices[split] = dataset, np.arange(len(dataset))
+                self.datasets[split], self.indices[split] = (
+                    dataset,
+                    split_isolated_atoms(dataset, config.isolated_atom_type)[0],
+                )
             elif count:
                 self.datasets[split], self.indices[split] = train, np.sort(order[start : start + count])
             else:
                 self.datasets[split] = None
+
+    def use_physical_terms(self, physical) -> None:
+        """Statistics and fitted E0s on the labels minus ``physical`` (an
+        :class:`equimol.models.physical.PhysicalTerms` in float64, or None); call before :meth:`setup`."""
+        if self.datasets:
+            raise RuntimeError("use_physical_terms must be called before setup()")
+        self.physical = physical
 
     def _fit_references(self, train: AtomsDataset, settings: LabelSettings) -> LabelSettings:
         numbers, energies = [], []
@@ -130,7 +165,11 @@ class AtomsDataModule(L.LightningDataModule):
         for index in split[sample_positions(len(split), self.config.statistics_sample, self.seed)]:
             record = train.record(int(index))
             numbers.append(record.atomic_numbers.numpy())
-            energies.append(record.energy - reference_energy(record, no_elements, train.where(int(index))))
+            energy = record.energy - reference_energy(record, no_elements, train.where(int(index)))
+            if self.physical is not None:
+                pbc, cell = record.pbc.reshape(3).numpy(), record.cell.reshape(3, 3).numpy()
+                energy -= self.physical.energy_and_forces(record.pos.numpy(), numbers[-1], cell, pbc)[0]
+            energies.append(energy)
         fitted = LabelSettings(**{**settings.__dict__, "element_references": ElementReferences.fit(numbers, energies)})
         train.settings = fitted
         return fitted
@@ -145,7 +184,7 @@ class AtomsDataModule(L.LightningDataModule):
         """Cached statistics of a split (the model's normalization uses ``"train"``)."""
         self.setup()
         if self.datasets.get(split) is None:
-            raise ValueError(f"split {split!r} has no data")
+            raise EquimolInputError(f"split {split!r} has no data")
         if split not in self._statistics:
             self._statistics[split] = cached_statistics(
                 self.datasets[split],
@@ -153,6 +192,7 @@ class AtomsDataModule(L.LightningDataModule):
                 self.cache_dir,
                 sample_size=self.config.statistics_sample,
                 seed=self.seed,
+                physical=self.physical,
             )
         return self._statistics[split]
 
@@ -169,7 +209,7 @@ class AtomsDataModule(L.LightningDataModule):
         self.setup()
         dataset = self.datasets.get(split)
         if dataset is None:
-            raise ValueError(f"no {split} data: give {split}= files or a {split}_fraction")
+            raise EquimolInputError(f"no {split} data: give {split}= files or a {split}_fraction")
         indices = self.indices[split]
         if self.max_edges is not None:
             sampler = EdgeBudgetBatchSampler(

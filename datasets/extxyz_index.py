@@ -8,7 +8,7 @@ and parsing those :math:`n + 2` lines with ASE. Memory: 12 bytes a frame (an ``i
 (``<cache_root()>/extxyz_index``), named by the file's path, size and modification time, and
 written atomically; a changed file gets a new index.
 
-:func:`~equimol.datasets.atoms_dataset.open_source` uses this reader for plain extxyz files of at
+:func:`~equimol.datasets.sources.open_source` uses this reader for plain extxyz files of at
 least :data:`INDEXED_MIN_BYTES`; smaller files are read whole (every frame checked when opened).
 Compressed (``.xz``) files and OC20 raw pairs cannot be sought in and are still read whole:
 convert them with ``equimol data convert``.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from torch_geometric.data import Data
 
 from equimol.utils.io import atomic_write, cache_root
 
-from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, atoms_to_record
+from .frame_source import FrameSource
+from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, atoms_to_record, iter_ase_frames
 
 INDEXED_MIN_BYTES = 256 * 2**20
 _SUFFIXES = {".xyz", ".extxyz"}
@@ -86,38 +88,57 @@ def _cached_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return offsets, counts
 
 
-class ExtxyzFrames:
-    """Frames of one plain extxyz file, parsed on access (see the module docstring).
+class ExtxyzFrames(FrameSource):
+    """Frames of one plain extxyz file of at least :data:`INDEXED_MIN_BYTES`, parsed on access (see the
+    module docstring). The index is built on first use; :meth:`frames` streams without it."""
 
-    ``len(frames)``: number of frames; ``frames[i]``: the frame record of frame ``i``.
-    """
+    name = "extxyz-indexed"
 
     def __init__(self, path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> None:
-        self.path = Path(path)
-        self.keys = keys
-        self.files = [self.path]
-        self._offsets, self._counts = _cached_scan(self.path)
+        super().__init__(path, keys)
+        self._index: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        return is_plain_extxyz(path) and path.stat().st_size >= INDEXED_MIN_BYTES
+
+    def _offsets_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            self._index = _cached_scan(self.path)
+        return self._index
 
     def __len__(self) -> int:
-        return int(self._counts.shape[0])
+        return int(self._offsets_counts()[1].shape[0])
 
     def atom_counts(self) -> np.ndarray:
         """``[len(self)]`` atoms per frame (from the index, no parsing)."""
-        return self._counts
+        return self._offsets_counts()[1]
 
-    def __getitem__(self, index: int) -> Data:
+    def atoms(self, index: int):
+        """Frame ``index`` as ASE reads it (labels, ``info`` and ``arrays`` kept)."""
         import ase.io
 
         if not 0 <= index < len(self):
             raise IndexError(f"{self.path}: frame {index} out of range [0, {len(self)})")
-        start, end = int(self._offsets[index]), int(self._offsets[index + 1])
+        offsets = self._offsets_counts()[0]
+        start, end = int(offsets[index]), int(offsets[index + 1])
         with open(self.path, "rb") as handle:
             handle.seek(start)
             text = handle.read(end - start).decode()
         try:
-            atoms = ase.io.read(io.StringIO(text), format="extxyz", index=0)
+            return ase.io.read(io.StringIO(text), format="extxyz", index=0)
         except Exception as error:  # ASE raises many types (XYZError, ValueError, IndexError, ...)
             raise DataFormatError(
                 f"{self.path}, frame {index}: could not be read ({type(error).__name__}: {error})"
             ) from error
-        return atoms_to_record(atoms, self.keys, str(self.path), index)
+
+    def __getitem__(self, index: int) -> Data:
+        return atoms_to_record(self.atoms(index), self.keys, str(self.path), index)
+
+    def frames(self) -> Iterator[tuple[object, Data]]:
+        """``(atoms as read, record)``, streamed in one pass (no index needed)."""
+        return iter_ase_frames(self.path, self.keys, format="extxyz")
+
+    def records(self) -> Iterator[Data]:
+        for _, record in self.frames():
+            yield record

@@ -9,6 +9,12 @@ labels, named ``energy``/``forces`` (current fairchem) or ``y``/``force`` (legac
 frame's atom count (:mod:`.lmdb_index`), for size-bounded batching without reading the frames.
 Only ``lmdb``, ``torch`` and ``torch_geometric`` are needed to read them (not fairchem).
 
+**No code from the file.** Values are unpickled by :func:`equimol.safe_pickle.restricted_loads`,
+which resolves only the classes of this layout (PyG ``Data`` and its storage, torch tensors and
+storages, numpy arrays, dtypes and scalars): a frame that names anything else is refused with
+:class:`~equimol.safe_pickle.UnsafeFileError` naming the file, the key and the refused name,
+before any of it runs.
+
 **Bounded memory.** Environments open lazily, once per file and process (DataLoader workers fork
 after the dataset is built; an LMDB environment must not cross a fork), read-only, without locks
 or read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory.
@@ -39,92 +45,25 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from equimol.utils.io import fsync_folder, temporary_sibling
+from equimol.utils.io import OutputError, fsync_folder, output_error, remove_stale_temporaries, temporary_sibling
 
+from .frame_source import FrameSource
+from .lmdb_index import read_atom_counts
+from .lmdb_store import (
+    ATOM_COUNT_KEY,
+    close_environment,
+    frame_count,
+    lmdb_files,
+    shared_environment,
+    unpickle_value,
+)
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, validate_structure
 
 _LEGACY_NAMES = {"energy": "y", "forces": "force"}
-# equimol's per-frame atom-count index: little-endian int32 ``[length]``, beside "length" (fairchem's
-# readers only read keys "0".."length-1", so the extra key is invisible to them); see lmdb_index.py.
-ATOM_COUNT_KEY = b"equimol_natoms"
 # Frames an LmdbFrames reads between two unmappings of its files (see "Bounded memory" above).
 RELEASE_EVERY = 32
 # Held while reading a value or closing environments: no thread unmaps a file another one reads.
 _READ_LOCK = threading.Lock()
-
-
-def lmdb_files(path: str | Path) -> list[Path]:
-    """The LMDB files behind ``path`` (a ``.lmdb`` file, or a folder of them), in read order."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"LMDB path {str(path)!r} does not exist")
-    if path.is_dir():
-        files = sorted(path.glob("*.lmdb"))
-        if not files:
-            raise DataFormatError(f"{path}: folder holds no *.lmdb files")
-        return files
-    return [path]
-
-
-def _open(path: Path) -> lmdb.Environment:
-    try:
-        env = lmdb.open(
-            str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False, max_readers=256
-        )
-    except lmdb.Error as error:
-        raise DataFormatError(f"{path}: not a readable LMDB file ({type(error).__name__}: {error})") from error
-    # A truncated file still opens (its meta pages are at the start) but reading past its end would
-    # kill the process with SIGBUS, so compare the pages LMDB expects with the bytes on disk.
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    size = path.stat().st_size
-    if size < needed:
-        env.close()
-        raise DataFormatError(f"{path}: corrupt LMDB, file has {size} bytes but its pages need {needed}")
-    return env
-
-
-# LMDB forbids opening one file twice in a process, so every reader of a file in this process shares
-# one read-only environment. A forked DataLoader worker inherits the parent's environments (and
-# py-lmdb's record that they are open): it closes them and opens its own.
-_ENVIRONMENTS: dict[tuple[str, int, int], lmdb.Environment] = {}
-_ENVIRONMENTS_PID = os.getpid()
-
-
-def _file_identity(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_dev, stat.st_ino
-
-
-def shared_environment(path: Path) -> lmdb.Environment:
-    """This process's read-only environment of the LMDB file ``path``, opened on first use."""
-    global _ENVIRONMENTS_PID
-    if _ENVIRONMENTS_PID != os.getpid():
-        for inherited in _ENVIRONMENTS.values():
-            inherited.close()
-        _ENVIRONMENTS.clear()
-        _ENVIRONMENTS_PID = os.getpid()
-    identity = _file_identity(path)
-    if identity not in _ENVIRONMENTS:
-        _ENVIRONMENTS[identity] = _open(path)
-    return _ENVIRONMENTS[identity]
-
-
-def close_environment(path: Path) -> None:
-    """Close this process's environment of ``path`` (readers reopen it on their next access)."""
-    env = _ENVIRONMENTS.pop(_file_identity(path), None) if path.exists() else None
-    if env is not None:
-        env.close()
-
-
-def _frame_count(env: lmdb.Environment, path: Path) -> int:
-    with env.begin() as txn:
-        raw = txn.get(b"length")
-        if raw is None:
-            return int(env.stat()["entries"]) - (txn.get(ATOM_COUNT_KEY) is not None)
-        try:
-            return int(pickle.loads(raw))
-        except Exception as error:
-            raise DataFormatError(f"{path}: corrupt 'length' key ({type(error).__name__}: {error})") from error
 
 
 def _get(record: Data, name: str):
@@ -196,7 +135,7 @@ def normalize_record(record: object, keys: LabelKeys, source: str, index: int) -
     return out
 
 
-class LmdbFrames:
+class LmdbFrames(FrameSource):
     """Random access to the frames of one LMDB path (a file or a folder of ``*.lmdb``), opened lazily.
 
     ``len(frames)`` is the number of frames; ``frames[i]`` the normalized frame record. After every
@@ -204,17 +143,23 @@ class LmdbFrames:
     unmaps their pages (see the module docstring); the next read reopens them.
     """
 
+    name = "lmdb"
+
     def __init__(
         self, path: str | Path, keys: LabelKeys = DEFAULT_KEYS, release_every: int | None = RELEASE_EVERY
     ) -> None:
         if release_every is not None and release_every < 1:
             raise ValueError(f"release_every must be >= 1 or None, got {release_every}")
-        self.path = Path(path)
-        self.keys = keys
+        super().__init__(path, keys)
         self.release_every, self._reads = release_every, 0
         self.files = lmdb_files(self.path)
-        counts = [_frame_count(shared_environment(file), file) for file in self.files]
+        counts = [frame_count(shared_environment(file), file) for file in self.files]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        """A ``*.lmdb`` file, or a folder holding some."""
+        return path.suffix == ".lmdb" or (path.is_dir() and any(path.glob("*.lmdb")))
 
     def __len__(self) -> int:
         return self._offsets[-1]
@@ -235,12 +180,7 @@ class LmdbFrames:
                 self._close_files()
         if raw is None:
             raise DataFormatError(f"{file}: key {local!r} missing (frame {index}; the file claims {len(self)} frames)")
-        try:
-            return pickle.loads(raw)
-        except Exception as error:
-            raise DataFormatError(
-                f"{file}, key {local}: value cannot be unpickled ({type(error).__name__}: {error})"
-            ) from error
+        return unpickle_value(raw, f"{file}, key {local}")
 
     def __getitem__(self, index: int) -> Data:
         file_index = bisect.bisect_right(self._offsets, index) - 1 if 0 <= index < len(self) else 0
@@ -253,8 +193,6 @@ class LmdbFrames:
             DataFormatError: a file has no index (written by ``equimol data convert``; add it to an
                 existing LMDB once with ``equimol data index PATH``).
         """
-        from .lmdb_index import read_atom_counts
-
         return np.concatenate([read_atom_counts(file) for file in self.files])
 
     def close(self) -> None:
@@ -274,13 +212,15 @@ def write_lmdb(
     progress: bool = True,
     total: int | None = None,
     map_size: int = 1 << 30,
+    overwrite: bool = False,
 ) -> int:
     """Write frame records to one LMDB file in the OC20 layout; returns the number of frames.
 
     Args:
         records: frame records (see :mod:`equimol.datasets.readers`), written in order as keys "0".."n-1".
-        path: output file (must not exist). The frames go to a hidden temporary file beside it, which
-            is synced and renamed to ``path`` only once complete (the :mod:`equimol.utils.io` rule):
+        path: output file (must not exist unless ``overwrite``). The frames go to a hidden temporary
+            file beside it, which is synced and renamed to ``path`` only once complete (the
+            :mod:`equimol.utils.io` rule):
             a conversion that fails or is killed never leaves a file at ``path``. The atom-count
             index (``ATOM_COUNT_KEY``, :mod:`.lmdb_index`) is committed in the transaction of "length".
         legacy_names: store ``energy``/``forces`` as ``y``/``force`` (older OC20 LMDBs).
@@ -294,7 +234,7 @@ def write_lmdb(
     count = 0
     atom_counts = array.array("i")  # the atom-count index, committed with "length"
     pending: list[tuple[bytes, bytes]] = []
-    with writing_lmdb(path, map_size) as env:
+    with writing_lmdb(path, map_size, overwrite) as env:
         for record in tqdm(records, total=total, disable=not progress, unit="frame", desc=f"writing {path.name}"):
             stored = record.clone()
             if legacy_names:
@@ -316,7 +256,7 @@ def write_lmdb(
 
 
 @contextlib.contextmanager
-def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
+def writing_lmdb(path: Path, map_size: int, overwrite: bool = False) -> Iterator[lmdb.Environment]:
     """An LMDB environment whose file becomes ``path`` only when the block ends without an error.
 
     It is opened on a hidden temporary sibling (the :mod:`equimol.utils.io` rule), synced once at
@@ -324,25 +264,48 @@ def writing_lmdb(path: Path, map_size: int) -> Iterator[lmdb.Environment]:
     ``path``; an error or a kill inside the block never leaves a file at ``path``.
 
     Raises:
-        FileExistsError: ``path`` exists.
+        FileExistsError: ``path`` exists (and not ``overwrite``).
+        OutputError: the folder is read-only or the disk full (nothing is left at ``path`` or beside it).
     """
-    if path.exists():
-        raise FileExistsError(f"output {str(path)!r} exists; remove it or choose another name")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {str(path)!r} exists; give --overwrite to replace it, or another name")
     partial = temporary_sibling(path)
-    env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        env = lmdb.open(str(partial), subdir=False, map_size=map_size, meminit=False, sync=False, lock=True)
+    except (OSError, lmdb.Error) as error:
+        for leftover in (partial, Path(f"{partial}-lock")):
+            leftover.unlink(missing_ok=True)
+        raise _write_failure(path, error) from error
     try:
         yield env
         env.sync(True)
+    except lmdb.Error as error:  # ENOSPC and friends, as LMDB reports them (the block writes only through env)
+        _discard(env, partial)
+        raise _write_failure(path, error) from error
     except BaseException:
-        env.close()
-        for leftover in (partial, Path(f"{partial}-lock")):
-            leftover.unlink(missing_ok=True)
+        _discard(env, partial)
         raise
     env.close()
     Path(f"{partial}-lock").unlink(missing_ok=True)
     os.replace(partial, path)
     fsync_folder(path.parent)
+
+
+def _discard(env: lmdb.Environment, partial: Path) -> None:
+    env.close()
+    for leftover in (partial, Path(f"{partial}-lock")):
+        leftover.unlink(missing_ok=True)
+
+
+def _write_failure(path: Path, error: BaseException) -> BaseException:
+    """An :class:`~equimol.utils.io.OutputError` naming ``path`` for a failed write; other errors unchanged."""
+    if isinstance(error, OSError) and not isinstance(error, OutputError):
+        return output_error(path, error)
+    if isinstance(error, lmdb.Error):
+        return output_error(path, OSError(str(error).rsplit(": ", 1)[-1]))
+    return error
 
 
 def _put(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:

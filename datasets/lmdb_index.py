@@ -20,7 +20,14 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from .lmdb_dataset import ATOM_COUNT_KEY, close_environment, lmdb_files, shared_environment
+from .lmdb_store import (
+    ATOM_COUNT_KEY,
+    close_environment,
+    lmdb_files,
+    shared_environment,
+    stored_length,
+    unpickle_value,
+)
 from .readers import DataFormatError
 
 
@@ -34,7 +41,7 @@ def read_atom_counts(file: Path) -> np.ndarray:
     with env.begin() as txn:
         raw = txn.get(ATOM_COUNT_KEY)
         length = txn.get(b"length")
-        frames = int(pickle.loads(length)) if length is not None else int(env.stat()["entries"]) - (raw is not None)
+        frames = stored_length(length, file) if length is not None else int(env.stat()["entries"]) - (raw is not None)
     if raw is None:
         raise DataFormatError(
             f"{file}: no atom-count index (key {ATOM_COUNT_KEY.decode()}); size-bounded batching of a large "
@@ -50,10 +57,7 @@ def read_atom_counts(file: Path) -> np.ndarray:
 
 
 def _stored_atom_count(value: bytes, file: Path, key: bytes) -> int:
-    try:
-        record = pickle.loads(value)
-    except Exception as error:
-        raise DataFormatError(f"{file}, key {key.decode()}: value cannot be unpickled ({error})") from error
+    record = unpickle_value(value, f"{file}, key {key.decode()}")
     fields = record if isinstance(record, dict) else getattr(record, "__dict__", {})
     if "_store" in fields:  # PyG 2 Data; PyG 1.x keeps the fields in __dict__ itself
         fields = record
@@ -79,7 +83,7 @@ def index_lmdb_file(file: Path, force: bool = False, progress: bool = True) -> i
     env = shared_environment(file)
     with env.begin() as txn:
         length = txn.get(b"length")
-        frames = int(pickle.loads(length)) if length is not None else int(env.stat()["entries"])
+        frames = stored_length(length, file) if length is not None else int(env.stat()["entries"])
         frames -= length is None and txn.get(ATOM_COUNT_KEY) is not None
         counts = np.full(frames, -1, dtype="<i4")
         cursor = txn.cursor()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
+from .frame_source import FrameSource
 from .readers import DEFAULT_KEYS, DataFormatError, LabelKeys, iter_ase_records
 
 
@@ -85,3 +86,41 @@ def iter_oc20_s2ef_records(
         yield record
     if count != len(systems):
         raise DataFormatError(f"{extxyz_path} has {count} frames but {txt_path} has {len(systems)} lines")
+
+
+class Oc20RawFrames(FrameSource):
+    """OC20 raw S2EF frames: one ``N.extxyz[.xz]`` with its ``N.txt[.xz]``, or a folder of such pairs in name
+    order; read whole on first use, streamed by :meth:`records` when nothing was read yet."""
+
+    name = "oc20-raw"
+    _records: list[Data] | None = None
+
+    def __init__(self, path: str | Path, keys: LabelKeys = DEFAULT_KEYS) -> None:
+        super().__init__(path, keys)
+        self.pairs = sorted(p for p in self.path.iterdir() if is_oc20_extxyz(p)) if self.path.is_dir() else [self.path]
+        self.files = [file for extxyz in self.pairs for file in (extxyz, companion_txt(extxyz)) if file is not None]
+
+    @classmethod
+    def accepts(cls, path: Path) -> bool:
+        """An ``*.extxyz[.xz]`` file with its companion text file, or a folder holding ``*.extxyz[.xz]`` files."""
+        if path.is_dir():
+            return any(is_oc20_extxyz(p) for p in path.iterdir())
+        return is_oc20_extxyz(path) and companion_txt(path) is not None
+
+    def _loaded(self) -> list[Data]:
+        if self._records is None:
+            self._records = list(self.records())
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __getitem__(self, index: int) -> Data:
+        return self._loaded()[index]
+
+    def records(self) -> Iterator[Data]:
+        if self._records is not None:
+            yield from self._records
+            return
+        for extxyz in self.pairs:
+            yield from iter_oc20_s2ef_records(extxyz, keys=self.keys)

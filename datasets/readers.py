@@ -18,12 +18,17 @@ it into a model graph:
 ``forces``            ``[n, 3]``     float64, eV/Å (optional)
 ``stress``            ``[3, 3]``     float64, eV/Å³, ASE sign: positive = tensile (optional)
 ``reference_energy``  float          per-system reference, eV (optional; OC20 adsorption mode)
+``config_type``       str            the frame's ``info[config_type_key]`` (MACE's ``config_type``; optional)
 ====================  =============  =========================================================
 
 ASE >= 3.23 moves an extxyz frame's ``energy``/``forces``/``stress`` into a
 ``SinglePointCalculator``; a user's own keys (``REF_energy``, ``REF_forces``) stay in
 ``atoms.info``/``atoms.arrays``. Labels are therefore looked up in ``atoms.calc.results`` first
 and then in ``info``/``arrays``, and a missing key raises an error that lists the keys present.
+
+**Isolated atoms** (MACE's convention): a one-atom frame whose ``config_type`` is ``IsolatedAtom``
+(:attr:`LabelKeys.isolated_atom_type`) holds an E0 and needs no forces; the data module takes such
+frames out of training and uses their energies as the per-element references.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from ase.constraints import FixAtoms
 from ase.stress import voigt_6_to_full_3x3_stress
 from torch_geometric.data import Data
 
+from equimol.errors import EquimolInputError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(EquimolInputError):
     """A data file, frame or key is malformed or missing; the message names which and why."""
 
 
@@ -49,7 +56,9 @@ class LabelKeys:
     """Names of the labels in the input files (``energy`` or ``REF_energy``, ...).
 
     ``forces_key``/``stress_key`` may be ``None`` to skip that label. ``require_forces``: a frame
-    without forces is an error (not silently dropped). Stress is optional unless ``require_stress``.
+    without forces is an error (not silently dropped), except an isolated atom (``config_type`` equal to
+    ``isolated_atom_type``, one atom). Stress is optional unless ``require_stress``. ``forces_hint``
+    ends the missing-forces error: how the caller's user turns force labels off (a config key, a flag).
     """
 
     energy_key: str = "energy"
@@ -58,6 +67,9 @@ class LabelKeys:
     require_energy: bool = True
     require_forces: bool = True
     require_stress: bool = False
+    config_type_key: str = "config_type"
+    isolated_atom_type: str | None = "IsolatedAtom"
+    forces_hint: str = "forces_key=None"
 
 
 DEFAULT_KEYS = LabelKeys()
@@ -137,6 +149,10 @@ def atoms_to_record(
         sid=Path(source).name.split(".")[0] if sid is None else sid,
         fid=frame if fid is None else fid,
     )
+    config_type = atoms.info.get(keys.config_type_key)
+    if config_type is not None:
+        record.config_type = str(config_type)
+    isolated = n == 1 and keys.isolated_atom_type is not None and config_type == keys.isolated_atom_type
     where = (atoms, source, frame)
     energy = _read_label(*where, keys.energy_key, "energy", per_atom=False, required=keys.require_energy)
     if energy is not None:
@@ -145,8 +161,11 @@ def atoms_to_record(
             raise DataFormatError(f"{_where(source, frame)}: energy {keys.energy_key!r} is {energy}")
         record.energy = energy
     if keys.forces_key is not None:
-        hint = " (set forces_key=None to train on energies only)"
-        forces = _read_label(*where, keys.forces_key, "forces", per_atom=True, required=keys.require_forces, hint=hint)
+        hint = f"; {keys.forces_hint} trains on energies only (no force labels at all)"
+        if keys.isolated_atom_type is not None:
+            hint = f"; an isolated atom (an E0) needs {keys.config_type_key}={keys.isolated_atom_type}" + hint
+        required = keys.require_forces and not isolated
+        forces = _read_label(*where, keys.forces_key, "forces", per_atom=True, required=required, hint=hint)
         if forces is not None:
             if forces.shape != (n, 3):
                 raise DataFormatError(
@@ -196,8 +215,10 @@ def _check_exists(path: str | Path) -> Path:
     return path
 
 
-def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> Iterator[Data]:
-    """Stream the frames of an ASE-readable file as frame records (memory: one frame at a time).
+def iter_ase_frames(
+    path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None
+) -> Iterator[tuple[Atoms, Data]]:
+    """Stream ``(atoms, frame record)`` for the frames of an ASE-readable file (memory: one frame at a time).
 
     Every frame is returned or an error is raised that names the file and the frame index; none is
     skipped. ``format`` is passed to :func:`ase.io.iread` (``None``: guessed from the name).
@@ -216,8 +237,14 @@ def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: s
             raise DataFormatError(
                 f"{path}, frame {frame}: could not be read ({type(error).__name__}: {error})"
             ) from error
-        yield atoms_to_record(atoms, keys, str(path), frame)
+        yield atoms, atoms_to_record(atoms, keys, str(path), frame)
         frame += 1
+
+
+def iter_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> Iterator[Data]:
+    """Stream the frame records of an ASE-readable file (see :func:`iter_ase_frames`)."""
+    for _, record in iter_ase_frames(path, keys, format):
+        yield record
 
 
 def read_ase_records(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, format: str | None = None) -> list[Data]:

@@ -20,7 +20,6 @@ looked up by system id in a mapping (a dict, or a ``.pkl``/``.json`` file ``{sid
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +27,9 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers as ATOMIC_NUMBERS
 from ase.data import chemical_symbols
+
+from equimol.errors import EquimolInputError
+from equimol.safe_pickle import restricted_loads
 
 from .readers import DataFormatError, LabelKeys, read_ase_records
 
@@ -62,7 +64,9 @@ class ElementReferences:
     def __init__(self, coeff: Sequence[float] | np.ndarray, source: str = "coefficients") -> None:
         coeff = np.asarray(coeff, dtype=np.float64).reshape(-1)
         if coeff.size > NUM_ELEMENTS:
-            raise ValueError(f"{source}: {coeff.size} coefficients, at most {NUM_ELEMENTS} (index = atomic number)")
+            raise EquimolInputError(
+                f"{source}: {coeff.size} coefficients, at most {NUM_ELEMENTS} (index = atomic number)"
+            )
         self.coeff = np.full(NUM_ELEMENTS, np.nan)
         self.coeff[: coeff.size] = coeff
         self.source = source
@@ -81,18 +85,26 @@ class ElementReferences:
     @classmethod
     def from_isolated_atoms(cls, path: str | Path, energy_key: str = "energy") -> ElementReferences:
         """E0s from a file of single-atom frames (e.g. 3BPA's ``iso_atoms.xyz``)."""
-        coeff = np.full(NUM_ELEMENTS, np.nan)
         keys = LabelKeys(energy_key=energy_key, forces_key=None, stress_key=None)
-        for frame, record in enumerate(read_ase_records(path, keys)):
+        records = read_ase_records(path, keys)
+        return cls.from_records([(f"{path}, frame {frame}", record) for frame, record in enumerate(records)], str(path))
+
+    @classmethod
+    def from_records(cls, records: Sequence[tuple[str, object]], source: str) -> ElementReferences:
+        """E0s from ``(where, frame record)`` pairs of single atoms with an ``energy`` (eV).
+
+        Raises:
+            DataFormatError: a frame with more than one atom, or two different energies for one element.
+        """
+        coeff = np.full(NUM_ELEMENTS, np.nan)
+        for where, record in records:
             if record.natoms != 1:
-                raise DataFormatError(
-                    f"{path}, frame {frame}: isolated-atom file has a frame with {record.natoms} atoms"
-                )
+                raise DataFormatError(f"{where}: an isolated-atom frame with {record.natoms} atoms")
             z = int(record.atomic_numbers[0])
             if not np.isnan(coeff[z]) and coeff[z] != record.energy:
-                raise DataFormatError(f"{path}, frame {frame}: second, different energy for {chemical_symbols[z]}")
+                raise DataFormatError(f"{where}: second, different isolated-atom energy for {chemical_symbols[z]}")
             coeff[z] = record.energy
-        return cls(coeff, source=str(path))
+        return cls(coeff, source=source)
 
     @classmethod
     def from_dict(cls, energies: Mapping[str | int, float]) -> ElementReferences:
@@ -101,12 +113,12 @@ class ElementReferences:
         for element, energy in energies.items():
             if isinstance(element, str) and not element.isdigit():
                 if element not in ATOMIC_NUMBERS:
-                    raise ValueError(f"element_references: unknown element {element!r}")
+                    raise EquimolInputError(f"element_references: unknown element {element!r}")
                 z = ATOMIC_NUMBERS[element]
             else:
                 z = int(element)
                 if not 0 < z < NUM_ELEMENTS:
-                    raise ValueError(f"element_references: atomic number {z} out of range 1..118")
+                    raise EquimolInputError(f"element_references: atomic number {z} out of range 1..118")
             coeff[z] = float(energy)
         return cls(coeff, source="dict")
 
@@ -114,7 +126,7 @@ class ElementReferences:
     def fit(cls, atomic_numbers: Sequence[np.ndarray], energies: Sequence[float]) -> ElementReferences:
         """Least-squares E0s from structures' compositions ``[n_s]`` and total energies (eV)."""
         if len(atomic_numbers) == 0:
-            raise ValueError("cannot fit element references on zero structures")
+            raise EquimolInputError("cannot fit element references on zero structures")
         species = np.unique(np.concatenate([np.asarray(z) for z in atomic_numbers]))
         column = {int(z): k for k, z in enumerate(species)}
         counts = np.zeros((len(atomic_numbers), len(species)))
@@ -168,9 +180,8 @@ class SystemReferences:
             raise FileNotFoundError(f"system reference file {str(path)!r} does not exist")
         if path.suffix == ".json":
             mapping = json.loads(path.read_text())
-        else:
-            with open(path, "rb") as handle:
-                mapping = pickle.load(handle)
+        else:  # OC20's oc20_ref.pkl: {sid: energy}, with numpy scalars; unpickled with nothing else importable
+            mapping = restricted_loads(path.read_bytes(), str(path))
         if not isinstance(mapping, Mapping):
             raise DataFormatError(f"{path}: expected a mapping {{system id: energy}}, got {type(mapping).__name__}")
         return cls(mapping, source=str(path))

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from equimol.errors import EquimolInputError
+
 
 def epoch_order(size: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     """``[size]`` positions in the order of epoch ``epoch``."""
@@ -98,7 +100,7 @@ class EdgeBudgetBatchSampler:
         if too_big.size:
             first = int(too_big[0])
             name = describe(first) if describe is not None else f"structure {first}"
-            raise ValueError(
+            raise EquimolInputError(
                 f"max_edges={max_edges} is smaller than {name}, which has {int(self.edge_counts[first])} edges "
                 f"({too_big.size} structure(s) exceed it); raise max_edges to at least {int(self.edge_counts.max())}"
             )

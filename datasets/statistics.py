@@ -2,7 +2,9 @@
 
 Over structures :math:`s` with :math:`n_s` atoms, :math:`|E_s|` edges (the radius graph at the
 configured cutoff), energies :math:`E_s` (after the configured references) and forces
-:math:`F_{ia}` on the atoms in the force mask:
+:math:`F_{ia}` on the atoms in the force mask, both minus the model's physical terms when given
+(``physical``: ZBL, D3, :class:`equimol.models.physical.PhysicalTerms`; the learned part of the model
+fits that residual, so its shift and scale come from it):
 
 - ``avg_num_neighbors`` :math:`= \\sum_s |E_s| / \\sum_s n_s` (the message-passing normalization);
 - ``per_species_energy_shift`` :math:`c_Z` minimizing :math:`\\sum_s (E_s - \\sum_Z A_{sZ} c_Z)^2`,
@@ -38,6 +40,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,10 +50,15 @@ from equimol.structure_checks import StructureError
 from equimol.utils.io import atomic_write, cache_root
 
 from .atoms_dataset import AtomsDataset, check_min_distance, reference_energy
+
+if TYPE_CHECKING:
+    from equimol.models.physical import PhysicalTerms
+from equimol.errors import EquimolInputError
+
 from .readers import DataFormatError
 from .statistics_sharing import wait_for_file, waits_for_first_process
 
-_VERSION = 2  # 2: seeded sample and standard errors
+_VERSION = 3  # 2: seeded sample and standard errors; 3: minus the physical terms
 
 
 @dataclass(eq=False)
@@ -195,6 +203,7 @@ def compute_statistics(
     progress: bool = False,
     sample_size: int | None = None,
     seed: int = 0,
+    physical: PhysicalTerms | None = None,
 ) -> DatasetStatistics:
     """Statistics of ``dataset`` restricted to ``indices`` (all frames when ``None``), in float64.
 
@@ -205,10 +214,11 @@ def compute_statistics(
         sample_size: estimate from a seeded sample of this many frames (all ``N`` when ``None`` or ``>= N``);
             the neighbor lists, the only costly part, are built for the sample only.
         seed: the sample's seed.
+        physical: the model's physical terms (float64), subtracted from energies and forces first.
     """
     population = len(dataset) if indices is None else len(indices)
     if population == 0:
-        raise ValueError("cannot compute statistics of an empty dataset")
+        raise EquimolInputError("cannot compute statistics of an empty dataset")
     positions = sample_positions(population, sample_size, seed)
     frames = positions if indices is None else np.asarray(indices, dtype=np.int64)[positions]
     settings = dataset.settings
@@ -235,11 +245,14 @@ def compute_statistics(
         numbers_list.append(numbers)
         atom_counts.append(int(numbers.shape[0]))
         edge_counts.append(int(sender.shape[0]))
+        physical_energy, physical_forces = 0.0, 0.0
+        if physical is not None and ("energy" in record or "forces" in record):
+            physical_energy, physical_forces = physical.energy_and_forces(record.pos.numpy(), numbers, cell, pbc)
         if "energy" in record:
-            energies.append(record.energy - reference_energy(record, settings, dataset.where(index)))
+            energies.append(record.energy - reference_energy(record, settings, dataset.where(index)) - physical_energy)
         if "forces" in record:
             mask = ~record.fixed.numpy() if settings.forces_on == "free" else np.ones(numbers.shape[0], dtype=bool)
-            squares = (record.forces.numpy() ** 2).sum(axis=1)
+            squares = ((record.forces.numpy() - physical_forces) ** 2).sum(axis=1)
             frame_sq[row], frame_count[row] = float(squares[mask].sum()), 3.0 * int(mask.sum())
             for z in np.unique(numbers[mask]):
                 selected = mask & (numbers == z)
@@ -298,7 +311,11 @@ def default_cache_dir() -> Path:
 
 
 def statistics_key(
-    dataset: AtomsDataset, indices: Sequence[int] | None, sample_size: int | None = None, seed: int = 0
+    dataset: AtomsDataset,
+    indices: Sequence[int] | None,
+    sample_size: int | None = None,
+    seed: int = 0,
+    physical: PhysicalTerms | None = None,
 ) -> str:
     """Hash of the data files (path, size, mtime), the sample and every setting that changes the statistics."""
     settings = dataset.settings
@@ -321,6 +338,7 @@ def statistics_key(
         if indices is None
         else hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest(),
         "sample": [sample_size, seed],
+        "physical": None if physical is None else physical.description,
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -332,13 +350,14 @@ def cached_statistics(
     progress: bool = False,
     sample_size: int | None = None,
     seed: int = 0,
+    physical: PhysicalTerms | None = None,
 ) -> DatasetStatistics:
     """:func:`compute_statistics`, read from / written to the cache (see the module docstring).
 
     In a distributed launch only the first process of each machine computes a missing entry; the
     others wait for its file (:mod:`.statistics_sharing`).
     """
-    key = statistics_key(dataset, indices, sample_size, seed)
+    key = statistics_key(dataset, indices, sample_size, seed, physical)
     folders = [Path(cache_dir)] if cache_dir is not None else [*_beside_data(dataset), default_cache_dir()]
     for folder in folders:
         path = folder / f"{key}.json"
@@ -351,7 +370,7 @@ def cached_statistics(
         shared = wait_for_file([folder / f"{key}.json" for folder in folders], DatasetStatistics.from_json)
         if shared is not None:
             return shared
-    statistics = compute_statistics(dataset, indices, progress, sample_size, seed)
+    statistics = compute_statistics(dataset, indices, progress, sample_size, seed, physical)
     for folder in folders:
         try:
             with atomic_write(folder / f"{key}.json", "w") as handle:  # concurrent readers never see half a file

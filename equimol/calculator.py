@@ -6,7 +6,17 @@
 
 Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy),
 ``forces`` (eV/Å), ``energies`` (per atom, eV) and, for periodic structures, ``stress`` (ASE Voigt
-order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``).
+order xx, yy, zz, yz, xz, xy; eV/Å³; positive is tensile: ``stress = (1/V) dE/d(strain)``) and
+per-atom ``stresses`` ``[n, 6]`` (same order and unit): ASE's intensive convention,
+``stresses.sum(axis=0) == stress``, from the model's per-atom virials ``W_i`` (each edge's
+``-r_e (x) dE/dr_e`` split half to each end, :mod:`equimol.models.potential`) as
+``stresses_i = -sym(W_i) / V`` with ``V`` the volume of the whole cell; LAMMPS's ``compute
+stress/atom`` under ``pair_style equimol`` is the same split (``-W_i`` in bar·Å³).
+
+**Dispersion.** ``dispersion="d3"`` (with ``xc``, ``damping``) adds D3(BJ) dispersion
+(:mod:`equimol.nn.dispersion`, tad-dftd3) to every property, as MACE's ``mace_mp(dispersion=True)``
+does, for a model trained without it; a model file that already holds a D3 term
+(``model.dispersion``) is refused, since its energy includes D3.
 
 **Neighbor list.** The list is built (vesin, :func:`equimol.graph.neighbor_list`) with
 the cutoff plus a ``skin`` and reused while no atom has moved more than ``skin / 2`` since it was
@@ -28,7 +38,9 @@ from torch import nn
 from torch_geometric.data import Data
 
 from equimol.committee import COMMITTEE_PROPERTIES, committee_results
+from equimol.errors import EquimolInputError
 from equimol.graph import graph_from_edges, neighbor_list
+from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
 
 
@@ -65,9 +77,12 @@ class EquimolCalculator(Calculator):
         device: torch device to run on.
         dtype: ``"float32"``/``"float64"`` (or a torch dtype) to cast the model to; ``None`` keeps its own.
         skin: neighbor-list skin in Å (see the module docstring); 0 rebuilds the list at every step.
+        dispersion: ``None`` or ``"d3"``: add D3(BJ) dispersion (module docstring).
+        xc, damping: the functional whose D3 parameters are used (tad-dftd3's names) and the damping.
+        dispersion_cutoff, dispersion_cn_cutoff: D3's cutoffs in Å (default tad-dftd3's, 31.75 and 21.17 Å).
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "stresses"]
 
     def __init__(
         self,
@@ -75,24 +90,35 @@ class EquimolCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
+        dispersion: str | None = None,
+        xc: str = "pbe",
+        damping: str = "bj",
+        dispersion_cutoff: float | None = None,
+        dispersion_cn_cutoff: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         members = list(model) if isinstance(model, (list, tuple)) else [model]
         if not members:
-            raise ValueError("model: an empty list; give a model file, or several for a committee")
+            raise EquimolInputError("model: an empty list; give a model file, or several for a committee")
         self.models = [_prepare_model(member, device, dtype) for member in members]
         model = self.models[0]
         for index, member in enumerate(self.models[1:], start=1):
             if float(member.radial_cutoff) != float(model.radial_cutoff) or list(member.species) != list(model.species):
-                raise ValueError(
+                raise EquimolInputError(
                     f"committee member {index} has cutoff {member.radial_cutoff} Å and species {list(member.species)}, "
                     f"member 0 has {model.radial_cutoff} Å and {list(model.species)}; members must agree"
                 )
+        dtypes = [next(member.parameters()).dtype for member in self.models]
+        if len(set(dtypes)) > 1:
+            raise EquimolInputError(
+                f"committee members have dtypes {[str(d).removeprefix('torch.') for d in dtypes]}; members must "
+                "agree (give dtype='float64' or 'float32' to cast them all)"
+            )
         if len(self.models) > 1:
             self.implemented_properties = [*type(self).implemented_properties, *COMMITTEE_PROPERTIES]
-        if skin < 0:
-            raise ValueError(f"skin must be >= 0 Å, got {skin}")
+        if not (np.isfinite(skin) and skin >= 0):
+            raise EquimolInputError(f"skin must be a finite length >= 0 Å, got {skin}")
         self.model = model.eval()
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
@@ -101,6 +127,47 @@ class EquimolCalculator(Calculator):
         self.species = {int(z) for z in model.species}
         self.neighbor_list_builds = 0  # how often the list was (re)built; for tests and diagnostics
         self._list: dict | None = None
+        cutoffs = {"cutoff": dispersion_cutoff, "cn_cutoff": dispersion_cn_cutoff}
+        self.dispersion = self._dispersion(dispersion, xc, damping, {k: v for k, v in cutoffs.items() if v is not None})
+
+    def _dispersion(self, kind: str | None, xc: str, damping: str, cutoffs: dict):
+        if kind is None:
+            return None
+        from equimol.nn.dispersion import D3Dispersion, check_options
+
+        if any(getattr(getattr(m, "config", None), "dispersion", None) for m in self.models):
+            raise EquimolInputError(
+                "dispersion: the model already includes D3 (its model.dispersion); do not add it twice"
+            )
+        try:
+            options = check_options({"kind": kind, "xc": xc, "damping": damping, **cutoffs})
+        except ValueError as error:
+            raise EquimolInputError(f"EquimolCalculator dispersion: {error}") from error
+        return D3Dispersion(**options).to(self.device)
+
+    def _dispersion_results(self, atoms, want_stress: bool) -> dict[str, np.ndarray | float]:
+        """Energy, per-atom energies, forces and (``want_stress``) stress of the D3 term, in float64."""
+        device = self.device
+        numbers = torch.as_tensor(atoms.get_atomic_numbers(), device=device)
+        positions = torch.tensor(atoms.get_positions(), dtype=torch.float64, device=device, requires_grad=True)
+        cell = torch.tensor(atoms.get_cell()[:], dtype=torch.float64, device=device).view(1, 3, 3)
+        pbc = torch.as_tensor(atoms.get_pbc(), device=device).view(1, 3)
+        strain = torch.zeros(1, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+        symmetric = 0.5 * (strain + strain.transpose(1, 2))  # x -> x (I + e): stress = dE/de / V
+        with torch.enable_grad():
+            strained = (positions + positions @ symmetric[0], cell + cell @ symmetric)
+            node_graph = torch.zeros(len(atoms), dtype=torch.long, device=device)
+            energies = self.dispersion(numbers, *strained, pbc, node_graph)
+            gradient, strain_gradient = torch.autograd.grad(energies.sum(), (positions, strain))
+        results = {
+            "energy": float(energies.sum()),
+            "energies": energies.detach().cpu().numpy(),
+            "forces": -gradient.cpu().numpy(),
+        }
+        if want_stress:
+            full = (strain_gradient[0] / atoms.get_volume()).cpu().numpy()
+            results["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return results
 
     # ------------------------------------------------------------------------------------ neighbor list
     def _list_is_valid(self, numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
@@ -139,25 +206,40 @@ class EquimolCalculator(Calculator):
         if unknown:
             names = [chemical_symbols[z] for z in unknown]
             known = [chemical_symbols[z] for z in sorted(self.species)]
-            raise ValueError(f"EquimolCalculator: element(s) {names} are not among the model's species {known}")
+            raise EquimolInputError(f"EquimolCalculator: element(s) {names} are not among the model's species {known}")
         positions = np.asarray(atoms.get_positions(), dtype=np.float64)
         cell = np.asarray(atoms.get_cell()[:], dtype=np.float64)
         pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-        edges = self._edges(numbers, positions, cell, pbc)
+        if len(numbers) == 0:
+            raise StructureError("EquimolCalculator: the structure has no atoms")
+        try:
+            edges = self._edges(numbers, positions, cell, pbc)
+        except StructureError as error:  # a cell or positions the neighbor list refuses: name the structure
+            raise StructureError(
+                f"EquimolCalculator: {atoms.get_chemical_formula()} ({len(atoms)} atoms): {error}"
+            ) from error
         return graph_from_edges(positions, numbers, cell, pbc, edges, self.dtype, self.device)
 
     # ------------------------------------------------------------------------------------- calculation
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        want_stress = "stress" in properties
-        if want_stress and not self.atoms.pbc.any():
+        want_stress, want_stresses = "stress" in properties, "stresses" in properties
+        if (want_stress or want_stresses) and not self.atoms.pbc.any():
+            name = "stresses" if want_stresses else "stress"
             raise PropertyNotImplementedError(
-                "EquimolCalculator: stress needs a periodic structure (atoms.pbc is all False, no volume)"
+                f"EquimolCalculator: {name} needs a periodic structure (atoms.pbc is all False, no volume)"
+            )
+        if want_stresses and self.dispersion is not None:
+            raise PropertyNotImplementedError(
+                "EquimolCalculator: per-atom stresses are not available with dispersion='d3' (D3 has no per-atom "
+                "virial split here); ask for stress, or drop the dispersion"
             )
         graph = self._graph(self.atoms)
+        dispersion = self._dispersion_results(self.atoms, want_stress) if self.dispersion is not None else None
+        virials = {"compute_virials": True} if want_stresses else {}  # models without the option still serve the rest
         members = []
         for model in self.models:
-            output = model(graph, compute_forces=True, compute_stress=want_stress)
+            output = model(graph, compute_forces=True, compute_stress=want_stress, **virials)
             energy = float(output["energy"].detach().sum().cpu())
             member = {
                 "energy": energy,
@@ -168,5 +250,21 @@ class EquimolCalculator(Calculator):
             if want_stress:
                 full = output["stress"].detach().cpu().double().numpy().reshape(3, 3)
                 member["stress"] = full[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            if dispersion is not None:
+                for key, value in dispersion.items():
+                    member[key] = member[key] + value
+                member["free_energy"] = member["energy"]
+            if want_stresses:
+                member["stresses"] = per_atom_stresses(output["atom_virial"], self.atoms.get_volume())
             members.append(member)
         self.results.update(members[0] if len(members) == 1 else committee_results(members))
+        if want_stresses and len(members) > 1:
+            self.results["stresses"] = np.mean([member["stresses"] for member in members], axis=0)
+
+
+def per_atom_stresses(atom_virial: torch.Tensor, volume: float) -> np.ndarray:
+    """ASE's per-atom ``stresses`` ``[n, 6]`` (Voigt, eV/Å³) from ``[n, 3, 3]`` per-atom virials (eV)."""
+    virial = atom_virial.detach().cpu().double().numpy()
+    rows, columns = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
+    symmetric = 0.5 * (virial[:, rows, columns] + virial[:, columns, rows])
+    return -symmetric / volume

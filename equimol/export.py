@@ -1,7 +1,7 @@
 """Self-contained model files: everything needed to rebuild a potential, nothing from the training config.
 
 A model file is a ``torch.save`` of a plain mapping (tensors, numbers, strings; loaded with
-``weights_only=True``, so opening one never runs code)::
+``weights_only=True`` through :func:`equimol.safe_pickle.load_torch_file`, so opening one never runs code)::
 
     format            "equimol-model"
     format_version    FORMAT_VERSION (int); readers accept versions <= theirs
@@ -10,6 +10,12 @@ A model file is a ``torch.save`` of a plain mapping (tensors, numbers, strings; 
     species           atomic numbers, radial_cutoff (Å), dtype ("float32"/"float64"): for a quick look
     state_dict        the weights (EMA weights when exported from a training checkpoint)
     metadata          free-form, e.g. the checkpoint it came from
+    weights_sha256    :func:`weights_checksum` of ``state_dict`` (files written before it existed lack it)
+
+**Damage.** A model file is a zip archive whose entries carry a CRC, and ``weights_sha256`` is a
+SHA-256 over every tensor's name, dtype, shape and bytes. Loading checks both: a flipped bit in a
+weight (which ``torch.load`` itself would read without a word) is refused, naming the file; files
+without a ``weights_sha256`` still load, checked by the CRCs alone.
 
 A file written by a newer format, or that is not an equimol model file, fails to load with a
 message that says which and what to do.
@@ -17,23 +23,49 @@ message that says which and what to do.
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from equimol import __version__
+from equimol.errors import EquimolInputError
 from equimol.models import Potential, build_model
 from equimol.utils.io import atomic_write
 
 FORMAT = "equimol-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Format 2: ModelConfig.scalar_first_layer (default true). Files of format 1 were written by models whose
 # first product-basis layer took zero-padded inputs, so they load with it false.
+# Format 3: ModelConfig.zbl_inner_fraction/zbl_outer_fraction (default 0.3/0.55). Older files switched ZBL
+# from 0.5 to 1.0 of the covalent sum, so they load with those.
 
 
-class ModelFileError(ValueError):
+class ModelFileError(EquimolInputError):
     """A model file that cannot be read by this equimol (the message names the file and the reason)."""
+
+
+def weights_checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{str(tensor.dtype)}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def check_zip_entries(path: Path) -> None:
+    """Raise :class:`ModelFileError` if an entry of the zip archive ``path`` fails its CRC (a damaged file)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: not an equimol model file ({type(error).__name__}: {error})") from error
+    if damaged is not None:
+        raise ModelFileError(f"{path}: entry {damaged!r} fails its CRC check; the file is damaged, use another copy")
 
 
 def export_model(model: Potential, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
@@ -52,6 +84,7 @@ def export_model(model: Potential, path: str | Path, metadata: dict[str, Any] | 
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
+    payload["weights_sha256"] = weights_checksum(payload["state_dict"])
     with atomic_write(path) as handle:
         torch.save(payload, handle)
     return path
@@ -62,13 +95,19 @@ def read_model_file(path: str | Path) -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        ModelFileError: not an equimol model file, or one of a newer format version.
+        UnsafeFileError: a file that asks to import anything but tensors and plain values (nothing of it ran).
+        ModelFileError: not an equimol model file, a damaged one, or one of a newer format version.
     """
+    from equimol.safe_pickle import UnsafeFileError, load_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    check_zip_entries(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_torch_file(path, "model file")
+    except UnsafeFileError:
+        raise
     except Exception as error:  # pickle/zip errors of every kind: report them as "not a model file"
         raise ModelFileError(f"{path}: not an equimol model file ({type(error).__name__}: {error})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -79,7 +118,9 @@ def read_model_file(path: str | Path) -> dict:
         )
         raise ModelFileError(f"{path}: not an equimol model file{hint}")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{path}: format_version {version!r} is not a positive integer; the file is damaged")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model file format version {version!r} written by equimol {payload.get('equimol_version')}; "
             f"this equimol {__version__} reads format versions up to {FORMAT_VERSION}. Upgrade equimol to load it."
@@ -87,8 +128,20 @@ def read_model_file(path: str | Path) -> dict:
     for key in ("model_config", "state_dict"):
         if key not in payload:
             raise ModelFileError(f"{path}: model file lacks {key!r}; the file is damaged")
+    if not isinstance(payload["state_dict"], dict) or not all(
+        isinstance(value, torch.Tensor) for value in payload["state_dict"].values()
+    ):
+        raise ModelFileError(f"{path}: the model file's state_dict is not a mapping of tensors; the file is damaged")
+    stored = payload.get("weights_sha256")
+    if stored is not None and stored != weights_checksum(payload["state_dict"]):
+        raise ModelFileError(
+            f"{path}: the weights do not match the file's weights_sha256 checksum; the file is damaged "
+            "(a changed or corrupted weight), use another copy"
+        )
     if version < 2 and isinstance(payload["model_config"], dict):
         payload["model_config"] = {"scalar_first_layer": False, **payload["model_config"]}
+    if version < 3 and isinstance(payload["model_config"], dict):
+        payload["model_config"] = {"zbl_inner_fraction": 0.5, "zbl_outer_fraction": 1.0, **payload["model_config"]}
     return payload
 
 
@@ -97,7 +150,7 @@ def load_model(
 ) -> Potential:
     """Rebuild the potential stored in ``path`` (eval mode) on ``device``, cast to ``dtype`` if given.
 
-    A compiled model file (``.pt2``, ``equimol export --compile``) loads as a
+    A compiled model file (``.pt2``, ``equimol export --format aotinductor``) loads as a
     :class:`~equimol.compiled.CompiledPotential` with the same call interface.
 
     Raises:

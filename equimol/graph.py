@@ -31,7 +31,7 @@ import vesin
 from ase import Atoms
 from torch_geometric.data import Data
 
-from equimol.structure_checks import check_neighbor_list_size
+from equimol.structure_checks import check_before_neighbor_list
 
 
 def neighbor_list(
@@ -50,15 +50,16 @@ def neighbor_list(
         with ``pos[receiver] - pos[sender] + cell_offsets @ cell`` the edge vectors.
 
     Raises:
-        StructureError: a degenerate periodic cell, or one so small for the cutoff that the list would be
-            pathological (:func:`equimol.structure_checks.check_neighbor_list_size`); checked before building.
+        StructureError: a degenerate periodic cell, one so small for the cutoff that the list would be
+            pathological, non-finite values, or a structure vesin's cell list would crash on
+            (:func:`equimol.structure_checks.check_before_neighbor_list`); checked before building.
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     box = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     if not pbc.any():
         box = np.zeros((3, 3))
-    check_neighbor_list_size(len(positions), box, pbc, radial_cutoff)
+    check_before_neighbor_list(positions, box, pbc, radial_cutoff)
     calculator = vesin.NeighborList(cutoff=float(radial_cutoff), full_list=True)
     first, second, shifts = calculator.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
     # vesin's vector is pos[j] - pos[i] + S @ box: i sends, j receives.

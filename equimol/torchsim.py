@@ -34,7 +34,9 @@ from torch_geometric.data import Data
 from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
+from equimol.errors import EquimolInputError
 from equimol.graph import neighbor_list
+from equimol.structure_checks import StructureError
 from equimol.utils.dtype import resolve_dtype
 
 
@@ -47,6 +49,11 @@ class EquimolModel(ModelInterface):
         dtype: ``float32``/``float64`` to cast the model to; ``None`` keeps its own.
         compute_stress: return ``stress`` ``[n_systems, 3, 3]`` (needed by cell relaxations and NPT).
         compute_forces: return ``forces`` ``[n_atoms, 3]``.
+        per_atom_energies: return ``energies`` ``[n_atoms]`` eV (TorchSim's per-atom slot, as its
+            Lennard-Jones model names it).
+        per_atom_stresses: return ``stresses`` ``[n_atoms, 3, 3]`` eV/Å³, symmetric, summing over each
+            system's atoms to its ``stress``: ``-sym(W_i) / V`` from the model's per-atom virials ``W_i``
+            (:mod:`equimol.models.potential`), the convention of the ASE calculator's ``stresses``.
     """
 
     def __init__(
@@ -56,6 +63,8 @@ class EquimolModel(ModelInterface):
         dtype: str | torch.dtype | None = None,
         compute_stress: bool = True,
         compute_forces: bool = True,
+        per_atom_energies: bool = False,
+        per_atom_stresses: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
@@ -69,6 +78,8 @@ class EquimolModel(ModelInterface):
         self._dtype = next(self.model.parameters()).dtype
         self._compute_stress = compute_stress
         self._compute_forces = compute_forces
+        self.per_atom_energies = per_atom_energies
+        self.per_atom_stresses = per_atom_stresses
         self._memory_scales_with = "n_atoms_x_density"
         self.radial_cutoff = float(self.model.radial_cutoff)
         self.species = {int(z) for z in self.model.species}
@@ -81,7 +92,7 @@ class EquimolModel(ModelInterface):
         numbers = state.atomic_numbers.detach().cpu().long()
         unknown = sorted(set(numbers.tolist()) - self.species)
         if unknown:
-            raise ValueError(f"EquimolModel: atomic number(s) {unknown} are not among the model's species")
+            raise EquimolInputError(f"EquimolModel: atomic number(s) {unknown} are not among the model's species")
         if np.any(np.diff(system_index) < 0):
             raise ValueError("EquimolModel: state.system_idx must be sorted (atoms of each system contiguous)")
         pbc = np.array([bool(state.pbc)] * 3)
@@ -89,7 +100,10 @@ class EquimolModel(ModelInterface):
         starts = np.searchsorted(system_index, np.arange(len(cells) + 1))
         for system in range(len(cells)):
             start, stop = starts[system], starts[system + 1]
-            sender, receiver, offset = neighbor_list(positions[start:stop], cells[system], pbc, self.radial_cutoff)
+            try:
+                sender, receiver, offset = neighbor_list(positions[start:stop], cells[system], pbc, self.radial_cutoff)
+            except StructureError as error:  # name the system of the batch
+                raise StructureError(f"EquimolModel: system {system} ({stop - start} atoms): {error}") from None
             senders.append(sender + start)
             receivers.append(receiver + start)
             offsets.append(offset)
@@ -114,10 +128,20 @@ class EquimolModel(ModelInterface):
             state = SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
         graph = self._graph(state)
         stress = self._compute_stress and bool(state.pbc)
-        out = self.model(graph, compute_forces=self._compute_forces, compute_stress=stress)
+        virials = {"compute_virials": True} if self.per_atom_stresses else {}
+        out = self.model(graph, compute_forces=self._compute_forces, compute_stress=stress, **virials)
         results = {"energy": out["energy"].detach()}
         if self._compute_forces:
             results["forces"] = out["forces"].detach()
         if self._compute_stress:
             results["stress"] = out["stress"].detach() if stress else torch.zeros_like(graph.cell)
+        if self.per_atom_energies:
+            results["energies"] = out["node_energy"].detach()
+        if self.per_atom_stresses:
+            virial = out["atom_virial"].detach()
+            if bool(state.pbc):
+                volume = torch.linalg.det(graph.cell).abs()[graph.batch]
+                results["stresses"] = -0.5 * (virial + virial.transpose(1, 2)) / volume.view(-1, 1, 1)
+            else:  # no volume, no stress: zeros, as for the global stress above
+                results["stresses"] = torch.zeros_like(virial)
         return results

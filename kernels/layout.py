@@ -4,13 +4,9 @@ A feature with irreps ``C x l_1 + C x l_2 + ...`` is stored by e3nn as ``[N, irr
 ``i`` holds ``C * (2 l_i + 1)`` numbers, channel-major inside the block. The kernels work on rows
 ``(edge, channel)`` with ``D = sum_i (2 l_i + 1)`` columns (the channel-major layout of
 :func:`equimol.tp.to_channel_major`). Component ``k`` of channel ``c`` lives at column
-
-.. math:: \mathrm{col}(c, k) = \mathrm{base}_k + c\, \mathrm{stride}_k,
-          \qquad \mathrm{base}_k = \mathrm{start}_i + m, \quad \mathrm{stride}_k = 2 l_i + 1
-
-of the mul_ir row, where ``k`` is the ``m``-th component of irrep ``i`` and ``start_i`` the first
-column of block ``i``. The kernels gather and scatter through these two integer vectors, so no
-layout conversion is ever materialised.
+``base_k + c * stride_k`` of the mul_ir row (:func:`equimol.tp.irreps.component_columns`). The
+kernels gather and scatter through these two integer vectors, so no layout conversion is ever
+materialised.
 
 Padded sizes: ``tl.dot`` on a GPU needs every dimension to be a power of two and at least 16, so
 matrices and maps are zero-padded to :func:`padded`. Zero rows/columns of the factor matrices make
@@ -24,6 +20,8 @@ import functools
 import torch
 from e3nn import o3
 
+from equimol.tp.irreps import component_columns, component_irreps
+
 #: Smallest padded extent of a ``tl.dot`` operand dimension (GPU tensor-core tiles).
 MIN_DOT_EXTENT = 16
 
@@ -36,16 +34,8 @@ def padded(size: int, minimum: int = MIN_DOT_EXTENT) -> int:
 
 @functools.lru_cache(maxsize=256)
 def _column_map_cpu(irreps: str, padded_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    parsed = o3.Irreps(irreps)
-    base = torch.zeros(padded_dim, dtype=torch.int64)
-    stride = torch.zeros(padded_dim, dtype=torch.int64)
-    k = 0
-    for (_, ir), block in zip(parsed, parsed.slices()):
-        for m in range(ir.dim):
-            base[k] = block.start + m
-            stride[k] = ir.dim
-            k += 1
-    return base, stride
+    base, stride = component_columns(o3.Irreps(irreps))
+    return pad_vector(base, padded_dim), pad_vector(stride, padded_dim)
 
 
 def column_map(irreps: o3.Irreps, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,13 +59,13 @@ def degree_map(irreps: o3.Irreps, device: torch.device) -> torch.Tensor:
 
     Weights given per (sample, channel, irrep) ``[E, C, len(irreps)]`` are read through this map.
     """
-    dim = sum(ir.dim for _, ir in irreps)
-    index = torch.zeros(padded(dim), dtype=torch.int64)
-    k = 0
-    for i, (_, ir) in enumerate(irreps):
-        index[k : k + ir.dim] = i
-        k += ir.dim
-    return index.to(device)
+    index = component_irreps(irreps)
+    return pad_vector(index, padded(index.shape[0])).to(device)
+
+
+def pad_vector(vector: torch.Tensor, size: int) -> torch.Tensor:
+    """``vector`` followed by zeros up to ``size`` entries."""
+    return torch.cat([vector, vector.new_zeros(size - vector.shape[0])])
 
 
 def pad_matrix(matrix: torch.Tensor, rows: int, columns: int) -> torch.Tensor:

@@ -19,3 +19,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet -e ".[test]"
   echo "$wanted" > "$stamp"
 fi
+# The docs' browser test drives Debian's headless Chromium through its chromedriver: installed here only when
+# missing, and only where apt-get can run (as root); elsewhere install the two packages yourself.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    if ! { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "apt-get could not install chromium and chromium-driver: the docs' browser test will fail" >&2
+    fi
+  else
+    echo "chromium and chromium-driver are missing and apt-get cannot run here: the docs' browser test will fail" >&2
+  fi
+fi
+# pair_style equimol (the LAMMPS plugin) is compiled once per torch/LAMMPS version and plugin source into
+# equimol's cache (about 30 s), so the tests find it; without cmake or a C++ compiler this says so and the
+# rest still works (fix external needs no compiler)
+if ! plugin_log="$(.venv/bin/equimol lammps build-plugin 2>&1)"; then
+  echo "$plugin_log" | tail -n 1 >&2
+  echo "pair_style equimol was not built; equimol lammps (fix external) still works" >&2
+fi

@@ -7,7 +7,8 @@ files and runs :func:`equimol.cli.main` exactly as the console script does (``sy
 its exit status is the command's. An exception that escapes ``main`` prints its traceback and
 exits 1, as the console script would. Prints ``{case name: exit status}`` as JSON.
 
-CASES.json: a list of ``{"name", "argv", "cwd", "env", "stdout", "stderr", "timeout"}`` (seconds, 0: none).
+CASES.json: a list of ``{"name", "argv", "cwd", "env", "stdout", "stderr", "timeout"}`` (seconds, 0: none), and
+optionally ``"file_size_limit"`` (bytes: the child's ``RLIMIT_FSIZE``, a full disk).
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ _PRELOADED = (
 
 def _child(case: dict, main) -> int:
     signal.alarm(int(case.get("timeout", 0)))  # a hanging command dies by SIGALRM (exit status -14)
+    if case.get("file_size_limit"):  # a full disk: writes beyond the limit fail with EFBIG
+        import resource
+
+        from lightning.fabric.plugins.environments import MPIEnvironment
+
+        # Lightning's MPI detection initialises MPI, whose shared-memory files the limit would also cut short
+        # (a full disk leaves /dev/shm alone): one process, no MPI, as without mpi4py installed
+        MPIEnvironment.detect = staticmethod(lambda: False)
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case["file_size_limit"], case["file_size_limit"]))
     os.chdir(case["cwd"])
     os.environ.update(case["env"])
     for fd, name in ((1, case["stdout"]), (2, case["stderr"])):

@@ -36,3 +36,28 @@ def isolated_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("EQUIMOL_CACHE_DIR", None)
     else:
         os.environ["EQUIMOL_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site built once per session with ``mkdocs build --strict`` (``tests/test_docs_*.py``).
+
+    Strict: a broken link, a page missing from the navigation's files, a docstring reference that does not
+    resolve or any other MkDocs warning fails the build, and with it every test that uses the site.
+    """
+    import subprocess
+    import sys
+
+    site = tmp_path_factory.mktemp("docs") / "site"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"mkdocs build --strict failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return site

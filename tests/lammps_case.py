@@ -10,52 +10,14 @@ import sys
 
 import numpy as np
 import torch
-from ase import Atoms
-from ase.build import bulk
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-from test_calculator import small_model
 
-from equimol.lammps import EquimolFix, create_box_from_atoms, load_lammps
-
-ELEMENTS = ["Cu", "Au"]
-TIMESTEP_FS = 1.0
+from equimol.lammps import EquimolFix
+from equimol.microbench.systems import ELEMENTS, TIMESTEP_FS, cu_au_box, open_lammps, small_model  # noqa: F401
 
 
 def tiny_model(seed: int = 0, dtype: str = "float64"):
     """A random (untrained) 2-layer model for Cu and Au; ``energy_scale`` 5 gives forces ~0.1-1 eV/Å."""
     return small_model([29, 79], seed=seed, dtype=dtype, energy_scale=5.0).eval()
-
-
-def cu_au_box(tilt: float = 0.0, temperature_k: float = 300.0, repeat: int = 2) -> Atoms:
-    """``4 repeat^3`` atoms of fcc Cu, every 4th Au, rattled, in a LAMMPS-form (lower-triangular) cell; seeded
-    velocities."""
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((repeat, repeat, repeat))
-    atoms.numbers[::4] = 79
-    cell = atoms.get_cell()[:]
-    cell[1, 0] += tilt * cell[1, 1]
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.05, seed=1)
-    if temperature_k > 0:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(0))
-    return atoms
-
-
-def open_lammps(atoms: Atoms, comm=None, elements=ELEMENTS, integrate: bool = True):
-    """A LAMMPS instance (``units metal``) holding ``atoms`` with ``fix equimol`` defined, NVE integration."""
-    lammps = load_lammps()
-    lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"], comm=comm)
-    lmp.commands_string("units metal\natom_style atomic\natom_modify map yes")
-    create_box_from_atoms(lmp, atoms, elements)
-    lmp.commands_string(
-        "fix equimol all external pf/callback 1 1\n"
-        "fix_modify equimol energy yes virial yes\n"
-        f"timestep {TIMESTEP_FS / 1000.0!r}\n"
-        "thermo_style custom step pe ke etotal press pxx pyy pzz pxy pxz pyz\n"
-        "neighbor 1.0 bin"
-    )
-    if integrate:
-        lmp.command("fix integrate all nve")
-    return lmp
 
 
 def lammps_positions(lmp, count: int) -> np.ndarray:

@@ -40,6 +40,18 @@ def test_unknown_variant_is_named():
         parse_series("cg/fast")
 
 
+def test_variants_expand_and_each_one_builds():
+    """Every variant's options are options its backend accepts (a renamed option fails here, not in a long run)."""
+    from equimol.microbench.variants import BENCHMARK_VARIANTS
+    from equimol.tp import TensorProduct
+
+    assert [s.label for s in parse_series("cg,gaunt/edge")] == ["cg", "gaunt/edge"]
+    assert [s.label for s in parse_series("cp")] == ["cp/factors", "cp/edge"]
+    for backend, variants in BENCHMARK_VARIANTS.items():
+        for options in variants.values():
+            TensorProduct("2x0e + 2x1o", "0e + 1o", "2x0e + 2x1o", backend=backend, **options)
+
+
 def test_scaling_exponent_of_a_power_law():
     from equimol.microbench.tp import Measurement
 
@@ -95,4 +107,4 @@ def test_variant_beyond_its_limit_is_skipped_with_the_reason(tmp_path, capsys):
     (skip,) = record["skipped"]
     assert skip["label"] == "gaunt/compiled" and skip["lmax"] == 4 and "nonzero entries" in skip["reason"]
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "not run" in line]
-    assert line.split()[:4] == ["gaunt/compiled", "4", "not", "run:"] and "compile=True unrolls" in line
+    assert line.split()[:4] == ["gaunt/compiled", "4", "not", "run:"] and "compile_edge_product=True unrolls" in line

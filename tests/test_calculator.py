@@ -23,25 +23,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from equimol.calculator import EquimolCalculator
 from equimol.export import export_model
 from equimol.graph import atoms_to_graph
-from equimol.models import build_model
-
-
-def small_model(species: list, seed: int = 0, **options):
-    config = {
-        "species": species,
-        "channels": 8,
-        "lmax": 1,
-        "num_layers": 2,
-        "num_radial_basis": 6,
-        "radial_cutoff": 4.0,
-        "radial_mlp_hidden": [16],
-        "readout_hidden": 8,
-        "avg_num_neighbors": 10.0,
-        "seed": seed,
-        "dtype": "float64",
-        **options,
-    }
-    return build_model(config)
+from equimol.microbench.systems import small_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,9 +1,11 @@
-"""The README's relaxation and NVE example runs as written, with an untrained model file in place of the
-main job's ``runs/3bpa_quick/model.pt`` (the example's two paths are the only substitutions)."""
+"""The README's relaxation and NVE example runs as written, and without a warning, with an untrained model
+file in place of the main job's ``runs/3bpa_quick/model.pt`` (the example's two paths are the only
+substitutions)."""
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import ase.optimize
@@ -55,9 +57,12 @@ def test_readme_calculator_example_runs(shared_data: Path, tmp_path: Path, capsy
     torch.set_num_threads(1)  # 27 atoms: one thread is fastest (see tests/test_calculator.py)
     try:
         namespace: dict = {}
-        exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     finally:
         torch.set_num_threads(previous)
+    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
     atoms = namespace["atoms"]
     # the relaxation converged: BFGS says so, every force is below fmax = 0.01 eV/Å, and it took steps
     [(converged, largest_force, steps)] = _RecordingBFGS.runs

@@ -92,7 +92,7 @@ def test_members_must_agree_on_species_and_cutoff(members):
 
 def test_train_committee_over_seeds(shared_data, tmp_path, capsys):
     from equimol.train.config import validate_config
-    from equimol.train.run import train
+    from equimol.train.launch import train
 
     raw = tiny_training_config(shared_data, tmp_path, max_epochs=1, test_after_fit=False, committee_seeds=[3, 5])
     result = train(validate_config(raw))

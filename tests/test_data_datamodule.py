@@ -22,6 +22,7 @@ from equimol.datasets.readers import DataFormatError, iter_ase_records, read_ase
 from equimol.datasets.references import ElementReferences
 
 from equimol.cli import main
+from equimol.errors import ConfigError
 
 ENERGY_TOL = 1e-9
 E0 = {1: -13.587222780835477, 6: -1029.4889999855063, 7: -1484.9814568572233, 8: -2041.9816003861047}
@@ -242,9 +243,9 @@ def test_fitted_element_references(shared_data: Path) -> None:
 
 
 def test_config_keys_and_paths(shared_data: Path, monkeypatch) -> None:
-    with pytest.raises(TypeError, match=r"unknown data key\(s\) \['radial_cuttoff'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) data\.radial_cuttoff;"):
         AtomsDataModule.from_config({"train": "3bpa/train_300K.xyz", "radial_cuttoff": 5.0})
-    with pytest.raises(TypeError, match="radial_cuttoff"):
+    with pytest.raises(ConfigError, match="radial_cuttoff"):
         ThreeBPADataModule(radial_cuttoff=5.0)
     monkeypatch.setenv("EQUIMOL_DATA_DIR", str(shared_data))
     module = ThreeBPADataModule.from_config({"radial_cutoff": 4.5, "dtype": "float32", "batch_size": 2})

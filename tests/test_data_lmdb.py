@@ -116,7 +116,7 @@ def test_missing_lmdb_path(tmp_path: Path) -> None:
 
 def test_convert_refuses_to_overwrite_and_reports_bad_frames(oc20_lmdb: Path, tmp_path: Path, capsys) -> None:
     assert main(["data", "convert", str(oc20_lmdb), str(oc20_lmdb), "--quiet"]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "is also an input" in capsys.readouterr().err
     bad = tmp_path / "bad.xyz"
     bad.write_text('1\nProperties=species:S:1:pos:R:3 energy=1.0 pbc="F F F"\nH 0 0 0\n')
     output = tmp_path / "bad.lmdb"

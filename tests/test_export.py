@@ -88,6 +88,10 @@ def test_damaged_weights_fail_clearly(model, tmp_path: Path) -> None:
     payload = torch.load(path, weights_only=True)
     payload["state_dict"].pop(next(iter(payload["state_dict"])))
     torch.save(payload, path)
+    with pytest.raises(ModelFileError, match="weights_sha256"):
+        load_model(path)
+    payload.pop("weights_sha256")  # as written before model files carried a checksum
+    torch.save(payload, path)
     with pytest.raises(ModelFileError, match="cannot be rebuilt"):
         load_model(path)
 

@@ -1,4 +1,4 @@
-"""Compiled model files (``equimol export --compile``, :mod:`equimol.compiled`) against the eager model.
+"""Compiled model files (``equimol export --format aotinductor``, :mod:`equimol.compiled`) against the eager model.
 
 Default suite: ``torch.export`` programs of a random 1-layer Cu/Au model (8 channels, L = 1; tracing
 one costs 5-6 CPU-s here, see :mod:`equimol.compiled`), one in float64 written through the command
@@ -30,6 +30,7 @@ from equimol.compiled import CompiledModelError, compile_model, load_compiled
 from equimol.export import export_model, load_model
 from equimol.graph import atoms_to_graph
 from equimol.lammps import EquimolFix
+from equimol.safe_archive import UnsafeArchiveError
 from equimol.torchsim import EquimolModel
 
 QUANTITIES = ("energy", "forces", "stress", "energies")
@@ -58,7 +59,7 @@ def compiled(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compiled")
     model, model32 = one_layer_model(), one_layer_model("float32")
     export_model(model, folder / "model.pt")
-    assert main(["export", str(folder / "model.pt"), str(folder / "model.pt2"), "--compile", "export"]) == 0
+    assert main(["export", str(folder / "model.pt"), str(folder / "model.pt2"), "--format", "export"]) == 0
     compile_model(model32, folder / "model32.pt2", mode="export")
     yield {"model": model, "model32": model32, "path": folder / "model.pt2", "folder": folder}
     torch.set_num_threads(previous)
@@ -129,21 +130,21 @@ def test_torchsim_lammps_and_predict_take_the_compiled_file(compiled, tmp_path):
         arguments = ["predict", str(candidate), str(tmp_path / "in.extxyz"), "--out", str(tmp_path / f"{name}.xyz")]
         assert main([*arguments, "--quiet"]) == 0
     eager, compiled_frames = (ase.io.read(tmp_path / f"{name}.xyz", ":") for name in ("eager", "compiled"))
-    for first, second in zip(eager, compiled_frames, strict=True):
-        assert abs(first.get_potential_energy() - second.get_potential_energy()) < 1e-9
-        np.testing.assert_allclose(first.get_forces(), second.get_forces(), atol=1.1e-8)
+    for first, second in zip(eager, compiled_frames, strict=True):  # predictions under predict's equimol_ prefix
+        assert abs(first.info["equimol_energy"] - second.info["equimol_energy"]) < 1e-9
+        np.testing.assert_allclose(first.arrays["equimol_forces"], second.arrays["equimol_forces"], atol=1.1e-8)
 
 
 def test_compiled_file_errors_are_clear(compiled, tmp_path, capsys):
     with pytest.raises(CompiledModelError, match="compiled for float64; a compiled model cannot be cast"):
         load_compiled(compiled["path"], dtype="float32")
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
-    with pytest.raises(CompiledModelError, match="not an equimol compiled model file"):
+    with pytest.raises(UnsafeArchiveError, match="not an equimol compiled model file"):  # checked before torch opens it
         load_compiled(tmp_path / "junk.pt2")
     with pytest.raises(CompiledModelError, match="must end in .pt2"):
         compile_model(compiled["model"], tmp_path / "model.bin")
     with pytest.raises(SystemExit) as exit_info:  # an argparse error: one line, status 2
-        main(["export", str(compiled["folder"] / "model.pt"), str(tmp_path / "x.pt2"), "--compile", "jit"])
+        main(["export", str(compiled["folder"] / "model.pt"), str(tmp_path / "x.pt2"), "--format", "jit"])
     assert exit_info.value.code == 2 and "invalid choice: 'jit'" in capsys.readouterr().err
 
 
@@ -152,7 +153,7 @@ def test_fused_kernel_model_is_refused(tmp_path, capsys):
     options = {"channels": 4, "tp_backend": "gaunt", "tp_options": {"strategy": "grid", "kernel": "triton"}}
     fused = one_layer_model(**options)
     export_model(fused, tmp_path / "fused.pt")
-    arguments = ["export", str(tmp_path / "fused.pt"), str(tmp_path / "fused.pt2"), "--compile", "export"]
+    arguments = ["export", str(tmp_path / "fused.pt"), str(tmp_path / "fused.pt2"), "--format", "export"]
     assert main(arguments) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "model.tp_options.kernel is 'triton'" in error and "--torch-kernel" in error

@@ -86,14 +86,15 @@ def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_kernels.py"
     out = tmp_path / "gpu.json"
-    argv = sys.argv
+    argv, path = sys.argv, list(sys.path)
     sys.argv = [str(script), "--dry-run", "--skip", "nve,training,model_scaling,mace", "--out", str(out)]
+    sys.path.insert(0, str(script.parent))  # as `python benchmarks/gpu_kernels.py` has it (for _common)
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exit_info:
         assert exit_info.code in (0, None)
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
     record = json.loads(out.read_text())
     assert record["checks_passed"] == {"fused_vs_torch": True, "cueq_vs_cg": True, "fd_forces": True, "nve": None}
     rows = record["sections"]["convolution"]["result"]

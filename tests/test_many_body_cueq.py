@@ -1,9 +1,10 @@
 """``many_body: cueq`` (cuEquivariance's symmetric contraction): equivariance, finite differences, and
-how its parameterization relates to ``many_body: cg`` (see :mod:`equimol.tp.cueq_power`).
+how its parameterization relates to ``many_body: cg`` (see :mod:`equimol.manybody.cueq`).
 
 Sizes stay at ``lmax = 1, nu = 3`` in the default suite (``lmax = 2, nu = 2`` and the model-level test
-are ``slow``): cuEquivariance derives its basis on construction and its PyTorch path evaluates one
-einsum per basis path, seconds per call on a loaded 2-core CPU (minutes to build at ``lmax = 2, nu = 3``).
+are ``slow``). The dense evaluation equals cuEquivariance's own ``SymmetricContraction`` (its PyTorch
+method, same weights) to 1e-12 relative in float64; the contraction's paths come from the disk cache
+on a second build (cuEquivariance not asked again) and a damaged cache file is derived again.
 Tolerances: 1e-10 (float64, harness), model symmetry 1e-9 and forces vs central differences
 ``1e-6 max|F| + 10 eps |E| / h`` as in the other model tests.
 """
@@ -26,12 +27,14 @@ from test_model_structures import (  # noqa: F401  (single_thread: autouse fixtu
 )
 from test_model_symmetry import SYMMETRY_TOL, _symmetry_errors
 
+from equimol.manybody import many_body_product
+from equimol.manybody.cg import SymmetricProduct
 from equimol.nn.linear import natural_irreps
-from equimol.nn.many_body import SymmetricProduct, many_body_product
 
 pytest.importorskip("cuequivariance_torch", reason="the cueq extra is part of the test extra")
 
-from equimol.tp.cueq_power import CueqSymmetricContraction  # noqa: E402
+import equimol.manybody.cueq as cueq_power  # noqa: E402
+from equimol.manybody.cueq import CueqSymmetricContraction  # noqa: E402
 
 SIZES = [(1, 3), pytest.param(2, 2, marks=pytest.mark.slow)]  # (lmax, correlation)
 
@@ -119,8 +122,82 @@ def test_cueq_many_body_model_is_symmetric_and_forces_match_finite_differences(s
 
 
 def test_cueq_many_body_without_the_package_names_the_pip_extra(monkeypatch):
-    for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.tp.cueq_power"))]:
+    from equimol.manybody import registry
+
+    for name in [m for m in sys.modules if m.startswith(("cuequivariance", "equimol.manybody.cueq"))]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "cuequivariance_torch", None)
+    # as in a process that never imported the kind: it is registered when its module is first imported
+    monkeypatch.setattr(registry, "_KINDS", {k: v for k, v in registry._KINDS.items() if k != "cueq"})
+    for name in ("cuequivariance", "cuequivariance_torch"):  # the cueq extra
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ValueError, match=r"pip install 'equimol\[cueq\]'"):
         many_body_product("cueq", 2, 1, 2, 2)
+
+
+@pytest.mark.parametrize("method", ["dense", "naive"])
+@pytest.mark.parametrize(("lmax", "correlation"), [(1, 3), (2, 2)])
+def test_evaluation_equals_cuequivariance_symmetric_contraction(lmax, correlation, method):
+    import cuequivariance as cue
+    import cuequivariance_torch as cuet
+
+    irreps = natural_irreps(3, lmax)
+    block = CueqSymmetricContraction(irreps, correlation, num_elements=2, method=method)
+    cue_irreps = cue.Irreps(cue.O3, str(irreps))
+    reference = cuet.SymmetricContraction(
+        cue_irreps, cue_irreps, correlation, num_elements=2, layout=cue.mul_ir, dtype=torch.float64, method="naive"
+    )
+    with torch.no_grad():
+        reference.weight.copy_(block.weight)
+    x, elements = _inputs(irreps, count=9)
+    expected = reference(x, elements)
+    assert (block(x, elements) - expected).abs().max() <= 1e-12 * expected.abs().max()
+
+
+def _clear_memory_caches():
+    for function in (cueq_power.contraction_paths, cueq_power.dense_tables, cueq_power.contraction_polynomial):
+        function.cache_clear()
+
+
+def test_second_build_reads_the_contraction_from_the_disk_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("EQUIMOL_CACHE_DIR", str(tmp_path))
+    _clear_memory_caches()
+    irreps = natural_irreps(2, 1)
+    first = CueqSymmetricContraction(irreps, 3, num_elements=2)
+    assert len(list((tmp_path / "cueq_contraction").glob("*.npz"))) == 1
+    _clear_memory_caches()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cuEquivariance asked to derive the contraction again")
+
+    monkeypatch.setattr(cueq_power.cue.descriptors, "symmetric_contraction", refuse)
+    second = CueqSymmetricContraction(irreps, 3, num_elements=2)
+    second.load_state_dict(first.state_dict())
+    x, elements = _inputs(irreps)
+    assert torch.equal(first(x, elements), second(x, elements))
+    _clear_memory_caches()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "stale_key", "checksum"])
+def test_a_damaged_cache_file_is_derived_again(monkeypatch, tmp_path, damage):
+    import numpy as np
+
+    monkeypatch.setenv("EQUIMOL_CACHE_DIR", str(tmp_path))
+    _clear_memory_caches()
+    irreps = natural_irreps(2, 1)
+    reference = cueq_power.contraction_paths(cueq_power.unit_irreps(str(irreps)), 2)
+    (path,) = (tmp_path / "cueq_contraction").glob("*.npz")
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        if damage == "stale_key":
+            arrays["key"] = np.array(str(arrays["key"]).replace('"format": 1', '"format": 0'))
+        else:
+            arrays["coefficients_2"] = arrays["coefficients_2"] * 2.0
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+    _clear_memory_caches()
+    derived = cueq_power.contraction_paths(cueq_power.unit_irreps(str(irreps)), 2)
+    assert all(np.array_equal(derived[name], reference[name]) for name in reference)
+    _clear_memory_caches()

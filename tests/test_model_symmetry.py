@@ -79,15 +79,7 @@ def test_energy_invariant_forces_equivariant(backend, structure, shared_data):
     assert max(errors.values()) <= SYMMETRY_TOL, f"{backend}/{structure}: {errors}"
 
 
-def _many_body_kinds() -> list[str]:
-    try:
-        import equimol.tp.gaunt_power  # noqa: F401
-    except ImportError:
-        return ["none", "cg"]
-    return ["none", "cg", "gaunt"]
-
-
-@pytest.mark.parametrize("many_body", _many_body_kinds())
+@pytest.mark.parametrize("many_body", ["none", "cg", "gaunt"])
 @pytest.mark.parametrize("mode", ["exact", "chebyshev"])
 def test_symmetry_with_spe_modes_and_many_body(mode, many_body):
     model = tiny_model(spe={"mode": mode}, many_body=many_body)

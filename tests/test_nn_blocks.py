@@ -14,6 +14,7 @@ from e3nn import o3
 from harness import EQUIVARIANCE_TOL, equivariance_error, random_orthogonal_matrices
 from test_model_structures import single_thread  # noqa: F401  (autouse fixture)
 
+from equimol.manybody.cg import SymmetricProduct
 from equimol.nn import (
     BesselBasis,
     EquivariantLinear,
@@ -21,7 +22,6 @@ from equimol.nn import (
     InteractionBlock,
     PolynomialEnvelope,
     SpeciesIndex,
-    SymmetricProduct,
     natural_irreps,
     parse_species,
 )

@@ -1,4 +1,5 @@
-"""``equimol predict``: every input format, input order, values equal to the calculator, 1 and 2 processes.
+"""``equimol predict``: every input format, input order, values equal to the calculator, 1 and 2 processes;
+the output keeps what it read (labels, float64 positions, cell and pbc) and predicts under ``--prefix``.
 
 Structures: molecules (non-periodic, 3 to 8 atoms) and periodic boxes, in an extxyz file, an ASE
 database and an LMDB. The model is a tiny random float64 potential (H, C, N, O). Tolerance against
@@ -41,8 +42,9 @@ def _structures() -> list[Atoms]:
         box = Atoms(numbers=generator.choice([1, 6, 7, 8], size=count), cell=np.diag([4.5, 5.0, 5.5]), pbc=True)
         box.positions = generator.uniform(0, 4.5, size=(count, 3))
         structures.append(box)
-    for atoms in structures:  # labels as a data set would have them; predict must ignore them
-        atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((len(atoms), 3)))
+    structures[0].cell = np.diag([9.0, 10.0, 11.0])  # a molecule in a box it is not periodic in: kept as is
+    for index, atoms in enumerate(structures):  # labels as a data set would have them; predict keeps them
+        atoms.calc = SinglePointCalculator(atoms, energy=-float(index), forces=np.full((len(atoms), 3), 0.25))
     return structures
 
 
@@ -63,21 +65,27 @@ def case(tmp_path_factory):
     return {"folder": folder, "model": model, "inputs": inputs, "expected": expected}
 
 
-def _check_against_calculator(path: Path, case: dict) -> None:
+def _check_against_calculator(path: Path, case: dict, prefix: str = "equimol_") -> None:
     predicted = ase.io.read(path, ":")
     assert [atoms.info["equimol_index"] for atoms in predicted] == list(range(len(case["expected"])))
     calculator = EquimolCalculator(case["model"])
-    for atoms, reference in zip(predicted, case["expected"], strict=True):
-        reference = Atoms(reference.numbers, reference.positions, cell=reference.cell, pbc=reference.pbc)
+    for atoms, original in zip(predicted, case["expected"], strict=True):
+        reference = Atoms(original.numbers, original.positions, cell=original.cell, pbc=original.pbc)
         reference.calc = calculator
         np.testing.assert_array_equal(atoms.numbers, reference.numbers)
-        assert abs(atoms.get_potential_energy() - reference.get_potential_energy()) < TOLERANCE
-        np.testing.assert_allclose(atoms.get_forces(), reference.get_forces(), atol=TOLERANCE, rtol=0)
+        assert abs(atoms.info[f"{prefix}energy"] - reference.get_potential_energy()) < TOLERANCE
+        np.testing.assert_allclose(atoms.arrays[f"{prefix}forces"], reference.get_forces(), atol=TOLERANCE, rtol=0)
         if reference.pbc.any():
-            np.testing.assert_allclose(atoms.get_stress(), reference.get_stress(), atol=TOLERANCE, rtol=0)
+            np.testing.assert_allclose(atoms.info[f"{prefix}stress"], reference.get_stress(), atol=TOLERANCE, rtol=0)
         else:
-            assert "stress" not in atoms.calc.results
-    assert predicted[-1].get_forces().std() > 0.01  # real forces, not the zero labels of the inputs
+            assert f"{prefix}stress" not in atoms.info
+        # what was read stays: the labels, the positions (float64, as the extxyz text holds them), cell and pbc
+        assert atoms.get_potential_energy() == original.get_potential_energy()
+        np.testing.assert_array_equal(atoms.get_forces(), original.get_forces())
+        np.testing.assert_allclose(atoms.positions, original.positions, atol=5e-9, rtol=0)
+        np.testing.assert_allclose(atoms.cell[:], original.cell[:], atol=5e-9, rtol=0)
+        np.testing.assert_array_equal(atoms.pbc, original.pbc)
+    assert predicted[-1].arrays[f"{prefix}forces"].std() > 0.01  # real forces, not the labels of the inputs
 
 
 def test_one_process_predicts_every_format_in_order(case, capsys):
@@ -104,8 +112,8 @@ def test_two_processes_write_the_same_file(case):
     assert [a.info["equimol_source"] for a in frames_two] == [a.info["equimol_source"] for a in frames_one]
     for first, second in zip(frames_one, frames_two, strict=True):
         # other batches sum in another order: equal up to float64 rounding and the file's 8 decimals
-        assert abs(first.get_potential_energy() - second.get_potential_energy()) < 1e-10
-        np.testing.assert_allclose(first.get_forces(), second.get_forces(), atol=1.1e-8, rtol=0)
+        assert abs(first.info["equimol_energy"] - second.info["equimol_energy"]) < 1e-10
+        np.testing.assert_allclose(first.arrays["equimol_forces"], second.arrays["equimol_forces"], atol=1.1e-8, rtol=0)
         np.testing.assert_array_equal(first.positions, second.positions)
     _check_against_calculator(two, case)
 
@@ -141,3 +149,29 @@ def _write(path: Path, text: str) -> Path:
 def _write_atoms(path: Path, atoms: Atoms) -> Path:
     ase.io.write(path, atoms, format="extxyz")
     return path
+
+
+def test_a_float32_model_keeps_the_positions_as_read_and_takes_a_prefix(case, tmp_path):
+    # the positions come from the input, not from the model's float32 graph; the extxyz input is reproduced
+    source = case["folder"] / "frames.extxyz"
+    out = tmp_path / "mace_style.extxyz"
+    arguments = ["predict", str(case["folder"] / "model.pt"), str(source), "--out", str(out), "--quiet"]
+    assert main(arguments + ["--dtype", "float32", "--prefix", "MACE_"]) == 0
+    columns = [
+        line.split()[1:4] for line in out.read_text().splitlines() if line[:1] in "HCNO" and len(line.split()) > 4
+    ]
+    expected = [
+        line.split()[1:4] for line in source.read_text().splitlines() if line[:1] in "HCNO" and len(line.split()) > 4
+    ]
+    assert columns == expected
+    frames = ase.io.read(out, ":")
+    assert all("MACE_energy" in atoms.info and "MACE_forces" in atoms.arrays for atoms in frames)
+    assert not any("equimol_energy" in atoms.info for atoms in frames)
+
+
+@pytest.mark.parametrize("prefix", ["", "a-b", "x y"])
+def test_a_bad_prefix_is_refused(case, capsys, prefix):
+    out = case["folder"] / "never.extxyz"
+    with pytest.raises(SystemExit) as exit_status:  # an argument error: argparse exits
+        main(["predict", str(case["folder"] / "model.pt"), case["inputs"][0], "--out", str(out), "--prefix", prefix])
+    assert exit_status.value.code == 2 and "--prefix" in capsys.readouterr().err and not out.exists()

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from equimol.datasets import atoms_dataset
-from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings, open_source
+from equimol.datasets import extxyz_index
+from equimol.datasets.ase_frames import AseFrames
+from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.extxyz_index import ExtxyzFrames, scan_extxyz
 from equimol.datasets.readers import DataFormatError, read_ase_records
+from equimol.datasets.sources import open_source
 
 
 def _subset(shared_data: Path, folder: Path, frames: int) -> Path:
@@ -21,8 +23,8 @@ def _subset(shared_data: Path, folder: Path, frames: int) -> Path:
 
 def test_indexed_frames_equal_frames_read_whole(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     path = _subset(shared_data, tmp_path, 12)
-    assert isinstance(open_source(path), atoms_dataset.FrameList)  # small: read whole, as before
-    monkeypatch.setattr(atoms_dataset, "INDEXED_MIN_BYTES", 0)
+    assert isinstance(open_source(path), AseFrames)  # small: read whole, as before
+    monkeypatch.setattr(extxyz_index, "INDEXED_MIN_BYTES", 0)
     indexed = open_source(path)
     assert isinstance(indexed, ExtxyzFrames)
     whole = read_ase_records(path)

@@ -18,17 +18,13 @@ import torch_sim as ts
 from ase import Atoms, units
 from ase.build import bulk
 from ase.geometry import find_mic
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
-from test_calculator import small_model
 
 from equimol.calculator import EquimolCalculator
+from equimol.microbench.systems import SPECIES, periodic_structures, small_model
 from equimol.torchsim import EquimolModel
 
-SPECIES = [29, 46, 47, 79]
 FMAX = 5e-3  # eV/Å, relaxation convergence
-BOXES = [("Cu", 3.6, (1, 1, 1)), ("Au", 4.1, (2, 1, 1)), ("Ag", 4.1, (1, 1, 2)), ("Pd", 3.9, (1, 2, 2))]
-BOXES += [("Cu", 3.7, (2, 2, 1)), ("Au", 4.0, (1, 1, 1)), ("Pd", 3.9, (2, 2, 2)), ("Ag", 4.1, (1, 2, 1))]
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +33,6 @@ def model():
     torch.set_num_threads(1)
     yield small_model(SPECIES, energy_scale=5.0).eval()
     torch.set_num_threads(previous)
-
-
-def periodic_structures(temperature_k: float = 300.0) -> list[Atoms]:
-    """8 rattled fcc boxes (4 of them sheared) of 4 to 32 atoms, ~30 % of the atoms swapped to random elements."""
-    generator = np.random.default_rng(0)
-    structures = []
-    for seed, (element, a, repeat) in enumerate(BOXES):
-        atoms = bulk(element, "fcc", a=a, cubic=True).repeat(repeat)
-        swap = generator.random(len(atoms)) < 0.3
-        atoms.numbers[swap] = generator.choice(SPECIES, size=int(swap.sum()))
-        if seed % 2:  # triclinic: a transposed cell would show
-            atoms.set_cell(atoms.cell[:] + np.outer([0, 1, 0], atoms.cell[0]) * 0.15, scale_atoms=True)
-        atoms.rattle(0.05, seed=seed)
-        if temperature_k:
-            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
-        structures.append(atoms)
-    return structures
 
 
 def clusters() -> list[Atoms]:
@@ -143,11 +122,12 @@ def test_readme_example_runs(model, tmp_path, monkeypatch):
 
     from equimol.export import export_model
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "EquimolModel" in b)
+    page = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "lammps-torchsim.md"
+    text = page.read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python[^\n]*\n(.*?)```", text, flags=re.S) if "EquimolModel(" in b)
     export_model(model, tmp_path / "demo.pt")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own docs page
     assert namespace["state"].positions.shape == (24, 3)
     assert namespace["relaxed"].positions.shape == (24, 3)

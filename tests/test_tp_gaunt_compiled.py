@@ -1,4 +1,4 @@
-"""``gaunt`` with ``compile=True``: the torch.compile-fused sparse product against the eager strategies.
+"""``gaunt`` with ``compile_edge_product=True``: the torch.compile-fused sparse product against the eager strategies.
 
 Float64 tolerances are the harness's (``REFERENCE_TOL = EQUIVARIANCE_TOL = 1e-10`` max abs): the
 compiled product sums the same Gaunt entries as the reference, so it agrees to round-off (about
@@ -30,7 +30,7 @@ IRREPS = ("2x2e + 2x0e + 2x2e", "1o + 2e", "2x1o + 2x3o")
 
 @pytest.fixture(scope="module")
 def compiled():
-    return TensorProduct(*IRREPS, backend="gaunt", strategy="edge", compile=True, dtype=torch.float64)
+    return TensorProduct(*IRREPS, backend="gaunt", strategy="edge", compile_edge_product=True, dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_gradcheck_compiled_backward_and_exact_double_backward(compiled):
 
 
 def test_compilation_failure_warns_once_and_falls_back_to_eager(monkeypatch, eager):
-    tp = TensorProduct(*IRREPS, backend="gaunt", strategy="edge", compile=True, dtype=torch.float64)
+    tp = TensorProduct(*IRREPS, backend="gaunt", strategy="edge", compile_edge_product=True, dtype=torch.float64)
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no C++ compiler found")
@@ -87,7 +87,7 @@ def test_compilation_failure_warns_once_and_falls_back_to_eager(monkeypatch, eag
 
 
 def test_tracers_see_the_eager_product(compiled, eager):
-    """make_fx (model export, trainer.compile) traces the eager edge product, not the compiled call."""
+    """make_fx (model export, trainer.compile_step) traces the eager edge product, not the compiled call."""
     x1, x2, weight = random_inputs(compiled, 3, seed=6)
     graph = make_fx(lambda a, b, c: compiled(a, b, c))(x1, x2, weight)
     assert (graph(x1, x2, weight) - eager(x1, x2, weight)).abs().max().item() <= REFERENCE_TOL
@@ -103,15 +103,17 @@ def test_copies_and_pickles_drop_the_compiled_functions(compiled):
 
 
 def test_compile_refuses_the_grid_strategy_and_large_couplings():
-    with pytest.raises(ValueError, match="compile=True applies to the 'edge' strategy"):
-        TensorProduct(*IRREPS, backend="gaunt", strategy="grid", compile=True)
+    with pytest.raises(ValueError, match="compile_edge_product=True applies to the 'edge' strategy"):
+        TensorProduct(*IRREPS, backend="gaunt", strategy="grid", compile_edge_product=True)
     large = " + ".join(f"2x{l}{'eo'[l % 2]}" for l in range(5))
     with pytest.raises(ValueError, match=f"nonzero entries \\(limit {COMPILE_MAX_ENTRIES}\\)"):
-        TensorProduct(large, "0e + 1o + 2e + 3o + 4e", large, backend="gaunt", strategy="edge", compile=True)
+        TensorProduct(
+            large, "0e + 1o + 2e + 3o + 4e", large, backend="gaunt", strategy="edge", compile_edge_product=True
+        )
 
 
 def test_model_with_compiled_products_trains_like_the_eager_one(shared_data):
-    """A 2-layer model with ``tp_options: {compile: true}``: energies, forces (compiled backward) and the
+    """A 2-layer model with ``tp_options: {compile_edge_product: true}``: energies, forces (compiled backward) and the
     parameter gradient of a force loss (create_graph, the eager double backward) equal the eager model's."""
     from test_model_structures import build_structure, graph_of, tiny_config
 
@@ -119,13 +121,13 @@ def test_model_with_compiled_products_trains_like_the_eager_one(shared_data):
 
     graph = graph_of(build_structure("3bpa", shared_data))
     results = []
-    for options in ({"strategy": "edge"}, {"strategy": "edge", "compile": True}):
+    for options in ({"strategy": "edge"}, {"strategy": "edge", "compile_edge_product": True}):
         model = build_model(tiny_config(tp_backend="gaunt", tp_options=options, lmax=1)).train()
         output = model(graph)
         loss = output["energy"].sum() + output["forces"].pow(2).sum()
         grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
         compiled = [m.compiled_edge for m in model.modules() if getattr(m, "compiled_edge", None) is not None]
-        assert len(compiled) == (2 if options.get("compile") else 0)
+        assert len(compiled) == (2 if options.get("compile_edge_product") else 0)
         assert all(c.failed is None for c in compiled)
         results.append((output["energy"].detach(), output["forces"].detach(), grads))
     (energy, forces, grads), (energy_c, forces_c, grads_c) = results

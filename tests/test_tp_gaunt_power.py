@@ -17,7 +17,7 @@ from harness import (
     random_orthogonal_matrices,
 )
 
-from equimol.tp.gaunt_power import GauntSelfProduct
+from equimol.manybody.gaunt import GauntSelfProduct
 
 
 def natural(lmax: int, channels: int) -> o3.Irreps:

@@ -1,4 +1,4 @@
-"""trainer.compile: the traced, compiled energy-and-forces graph (train/compiled_forces.py).
+"""trainer.compile_step: the traced, compiled energy-and-forces graph (train/compiled_forces.py).
 
 The graph is compiled with the ``aot_eager`` backend here: the same make_fx trace and the same AOTAutograd
 differentiation as ``inductor``, without generating C++ (minutes of compiler time per model on CI). In
@@ -98,7 +98,7 @@ def test_compiled_stress_equals_the_eager_model():
 def test_training_step_uses_the_compiled_graph(monkeypatch):
     section = tiny_model_section(["H", "C", "N", "O"], **STATISTICS, radial_cutoff=3.5)
     eager = PotentialModule(model=section, loss={"forces_weight": 10.0})
-    module = PotentialModule(model=section, loss={"forces_weight": 10.0}, compile=True)
+    module = PotentialModule(model=section, loss={"forces_weight": 10.0}, compile_step=True)
     module.model.load_state_dict(eager.model.state_dict())
     module.model.double(), eager.model.double()
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
@@ -117,7 +117,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_with_a_warning():
     model = _model().double()
     compiled = CompiledForces(model, backend=_failing_backend)
     batch = _batch(MOLECULES[0], seed=7)
-    with pytest.warns(UserWarning, match="trainer.compile: the compilation failed"):
+    with pytest.warns(UserWarning, match="trainer.compile_step: the compilation failed"):
         got = compiled(batch)
     _close(got["forces"], model(batch, compute_forces=True)["forces"])
     _close(compiled(batch)["energy"], model(batch, compute_forces=True)["energy"])  # no second attempt

@@ -189,6 +189,7 @@ def test_cli_export_and_eval(trained_run: dict, tmp_path: Path, capsys: pytest.C
                 "--plot",
                 str(plot_path),
                 "--quiet",
+                "--overwrite",
             ]
         )
         == 0

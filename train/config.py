@@ -1,17 +1,22 @@
-"""The training configuration: one YAML file, six sections, validated before anything runs.
+"""The training configuration: one YAML file, seven sections, validated before anything runs.
 
 .. code-block:: yaml
 
     model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
     data:      {...}   # equimol.datasets.config.DataConfig (AtomsDataModule); its radial_cutoff is model.radial_cutoff
-    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights
+    loss:      {...}   # LossConfig: energy (per atom), forces and stress weights, mse | huber, stage two
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
     scheduler: {...}   # SchedulerConfig: plateau | cosine (with warm-up) | none
     trainer:   {...}   # TrainerConfig: epochs, time budget, precision, seed, devices, checkpoints, logs
+    finetune:  {...}   # FinetuneConfig: frozen parameters, learning-rate factor (with model.init_from)
 
-Each section maps one to one onto constructor arguments. :func:`load_config` checks every key
-(unknown key, wrong type, missing data file) *before* any data are read or a model is built, and
-each error names the key (``data.trian``, ``optimizer.lr``). Command-line overrides are dotted
+Each section maps one to one onto constructor arguments; the classes and every key's meaning, type,
+default and limits are in :mod:`equimol.config_sections` and :mod:`equimol.models.config`, listed by
+:func:`equimol.config_schema.describe`. :func:`load_config` checks every key with the one validator
+(:func:`equimol.config_fields.build_section`: unknown key, wrong type, value out of range, missing
+data file, ``model.tp_options`` against the backend's constructor) *before* any data are read or a
+model is built, and each error is a :class:`~equimol.errors.ConfigError` naming the key
+(``data.trian``, ``optimizer.lr``) and the file. Command-line overrides are dotted
 ``section.key=value`` pairs whose value is parsed as YAML (``trainer.max_epochs=3``,
 ``model.spe.enabled=true``, ``data.train=[a.xyz,b.xyz]``).
 
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,98 +37,42 @@ from typing import Any
 
 import yaml
 
-from .schema import ConfigError, check_section
+from equimol.config_fields import AUTO, build_section
+from equimol.config_schema import SECTION_CLASSES, SECTIONS, with_current_names
+from equimol.config_sections import (
+    LOGGERS,
+    DataConfig,
+    FinetuneConfig,
+    LossConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainerConfig,
+)
+from equimol.errors import ConfigError
 
-SECTIONS = ("model", "data", "loss", "optimizer", "scheduler", "trainer", "finetune")
-AUTO = "auto"
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
 AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
-
-
-@dataclass
-class LossConfig:
-    """Weights of the loss terms (see :mod:`equimol.train.losses`)."""
-
-    energy_weight: float = 1.0
-    forces_weight: float = 100.0
-    stress_weight: float = 0.0
-
-
-@dataclass
-class OptimizerConfig:
-    """``adam`` (``amsgrad`` on by default, as in MACE) or ``adamw``; EMA of the weights with ``ema_decay``."""
-
-    name: str = "adam"
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    amsgrad: bool = True
-    ema_decay: float | None = 0.99
-
-
-@dataclass
-class SchedulerConfig:
-    """``plateau``: ReduceLROnPlateau on the validation loss; ``cosine``: linear warm-up then cosine decay
-    over ``cosine_epochs``; ``budget_cosine``: cosine decay to ``min_lr`` over whichever training budget
-    runs out first, every step (:mod:`equimol.train.budget_schedule`)."""
-
-    name: str = "plateau"
-    factor: float = 0.8
-    patience: int = 50
-    min_lr: float = 0.0
-    warmup_epochs: int = 0
-    cosine_epochs: int | None = None  # default: trainer.max_epochs
-
-
-@dataclass
-class TrainerConfig:
-    """Everything the Lightning ``Trainer`` and the run folder need (see :mod:`equimol.train.run`)."""
-
-    run_dir: str = "runs/equimol"
-    max_epochs: int = 100
-    max_steps: int = -1
-    max_time: str | float | None = None  # "DD:HH:MM:SS" or seconds
-    max_cpu_time: float | None = None  # CPU seconds of this process (load-independent budget, train/cpu_budget.py)
-    snapshot_cpu_times: list[float] = field(default_factory=list)  # EMA model files at these CPU seconds
-    precision: int = 64
-    seed: int = 0
-    accelerator: str = "cpu"
-    devices: int | str = 1
-    num_nodes: int = 1  # machines; each runs `devices` processes (torchrun / SLURM, see the README)
-    strategy: str = "auto"
-    num_threads: int | None = None
-    compile: bool = False  # train through one compiled energy-and-forces graph (train/compiled_forces.py)
-    retain_freed_memory: bool = True  # glibc keeps freed memory: fewer page faults (equimol/utils/allocator.py)
-    gradient_clip_val: float | None = 10.0
-    early_stopping_patience: int | None = None
-    checkpoint_every_n_steps: int | None = None
-    log_every_n_steps: int = 10
-    check_val_every_n_epoch: int = 1
-    progress_bar: bool = True
-    test_after_fit: bool = True
-    committee_seeds: list[int] | None = None  # train one member per seed in run_dir/member_<seed> (train/committee.py)
-
-
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning from ``model.init_from`` (see :mod:`equimol.train.finetune`)."""
-
-    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes, e.g. [embedding, interactions.0]
-    pretrained_lr_factor: float = 1.0  # learning-rate factor for the parameters taken from the model file
-
-
-SECTION_CLASSES = {
-    "loss": LossConfig,
-    "optimizer": OptimizerConfig,
-    "scheduler": SchedulerConfig,
-    "trainer": TrainerConfig,
-    "finetune": FinetuneConfig,
-}
-CHOICES = {
-    "optimizer.name": ("adam", "adamw"),
-    "scheduler.name": ("plateau", "cosine", "budget_cosine", "none"),
-    "trainer.precision": (32, 64),
-    "trainer.accelerator": ("cpu", "gpu", "cuda", "auto"),
-}
+# values that stand in for "auto" where a model's weight-free parts are built before the data
+AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
+TRAINING_SECTIONS = ("loss", "optimizer", "scheduler", "trainer", "finetune")
+__all__ = [
+    "AUTO",
+    "AUTO_MODEL_KEYS",
+    "LOGGERS",
+    "SECTIONS",
+    "ConfigError",
+    "DataConfig",
+    "FinetuneConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "TrainerConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+    "validate_config",
+]
 
 
 @dataclass
@@ -143,14 +91,8 @@ class TrainingConfig:
         return {
             "model": copy.deepcopy(self.model),
             "data": copy.deepcopy(self.data),
-            **{name: dataclasses.asdict(getattr(self, name)) for name in SECTION_CLASSES},
+            **{name: dataclasses.asdict(getattr(self, name)) for name in TRAINING_SECTIONS},
         }
-
-
-def _data_hints() -> dict[str, Any]:
-    from equimol.datasets.config import DataConfig
-
-    return typing.get_type_hints(DataConfig)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -185,23 +127,16 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
 
 
 def _validate_model(model: dict) -> None:
+    """The ``model`` section against :class:`~equimol.models.config.ModelConfig`; ``auto`` keys stay ``auto``."""
     from equimol.models.config import ModelConfig
 
     if not isinstance(model, Mapping):
         raise ConfigError(f"section 'model' must be a mapping, got {type(model).__name__}")
     probe = dict(model)
     probe.pop("init_from", None)  # fine-tuning: handled by _merge_init_from and the training module
-    # "auto" values are filled from the data later; validate every other key now with stand-ins.
-    stand_ins = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
-    for key in AUTO_MODEL_KEYS:
-        if probe.get(key) == AUTO:
-            probe[key] = stand_ins[key]
-    if model.get("avg_num_neighbors") is None:
+    if probe.get("avg_num_neighbors") is None:
         raise ConfigError("model.avg_num_neighbors is required: a positive number or 'auto' (from the training data)")
-    try:
-        ModelConfig.from_dict(probe)  # checks tp_backend against the TP registry, too
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"model: {error}") from error
+    ModelConfig.from_dict(probe)  # tp_backend against the TP registry, tp_options against its constructor
 
 
 def _merge_init_from(model: Any, finetune: FinetuneConfig) -> Any:
@@ -262,18 +197,14 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
     for required in ("model", "data"):
         if raw.get(required) is None:
             raise ConfigError(f"section {required!r} is required")
-    # cheapest first: these sections need no torch/e3nn/Lightning import, so their typos show at once
-    sections = {}
-    for name, cls in SECTION_CLASSES.items():
-        values = raw.get(name) or {}
-        check_section(name, values, typing.get_type_hints(cls), CHOICES)
-        sections[name] = cls(**values)
-    _check_ranges(sections)
+    sections = {name: build_section(SECTION_CLASSES[name], raw.get(name) or {}, name) for name in TRAINING_SECTIONS}
     model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
     model = _merge_init_from(model, sections["finetune"])
-    _validate_model(model)
+    _validate_model(model)  # one deprecation line per old spelling
+    model = with_current_names({"model": model})["model"]
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
-    check_section("data", data, _data_hints(), CHOICES)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"section 'data' must be a mapping, got {type(data).__name__}")
     _reconcile_precision(model, data, sections["trainer"])
     _reconcile_cutoff(model, data)
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
@@ -283,69 +214,12 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
 
 
 def _check_data_values(data: dict, trainer: TrainerConfig) -> None:
-    """The data options' own checks (:meth:`DataConfig.validate`: no Lightning, no data read) and the run folder."""
-    from equimol.datasets.config import DataConfig
-
-    try:
-        DataConfig(**data).validate()
-    except ValueError as error:
-        raise ConfigError(f"data.{error}") from error
+    """The data options (:class:`DataConfig`: no Lightning, no data read) and the run folder."""
+    DataConfig.from_dict(data)
     if data.get("val") is None and not data.get("val_fraction"):
         raise ConfigError("data: no validation data; give data.val files or a data.val_fraction > 0")
     if Path(trainer.run_dir).expanduser().is_file():
         raise ConfigError(f"trainer.run_dir={trainer.run_dir!r} is an existing file; choose a folder")
-
-
-def _check_ranges(sections: dict) -> None:
-    optimizer, scheduler, trainer, loss = (sections[k] for k in ("optimizer", "scheduler", "trainer", "loss"))
-    checks = [
-        (optimizer.lr > 0, "optimizer.lr", "> 0", optimizer.lr),
-        (
-            optimizer.ema_decay is None or 0 < optimizer.ema_decay < 1,
-            "optimizer.ema_decay",
-            "in (0, 1) or null",
-            optimizer.ema_decay,
-        ),
-        (0 < scheduler.factor < 1, "scheduler.factor", "in (0, 1)", scheduler.factor),
-        (scheduler.warmup_epochs >= 0, "scheduler.warmup_epochs", ">= 0", scheduler.warmup_epochs),
-        (trainer.max_epochs >= 1, "trainer.max_epochs", ">= 1", trainer.max_epochs),
-        (trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", trainer.num_nodes),
-        (
-            trainer.max_cpu_time is None or trainer.max_cpu_time > 0,
-            "trainer.max_cpu_time",
-            "> 0 (CPU seconds) or null",
-            trainer.max_cpu_time,
-        ),
-        (
-            min(loss.energy_weight, loss.forces_weight, loss.stress_weight) >= 0,
-            "loss.*_weight",
-            ">= 0",
-            dataclasses.asdict(loss),
-        ),
-        (
-            loss.energy_weight + loss.forces_weight + loss.stress_weight > 0,
-            "loss.*_weight",
-            "not all zero",
-            dataclasses.asdict(loss),
-        ),
-    ]
-    for ok, key, expected, value in checks:
-        if not ok:
-            raise ConfigError(f"{key} must be {expected}, got {value!r}")
-    if isinstance(trainer.max_time, str):
-        parts = trainer.max_time.split(":")
-        if len(parts) != 4 or not all(p.isdigit() for p in parts):
-            raise ConfigError(f"trainer.max_time must be 'DD:HH:MM:SS' or seconds, got {trainer.max_time!r}")
-    if any(t <= 0 for t in trainer.snapshot_cpu_times):
-        times = trainer.snapshot_cpu_times
-        raise ConfigError(f"trainer.snapshot_cpu_times must hold positive CPU seconds, got {times!r}")
-    seeds = trainer.committee_seeds
-    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
-        raise ConfigError(f"trainer.committee_seeds must be a non-empty list of distinct ints or null, got {seeds!r}")
-    if sections["finetune"].pretrained_lr_factor < 0:
-        raise ConfigError(
-            f"finetune.pretrained_lr_factor must be >= 0, got {sections['finetune'].pretrained_lr_factor!r}"
-        )
 
 
 def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> None:
@@ -397,4 +271,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainingConf
     raw = apply_overrides(raw, overrides)
     if ("data", "data_dir") in override_keys and raw["data"].get("data_dir") is not None:
         raw["data"]["data_dir"] = str(Path(raw["data"]["data_dir"]).expanduser().resolve())
-    return validate_config(raw, base_dir=path.parent)
+    try:
+        return validate_config(raw, base_dir=path.parent)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error

@@ -5,13 +5,13 @@ model snapshots ``trainer.snapshot_cpu_times``.
 there. CPU time (:func:`cpu_seconds`: user + system time of every thread of this process, plus that of
 the child processes it has waited for) is what one training job itself consumed, so a CPU-time budget
 gives every run the same amount of computation however loaded the machine is. The children are the C++
-compiler runs of Inductor (``trainer.compile``), which cost as much as the compilation in this process
+compiler runs of Inductor (``trainer.compile_step``), which cost as much as the compilation in this process
 itself; data-loader worker processes, which run until the end of fitting, are not counted. With one
 intra-op thread (``trainer.num_threads: 1``) and no worker processes the clock equals the wall time of
 the same run on an otherwise idle core.
 
 The clock counts from the start of fitting (like Lightning's ``Timer`` for ``max_time``), so it includes
-a compilation made at the first step (``trainer.compile``). It is read after every training batch. It is
+a compilation made at the first step (``trainer.compile_step``). It is read after every training batch. It is
 saved in every checkpoint and continues on ``--resume``: a resumed run adds its own CPU time to what the
 interrupted one had used at its last checkpoint (the work done after that checkpoint is done again and
 counted again).

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
+
 
 class ExponentialMovingAverage:
     """EMA of ``model``'s floating parameters (buffers are constants in equimol models and are not averaged)."""
@@ -82,7 +84,7 @@ class ExponentialMovingAverage:
     def load_state_dict(self, state: dict) -> None:
         missing = sorted(set(self.names) - set(state["shadow"]))
         if missing:
-            raise ValueError(f"EMA state lacks parameters {missing[:5]}; the checkpoint is of another model")
+            raise EquimolInputError(f"EMA state lacks parameters {missing[:5]}; the checkpoint is of another model")
         self.decay = float(state["decay"])
         self.num_updates = int(state["num_updates"])
         self.shadow = {name: state["shadow"][name].to(torch.float64).clone() for name in self.names}

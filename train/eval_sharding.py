@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from equimol.datasets.loader import GraphLoader as DataLoader
 from torch.utils.data import Dataset
-from torch_geometric.loader import DataLoader
 
 WEIGHT_KEY = "eval_weight"
 

@@ -17,7 +17,7 @@ import torch
 from equimol.datasets.references import add_references, reference_table
 from tqdm.auto import tqdm
 
-from equimol.utils.io import atomic_write
+from equimol.utils.io import write_files
 
 from .metrics import ErrorMetrics
 
@@ -100,6 +100,9 @@ def write_report(
 ) -> None:
     """Print the table; write the metrics as JSON (SI-like units: eV, eV/Å, eV/Å³) and a parity plot PNG."""
     print(format_table(report.metrics, title))
+    contents = {}
+    if plot_path is not None:
+        contents[plot_path] = parity_png(report, title)
     if json_path is not None:
         payload = {
             "num_structures": report.num_structures,
@@ -107,25 +110,55 @@ def write_report(
             "metrics": report.metrics,
             **(extra or {}),
         }
-        with atomic_write(json_path, "w") as handle:
-            handle.write(json.dumps(payload, indent=2) + "\n")
-    if plot_path is not None:
-        parity_plot(report, plot_path, title)
+        contents[json_path] = (json.dumps(payload, indent=2) + "\n").encode()
+    write_files(contents)  # both or neither: a full disk or a read-only folder leaves no half of a report
 
 
 def parity_plot(report: EvaluationReport, path: str | Path, title: str = "") -> None:
-    """Predicted vs reference energy per atom and force components, side by side."""
+    """Write :func:`parity_png` to ``path`` (atomically)."""
+    write_files({path: parity_png(report, title)})
+
+
+def parity_png(report: EvaluationReport, title: str = "") -> bytes:
+    """:func:`parity_figure` as PNG bytes (120 dpi)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    figure = parity_figure(report, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def parity_figure(report: EvaluationReport, title: str = ""):
+    """Predicted vs reference energy per atom and force components, side by side, square with equal ranges.
+
+    Energies are shown relative to the mean reference energy per atom (meV/atom; the mean in the axis
+    label), so that tick labels stay short whatever the absolute energies; at most five ticks per axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     arrays = report.arrays
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.8))
     per_atom_ref = arrays["energy_ref"] / arrays["natoms"]
     per_atom_pred = arrays["energy_pred"] / arrays["natoms"]
+    origin = float(per_atom_ref.mean()) if per_atom_ref.size else 0.0
+    energy_label = f"energy per atom (meV, from {origin:.4f} eV)"
     panels = (
-        (axes[0], per_atom_ref, per_atom_pred, "energy per atom (eV)", "energy_per_atom_rmse", "meV/atom"),
+        (
+            axes[0],
+            1e3 * (per_atom_ref - origin),
+            1e3 * (per_atom_pred - origin),
+            energy_label,
+            "energy_per_atom_rmse",
+            "meV/atom",
+        ),
         (axes[1], arrays["forces_ref"], arrays["forces_pred"], "force component (eV/Å)", "forces_rmse", "meV/Å"),
     )
     for axis, reference, predicted, label, key, unit in panels:
@@ -133,13 +166,18 @@ def parity_plot(report: EvaluationReport, path: str | Path, title: str = "") -> 
             axis.set_visible(False)
             continue
         low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
+        margin = 0.05 * (high - low) or 1.0
+        low, high = low - margin, high + margin
         axis.plot([low, high], [low, high], color="0.6", linewidth=1)
         axis.scatter(reference, predicted, s=3, alpha=0.4)
+        axis.set_xlim(low, high)
+        axis.set_ylim(low, high)
+        axis.set_aspect("equal")
+        for ticks in (axis.xaxis, axis.yaxis):
+            ticks.set_major_locator(MaxNLocator(nbins=5))
         axis.set_xlabel(f"reference {label}")
         axis.set_ylabel(f"predicted {label}")
         axis.set_title(f"RMSE {report.metrics.get(key, float('nan')) * 1e3:.2f} {unit}")
     figure.suptitle(f"{title} ({report.num_structures} structures)".strip())
     figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure

@@ -15,7 +15,7 @@ fine-tuning config may give only ``init_from``. Architecture keys that are given
 model file's: otherwise :func:`merge_pretrained_config` refuses with one error that names every
 differing key. ``avg_num_neighbors: auto`` means the pretrained value (it is a normalisation the
 weights were trained with). ``species`` may add elements (appended after the pretrained ones);
-the ZBL keys (``pair_repulsion``, ``zbl_inner``, ``zbl_outer``) may change, as ZBL has no weights.
+the ZBL keys (``pair_repulsion``, ``zbl_*``) and ``dispersion`` may change, as they have no weights.
 
 **Weights.** Every parameter and buffer is copied from the file. Per-element tensors (embedding,
 species self-connections, many-body weights, ...) are copied for the pretrained elements; the rows
@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
+
 AUTO = "auto"
 # keys that may differ from the model file (everything else is architecture)
 NOT_ARCHITECTURE = (
@@ -48,12 +50,15 @@ NOT_ARCHITECTURE = (
     "pair_repulsion",  # ZBL has no weights: it may be added when fine-tuning
     "zbl_inner",
     "zbl_outer",
+    "zbl_inner_fraction",
+    "zbl_outer_fraction",
+    "dispersion",  # D3 has no weights either
 )
 # buffers never taken from the model file: the config (new data) gives them
 FROM_CONFIG = ("readout.e0s",)
 
 
-class FinetuneError(ValueError):
+class FinetuneError(EquimolInputError):
     """A fine-tuning configuration that does not fit the pretrained model (the message names the keys)."""
 
 

@@ -7,7 +7,13 @@
 * EMA (:mod:`equimol.train.ema`) updated after every optimizer step and swapped in for validation
   and testing; it is saved in, and restored from, every checkpoint (``checkpoint["ema"]``);
 * metrics (:mod:`equimol.train.metrics`) accumulated as sums and added over DDP processes, logged
-  as ``val/energy_rmse``, ``val/forces_rmse``, ... and ``val_loss`` (the loss of the whole split).
+  as ``val/energy_rmse``, ``val/forces_rmse``, ... and ``val_loss`` (the loss of the whole split), and
+  printed as one line per validation (:func:`equimol.train.console.validation_line`);
+* stage two (``loss.stage_two``, MACE's ``--swa``): once the budget fraction ``start`` is used
+  (:func:`equimol.train.budget_schedule.budget_progress`), the training loss takes the stage's term
+  weights and, if given, every parameter group its learning rate (times its fine-tuning factor), held
+  constant: the scheduler stops. ``val_loss`` keeps the stage-one weights, so that best checkpoints,
+  the plateau schedule and early stopping compare like with like. The switch is saved in checkpoints.
 
 **Energies.** The data module may subtract per-element references from the energy labels
 (``data.element_references``); the model always predicts *total* energies (its ``e0s`` hold the
@@ -23,15 +29,18 @@ import lightning as L
 import torch
 from equimol.datasets.references import add_references, reference_table
 
+from equimol.errors import EquimolInputError
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
 
 from .compiled_forces import CompiledForces
 from .config import FinetuneConfig, LossConfig, OptimizerConfig, SchedulerConfig
+from .console import validation_line
 from .ema import ExponentialMovingAverage
 from .finetune import freeze, load_pretrained, parameter_groups
 from .losses import weighted_loss
 from .metrics import ErrorMetrics
+from .stage_two import stage_two_config
 
 
 class PotentialModule(L.LightningModule):
@@ -47,7 +56,7 @@ class PotentialModule(L.LightningModule):
         finetune: the ``finetune:`` section; with ``model["init_from"]`` the weights start from that model
             file (:mod:`equimol.train.finetune`), named parts are frozen and pretrained parameters
             get ``lr * pretrained_lr_factor``.
-        compile: train through one compiled energy-and-forces graph (``trainer.compile``,
+        compile_step: train through one compiled energy-and-forces graph (``trainer.compile_step``,
             :mod:`equimol.train.compiled_forces`); validation and testing stay eager.
     """
 
@@ -60,7 +69,7 @@ class PotentialModule(L.LightningModule):
         label_references: dict | None = None,
         max_epochs: int = 100,
         finetune: dict | None = None,
-        compile: bool = False,
+        compile_step: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +83,10 @@ class PotentialModule(L.LightningModule):
             self.pretrained_names = load_pretrained(self.model, init_from)
         freeze(self.model, self.finetune_config.freeze)
         self.loss_config = LossConfig(**(loss or {}))
+        stage_two = self.loss_config.stage_two
+        self.stage_two = None if stage_two is None else stage_two_config(stage_two)
+        self.stage_two_active = False
+        self._lr_factors: list[float] = []  # each parameter group's lr over optimizer.lr (fine-tuning factors)
         self.optimizer_config = OptimizerConfig(**(optimizer or {}))
         self.scheduler_config = SchedulerConfig(**(scheduler or {}))
         self.register_buffer("reference_table", reference_table(label_references), persistent=False)
@@ -82,9 +95,10 @@ class PotentialModule(L.LightningModule):
         self._ema_backup: dict | None = None
         self._metrics: ErrorMetrics | None = None
         self._resumed_mid_epoch = False
+        self.validations = 0  # validations of this process's fit (Lightning's sanity check not counted)
         self._pending_plateau_metric: torch.Tensor | None = None
         # one compiled graph per stress flag, built at the first training step that needs it
-        self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile else None
+        self._compiled_forces: dict[bool, CompiledForces] | None = {} if compile_step else None
 
     # ----------------------------------------------------------------------------------------- energies
     def target_energy(self, batch) -> torch.Tensor:
@@ -92,7 +106,48 @@ class PotentialModule(L.LightningModule):
         return add_references(batch.energy, batch.atomic_numbers, getattr(batch, "batch", None), self.reference_table)
 
     def _needs_stress(self, batch) -> bool:
-        return self.loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None
+        return self.training_loss_config.stress_weight > 0 or getattr(batch, "stress", None) is not None
+
+    @property
+    def training_loss_config(self) -> LossConfig:
+        """The loss of the current stage (``loss:``, or its ``stage_two`` weights once that stage began)."""
+        if not self.stage_two_active:
+            return self.loss_config
+        stage = self.stage_two
+        return LossConfig(
+            energy_weight=stage.energy_weight,
+            forces_weight=stage.forces_weight,
+            stress_weight=stage.stress_weight,
+            kind=self.loss_config.kind,
+            huber_delta=self.loss_config.huber_delta,
+        )
+
+    def on_train_batch_start(self, batch, batch_index: int) -> None:
+        if self.stage_two is None or self.stage_two_active:
+            return
+        from .budget_schedule import budget_progress
+
+        if budget_progress(self.trainer) >= self.stage_two.start:
+            self._start_stage_two()
+
+    def _start_stage_two(self) -> None:
+        self.stage_two_active = True
+        if self.stage_two.lr is not None:
+            for optimizer in self.trainer.optimizers:
+                for group, factor in zip(optimizer.param_groups, self._lr_factors):
+                    group["lr"] = self.stage_two.lr * factor
+        from lightning.pytorch.utilities import rank_zero_info
+
+        stage = self.stage_two
+        rank_zero_info(
+            f"stage two from step {self.global_step}: loss weights energy {stage.energy_weight}, forces "
+            f"{stage.forces_weight}, stress {stage.stress_weight}; learning rate {stage.lr or 'kept'}"
+        )
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if self.stage_two_active and self.stage_two.lr is not None:
+            return  # stage two holds its learning rate
+        super().lr_scheduler_step(scheduler, metric)
 
     def _predict(self, batch) -> dict[str, torch.Tensor]:
         return self.model(batch, compute_forces=True, compute_stress=self._needs_stress(batch))
@@ -106,11 +161,12 @@ class PotentialModule(L.LightningModule):
             if stress not in self._compiled_forces:
                 self._compiled_forces[stress] = CompiledForces(self.model, compute_stress=stress)
             prediction = self._compiled_forces[stress](batch)
-        loss, terms = weighted_loss(prediction, batch, self.target_energy(batch), self.loss_config)
+        config = self.training_loss_config
+        loss, terms = weighted_loss(prediction, batch, self.target_energy(batch), config)
         size = int(batch.energy.shape[0])
         self.log("train_loss", loss.detach(), batch_size=size, prog_bar=True)
         for name, value in terms.items():
-            self.log(f"train/{name}_mse", value.detach(), batch_size=size)
+            self.log(f"train/{name}_{config.kind}", value.detach(), batch_size=size)
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -161,6 +217,9 @@ class PotentialModule(L.LightningModule):
         self.log("val_loss", self._loss_from_metrics(values), prog_bar=True)
         for name, value in values.items():
             self.log(f"val/{name}", value, prog_bar=name in ("energy_rmse", "forces_rmse"))
+        if not self.trainer.sanity_checking:
+            self.validations += 1
+            self.print(validation_line(values, self.current_epoch, self.global_step))  # rank 0
 
     # ------------------------------------------------------------------------------ optimizer, scheduler
     def configure_optimizers(self):
@@ -170,6 +229,7 @@ class PotentialModule(L.LightningModule):
             self.model, config.lr, self.pretrained_names, self.finetune_config.pretrained_lr_factor
         )
         optimizer = optimizer_class(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+        self._lr_factors = [group["lr"] / config.lr for group in optimizer.param_groups]
         schedule = self.scheduler_config
         if schedule.name == "none":
             return optimizer
@@ -202,6 +262,7 @@ class PotentialModule(L.LightningModule):
 
         checkpoint["equimol_version"] = __version__
         checkpoint["model_config"] = self.model_config.to_dict()
+        checkpoint["stage_two_active"] = self.stage_two_active
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
@@ -217,13 +278,14 @@ class PotentialModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         metric, self._pending_plateau_metric = self._pending_plateau_metric, None
-        if metric is None:
+        if metric is None or (self.stage_two_active and self.stage_two.lr is not None):
             return
         for config in self.trainer.lr_scheduler_configs:
             if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 config.scheduler.step(metric)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.stage_two_active = bool(checkpoint.get("stage_two_active", False))  # the lr is in the optimizer state
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
         self._resumed_mid_epoch = bool(progress) and not progress.get("is_last_batch", True)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -231,7 +293,7 @@ class PotentialModule(L.LightningModule):
             datamodule.resume_position = (int(checkpoint["epoch"]), int(progress["current"]["ready"]))
         if self.ema is not None:
             if "ema" not in checkpoint:
-                raise ValueError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
+                raise EquimolInputError("the checkpoint has no EMA state, but optimizer.ema_decay is set")
             self.ema.load_state_dict(checkpoint["ema"])
 
 

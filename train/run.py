@@ -8,9 +8,10 @@ split (table, ``run_dir/test_metrics.json``, ``run_dir/test_parity.png``).
 
 Run folder::
 
-    run_dir/checkpoints/best.ckpt     lowest val_loss (written atomically: temporary file, then rename)
+    run_dir/checkpoints/best.ckpt     lowest val_loss (written atomically: temporary file, then rename); a run
+                                      that ends before its first validation validates once at its end
     run_dir/checkpoints/last.ckpt     every epoch, and every trainer.checkpoint_every_n_steps steps
-    run_dir/csv/, run_dir/tensorboard/  logs
+    run_dir/csv/, run_dir/tensorboard/, run_dir/wandb/  logs (trainer.logger)
     run_dir/config.yaml                 the resolved configuration
     run_dir/model.pt                    the exported model (equimol.export)
 
@@ -31,14 +32,16 @@ from equimol.datasets.datamodule import AtomsDataModule
 from equimol.datasets.statistics_sharing import environment_int
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from equimol.errors import EquimolInputError
 from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
 from .checkpoints import AtomicCheckpointIO, export_checkpoint
-from .config import AUTO, TrainingConfig
+from .config import AUTO, AUTO_STAND_INS, TrainingConfig
+from .console import quiet_lightning
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
-from .run_folder import check_run_folder, clear_run_folder
+from .run_folder import check_run_folder, clear_run_folder, run_folder_lock
 from .sharding import ShardedAtomsDataModule
 
 
@@ -79,7 +82,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
     species = parse_species(model["species"])
     missing = sorted(set(statistics.species) - set(species))
     if missing:
-        raise ValueError(
+        raise EquimolInputError(
             f"model.species {[chemical_symbols[z] for z in species]} lacks element(s) "
             f"{[chemical_symbols[z] for z in missing]} found in the training data; add them to model.species"
         )
@@ -93,7 +96,7 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
             known = references.as_dict()
             absent = [z for z in species if z not in known]
             if absent:
-                raise ValueError(f"model.e0s: auto, but the element references have no energy for {absent}")
+                raise EquimolInputError(f"model.e0s: auto, but the element references have no energy for {absent}")
             model["e0s"] = {z: known[z] for z in species}
     if model.get("energy_shift") == AUTO:
         model["energy_shift"] = {z: float(statistics.per_species_energy_shift.get(z, 0.0)) for z in species}
@@ -101,6 +104,18 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
         scale = statistics.force_rms
         model["energy_scale"] = float(scale) if scale == scale and scale > 0 else 1.0
     return model
+
+
+def physical_terms(model: dict):
+    """The model's physical terms (ZBL, D3) in float64, or None: the data statistics are taken on the labels
+    minus them (:mod:`equimol.models.physical`). ``auto`` keys do not change them and get stand-ins."""
+    from equimol.models.config import ModelConfig
+    from equimol.models.physical import PhysicalTerms
+
+    values = {key: AUTO_STAND_INS.get(key) if value == AUTO else value for key, value in model.items()}
+    values.pop("init_from", None)
+    config = ModelConfig.from_dict(values)
+    return PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
 
 
 def statistics_comment(report: dict[str, Any]) -> str:
@@ -170,6 +185,11 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
     max_time = trainer.max_time
     if isinstance(max_time, (int, float)):
         max_time = {"seconds": float(max_time)}
+    loggers = {
+        "csv": lambda: CSVLogger(str(run_dir), name="csv"),
+        "tensorboard": lambda: TensorBoardLogger(str(run_dir), name="tensorboard"),
+        "wandb": lambda: _wandb_logger(trainer.wandb_project, run_dir),
+    }
     return L.Trainer(
         default_root_dir=str(run_dir),
         accelerator=trainer.accelerator,
@@ -184,7 +204,7 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         check_val_every_n_epoch=trainer.check_val_every_n_epoch,
         # Edge-budget batches (data.max_edges) give each epoch's order its own number of batches, and
         # Lightning validates (and ends the epoch) at the batch count of the loader it last loaded:
-        # without a reload per epoch, validation ran only after epoch 0 whenever a later epoch was shorter.
+        # without a reload per epoch, a shorter later epoch would never reach validation.
         reload_dataloaders_every_n_epochs=1 if config.data.get("max_edges") is not None else 0,
         log_every_n_steps=trainer.log_every_n_steps,
         enable_progress_bar=trainer.progress_bar,
@@ -192,14 +212,31 @@ def build_trainer(config: TrainingConfig, run_dir: Path) -> L.Trainer:
         use_distributed_sampler=False,  # ShardedAtomsDataModule shards the seeded batches itself
         plugins=[AtomicCheckpointIO()],
         callbacks=_callbacks(config, run_dir),
-        logger=[CSVLogger(str(run_dir), name="csv"), TensorBoardLogger(str(run_dir), name="tensorboard")],
+        logger=[loggers[name]() for name in trainer.logger] or False,
     )
 
 
-def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Fit, export and test (see the module docstring); returns ``{"run_dir", "model", "test"}``.
+def _validate_at_end(trainer: L.Trainer, module: PotentialModule, datamodule, best: Path) -> None:
+    """Validate once and write ``best`` if there is none yet or this ``val_loss`` beats the best one's."""
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    score = trainer.callback_metrics.get("val_loss")
+    monitor = next(callback for callback in trainer.checkpoint_callbacks if callback.monitor == "val_loss")
+    previous = monitor.best_model_score
+    if not best.is_file() or previous is None or (score is not None and float(score) < float(previous)):
+        trainer.save_checkpoint(best)
 
-    With ``trainer.committee_seeds``, trains one run per seed (:func:`equimol.train.committee.train_committee`).
+
+def _wandb_logger(project: str, run_dir: Path):
+    """Weights & Biases (the ``wandb`` extra; ``WANDB_MODE=offline`` writes ``run_dir/wandb`` without an account)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(project=project, name=run_dir.name, save_dir=str(run_dir))
+
+
+def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Fit, export and test one run (see the module docstring); returns ``{"run_dir", "model", "test"}``.
+
+    A committee (``trainer.committee_seeds``) is many runs: :func:`equimol.train.launch.train` chooses.
 
     ``resume`` continues the run in ``trainer.run_dir``; ``overwrite`` replaces it. Without either, a
     folder that holds a run is refused (:mod:`equimol.train.run_folder`).
@@ -208,22 +245,30 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         RunFolderError: the run folder cannot be used as asked (checked before anything is written).
     """
     if config.trainer.committee_seeds:
-        from .committee import train_committee
-
-        return train_committee(config, resume, overwrite)
-    trainer_config = config.trainer
-    run_dir = Path(trainer_config.run_dir).expanduser().resolve()
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if is_first_process():
-        # only the first process of the launch: the others start while (or after) it writes the folder,
-        # and would find "a run already there"
+        raise ValueError(
+            "trainer.committee_seeds asks for a committee of runs; train it with equimol.train.launch.train"
+        )
+    run_dir = Path(config.trainer.run_dir).expanduser().resolve()
+    if not is_first_process():
+        # only the first process of the launch locks and checks the folder: the others start while (or
+        # after) it writes there, and would find "a run already there" or the lock taken
+        return _fit(config, run_dir, resume)
+    with run_folder_lock(run_dir):
         check_run_folder(run_dir, config.as_dict(), resume, overwrite)
+        return _fit(config, run_dir, resume)
+
+
+def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """:func:`train` after the run folder's checks: fit, export, test."""
+    trainer_config = config.trainer
+    last = run_dir / "checkpoints" / "last.ckpt"
     if trainer_config.num_threads:
         torch.set_num_threads(trainer_config.num_threads)
     if trainer_config.retain_freed_memory:
         retain_freed_memory()
     L.seed_everything(trainer_config.seed, workers=True, verbose=False)
     datamodule = ShardedAtomsDataModule.from_config(config.data)
+    datamodule.use_physical_terms(physical_terms(config.model))
     datamodule.setup("fit")
     model_config = resolve_model_config(config.model, datamodule)
     references = datamodule.element_references
@@ -235,13 +280,14 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         label_references=None if references is None else references.as_dict(),
         max_epochs=trainer_config.max_epochs,
         finetune=config.as_dict()["finetune"],
-        compile=trainer_config.compile,
+        compile_step=trainer_config.compile_step,
     )
-    trainer = build_trainer(config, run_dir)
+    with quiet_lightning(resuming=resume):  # the Trainer's own tip
+        trainer = build_trainer(config, run_dir)
     sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
     report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
-        if overwrite:  # the old run goes only now that the new one is about to write its first file
+        if not resume:  # an overwritten run, or what a failed start left, goes only now, before the first write
             clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         resolved = {**config.as_dict(), "model": model_config}
@@ -253,11 +299,14 @@ def train(config: TrainingConfig, resume: bool = False, overwrite: bool = False)
         rank_zero_info(statistics_comment(report).replace("# ", "").replace("#", "").rstrip())
         for logger in trainer.loggers:  # csv/.../hparams.yaml and TensorBoard
             logger.log_hyperparams({"statistics": report})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    best = run_dir / "checkpoints" / "best.ckpt"
+    with quiet_lightning(resuming=resume):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+        if module.validations == 0 and not trainer.interrupted:  # ended before its first validation
+            _validate_at_end(trainer, module, datamodule, best)
     result: dict[str, Any] = {"run_dir": str(run_dir), "model": None, "test": None}
     if not trainer.is_global_zero:
         return result
-    best = run_dir / "checkpoints" / "best.ckpt"
     source = best if best.is_file() else last
     model_path = run_dir / "model.pt"
     if source.is_file():

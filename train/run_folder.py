@@ -2,10 +2,19 @@
 
 ``equimol train`` into ``trainer.run_dir``:
 
-* a folder that holds no run (absent, or without any of :data:`RUN_PRODUCTS`): a new run;
+* one run at a time: the first process of a run holds an exclusive lock on the folder
+  (``run_dir/.equimol.lock``, :func:`equimol.utils.locks.exclusive_lock`) from before these checks
+  until it ends; a second ``equimol train`` on the same folder is refused, naming the first one's
+  pid, host and command. The kernel releases the lock when the process dies, however it dies;
+* a folder that holds no run (absent, or without any of :data:`RESULTS`): a new run. What a start
+  that failed before its first checkpoint left (``config.yaml``, logs) is removed when the new run
+  begins, so a corrected command just runs again;
 * a folder holding a run: refused, naming the folder, unless ``--resume`` (continue it) or
   ``--overwrite`` (its run products are removed, just before the new run writes its first file,
   so ``model.pt`` can never be exported from the old run's ``best.ckpt``);
+* a committee folder (``trainer.committee_seeds``: :data:`COMMITTEE_MARKER` and ``member_<seed>/``)
+  and a single-run folder are different kinds: neither is trained into the other, with or without
+  ``--overwrite`` (:mod:`equimol.train.committee`);
 * ``--resume``: ``checkpoints/last.ckpt`` must exist and load, and the folder's ``config.yaml``
   must agree with the new config on every key that a resumed run cannot change
   (:func:`unresumable_changes`): the model's shape, the data, the optimizer and scheduler (their
@@ -17,14 +26,31 @@ Every refusal is a :class:`RunFolderError` (a ``ValueError``: one line from the 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# what a run writes into its folder (run.py); a folder with any of these holds a run
-RUN_PRODUCTS = ("config.yaml", "checkpoints", "model.pt", "test_metrics.json", "test_parity.png", "csv", "tensorboard")
+from equimol.config_schema import describe, with_current_names
+from equimol.errors import EquimolInputError
+
+# what a run writes into its folder (run.py); --overwrite and a new start remove exactly these
+RUN_PRODUCTS = (
+    "config.yaml",
+    "checkpoints",
+    "model.pt",
+    "test_metrics.json",
+    "test_parity.png",
+    "csv",
+    "tensorboard",
+    "snapshots",
+)
+# the products worth keeping: a folder with any of them (a file in them) holds a run
+RESULTS = ("checkpoints", "model.pt", "test_metrics.json", "snapshots")
+LOCK = ".equimol.lock"
+COMMITTEE_MARKER = "committee.yaml"
 # keys a resumed run may change: how long and how it runs, how it logs, and the loss weights
 RESUMABLE = {
     "loss": None,  # every key
@@ -35,7 +61,7 @@ RESUMABLE = {
         "max_time",
         "num_threads",
         "retain_freed_memory",
-        "compile",
+        "compile_step",
         "progress_bar",
         "log_every_n_steps",
         "test_after_fit",
@@ -52,13 +78,56 @@ RESUMABLE = {
 AUTO = "auto"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(EquimolInputError):
     """A run folder that cannot be used as asked; the message names the folder or the keys."""
 
 
+def _has_files(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(item.is_file() for item in path.rglob("*")))
+
+
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds anything a run writes (:data:`RUN_PRODUCTS`)."""
-    return run_dir.is_dir() and any((run_dir / name).exists() for name in RUN_PRODUCTS)
+    """Whether ``run_dir`` holds the results of a run (a file among :data:`RESULTS`)."""
+    return run_dir.is_dir() and any(_has_files(run_dir / name) for name in RESULTS)
+
+
+def committee_members(run_dir: Path) -> list[Path]:
+    """The ``member_<seed>`` folders of ``run_dir`` that hold a run."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(path for path in run_dir.glob("member_*") if path.is_dir() and holds_run(path))
+
+
+def holds_committee(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a committee (its :data:`COMMITTEE_MARKER`, or member folders with runs)."""
+    return (run_dir / COMMITTEE_MARKER).is_file() or bool(committee_members(run_dir))
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the block (see the module docstring); a folder the block created and left
+    empty (a refused start) is removed again.
+
+    Raises:
+        RunFolderError: ``run_dir`` is a file.
+        LockedError: another process holds the folder (the message names it).
+    """
+    from equimol.utils.io import output_error
+    from equimol.utils.locks import exclusive_lock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"trainer.run_dir {str(run_dir)!r} is a file; choose a folder")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(run_dir, error) from error
+    try:
+        with exclusive_lock(run_dir / LOCK, f"trainer.run_dir {str(run_dir)!r}"):
+            yield
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
 
 
 def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -82,9 +151,13 @@ def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
     """Dotted keys whose value differs between the run's ``config.yaml`` and the new config, and that a
     resumed run cannot change (everything but :data:`RESUMABLE`). A model key that the new config
     leaves ``auto`` matches the value it was resolved to."""
-    old, new = _flatten(previous), _flatten(current)
+    old, new = _flatten(with_current_names(previous)), _flatten(current)
+    # a key that did not exist when the run was written ran with the value that is its default now
+    defaults = {f"{e['section']}.{e['key']}": e["default"] for e in describe() if e["section"] != "model.tp_options"}
     changed = []
     for key in sorted(set(old) | set(new)):
+        if key not in old and key in defaults and _same(defaults[key], new.get(key)):
+            continue
         section, _, name = key.partition(".")
         allowed = RESUMABLE.get(section, set())
         if allowed is None or name.split(".")[0] in allowed:
@@ -109,6 +182,12 @@ def check_run_folder(run_dir: Path, config: Mapping, resume: bool, overwrite: bo
         raise RunFolderError("--resume and --overwrite contradict each other; give one of them")
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"trainer.run_dir {str(run_dir)!r} is a file; choose a folder")
+    if holds_committee(run_dir):
+        members = ", ".join(path.name for path in committee_members(run_dir)) or COMMITTEE_MARKER
+        raise RunFolderError(
+            f"trainer.run_dir {str(run_dir)!r} holds a committee ({members}); a single run cannot go there, "
+            "with or without --overwrite: choose another trainer.run_dir (or delete the folder)"
+        )
     if resume:
         _check_resume(run_dir, config)
     elif holds_run(run_dir) and not overwrite:
@@ -119,20 +198,23 @@ def check_run_folder(run_dir: Path, config: Mapping, resume: bool, overwrite: bo
 
 
 def _check_resume(run_dir: Path, config: Mapping) -> None:
-    import torch
+    from equimol.export import ModelFileError
+
+    from .checkpoints import read_checkpoint
 
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        raise RunFolderError(f"--resume: no checkpoint {str(last)!r}; train without --resume to start the run")
-    try:  # a damaged checkpoint fails here, before anything is written, not inside Lightning
-        state = torch.load(last, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - zip, pickle and I/O errors alike mean a damaged file
         raise RunFolderError(
-            f"--resume: checkpoint {str(last)!r} is damaged ({type(error).__name__}); "
+            f"--resume: no checkpoint {str(last)!r} (a run that stopped before its first checkpoint has none); "
+            "train without --resume to start the run"
+        )
+    try:  # a damaged checkpoint fails here, before anything is written, not inside Lightning
+        read_checkpoint(last)
+    except ModelFileError as error:
+        raise RunFolderError(
+            f"--resume: checkpoint {str(last)!r} is damaged or not a checkpoint of `equimol train` ({error}); "
             "restore it from a copy, or start again with --overwrite"
         ) from error
-    if not isinstance(state, dict) or "state_dict" not in state or "model_config" not in state:
-        raise RunFolderError(f"--resume: {str(last)!r} is not a checkpoint written by `equimol train`")
     recorded = run_dir / "config.yaml"
     if not recorded.is_file():
         raise RunFolderError(f"--resume: {str(recorded)!r} is missing, so the run's config cannot be compared")

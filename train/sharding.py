@@ -14,8 +14,8 @@ continues the interrupted epoch where it stopped (see :class:`_EpochBatches`).
 from __future__ import annotations
 
 from equimol.datasets.datamodule import AtomsDataModule
+from equimol.datasets.loader import GraphLoader as DataLoader
 from equimol.datasets.samplers import shard_batches, sharded_length
-from torch_geometric.loader import DataLoader
 
 from .eval_sharding import evaluation_loader
 

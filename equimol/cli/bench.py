@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from equimol.cli.arguments import add_command, add_command_group, non_negative_int, positive_float, positive_int
-from equimol.tp import available_backends
+from equimol.errors import EquimolInputError
 
 # e3nn's spherical harmonics stop at l = 12 (NotImplementedError above): no model can use a higher degree
 MAX_LMAX = 12
@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument(
         "--backends",
         default=None,
-        help=f"comma-separated backends or backend/variant (default: all registered: {','.join(available_backends())}; "
-        "with --kernel triton, those with a fused kernel)",
+        help="comma-separated backends or backend/variant (default: every registered backend, `equimol.tp."
+        "available_backends()`; with --kernel triton, those with a fused kernel)",
     )
     tp.add_argument("--lmax", type=_lmax_list, default=[1, 2, 3, 4], help="maximum degrees, e.g. 1,2,3")
     tp.add_argument("--channels", type=_int_list, default=[16], help="channel counts, e.g. 16,32")
@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tp.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     tp.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against L")
+    tp.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
     _register_model(bench_commands)
 
 
@@ -104,7 +105,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
         type=_model_kernel_list,
         default=["torch"],
         help="kernels, e.g. 'torch' or 'torch,triton'; 'export' and 'aotinductor' time the torch-kernel model "
-        "as a compiled model file (equimol export --compile; aotinductor takes minutes to build on a CPU)",
+        "as a compiled model file (equimol export --format aotinductor; aotinductor takes minutes to build on a CPU)",
     )
     model.add_argument("--systems", default="3bpa,cu,water", help="comma-separated systems from 3bpa, cu, water")
     model.add_argument("--3bpa-file", dest="molecule_file", help="file with a 3BPA molecule (first frame is timed)")
@@ -118,6 +119,7 @@ def _register_model(bench_commands: argparse._SubParsersAction) -> None:
     model.add_argument("--repeats", type=positive_int, default=3, help="timed repeats (the median is reported)")
     model.add_argument("--json", dest="json_path", help="write the raw results to this JSON file")
     model.add_argument("--plot", dest="plot_path", help="write a log-log PNG of time against atoms")
+    model.add_argument("--overwrite", action="store_true", help="replace existing --json/--plot files")
 
 
 def _print_progress(line: str) -> None:
@@ -132,11 +134,15 @@ def _settings(args: argparse.Namespace, *names: str) -> dict:
 def _measure_and_report(args: argparse.Namespace, measure: Callable[[], dict], table, plot) -> int:
     """Run ``measure()``, print ``table(record)``, write ``--json`` and ``--plot`` if asked; exit code 0."""
     from equimol.microbench.report import write_json
+    from equimol.utils.io import check_output
 
+    for path, flag in ((args.json_path, "--json"), (args.plot_path, "--plot")):
+        if path:  # before the measurement: a result file is never replaced unasked
+            check_output(path, overwrite=args.overwrite, flag=flag)
     try:
         record = measure()
     except RuntimeError as error:  # no such device, or kernel="triton" without a GPU or interpreter: an input error
-        raise ValueError(str(error)) from error
+        raise EquimolInputError(str(error)) from error
     print(table(record))
     for path, write in ((args.json_path, write_json), (args.plot_path, plot)):
         if path:
@@ -171,6 +177,8 @@ def run_tp(args: argparse.Namespace) -> int:
     def measure() -> dict:
         backends = args.backends
         if backends is None:
+            from equimol.tp import available_backends
+
             backends = available_backends()
             if args.kernel and "triton" in args.kernel:
                 import equimol.kernels  # noqa: F401  (raises if Triton cannot run here)

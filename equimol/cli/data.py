@@ -1,9 +1,11 @@
 """``equimol data``: convert datasets to OC20-layout LMDBs and print their statistics.
 
-- ``equimol data convert IN [IN ...] OUT``: any ASE-readable file (extxyz, traj, ASE db, ...) or
-  OC20 raw ``*.extxyz[.xz]`` with its ``*.txt[.xz]`` to one LMDB file in the OC20 layout, with a
-  progress bar. Frames are streamed (memory holds one frame); an unreadable frame stops the
-  conversion with an error naming the file and frame, and the partial output is removed.
+- ``equimol data convert IN [IN ...] OUT``: any input equimol reads
+  (:func:`~equimol.datasets.sources.open_source`: ASE-readable files, OC20 raw ``*.extxyz[.xz]`` with its
+  ``*.txt[.xz]``, LMDBs) to one LMDB file in the OC20 layout, with a progress bar. Frames are streamed
+  (memory holds one frame); an unreadable frame stops the conversion with an error naming the file and
+  frame, and the partial output is removed. OUT must end in ``.lmdb`` (the name every reader recognises
+  the format by), must not be an input, and is replaced only with ``--overwrite``.
 - ``equimol data stats IN [IN ...]``: counts, species, energy/force statistics, average neighbors,
   from a seeded sample (``--sample``, default 2000 frames) with standard errors.
 - ``equimol data index PATH [PATH ...]``: add the atom-count index to LMDBs written by other tools
@@ -17,6 +19,7 @@ import itertools
 from pathlib import Path
 
 from equimol.cli.arguments import add_command, add_command_group, positive_float
+from equimol.errors import EquimolInputError
 
 _CONVERT_DESCRIPTION = (
     "Stream frames of ASE-readable files (or OC20 extxyz.xz + txt.xz pairs) into one LMDB "
@@ -46,25 +49,26 @@ def _add_key_arguments(parser: argparse.ArgumentParser) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     """Stream every input frame into one LMDB file."""
     from equimol.datasets.lmdb_dataset import write_lmdb
-    from equimol.datasets.oc20_raw import companion_txt, is_oc20_extxyz, iter_oc20_s2ef_records
-    from equimol.datasets.readers import iter_ase_records
+    from equimol.datasets.sources import open_source
+    from equimol.utils.io import check_output
 
+    if Path(args.output).suffix != ".lmdb":
+        raise EquimolInputError(
+            f"output {args.output!r}: name it *.lmdb; equimol reads an LMDB by that suffix, and could not read "
+            "this file back"
+        )
+    check_output(args.output, args.inputs, args.overwrite, "output")
     keys = _keys(args)
-    streams = []
     for path in args.inputs:
         if not Path(path).exists():
             raise FileNotFoundError(f"input {path!r} does not exist; check the path")
-        if Path(path).is_dir():  # a folder of OC20 raw pairs, in name order
-            pairs = sorted(p for p in Path(path).iterdir() if is_oc20_extxyz(p))
-            if not pairs:
-                raise FileNotFoundError(f"folder {path!r} holds no *.extxyz[.xz] files; give files or an OC20 folder")
-            streams += [iter_oc20_s2ef_records(pair, keys=keys) for pair in pairs]
-        elif is_oc20_extxyz(path) and companion_txt(path) is not None:
-            streams.append(iter_oc20_s2ef_records(path, keys=keys))
-        else:
-            streams.append(iter_ase_records(path, keys))
+    sources = [open_source(path, keys) for path in args.inputs]
     count = write_lmdb(
-        itertools.chain.from_iterable(streams), args.output, legacy_names=args.legacy_names, progress=not args.quiet
+        itertools.chain.from_iterable(source.records() for source in sources),
+        args.output,
+        legacy_names=args.legacy_names,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(f"wrote {count} frames to {args.output}")
     return 0
@@ -91,9 +95,18 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_index(args: argparse.Namespace) -> int:
     """Add the atom-count index to every LMDB file behind each path (kept when present, unless ``--force``)."""
+    from equimol.datasets.lmdb_dataset import LmdbFrames
     from equimol.datasets.lmdb_index import index_lmdb
+    from equimol.datasets.sources import open_source
+    from equimol.errors import EquimolInputError
 
     for path in args.paths:
+        source = open_source(path)
+        if source.name != LmdbFrames.name:
+            raise EquimolInputError(
+                f"{path} is read as {source.name!r} data, which needs no atom-count index (only LMDBs carry one); "
+                "give .lmdb files or folders of them"
+            )
         count = index_lmdb(path, force=args.force, progress=not args.quiet)
         print(f"indexed {count} frames in {path}")
     return 0
@@ -114,7 +127,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         commands, "convert", run_convert, "write ASE-readable files to an OC20-layout LMDB", _CONVERT_DESCRIPTION
     )
     convert.add_argument("inputs", nargs="+", help="input files, or folders of OC20 extxyz.xz + txt.xz pairs")
-    convert.add_argument("output", help="output .lmdb file (must not exist)")
+    convert.add_argument("output", help="output .lmdb file (must not exist unless --overwrite)")
+    convert.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     _add_key_arguments(convert)
     convert.add_argument("--legacy-names", action="store_true", help="store energy/forces as y/force")
     convert.add_argument("--quiet", action="store_true", help="no progress bar")

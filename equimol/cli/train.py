@@ -2,7 +2,7 @@
 
 The configuration is read and checked in full first (:mod:`equimol.train.config`): an unknown key,
 a value of the wrong type or a missing data file stops the command at once, before any data are
-read, with a message naming the key (exit status 2). Then :func:`equimol.train.run.train` fits,
+read, with a message naming the key (exit status 2). Then :func:`equimol.train.launch.train` fits,
 exports ``run_dir/model.pt`` and reports the test-split errors.
 """
 
@@ -20,10 +20,21 @@ DESCRIPTION = (
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from equimol.errors import EquimolInputError
+
+    if "=" in args.config and not Path(args.config).exists():
+        words = [args.config, *args.overrides]
+        config = next((word for word in words if "=" not in word), "CONFIG.yaml")
+        order = " ".join([config, *(word for word in words if word != config)])
+        raise EquimolInputError(f"{args.config!r} is an override; the config file comes first: equimol train {order}")
+    if not Path(args.config).is_file():  # answered before torch is imported (equimol.cli: start-up)
+        raise FileNotFoundError(f"config file {args.config!r} does not exist")
     from equimol.train.config import load_config
 
     config = load_config(args.config, args.overrides)
-    from equimol.train.run import train
+    from equimol.train.launch import train
 
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     models = result["model"] if isinstance(result["model"], list) else [result["model"]]

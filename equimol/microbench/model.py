@@ -33,6 +33,7 @@ import ase.io
 import numpy as np
 import torch
 
+from equimol.errors import EquimolInputError
 from equimol.microbench.report import save_figure
 from equimol.microbench.tp import Series, parse_series, report_points, timed
 from equimol.utils.dtype import resolve_dtype
@@ -102,18 +103,18 @@ def structures(systems: Sequence[str], max_atoms: int, molecule_file: str | Path
     """``(system, atoms)`` for every requested system and size with at most ``max_atoms`` atoms."""
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
-        raise ValueError(f"unknown system(s) {unknown}; expected some of {list(SYSTEMS)}")
+        raise EquimolInputError(f"unknown system(s) {unknown}; expected some of {list(SYSTEMS)}")
     result: list[tuple[str, ase.Atoms]] = []
     for system in systems:
         if system == "3bpa":
             if molecule_file is None:
-                raise ValueError(
+                raise EquimolInputError(
                     "system '3bpa' needs --3bpa-file PATH, a file ASE can read whose first frame is a 3BPA "
                     "molecule (e.g. shared/data/3bpa/train_300K.xyz)"
                 )
             path = Path(molecule_file)
             if not path.is_file():
-                raise ValueError(f"--3bpa-file {str(path)!r} does not exist")
+                raise EquimolInputError(f"--3bpa-file {str(path)!r} does not exist")
             result.append((system, ase.io.read(path, index=0)))
         elif system == "cu":
             result += [(system, copper_box(r)) for r in CU_REPEATS if 4 * r**3 <= max_atoms]

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from equimol.errors import EquimolInputError
+from equimol.microbench.variants import BENCHMARK_VARIANTS
 from equimol.tp import TensorProduct, TensorProductBackend, get_backend
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.machine import describe_machine
@@ -84,19 +86,21 @@ class Measurement:
 def parse_series(spec: str | Sequence[str]) -> list[Series]:
     """Parse ``"cg,gaunt/grid,cp"`` into series.
 
-    A plain backend name with ``benchmark_variants`` on its class expands into one series per
-    variant (``gaunt`` -> ``gaunt/edge``, ``gaunt/grid``); ``name/variant`` picks one.
+    A plain backend name with variants (:data:`~equimol.microbench.variants.BENCHMARK_VARIANTS`) expands
+    into one series per variant (``gaunt`` -> ``gaunt/grid``, ``gaunt/edge``, ``gaunt/compiled``);
+    ``name/variant`` picks one.
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
-        raise ValueError("--backends is empty; give e.g. 'cg,gaunt'")
+        raise EquimolInputError("--backends is empty; give e.g. 'cg,gaunt'")
     series: list[Series] = []
     for name in names:
         backend, _, variant = name.partition("/")
-        variants: dict[str, dict] = getattr(get_backend(backend), "benchmark_variants", {}) or {}
+        get_backend(backend)  # an unknown name is an error naming the known backends
+        variants = BENCHMARK_VARIANTS.get(backend, {})
         if variant:
             if variant not in variants:
-                raise ValueError(
+                raise EquimolInputError(
                     f"backend {backend!r} has no benchmark variant {variant!r}; known: {sorted(variants) or 'none'}"
                 )
             series.append(Series(name, backend, dict(variants[variant])))
@@ -352,7 +356,7 @@ def run_benchmark(
     whole convolution (see the module docstring); None times the bare product.
     """
     if min(lmax_values) < 1:
-        raise ValueError(f"--lmax values must be >= 1, got {list(lmax_values)}")
+        raise EquimolInputError(f"--lmax values must be >= 1, got {list(lmax_values)}")
     torch_device = torch.device(device)
     torch_dtype = resolve_dtype(dtype)
     series = parse_series(backends)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from equimol.errors import ConfigError
 from equimol.models.config import ModelConfig, SPEConfig
 from equimol.models.potential import Potential
 from equimol.models.statistics import average_num_neighbors
@@ -37,6 +38,9 @@ def build_model(config: dict | ModelConfig) -> Potential:
         config = ModelConfig.from_dict(config)
     else:
         config.validate()
+    if config.unresolved():
+        keys = ", ".join(f"model.{key}" for key in config.unresolved())
+        raise ConfigError(f"{keys}: 'auto' is filled from the training data; a model is built from numbers")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = Potential(config)

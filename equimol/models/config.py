@@ -1,7 +1,9 @@
 """The typed model configuration: every hyperparameter of the potential in one place.
 
 Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_dict`; an unknown key
-(at the top level or under ``spe:``) raises a ValueError that names it. Keys follow MACE/NequIP usage::
+(at any level) raises a :class:`~equimol.errors.ConfigError` that names it. Each field's meaning, type,
+default and limits are declared once, with :func:`equimol.config_fields.option`; the reference of every
+key is :func:`equimol.config_schema.describe`. Keys follow MACE/NequIP usage::
 
     model:
       species: [H, C, N, O]        # atomic numbers or symbols
@@ -15,7 +17,7 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       radial_mlp_hidden: [64, 64]
       readout_hidden: 16
       tp_backend: cg               # cg | gaunt | cp (any registered backend)
-      tp_options: {}               # passed to the backend, e.g. {cp_rank: 28} or {compile: true} (gaunt)
+      tp_options: {}               # passed to the backend, e.g. {cp_rank: 28} or {compile_edge_product: true} (gaunt)
       many_body: none              # none | cg | gaunt
       correlation: 3               # nu_max of the many-body block
       interaction: gated           # gated (TP, gate, residual) | product_basis (MACE: TP basis, then many-body)
@@ -29,8 +31,11 @@ Built from the ``model:`` section of a YAML config with :meth:`ModelConfig.from_
       energy_scale: 1.0            # eV, a number or a per-species mapping
       spe: {enabled: true, mode: chebyshev, num_filters: 4, polynomial_degree: 8, spectral_scale: null, hidden: 16}
       pair_repulsion: none         # none | zbl (equimol.nn.zbl: screened nuclear repulsion)
-      zbl_inner: null              # Å, ZBL switch start for every pair (null: half the covalent-radius sum)
-      zbl_outer: null              # Å, ZBL switch end for every pair (null: the covalent-radius sum)
+      zbl_inner: null              # Å, ZBL switch start for every pair (null: zbl_inner_fraction x covalent sum)
+      zbl_outer: null              # Å, ZBL switch end for every pair (null: zbl_outer_fraction x covalent sum)
+      zbl_inner_fraction: 0.3      # default switch start, fraction of the sum of the two covalent radii
+      zbl_outer_fraction: 0.55     # default switch end: below the shortest bonds of 3BPA and OC20
+      dispersion: null             # or {kind: d3, xc: pbe, damping: bj}: D3 through tad-dftd3 (equimol.nn.dispersion)
       dtype: float64               # float32 | float64
       seed: 0
 
@@ -43,7 +48,7 @@ their names so that existing configs load):
   grid, ``cp`` the CP-decomposed CG tensor, ``cueq`` the ``cg`` product through cuEquivariance).
 * ``many_body`` is the *self-product of one node's features* after message passing, up to
   ``correlation`` factors, per-element weights (:mod:`equimol.nn.many_body`: ``cg`` recursive
-  Clebsch-Gordan coupling as in MACE, ``gaunt`` the Gaunt powers of :mod:`equimol.tp.gaunt_power`,
+  Clebsch-Gordan coupling as in MACE, ``gaunt`` the Gaunt powers of :mod:`equimol.manybody.gaunt`,
   ``cueq`` cuEquivariance's symmetric contraction, ``none`` no such block).
 
 The two are chosen independently: ``tp_backend: cg`` with ``many_body: gaunt`` is the main job's model.
@@ -52,180 +57,157 @@ The two are chosen independently: ``tp_backend: cg`` with ``many_body: gaunt`` i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from equimol.config_fields import AUTO, build_section, check_section, option
+from equimol.errors import ConfigError
+from equimol.manybody import kinds as many_body_kinds
+from equimol.nn.dispersion import DispersionConfig
 from equimol.nn.embedding import parse_species
-from equimol.nn.many_body import MANY_BODY_KINDS
 from equimol.nn.spe import SPE_MODES
 from equimol.nn.species_linear import SELF_CONNECTIONS
+from equimol.nn.zbl import INNER_FRACTION, OUTER_FRACTION
 from equimol.utils.dtype import resolve_dtype
 
 PAIR_REPULSIONS = ("none", "zbl")
-
-
 INTERACTIONS = ("gated", "product_basis")
 READOUTS = ("final", "per_layer")
-
-
-def _reject_unknown(cls: type, values: dict, where: str) -> None:
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+DTYPES = ("float32", "float64")
+DEFAULT_RADIAL_CUTOFF = 5.0  # Å; the data's graphs are built at the model's cutoff (one owner: the model)
+# keys that the model sets on every product itself
+RESERVED_TP_OPTIONS = ("dtype", "device", "internal_weights")
 
 
 def _require(condition: bool, key: str, expected: str, value) -> None:
     if not condition:
-        raise ValueError(f"model config key {key!r} must be {expected}, got {value!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        raise ConfigError(f"model.{key} must be {expected}, got {value!r}")
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _backend_names() -> tuple[str, ...]:
+    from equimol.tp.interface import known_backends
+
+    return tuple(known_backends())
+
+
 @dataclass
 class SPEConfig:
-    """``spe:`` section: stable positional encodings (:mod:`equimol.nn.spe`)."""
+    """``model.spe``: stable positional encodings (:mod:`equimol.nn.spe`)."""
 
-    enabled: bool = False
-    mode: str = "chebyshev"
-    num_filters: int = 4
-    polynomial_degree: int = 8
-    spectral_scale: float | None = None  # default 2 * avg_num_neighbors
-    hidden: int = 16
+    enabled: bool = option(False, "add stable positional encodings of the graph to the node features")
+    mode: str = option("chebyshev", "exact eigendecomposition or a Chebyshev filter approximation", choices=SPE_MODES)
+    num_filters: int = option(4, "number of spectral filters", ge=1)
+    polynomial_degree: int = option(8, "degree of the Chebyshev filter polynomials", ge=0, le=32)
+    spectral_scale: float | None = option(None, "scale of the graph spectrum (null: 2 x avg_num_neighbors)", gt=0)
+    hidden: int = option(16, "width of the encoding MLP", ge=1)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> SPEConfig:
-        values = {} if values is None else values
-        _reject_unknown(cls, values, "model.spe")
-        config = cls(**values)
-        _require(isinstance(config.enabled, bool), "spe.enabled", "true or false", config.enabled)
-        _require(config.mode in SPE_MODES, "spe.mode", f"one of {SPE_MODES}", config.mode)
-        _require(
-            _is_int(config.num_filters) and config.num_filters >= 1,
-            "spe.num_filters",
-            "an int >= 1",
-            config.num_filters,
-        )
-        _require(
-            _is_int(config.polynomial_degree) and 0 <= config.polynomial_degree <= 32,
-            "spe.polynomial_degree",
-            "an int in 0..32",
-            config.polynomial_degree,
-        )
-        _require(
-            config.spectral_scale is None or (_is_number(config.spectral_scale) and config.spectral_scale > 0),
-            "spe.spectral_scale",
-            "a positive number or null",
-            config.spectral_scale,
-        )
-        _require(_is_int(config.hidden) and config.hidden >= 1, "spe.hidden", "an int >= 1", config.hidden)
-        return config
+        return build_section(cls, values, "model.spe")
 
 
 @dataclass
 class ModelConfig:
     """All hyperparameters of :class:`equimol.models.potential.Potential` (see the module docstring)."""
 
-    species: list = field(default_factory=list)
-    channels: int = 32
-    lmax: int = 2
-    sh_lmax: int | None = None
-    num_layers: int = 2
-    num_radial_basis: int = 8
-    radial_cutoff: float = 5.0
-    envelope_exponent: int = 5
-    radial_mlp_hidden: list = field(default_factory=lambda: [64, 64])
-    readout_hidden: int = 16
-    tp_backend: str = "cg"
-    tp_options: dict = field(default_factory=dict)
-    many_body: str = "none"
-    correlation: int = 3
-    interaction: str = "gated"
-    message_lmax: int | None = None
-    self_connection: str = "linear"
-    readout: str = "final"
-    scalar_first_layer: bool = True
-    avg_num_neighbors: float | None = None
-    e0s: dict | None = None
-    energy_shift: float | dict = 0.0
-    energy_scale: float | dict = 1.0
-    spe: SPEConfig = field(default_factory=SPEConfig)
-    pair_repulsion: str = "none"
-    zbl_inner: float | None = None
-    zbl_outer: float | None = None
-    dtype: str = "float64"
-    seed: int = 0
+    species: list = option(default_factory=list, doc="elements the model knows: atomic numbers or symbols")
+    channels: int = option(32, "C: channels per irrep of the node features", ge=1)
+    lmax: int = option(2, "largest degree of the node features (C x 0e + C x 1o + ... up to lmax)", ge=0, le=8)
+    sh_lmax: int | None = option(None, "largest degree of the edge spherical harmonics (null: lmax)", ge=0, le=8)
+    num_layers: int = option(2, "number of interaction layers", ge=1)
+    num_radial_basis: int = option(8, "number of radial basis functions of an edge length", ge=1)
+    radial_cutoff: float = option(
+        DEFAULT_RADIAL_CUTOFF, "cutoff of the radius graph, Å (the data's graphs are built at it)", gt=0
+    )
+    envelope_exponent: int = option(5, "exponent of the polynomial cutoff envelope (>= 2: C^2 at the cutoff)", ge=2)
+    radial_mlp_hidden: list[int] = option(
+        default_factory=lambda: [64, 64], doc="hidden widths of the radial MLP that gives per-edge weights", ge=1
+    )
+    readout_hidden: int = option(16, "hidden width of the final readout MLP", ge=1)
+    tp_backend: str = option("cg", "two-body message product (equimol.tp backend)", choices=_backend_names)
+    tp_options: dict = option(
+        default_factory=dict, doc="keyword options of the chosen backend's constructor (e.g. {cp_rank: 28})"
+    )
+    many_body: str = option(
+        "none",
+        "self-product of a node's features after message passing",
+        choices=lambda: ("none", *many_body_kinds()),
+    )
+    correlation: int = option(3, "nu_max: number of factors of the many-body product", ge=1, le=4)
+    interaction: str = option(
+        "gated", "gated (TP, gate, residual) or product_basis (MACE: TP basis, then many-body)", choices=INTERACTIONS
+    )
+    message_lmax: int | None = option(
+        None, "product_basis: largest degree of the atomic basis A (null: lmax; MACE's max_ell)", ge=0, le=8
+    )
+    self_connection: str = option(
+        "linear", "linear, or species: one self-connection map per element (MACE's skip_tp)", choices=SELF_CONNECTIONS
+    )
+    readout: str = option(
+        "final", "final: MLP on the last layer; per_layer: plus a linear head per layer", choices=READOUTS
+    )
+    scalar_first_layer: bool = option(True, "product_basis: the first layer sees the C x 0e embeddings only (MACE)")
+    avg_num_neighbors: float | None = option(
+        None, "average neighbours per atom of the training data (message normalisation)", gt=0, auto=True
+    )
+    e0s: dict | None = option(None, "isolated-atom energies per species, eV (null: zeros)", auto=True)
+    energy_shift: float | dict = option(0.0, "energy shift, eV: a number or a per-species mapping", auto=True)
+    energy_scale: float | dict = option(1.0, "energy scale, eV: a number or a per-species mapping", auto=True)
+    spe: SPEConfig = option(default_factory=SPEConfig, doc="stable positional encodings (equimol.nn.spe)")
+    pair_repulsion: str = option(
+        "none", "none, or zbl: screened nuclear repulsion (equimol.nn.zbl)", choices=PAIR_REPULSIONS
+    )
+    zbl_inner: float | None = option(None, "Å, ZBL switch start for every pair (null: zbl_inner_fraction)", ge=0)
+    zbl_outer: float | None = option(None, "Å, ZBL switch end for every pair (null: zbl_outer_fraction)", ge=0)
+    zbl_inner_fraction: float = option(
+        INNER_FRACTION, "default ZBL switch start, fraction of the sum of the two covalent radii", gt=0
+    )
+    zbl_outer_fraction: float = option(
+        OUTER_FRACTION, "default ZBL switch end, fraction of the sum of the two covalent radii", gt=0
+    )
+    dispersion: dict | None = option(
+        None,
+        "D3 dispersion through tad-dftd3, e.g. {kind: d3, xc: pbe, damping: bj} (null: none)",
+        schema=DispersionConfig,
+    )
+    dtype: str = option("float64", "floating-point type of the parameters (set by trainer.precision)", choices=DTYPES)
+    seed: int = option(0, "seed of the parameter initialisation", ge=0)
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """Validate the ``model:`` mapping; every error names the offending key."""
-        _reject_unknown(cls, values, "model config")
-        values = dict(values)
-        values["spe"] = SPEConfig.from_dict(values.get("spe"))
-        config = cls(**values)
-        config.validate()
-        return config
+        """Validate the ``model:`` mapping (:func:`equimol.config_fields.check_section`); errors name the key."""
+        if isinstance(values, dict) and "dtype" in values:
+            values = {**values, "dtype": str(values["dtype"]).removeprefix("torch.")}
+        return build_section(cls, values, "model")
 
     def validate(self) -> None:
-        self.species = parse_species(self.species)
-        for key in ("channels", "num_layers", "num_radial_basis", "readout_hidden", "envelope_exponent"):
-            value = getattr(self, key)
-            _require(_is_int(value) and value >= 1, key, "an int >= 1", value)
-        _require(_is_int(self.lmax) and 0 <= self.lmax <= 8, "lmax", "an int in 0..8", self.lmax)
+        """Check every value (types, choices, bounds) and the rules that tie keys together."""
+        self.dtype = str(self.dtype).removeprefix("torch.")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["spe"] = dataclasses.asdict(self.spe) if dataclasses.is_dataclass(self.spe) else self.spe
+        check_section(type(self), values, "model")
+        if not isinstance(self.spe, SPEConfig):
+            self.spe = SPEConfig.from_dict(self.spe)
+        self.check_relations()
+
+    def check_relations(self) -> None:
+        """The rules that tie keys together, the species list, the backend and its options, the dispersion."""
+        try:
+            self.species = parse_species(self.species)
+        except ValueError as error:
+            raise ConfigError(f"model.species: {error}") from error
         if self.sh_lmax is None:
             self.sh_lmax = self.lmax
-        _require(_is_int(self.sh_lmax) and 0 <= self.sh_lmax <= 8, "sh_lmax", "an int in 0..8", self.sh_lmax)
-        _require(self.envelope_exponent >= 2, "envelope_exponent", "an int >= 2 (C^2 cutoff)", self.envelope_exponent)
-        _require(
-            _is_number(self.radial_cutoff) and self.radial_cutoff > 0,
-            "radial_cutoff",
-            "a positive number (Å)",
-            self.radial_cutoff,
-        )
-        _require(
-            isinstance(self.radial_mlp_hidden, (list, tuple))
-            and all(_is_int(h) and h >= 1 for h in self.radial_mlp_hidden),
-            "radial_mlp_hidden",
-            "a list of positive ints",
-            self.radial_mlp_hidden,
-        )
-        self._check_backend()
-        _require(isinstance(self.tp_options, dict), "tp_options", "a mapping", self.tp_options)
-        reserved = sorted({"dtype", "device", "internal_weights"} & set(self.tp_options))
-        _require(
-            not reserved, "tp_options", "free of 'dtype', 'device', 'internal_weights' (the model sets them)", reserved
-        )
-        _require(self.many_body in MANY_BODY_KINDS, "many_body", f"one of {MANY_BODY_KINDS}", self.many_body)
-        _require(
-            _is_int(self.correlation) and 1 <= self.correlation <= 4, "correlation", "an int in 1..4", self.correlation
-        )
-        _require(self.interaction in INTERACTIONS, "interaction", f"one of {INTERACTIONS}", self.interaction)
-        _require(
-            isinstance(self.scalar_first_layer, bool), "scalar_first_layer", "true or false", self.scalar_first_layer
-        )
-        _require(
-            self.self_connection in SELF_CONNECTIONS,
-            "self_connection",
-            f"one of {SELF_CONNECTIONS}",
-            self.self_connection,
-        )
-        _require(self.readout in READOUTS, "readout", f"one of {READOUTS}", self.readout)
         if self.message_lmax is None:
             self.message_lmax = self.lmax
+        self._check_backend()
         _require(
-            _is_int(self.message_lmax) and self.lmax <= self.message_lmax <= 8,
-            "message_lmax",
-            f"an int in lmax..8 (lmax = {self.lmax})",
-            self.message_lmax,
+            self.lmax <= self.message_lmax, "message_lmax", f"an int in lmax..8 (lmax = {self.lmax})", self.message_lmax
         )
         _require(
             self.interaction == "product_basis" or self.message_lmax == self.lmax,
@@ -240,20 +222,20 @@ class ModelConfig:
             self.many_body,
         )
         _require(
-            _is_number(self.avg_num_neighbors) and self.avg_num_neighbors > 0,
+            _is_number(self.avg_num_neighbors) or self.avg_num_neighbors == AUTO,
             "avg_num_neighbors",
             "a positive number taken from the training data (equimol.models.average_num_neighbors)",
             self.avg_num_neighbors,
         )
-        _require(_is_int(self.seed), "seed", "an int", self.seed)
-        _require(
-            self.pair_repulsion in PAIR_REPULSIONS, "pair_repulsion", f"one of {PAIR_REPULSIONS}", self.pair_repulsion
-        )
-        for key in ("zbl_inner", "zbl_outer"):
-            value = getattr(self, key)
-            _require(value is None or (_is_number(value) and value >= 0), key, "a number >= 0 (Å) or null", value)
         if self.zbl_inner is not None and self.zbl_outer is not None:
             _require(self.zbl_inner < self.zbl_outer, "zbl_inner", f"< zbl_outer={self.zbl_outer}", self.zbl_inner)
+        _require(
+            self.zbl_inner_fraction < self.zbl_outer_fraction,
+            "zbl_inner_fraction",
+            f"< zbl_outer_fraction={self.zbl_outer_fraction}",
+            self.zbl_inner_fraction,
+        )
+        self._check_dispersion()
         if self.zbl_outer is not None:
             _require(
                 self.zbl_outer <= self.radial_cutoff,
@@ -261,22 +243,34 @@ class ModelConfig:
                 f"<= radial_cutoff={self.radial_cutoff} (the switch acts on radius-graph edges)",
                 self.zbl_outer,
             )
-        resolve_dtype(self.dtype)
-        _require(
-            str(self.dtype).removeprefix("torch.") in ("float32", "float64"),
-            "dtype",
-            "'float32' or 'float64'",
-            self.dtype,
-        )
 
-    def _check_backend(self) -> None:
-        """``tp_backend`` against the TP registry (:func:`equimol.tp.get_backend`): the one place it is checked."""
-        from equimol.tp import get_backend
+    def unresolved(self) -> list[str]:
+        """The keys still ``"auto"`` (filled from the training data by ``equimol.train``'s statistics)."""
+        return [f.name for f in dataclasses.fields(self) if f.metadata.get("auto") and getattr(self, f.name) == AUTO]
+
+    def _check_dispersion(self) -> None:
+        """``dispersion``: null or ``{kind: d3, xc, damping, ...}`` (:func:`equimol.nn.dispersion.check_options`)."""
+        if self.dispersion is None:
+            return
+        from equimol.nn.dispersion import check_options
 
         try:
-            get_backend(self.tp_backend)
+            self.dispersion = check_options(self.dispersion)
         except ValueError as error:
-            raise ValueError(f"model.tp_backend={self.tp_backend!r}: {error}") from error
+            raise ConfigError(f"model.dispersion: {error}") from error
+
+    def _check_backend(self) -> None:
+        """``tp_backend`` against the TP registry and ``tp_options`` against that backend's constructor."""
+        from equimol.tp import get_backend
+        from equimol.tp.options import check_backend_options
+
+        try:
+            backend = get_backend(self.tp_backend)
+        except ValueError as error:
+            raise ConfigError(f"model.tp_backend={self.tp_backend!r}: {error}") from error
+        reserved = sorted(set(RESERVED_TP_OPTIONS) & set(self.tp_options))
+        _require(not reserved, "tp_options", f"free of {list(RESERVED_TP_OPTIONS)} (the model sets them)", reserved)
+        self.tp_options = check_backend_options(backend, self.tp_options, "model.tp_options")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -298,9 +292,8 @@ class ModelConfig:
         missing = [z for z in self.species if z not in by_number]
         extra = sorted(set(by_number) - set(self.species))
         if missing or extra:
-            raise ValueError(
-                f"model config key {key!r} must give exactly the species {self.species}; "
-                f"missing {missing}, extra {extra}"
+            raise ConfigError(
+                f"model.{key} must give exactly the species {self.species}; missing {missing}, extra {extra}"
             )
         return torch.tensor([by_number[z] for z in self.species], dtype=torch.float64)
 

@@ -4,15 +4,17 @@ r"""The potential: an E(3)-equivariant message-passing model with a swappable te
 
     h^{(0)}_i = \mathrm{Embed}(Z_i) \,[+\, \mathrm{SPE}_i], \qquad
     h^{(t+1)} = \mathrm{Layer}_t(h^{(t)}), \qquad
-    E = \sum_i \varepsilon_i\big(h^{(1)}_{i, 0e}, \dots, h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{ZBL}}]
+    E = \sum_i \varepsilon_i\big(h^{(1)}_{i, 0e}, \dots, h^{(T)}_{i, 0e}\big) \,[+\, E_{\mathrm{phys}}]
 
 Each layer is either ``interaction: gated`` (TP convolution, gate, residual, then an optional residual
 many-body block: :mod:`equimol.nn.interaction`, :mod:`equimol.nn.many_body`) or ``interaction:
 product_basis`` (MACE's layer: TP messages form an atomic basis up to ``message_lmax``, a many-body
 product with per-element weights follows, plus a self-connection: :mod:`equimol.nn.product_basis`).
 The read-out takes the last layer's scalars (``readout: final``) or every layer's (``per_layer``;
-:mod:`equimol.nn.readout`). SPE: :mod:`equimol.nn.spe`. The optional switched ZBL pair repulsion
-``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) adds per-atom energies for any backend.
+:mod:`equimol.nn.readout`). SPE: :mod:`equimol.nn.spe`. The optional physical terms, the switched ZBL
+pair repulsion ``model.pair_repulsion: zbl`` (:mod:`equimol.nn.zbl`) and D3 dispersion
+``model.dispersion: {kind: d3, ...}`` (:mod:`equimol.nn.dispersion`), add per-atom energies
+:math:`E_{\mathrm{phys}}` for any backend (:mod:`equimol.models.physical`).
 Forces and stress come from autograd:
 
 .. math::
@@ -25,6 +27,19 @@ where the symmetric strain ``epsilon`` deforms positions and cell as ``x -> x (I
 positive = tensile, eV/Å^3). For a structure without periodic directions the stress is defined as
 zero; for a periodic structure whose cell has zero volume it does not exist and is a
 :class:`~equimol.structure_checks.StructureError` (zeros would read as a relaxed cell).
+
+**Per-atom virials.** The energy depends on positions only through the edge vectors ``r_e``
+(:func:`equimol.graph.edge_vectors`), so with ``g_e = dE/dr_e`` the global virial is
+``W = sum_k x_k (x) F_k = -sum_e r_e (x) g_e`` (eV; ``W = -V sigma`` for a periodic structure). Each
+edge's term is split half to its sender and half to its receiver:
+
+.. math::
+
+    W_i = -\tfrac12 \sum_{e \ni i} \mathbf{r}_e \otimes \frac{\partial E}{\partial \mathbf{r}_e},
+    \qquad \sum_i W_i = W
+
+(``compute_virials=True``, ``atom_virial`` ``[n, 3, 3]`` eV; LAMMPS's ``compute stress/atom`` and
+ASE's per-atom ``stresses = -W_i / V`` use the same split). Each ``W_i`` need not be symmetric; their sum is.
 
 **Input**: a torch-geometric ``Data``/``Batch`` in the format of :mod:`equimol.graph`
 (``pos``, ``atomic_numbers``, ``cell [B, 3, 3]``, ``pbc [B, 3]``, ``edge_index = [sender, receiver]``,
@@ -39,6 +54,7 @@ from torch import nn
 
 from equimol.graph import edge_vectors
 from equimol.models.config import ModelConfig
+from equimol.models.physical import PhysicalTerms
 from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex
 from equimol.nn.interaction import InteractionBlock
 from equimol.nn.linear import natural_irreps
@@ -47,7 +63,6 @@ from equimol.nn.product_basis import ProductBasisInteraction
 from equimol.nn.radial import BesselBasis, PolynomialEnvelope
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
-from equimol.nn.zbl import ZBLRepulsion
 from equimol.structure_checks import StructureError
 from equimol.utils.tracing import tracing
 
@@ -98,10 +113,7 @@ class Potential(nn.Module):
             )
         else:
             self.many_body = None
-        if config.pair_repulsion == "zbl":
-            self.pair_repulsion = ZBLRepulsion(self.species, config.radial_cutoff, config.zbl_inner, config.zbl_outer)
-        else:
-            self.pair_repulsion = None
+        self.physical_terms = PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
         self.readout = EnergyReadout(
             config.channels,
             config.readout_hidden,
@@ -156,24 +168,33 @@ class Potential(nn.Module):
                     f"dtype={self.dtype} or convert the model with .to({self.dtype})"
                 )
 
-    def forward(self, graph, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, torch.Tensor]:
-        """Energy, per-atom energies, forces and (optionally) stress of a graph or batch.
+    def forward(
+        self, graph, compute_forces: bool = True, compute_stress: bool = False, compute_virials: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Energy, per-atom energies, forces and (optionally) stress and per-atom virials of a graph or batch.
 
         Args:
             graph: torch-geometric ``Data``/``Batch`` (see the module docstring).
             compute_forces: add ``forces`` ``[n, 3]`` eV/Å (``-dE/dpos``; ``create_graph`` in training mode
                 so a force loss can be back-propagated).
             compute_stress: add ``stress`` ``[B, 3, 3]`` eV/Å^3 (ASE sign; zero for non-periodic structures).
+            compute_virials: add ``atom_virial`` ``[n, 3, 3]`` eV (see the module docstring).
 
         Returns:
-            ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, and ``forces`` / ``stress`` when asked.
+            ``energy`` ``[B]`` eV, ``node_energy`` ``[n]`` eV, and ``forces`` / ``stress`` / ``atom_virial``
+            when asked.
         """
         self._check_graph(graph)
+        if compute_virials and self.physical_terms is not None and self.physical_terms.dispersion is not None:
+            raise ValueError(
+                "per-atom virials are not available for a model with model.dispersion: D3 depends on positions, "
+                "not on the edge vectors that the virials are split over"
+            )
         node_graph = getattr(graph, "batch", None)
         if node_graph is None:
             node_graph = torch.zeros(graph.pos.shape[0], dtype=torch.long, device=graph.pos.device)
         num_graphs = graph.cell.view(-1, 3, 3).shape[0]
-        need_gradient = compute_forces or compute_stress
+        need_gradient = compute_forces or compute_stress or compute_virials
         with torch.set_grad_enabled(torch.is_grad_enabled() or need_gradient):
             positions = graph.pos
             if need_gradient and not positions.requires_grad:
@@ -186,11 +207,16 @@ class Potential(nn.Module):
                 symmetric = 0.5 * (strain + strain.transpose(1, 2))
                 moved_positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[node_graph])
                 moved_cell = cell + torch.bmm(cell, symmetric)
-            node_energy = self._node_energies(graph, moved_positions, moved_cell, node_graph, num_graphs)
+            vectors = edge_vectors(moved_positions, graph.edge_index, graph.cell_offsets, moved_cell, node_graph)
+            node_energy = self.node_energies(graph.atomic_numbers, graph.edge_index, vectors, node_graph, num_graphs)
+            if self.physical_terms is not None and self.physical_terms.dispersion is not None:
+                node_energy = node_energy + self.physical_terms.dispersion_energies(
+                    graph, moved_positions, moved_cell, node_graph
+                )
             energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)
             out = {"energy": energy, "node_energy": node_energy}
             if need_gradient:
-                inputs = [positions] + ([strain] if compute_stress else [])
+                inputs = [positions] + ([strain] if compute_stress else []) + ([vectors] if compute_virials else [])
                 gradients = torch.autograd.grad(
                     energy.sum(), inputs, create_graph=self.training, allow_unused=True, materialize_grads=True
                 )
@@ -198,6 +224,8 @@ class Potential(nn.Module):
                     out["forces"] = -gradients[0]
                 if compute_stress:
                     out["stress"] = self._stress(gradients[1], cell, graph.pbc.view(-1, 3))
+                if compute_virials:
+                    out["atom_virial"] = atom_virials(vectors, gradients[-1], graph.edge_index, positions.shape[0])
         return out
 
     @staticmethod
@@ -218,17 +246,19 @@ class Potential(nn.Module):
         stress = strain_gradient / safe_volume.view(-1, 1, 1)
         return torch.where(valid.view(-1, 1, 1), stress, torch.zeros_like(stress))
 
-    def _node_energies(
+    def node_energies(
         self,
-        graph,
-        positions: torch.Tensor,
-        cell: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        vectors: torch.Tensor,
         node_graph: torch.Tensor,
         num_graphs: int,
     ) -> torch.Tensor:
-        element_index = self.species_index(graph.atomic_numbers)
-        sender, receiver = graph.edge_index
-        vectors = edge_vectors(positions, graph.edge_index, graph.cell_offsets, cell, node_graph)
+        """``[n]`` per-atom energies (eV) from ``[n]`` atomic numbers, ``[2, E]`` ``edge_index`` (sender,
+        receiver), ``[E, 3]`` edge vectors (Å) and ``[n]`` structure index of each atom: every position
+        dependence of the model except D3 dispersion (added by :meth:`forward`) goes through ``vectors``."""
+        element_index = self.species_index(atomic_numbers)
+        sender, receiver = edge_index
         lengths = vectors.norm(dim=-1)
         envelope = self.envelope(lengths)
         basis = self.radial_basis(lengths)
@@ -246,6 +276,15 @@ class Potential(nn.Module):
                 features = self.many_body[index](features, element_index)
             layer_scalars.append(features[:, : self.config.channels])
         node_energy = self.readout(layer_scalars[-len(self.readout.linear_heads) - 1 :], element_index)
-        if self.pair_repulsion is not None:
-            node_energy = node_energy + self.pair_repulsion(lengths, element_index, sender, receiver)
+        if self.physical_terms is not None:
+            node_energy = node_energy + self.physical_terms.pair_energies(lengths, element_index, sender, receiver)
         return node_energy
+
+
+def atom_virials(
+    vectors: torch.Tensor, gradient: torch.Tensor, edge_index: torch.Tensor, num_atoms: int
+) -> torch.Tensor:
+    """``[n, 3, 3]`` per-atom virials (eV): ``-r_e (x) dE/dr_e`` of each ``[E, 3]`` edge, half to each end."""
+    half = -0.5 * vectors.unsqueeze(-1) * gradient.unsqueeze(-2)
+    virial = half.new_zeros(num_atoms, 3, 3)
+    return virial.index_add(0, edge_index[0], half).index_add(0, edge_index[1], half)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from equimol.errors import EquimolInputError
+
 
 def average_num_neighbors(graphs: Iterable) -> float:
     """Mean number of incoming edges per atom, ``sum_graphs E / sum_graphs n`` (the ``avg_num_neighbors`` key).
@@ -19,5 +21,5 @@ def average_num_neighbors(graphs: Iterable) -> float:
         edges += int(graph.edge_index.shape[1])
         atoms += int(graph.num_nodes)
     if atoms == 0:
-        raise ValueError("average_num_neighbors needs at least one graph with atoms")
+        raise EquimolInputError("average_num_neighbors needs at least one graph with atoms")
     return edges / atoms

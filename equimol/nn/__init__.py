@@ -5,7 +5,7 @@
 * :mod:`~equimol.nn.linear` -- natural-parity irreps ``C x 0e + C x 1o + C x 2e ...`` and channel-mixing linears.
 * :mod:`~equimol.nn.gate` -- gate nonlinearity.
 * :mod:`~equimol.nn.interaction` -- one message-passing block through the TP interface.
-* :mod:`~equimol.nn.many_body` -- CG (MACE-style) or Gaunt many-body self-product.
+* :mod:`~equimol.nn.many_body` -- the residual many-body block around a self-product of :mod:`equimol.manybody`.
 * :mod:`~equimol.nn.readout` -- per-atom energies with per-species scale, shift and E0s.
 * :mod:`~equimol.nn.spe` -- stable positional encodings (``exact`` / ``chebyshev``), safe for forces;
   :mod:`~equimol.nn.spe_filters` and :mod:`~equimol.nn.spe_exact` hold the filters and the
@@ -16,7 +16,7 @@ from equimol.nn.embedding import SpeciesEmbedding, SpeciesIndex, parse_species
 from equimol.nn.gate import Gate
 from equimol.nn.interaction import InteractionBlock
 from equimol.nn.linear import EquivariantLinear, natural_irreps
-from equimol.nn.many_body import ManyBodyBlock, SymmetricProduct
+from equimol.nn.many_body import ManyBodyBlock
 from equimol.nn.radial import BesselBasis, PolynomialEnvelope, RadialMLP
 from equimol.nn.readout import EnergyReadout
 from equimol.nn.spe import StablePositionalEncoding
@@ -33,7 +33,6 @@ __all__ = [
     "SpeciesEmbedding",
     "SpeciesIndex",
     "StablePositionalEncoding",
-    "SymmetricProduct",
     "natural_irreps",
     "parse_species",
 ]

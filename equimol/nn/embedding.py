@@ -14,6 +14,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
+from equimol.errors import EquimolInputError
 from equimol.utils.tracing import tracing
 
 _MAX_Z = len(chemical_symbols) - 1  # 118: ASE's element table, index 0 is the dummy 'X'
@@ -55,7 +56,7 @@ class SpeciesIndex(nn.Module):
         unknown = out_of_range | (index < 0)
         if not tracing() and bool(unknown.any()):  # a traced graph cannot branch on values
             missing = sorted({int(z) for z in atomic_numbers[unknown].tolist()})
-            raise ValueError(f"atomic number(s) {missing} are not among the model's species {self.species}")
+            raise EquimolInputError(f"atomic number(s) {missing} are not among the model's species {self.species}")
         return index
 
 

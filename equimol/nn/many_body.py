@@ -1,116 +1,23 @@
-r"""Many-body (higher body-order) node update, MACE-style: products of a node's features with itself.
-
-With ``A_i`` the node features (``C x 0e + C x 1o + ...`` up to ``lmax``) and ``k(i)`` its element:
-
-.. math::
-
-    B^{(1)}_i = w^{(1)}_{k(i)} \odot A_i, \qquad
-    B^{(\nu)}_i = \mathrm{CG}_{uuu}\big(B^{(\nu-1)}_i, A_i;\; w^{(\nu)}_{k(i)}\big), \qquad
-    h_i' = h_i + W \sum_{\nu=1}^{\nu_{max}} B^{(\nu)}_i
-
-``CG_uuu`` is the channel-wise ("uuu") Clebsch-Gordan product of e3nn over every parity- and
-triangle-allowed path into the natural-parity irreps, with one weight per (element, path, channel):
-``B^(nu)`` is a polynomial of degree ``nu`` in ``A`` (body order ``nu + 1`` after one interaction), the
-symmetric tensor powers of MACE reached by recursive coupling. Each factor is equivariant, so the
-block is. ``many_body: gaunt`` uses the Gaunt self-product of :mod:`equimol.tp.gaunt_power` instead
-(Luo et al. 2024: the same powers in the Fourier basis, ``O(L^3)``).
+r"""Many-body (higher body-order) node update, MACE-style: ``h' = h + W P(h)``, with ``P`` the self-product
+of a node's features (:mod:`equimol.manybody`: ``cg`` recursive Clebsch-Gordan coupling as in MACE,
+``gaunt`` the Gaunt powers of Luo et al. 2024, ``cueq`` cuEquivariance's symmetric contraction).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-from e3nn import o3
 from torch import nn
 
-from equimol.nn.linear import EquivariantLinear, irreps_blocks, join_blocks, natural_irreps
-from equimol.tp.gaunt_power import GauntSelfProduct
-from equimol.tp.paths import allowed_paths
-from equimol.utils.dtype import float64_construction
-
-MANY_BODY_KINDS = ("none", "cg", "gaunt", "cueq")
-
-
-class SymmetricProduct(nn.Module):
-    """``sum_nu B^(nu)`` with per-element weights, ``[n, irreps.dim] -> [n, irreps.dim]``.
-
-    Args:
-        channels: ``C``.
-        lmax: highest degree.
-        correlation: ``nu_max >= 1``.
-        num_elements: number of elements (rows of the weight tables).
-    """
-
-    def __init__(self, channels: int, lmax: int, correlation: int, num_elements: int) -> None:
-        super().__init__()
-        if correlation < 1:
-            raise ValueError(f"correlation must be >= 1, got {correlation}")
-        self.irreps = natural_irreps(channels, lmax)
-        self.first_weight = nn.Parameter(torch.randn(num_elements, lmax + 1, channels, dtype=torch.float64))
-        self.products = nn.ModuleList()
-        self.weights = nn.ParameterList()
-        paths = allowed_paths(self.irreps, self.irreps, self.irreps)
-        instructions = [(p.i1, p.i2, p.i_out, "uuu", True) for p in paths]
-        for _ in range(2, correlation + 1):
-            with float64_construction():  # e3nn builds its 3j constants in the default dtype
-                product = o3.TensorProduct(
-                    self.irreps,
-                    self.irreps,
-                    self.irreps,
-                    instructions,
-                    irrep_normalization="component",
-                    path_normalization="element",
-                    internal_weights=False,
-                    shared_weights=False,
-                )
-            self.products.append(product)
-            # 1 / sqrt(nu) keeps the sum of correlation orders of order one at initialisation.
-            scale = 1.0 / math.sqrt(len(self.weights) + 2)
-            self.weights.append(
-                nn.Parameter(scale * torch.randn(num_elements, product.weight_numel, dtype=torch.float64))
-            )
-
-    def forward(self, x: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[n, irreps.dim]``, ``element_index`` ``[n]`` -> ``[n, irreps.dim]``."""
-        weight = self.first_weight[element_index]  # [n, L + 1, C]
-        power = join_blocks(
-            [block * weight[:, l].unsqueeze(-1) for l, block in enumerate(irreps_blocks(x, self.irreps))]
-        )
-        total = power
-        for product, table in zip(self.products, self.weights):
-            power = product(power, x, table[element_index])
-            total = total + power
-        return total
-
-
-def many_body_product(kind: str, channels: int, lmax: int, correlation: int, num_elements: int) -> nn.Module:
-    """The self-product ``sum_nu P^(nu)`` of one kind, ``[n, irreps.dim] x [n] -> [n, irreps.dim]``.
-
-    Args:
-        kind: ``"cg"`` (:class:`SymmetricProduct`) or ``"gaunt"`` (:class:`~equimol.tp.gaunt_power.GauntSelfProduct`).
-        channels, lmax, correlation, num_elements: see :class:`SymmetricProduct`.
-    """
-    if kind == "cg":
-        return SymmetricProduct(channels, lmax, correlation, num_elements)
-    if kind == "gaunt":
-        irreps = natural_irreps(channels, lmax)
-        return GauntSelfProduct(irreps, correlation, num_elements=num_elements, dtype=torch.float64)
-    if kind == "cueq":  # cuEquivariance's symmetric contraction; how it differs: equimol.tp.cueq_power
-        try:
-            from equimol.tp.cueq_power import CueqSymmetricContraction
-        except ImportError as error:
-            raise ValueError(f"many_body='cueq' needs cuEquivariance ({error}): pip install 'equimol[cueq]'") from error
-        return CueqSymmetricContraction(natural_irreps(channels, lmax), correlation, num_elements)
-    raise ValueError(f"many_body must be one of {MANY_BODY_KINDS[1:]} here, got {kind!r}")
+from equimol.manybody.registry import many_body_product
+from equimol.nn.linear import EquivariantLinear, natural_irreps
 
 
 class ManyBodyBlock(nn.Module):
-    """Residual many-body update ``h + W P(h)`` with ``P`` the CG or Gaunt self-product.
+    """Residual many-body update ``h + W P(h)`` with ``P`` the self-product of kind ``kind``.
 
     Args:
-        kind: ``"cg"`` (:class:`SymmetricProduct`) or ``"gaunt"`` (``GauntSelfProduct``).
-        channels, lmax, correlation, num_elements: see :class:`SymmetricProduct`.
+        kind: a kind of :func:`equimol.manybody.kinds` (``"cg"``, ``"gaunt"``, ``"cueq"``).
+        channels, lmax, correlation, num_elements: ``C``, highest degree, ``nu_max``, rows of the weight tables.
     """
 
     def __init__(self, kind: str, channels: int, lmax: int, correlation: int, num_elements: int) -> None:

@@ -33,8 +33,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from equimol.manybody.registry import many_body_product
 from equimol.nn.linear import EquivariantLinear, natural_irreps
-from equimol.nn.many_body import many_body_product
 from equimol.nn.radial import RadialMLP
 from equimol.nn.species_linear import apply_self_connection, self_connection_map
 from equimol.tp import TensorProduct

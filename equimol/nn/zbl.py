@@ -26,12 +26,16 @@ and their derivative continuous) and exactly zero from :math:`r^{\mathrm{out}}_{
 :math:`V > 0`, :math:`V' < 0` and :math:`s' \le 0`, :math:`E_{ij}` never decreases as the atoms
 approach.
 
-**Switch radii** (Å). Fixed ``inner``/``outer`` radii for every pair, or, where not given, from
-the covalent radii :math:`R_i` of ASE (Cordero et al. 2008):
-:math:`r^{\mathrm{out}}_{ij} = R_i + R_j` (the repulsion is gone at bonding distances, the learned
-potential describes bonds) and :math:`r^{\mathrm{in}}_{ij} = r^{\mathrm{out}}_{ij} / 2` (pure ZBL
-inside). Both are capped at the model's radial cutoff, so every switched pair is an edge of the
-radius graph.
+**Switch radii** (Å). Fixed ``inner``/``outer`` radii for every pair, or, where not given, fractions
+of the sum of the covalent radii :math:`R_i + R_j` of ASE (Cordero et al. 2008):
+:math:`r^{\mathrm{out}}_{ij} = f_{\mathrm{out}} (R_i + R_j)` and
+:math:`r^{\mathrm{in}}_{ij} = f_{\mathrm{in}} (R_i + R_j)`, by default :data:`OUTER_FRACTION` = 0.55
+and :data:`INNER_FRACTION` = 0.3, so that bonds are left to the learned potential
+(``benchmarks/zbl_bond_ratios.md``): every pair of 3BPA (train_300K, train_mixedT, test_300K,
+test_600K) lies beyond 0.81 of its covalent sum, and every pair of the relaxed frames of the shipped
+OC20 trajectories beyond 0.58 (a Cr-Cr pair at 1.62 Å; all others beyond 0.79). Only the unrelaxed
+starting frames of OC20 come closer (down to 0.49): the close contacts ZBL is for. Both radii are
+capped at the model's radial cutoff, so every switched pair is an edge of the radius graph.
 
 **Summation.** The radius graph holds every pair twice (``i -> j`` and ``j -> i``, periodic images
 included); each directed edge gives half the pair energy to its receiver, so each pair counts once and
@@ -49,6 +53,8 @@ SCREENING_LENGTH = 0.46850  # Å
 SCREENING_EXPONENT = 0.23
 PHI_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
 PHI_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
+INNER_FRACTION = 0.3  # default r_in / (R_i + R_j)
+OUTER_FRACTION = 0.55  # default r_out / (R_i + R_j): below the shortest bonds of 3BPA and OC20 (module docstring)
 
 
 def zbl_screening(x: torch.Tensor) -> torch.Tensor:
@@ -68,28 +74,35 @@ class ZBLRepulsion(nn.Module):
     Args:
         species: the model's atomic numbers (element ``k`` is ``species[k]``).
         radial_cutoff: the model's cutoff (Å); the switch radii are capped at it.
-        inner: inner switch radius (Å) for every pair, or ``None`` for half the sum of covalent radii.
-        outer: outer switch radius (Å) for every pair, or ``None`` for the sum of covalent radii.
+        inner: inner switch radius (Å) for every pair, or ``None`` for ``inner_fraction`` of the covalent sum.
+        outer: outer switch radius (Å) for every pair, or ``None`` for ``outer_fraction`` of the covalent sum.
+        inner_fraction, outer_fraction: the default radii as fractions of :math:`R_i + R_j`.
 
     Raises:
         ValueError: a pair whose capped radii do not satisfy ``0 <= inner < outer``.
     """
 
     def __init__(
-        self, species: list[int], radial_cutoff: float, inner: float | None = None, outer: float | None = None
+        self,
+        species: list[int],
+        radial_cutoff: float,
+        inner: float | None = None,
+        outer: float | None = None,
+        inner_fraction: float = INNER_FRACTION,
+        outer_fraction: float = OUTER_FRACTION,
     ) -> None:
         super().__init__()
         numbers = torch.tensor(species, dtype=torch.float64)
         radii = torch.tensor(covalent_radii[list(species)], dtype=torch.float64)
         pair_radius = radii[:, None] + radii[None, :]
-        outer_table = pair_radius if outer is None else torch.full_like(pair_radius, float(outer))
-        inner_table = 0.5 * outer_table if inner is None else torch.full_like(pair_radius, float(inner))
+        outer_table = outer_fraction * pair_radius if outer is None else torch.full_like(pair_radius, float(outer))
+        inner_table = inner_fraction * pair_radius if inner is None else torch.full_like(pair_radius, float(inner))
         outer_table = outer_table.clamp(max=float(radial_cutoff))
         inner_table = torch.minimum(inner_table, outer_table)
         if bool((inner_table < 0).any()) or bool((inner_table >= outer_table).any()):
             raise ValueError(
                 f"ZBL switch radii must satisfy 0 <= inner < outer <= radial_cutoff={radial_cutoff} Å, "
-                f"got inner={inner}, outer={outer}"
+                f"got inner={inner}, outer={outer} (fractions {inner_fraction}, {outer_fraction} of the covalent sum)"
             )
         powers = numbers**SCREENING_EXPONENT
         # Non-persistent: recomputed from the config, so model files and state dicts do not change.

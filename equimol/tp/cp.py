@@ -18,8 +18,7 @@ Per channel this costs ``O(R (d1 + d2 + d3))`` instead of ``O(L^6)``; with ``R =
 ``O(L^4)``. Everything is a batched matrix product (the operation a fused kernel replaces). The
 forward evaluates the parity sum through ``p = (u^+ + u^-)(v^+ + v^-)`` and
 ``q = (u^+ - u^-)(v^+ - v^-)``, ``z = (p C + s_k\, q C) / 2``: two elementwise products per term
-instead of four, measured 1.4-1.8x faster than the four-product form at L = 3..5 (float32,
-32 channels, 2000 edges, 2-core CPU).
+instead of four (half the products of the four-product form).
 
 **Parity.** Every output that parity forbids is an exact zero (for instance ``1o x 1o`` has no
 ``1o`` part): a forbidden output gets only products with an exactly-zero factor. TDN, in contrast,
@@ -29,9 +28,8 @@ treats every irrep as even.
 the second operand first, ``N_n = sum_j y_{n,j} \tilde M_{:,j,:}`` ``[d1, d3]`` per sample (one GEMM
 with the reconstructed tensor), then ``z_{n,u} = w_{n,u} x_{n,u} N_n`` for all channels (one batched
 GEMM): ``d1 d2 d3 + C d1 d3`` multiply-adds per sample instead of ``2 R (C d1 + d2 + C d3)``, the same
-product to round-off. With ``C`` channels sharing each sample's matrix this is the cheaper order
-at every ``L`` measured (``benchmarks/tp_speed_cpu.json``); :func:`choose_cp_strategy` compares the
-two counts.
+product to round-off. With ``C`` channels sharing each sample's matrix this is usually the cheaper
+order (``benchmarks/tp_speed_cpu.json``); :func:`choose_cp_strategy` compares the two counts.
 
 **Weights.** ``weight_sharing=True`` (default): one weight per channel and sample, shared by all
 paths, ``weight_numel = C``, laid out as ``weight.view(N, C)``. ``weight_sharing=False``: one weight
@@ -45,8 +43,7 @@ rank of ``7 L^2`` enough.
 ``epsilon ~ 1e-13`` and ``cp`` equals ``cg`` (all weights one with sharing; any weights per path).
 The parity-exact exact rank is far below TDN's ``(L+1)^4``: 10, 55, 178 for L = 1, 2, 3 (16, 81,
 256). With sharing, ALS at ``7 L^2`` reaches the default ``fit_tolerance=1e-6`` for L <= 3
-(measured 2e-14, 8e-7, 5e-7 for L = 1, 2, 3 with the benchmark irreps, under a second each) and
-about 1e-4 for L = 4..6 (2.3e-4, 9.9e-5, 9.6e-5: the fit then stops on stagnation and warns).
+and about 1e-4 for L = 4..6, where the fit stops on stagnation and warns (``tests/test_tp_cp_accuracy.py``).
 
 **Equivariance bound.** The exact product ``T`` is equivariant, so for orthogonal representation
 matrices ``D1, D2, D3`` (rotations and inversion) the defect of ``\tilde T = T + E`` is
@@ -66,7 +63,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import ClassVar
 
 import torch
 
@@ -85,7 +81,7 @@ from equimol.tp.cp_coupling import (
 from equimol.tp.cp_fit import fit_factors, resolve_rank
 from equimol.tp.factored import FactoredProduct, WeightGroup
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike
+from equimol.tp.irreps import IrrepsLike, component_major_index
 
 
 @register_backend("cp")
@@ -114,11 +110,6 @@ class CPTensorProduct(TensorProductBackend):
         rank: ``R``; ``relative_error``: ``||M - \\tilde M||_F / ||M||_F``; ``coupling_norm``: ``||M||_F``;
         ``A [d1, R]``, ``B [d2, R]``, ``C [R, d3]``: the factors (buffers, float64 masters).
     """
-
-    benchmark_variants: ClassVar[dict[str, dict]] = {
-        "factors": {"cp_rank": "7L2", "strategy": "factors"},
-        "edge": {"cp_rank": "7L2", "strategy": "edge"},
-    }
 
     def __init__(
         self,
@@ -200,8 +191,8 @@ class CPTensorProduct(TensorProductBackend):
         self.register_buffer("C_half", 0.5 * factors.C)
         self.register_buffer("output_signs", signs[2])
         # Gathers between the mul_ir layout and channel-major [C, d]: one copy each way.
-        positions_in = _positions(self.irreps_in1, self.channels)
-        positions_out = _positions(self.irreps_out, self.channels)
+        positions_in = component_major_index(self.irreps_in1).view(-1, self.channels).T
+        positions_out = component_major_index(self.irreps_out).view(-1, self.channels).T
         self.register_buffer("gather_in1", positions_in.flatten())
         d3 = positions_out.shape[1]
         scatter = torch.empty(self.channels * d3, dtype=torch.int64)
@@ -289,12 +280,3 @@ def choose_cp_strategy(d1: int, d2: int, d3: int, channels: int, rank: int, weig
 
 def _single(irreps) -> str:
     return " + ".join(str(ir) for _, ir in irreps)
-
-
-def _positions(irreps, channels: int) -> torch.Tensor:
-    """``[C, d]`` int64: where component ``d`` of channel ``u`` sits in the mul_ir layout of ``irreps``."""
-    columns = []
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        per_channel = torch.arange(mul)[:, None] * ir.dim + torch.arange(ir.dim)[None, :] + sl.start
-        columns.append(per_channel.expand(channels, ir.dim))
-    return torch.cat(columns, dim=1)

@@ -46,7 +46,7 @@ from e3nn import o3
 
 from equimol.tp.checks import check_message_inputs
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike
+from equimol.tp.irreps import IrrepsLike, component_major_index
 from equimol.tp.paths import Path
 
 METHODS = ("auto", "naive", "uniform_1d", "fused_tp")
@@ -107,15 +107,6 @@ def channelwise_path_order(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_
     return order
 
 
-def _layout_permutation(irreps: o3.Irreps, to_ir_mul: bool) -> torch.Tensor:
-    """Column permutation from e3nn's ``mul_ir`` layout to cuEquivariance's ``ir_mul`` (or back)."""
-    blocks = []
-    for (mul, ir), block in zip(irreps, irreps.slices()):
-        blocks.append(torch.arange(block.start, block.stop).view(mul, ir.dim).T.reshape(-1))
-    permutation = torch.cat(blocks)
-    return permutation if to_ir_mul else torch.argsort(permutation)
-
-
 def _broadcast_rows(weight: torch.Tensor) -> torch.Tensor:
     """Shared weights expanded by ``_check_inputs`` go back to one row; cuEquivariance broadcasts it."""
     return weight[:1] if weight.shape[0] > 1 and weight.stride(0) == 0 else weight
@@ -160,8 +151,9 @@ class CueqTensorProduct(TensorProductBackend):
         # construction and differ between methods (naive on a CPU, uniform_1d on a GPU).
         for module in self.polynomial.modules():
             module._non_persistent_buffers_set.update(module._buffers.keys())
-        self.register_buffer("in1_to_ir_mul", _layout_permutation(self.irreps_in1, True), persistent=False)
-        self.register_buffer("out_to_mul_ir", _layout_permutation(self.irreps_out, False), persistent=False)
+        # e3nn's mul_ir layout to cuEquivariance's ir_mul and back (equimol.tp.irreps: component-major)
+        self.register_buffer("in1_to_ir_mul", component_major_index(self.irreps_in1), persistent=False)
+        self.register_buffer("out_to_mul_ir", component_major_index(self.irreps_out).argsort(), persistent=False)
         self.weight_numel = descriptor.operands[0].size
         self._finish_construction()
 

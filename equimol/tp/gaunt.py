@@ -36,7 +36,7 @@ Internal weights start standard normal (unit variance, as for every backend).
 * ``"edge"``: the dense Gaunt tensor contracted with ``x2`` first, one ``[d3, n2 d1]`` matrix per
   sample applied to its ``C`` channels by one batched GEMM, with a hand-written backward
   (:mod:`~equimol.tp.gaunt_edge`): O(L^6 + C L^4) per sample, fastest at small L.
-* ``"edge"`` with ``compile=True``: the sparse Gaunt entries unrolled on ``[N, C]`` slices and
+* ``"edge"`` with ``compile_edge_product=True``: the sparse Gaunt entries unrolled on ``[N, C]`` slices and
   fused by ``torch.compile`` (:mod:`~equimol.tp.gaunt_compiled`), forward and backward; compiled
   on the first call, with an eager fallback. Up to :data:`~equimol.tp.gaunt_compiled.COMPILE_MAX_ENTRIES`
   coupling entries (L = 3 on all three operands).
@@ -57,7 +57,7 @@ from equimol.tp.gaunt_compiled import CompiledEdge, SparseCoupling, weight_gathe
 from equimol.tp.gaunt_edge import EdgeOperators, edge_product
 from equimol.tp.gaunt_grid import GridOperators, build_grid_constants, grid_product
 from equimol.tp.interface import TensorProductBackend, register_backend
-from equimol.tp.irreps import IrrepsLike, component_major_index
+from equimol.tp.irreps import IrrepsLike, component_irreps, component_major_index
 from equimol.tp.sphere_grid import dense_grid_matrices, real_gaunt_coefficients
 
 #: Strategies of the two-input product.
@@ -104,13 +104,10 @@ class SlotLayout:
         self.lmax = max(ir.l for _, ir in irreps)
         self.degrees = [ir.l for _, ir in irreps]
         self.unique = len(set(self.degrees)) == len(self.degrees)
-        canonical, irrep_of = [], []
-        for i, (_, ir) in enumerate(irreps):
-            canonical.extend(range(ir.l * ir.l, (ir.l + 1) ** 2))
-            irrep_of.extend([i] * ir.dim)
+        canonical = [index for _, ir in irreps for index in range(ir.l * ir.l, (ir.l + 1) ** 2)]
         self.dim = len(canonical)
         self.canonical_index = torch.tensor(canonical, dtype=torch.long)
-        self.irrep_of_component = torch.tensor(irrep_of, dtype=torch.long)
+        self.irrep_of_component = component_irreps(irreps)
 
     def source_index(self, slot_to_canonical: torch.Tensor) -> torch.Tensor:
         """Index into ``cat(features, 0)`` (unique degrees) or ``cat(canonical, 0)`` for every slot."""
@@ -130,24 +127,6 @@ class SlotLayout:
         return padded.index_select(0, source_index)
 
 
-def to_feature_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
-    """``[N, irreps.dim]`` (mul_ir, uniform ``C``) -> ``[D, N, C]`` with ``D = sum_i (2 l_i + 1)`` (one copy)."""
-    count, channels = x.shape[0], irreps[0].mul
-    blocks = [
-        x[:, sl].reshape(count, channels, ir.dim).permute(2, 0, 1) for (_, ir), sl in zip(irreps, irreps.slices())
-    ]
-    return torch.cat(blocks, dim=0)
-
-
-def from_feature_major(y: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
-    """Inverse of :func:`to_feature_major`: ``[D, N, C]`` -> ``[N, irreps.dim]``."""
-    blocks, start = [], 0
-    for _, ir in irreps:
-        blocks.append(y[start : start + ir.dim].permute(1, 2, 0).reshape(y.shape[1], -1))
-        start += ir.dim
-    return torch.cat(blocks, dim=-1)
-
-
 @register_backend("gaunt")
 class GauntTensorProduct(TensorProductBackend):
     """Gaunt channel-wise tensor product (see the module docstring for the mathematics).
@@ -155,7 +134,7 @@ class GauntTensorProduct(TensorProductBackend):
     Args:
         irreps_in1, irreps_in2, irreps_out: see :func:`equimol.tp.TensorProduct`; parity ``(-1)^l`` only.
         strategy: ``"grid"``, ``"edge"`` or ``"auto"`` (:meth:`choose`).
-        compile: run the ``"edge"`` strategy as a ``torch.compile``-fused sparse product
+        compile_edge_product: run the ``"edge"`` strategy as a ``torch.compile``-fused sparse product
             (:mod:`~equimol.tp.gaunt_compiled`; compiled on the first call, eager fallback with a
             warning if compilation fails). ValueError with the ``"grid"`` strategy or when the
             coupling has more than :data:`~equimol.tp.gaunt_compiled.COMPILE_MAX_ENTRIES` entries.
@@ -167,11 +146,8 @@ class GauntTensorProduct(TensorProductBackend):
         weight_numel: ``C * (n1 + n2 + n_out)``.
     """
 
-    benchmark_variants: ClassVar[dict[str, dict]] = {
-        "grid": {"strategy": "grid"},
-        "edge": {"strategy": "edge"},
-        "compiled": {"strategy": "edge", "compile": True},
-    }
+    # older spellings of options, still read from configs and model files (equimol.tp.options)
+    RENAMED_OPTIONS: ClassVar[dict[str, str]] = {"compile": "compile_edge_product"}
 
     def __init__(
         self,
@@ -180,7 +156,7 @@ class GauntTensorProduct(TensorProductBackend):
         irreps_out: IrrepsLike,
         *,
         strategy: str = "auto",
-        compile: bool = False,
+        compile_edge_product: bool = False,
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
@@ -197,9 +173,9 @@ class GauntTensorProduct(TensorProductBackend):
         )
         l1, l2, l3 = self.layout1.lmax, self.layout2.lmax, self.layout_out.lmax
         self.strategy = self.choose(l1, l2, l3) if strategy == "auto" else strategy
-        if compile and self.strategy != "edge":
+        if compile_edge_product and self.strategy != "edge":
             raise ValueError(
-                f"compile=True applies to the 'edge' strategy of backend 'gaunt', not {self.strategy!r} "
+                f"compile_edge_product=True applies to the 'edge' strategy of backend 'gaunt', not {self.strategy!r} "
                 f"(degree {max(l1, l2, l3)}; 'auto' picks 'edge' up to degree {EDGE_MAX_DEGREE})"
             )
         counts = (len(self.irreps_in1), len(self.irreps_in2), len(self.irreps_out))
@@ -215,7 +191,7 @@ class GauntTensorProduct(TensorProductBackend):
         if self.strategy == "grid":
             self._build_grid()
         else:
-            self._build_edge(l1, l2, l3, compile)
+            self._build_edge(l1, l2, l3, compile_edge_product)
         self._finish_construction()
 
     @staticmethod
@@ -228,7 +204,7 @@ class GauntTensorProduct(TensorProductBackend):
         """
         return "edge" if max(lmax1, lmax2, lmax_out) <= EDGE_MAX_DEGREE else "grid"
 
-    def _build_edge(self, l1: int, l2: int, l3: int, compile: bool) -> None:
+    def _build_edge(self, l1: int, l2: int, l3: int, compile_edge_product: bool) -> None:
         # Dense coupling, second operand first: K[j, (k, i2, i)] = G[i, j, k] [irrep(j) = i2] * scale(k),
         # so that (x2 @ K) is, per sample, one [d3, n2 * d1] matrix for the w2-weighted copies of a1.
         gaunt = real_gaunt_coefficients(l1, l2, l3)
@@ -253,7 +229,7 @@ class GauntTensorProduct(TensorProductBackend):
             [(part.start, part.stop) for part in o3.Irreps([(1, ir) for _, ir in irreps]).slices()]
             for irreps in (self.irreps_in1, self.irreps_out)
         ]
-        if compile:
+        if compile_edge_product:
             layouts = (self.layout1, self.layout2, self.layout_out)
             spec = SparseCoupling.from_dense(coupling, tuple(layout.irrep_of_component for layout in layouts))
             self._register_index("compile_gather_weight", per_irrep)
@@ -317,5 +293,5 @@ class GauntTensorProduct(TensorProductBackend):
         return FactoredProduct(*irreps, synthesis1, synthesis2, analysis, weight_split=split)
 
     def extra_repr(self) -> str:
-        compiled = ", compile=True" if self.compiled_edge is not None else ""
+        compiled = ", compile_edge_product=True" if self.compiled_edge is not None else ""
         return f"{super().extra_repr()}, strategy={self.strategy!r}{compiled}"

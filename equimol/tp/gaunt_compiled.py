@@ -1,4 +1,4 @@
-r"""The ``edge`` strategy of the Gaunt product compiled by ``torch.compile`` (backend option ``compile``).
+r"""The ``edge`` strategy of the Gaunt product compiled by ``torch.compile`` (backend option ``compile_edge_product``).
 
 The Gaunt coupling of small degrees is sparse: with ``C x (0e + ... + Le)`` on both sides it has
 10, 83 and 353 nonzero entries ``G[k1, k2, k3]`` at ``L = 1, 2, 3`` out of ``(L + 1)^6``. Written
@@ -28,8 +28,8 @@ then ``bar x = w1 bar a``, ``bar w1 = sum x bar a``, ``bar y = sum_c w2 bar b`` 
 in training) the eager differentiable backward of :mod:`~equimol.tp.gaunt_edge` runs instead, so
 higher derivatives stay exact.
 
-**Fallback.** Compilation happens on the first call per dtype and device (tens of seconds on a
-CPU; Inductor caches the code on disk for later processes). If it fails (no C++ compiler, an
+**Fallback.** Compilation happens on the first call per dtype and device (Inductor caches the code on
+disk for later processes). If it fails (no C++ compiler, an
 unsupported platform), one RuntimeWarning names the error and this module computes with the eager
 ``edge`` strategy from then on. Under a tracer (``torch.export``, ``make_fx``, an outer
 ``torch.compile``) the eager ``edge`` strategy is traced instead.
@@ -45,8 +45,8 @@ import torch
 from equimol.tp.gaunt_edge import EdgeOperators, edge_product, edge_vjp
 from equimol.utils.tracing import tracing
 
-#: Most nonzero coupling entries ``compile=True`` accepts: 353 at L = 3 on all operands compile in 60 to 80 s
-#: (2-core EPYC); the graph is unrolled per entry, so compilation grows with the entries (1158 at L = 4).
+#: Most nonzero coupling entries ``compile_edge_product=True`` accepts (353 at L = 3 on all operands, 1158 at
+#: L = 4): the graph is unrolled per entry, so its compilation time grows with the entries.
 COMPILE_MAX_ENTRIES = 400
 
 
@@ -73,8 +73,9 @@ class SparseCoupling:
         nonzero = (coupling.abs() > 1e-14).nonzero().tolist()
         if len(nonzero) > COMPILE_MAX_ENTRIES:
             raise ValueError(
-                f"compile=True unrolls the Gaunt coupling entry by entry, and this product has {len(nonzero)} "
-                f"nonzero entries (limit {COMPILE_MAX_ENTRIES}); use the 'grid' strategy without compile"
+                "compile_edge_product=True unrolls the Gaunt coupling entry by entry, and this product has "
+                f"{len(nonzero)} "
+                f"nonzero entries (limit {COMPILE_MAX_ENTRIES}); use the 'grid' strategy without compile_edge_product"
             )
         entries = tuple((k1, k2, k3, float(coupling[k1, k2, k3])) for k1, k2, k3 in nonzero)
         irreps = tuple(tuple(int(i) for i in part.tolist()) for part in irreps_of_components)

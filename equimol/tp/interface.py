@@ -35,19 +35,19 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from equimol.errors import EquimolInputError
 from equimol.tp.checks import check_message_inputs, check_product_inputs
 from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
 from equimol.tp.paths import Path, allowed_paths
 from equimol.utils.dtype import resolve_dtype
+from equimol.utils.optional import import_optional, importable
 
 _BACKENDS: dict[str, type[TensorProductBackend]] = {}
 
@@ -72,17 +72,15 @@ _OPTIONAL_BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _importable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):  # a parent package is missing, or a module without a spec
-        return False
-
-
 def available_backends() -> list[str]:
     """Names of the registered backends and of the optional ones whose package is installed, sorted."""
-    optional = {name for name, (_, package, _) in _OPTIONAL_BACKENDS.items() if _importable(package)}
+    optional = {name for name, (_, package, _) in _OPTIONAL_BACKENDS.items() if importable(package)}
     return sorted(set(_BACKENDS) | optional)
+
+
+def known_backends() -> list[str]:
+    """Names of the registered backends and of every optional one, installed or not, sorted."""
+    return sorted(set(_BACKENDS) | set(_OPTIONAL_BACKENDS))
 
 
 def get_backend(name: str) -> type[TensorProductBackend]:
@@ -92,16 +90,9 @@ def get_backend(name: str) -> type[TensorProductBackend]:
     ValueError names the pip extra that installs it.
     """
     if isinstance(name, str) and name in _OPTIONAL_BACKENDS and name not in _BACKENDS:
-        module, package, extra = _OPTIONAL_BACKENDS[name]
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ValueError(
-                f"tensor-product backend {name!r} needs the optional package {package!r}, which is not installed "
-                f"({error}); install it with: pip install 'equimol[{extra}]'"
-            ) from error
+        import_optional(*_OPTIONAL_BACKENDS[name], f"tensor-product backend {name!r}")
     if not isinstance(name, str) or name not in _BACKENDS:
-        raise ValueError(
+        raise EquimolInputError(
             f"unknown tensor-product backend {name!r}; available backends: {', '.join(available_backends())}"
         )
     return _BACKENDS[name]
@@ -147,7 +138,9 @@ def TensorProduct(  # noqa: N802 - reads as the class it constructs
     accepted = _accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise ValueError(f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}")
+        raise EquimolInputError(
+            f"backend {backend!r} does not accept option(s) {unknown}; accepted: {sorted(accepted)}"
+        )
     return cls(irreps_in1, irreps_in2, irreps_out, **options)
 
 
@@ -168,6 +161,14 @@ class TensorProductBackend(nn.Module):
     constructor (so options added here reach every backend), build their coefficients as float64
     buffers, set ``self.weight_numel``, call :meth:`_finish_construction` last, and implement
     :meth:`_product`.
+
+    Args:
+        irreps_in1, irreps_in2, irreps_out: the operands' and the output's irreps.
+        internal_weights: keep one shared weight parameter (the model passes per-edge weights instead).
+        dtype: dtype of the coefficients and weights.
+        device: device of the coefficients and weights.
+        kernel: implementation of :meth:`message_passing`, ``"torch"`` or a fused kernel such as ``"triton"``.
+        deterministic: fused kernels only: a sorted segmented reduction instead of atomics.
 
     Attributes:
         irreps_in1, irreps_in2, irreps_out: parsed e3nn ``Irreps``.
@@ -242,7 +243,7 @@ class TensorProductBackend(nn.Module):
         }
         self.to(dtype=self._dtype, device=self._device)
         if self._message_kernel is not None and self.factored_form() is None:
-            raise ValueError(
+            raise EquimolInputError(
                 f"kernel={self.kernel!r} runs backends with a factored form ({', '.join(factored_backends())}); "
                 f"backend {self.name!r} has none: use kernel='torch'"
             )

@@ -1,4 +1,4 @@
-"""Irreps parsing, validation and the channel-major layout shared by every backend.
+r"""Irreps parsing, validation and the channel-major layout shared by every backend.
 
 The TP interface works on the channel-wise ("uvu") product used by MLIP convolutions:
 
@@ -7,10 +7,25 @@ The TP interface works on the channel-wise ("uvu") product used by MLIP convolut
 * ``irreps_in2`` = ``1 x l2 + 1 x l2' + ...``: one copy of each irrep (edge spherical harmonics);
 * ``irreps_out`` = ``C x l3 + ...``: the same ``C`` channels.
 
-e3nn stores a feature in the "mul_ir" layout: block ``i`` holds ``mul_i * (2 l_i + 1)`` numbers,
-channel-major inside the block. Channel-wise backends (``gaunt``, ``cp``) work on
-``[N, C, D]`` tensors with ``D = sum_i (2 l_i + 1)``; :func:`to_channel_major` and
-:func:`from_channel_major` convert between the two without copying more than once.
+**Layouts.** This module is the one home of the conversions between them. e3nn stores a feature in
+the "mul_ir" layout: block ``i`` holds ``mul_i * (2 l_i + 1)`` numbers, channel-major inside the
+block. With ``C`` channels in every irrep and ``D = sum_i (2 l_i + 1)`` components per channel,
+component ``k`` (the ``m``-th of irrep ``i``) of channel ``c`` sits at column
+
+.. math:: \mathrm{col}(c, k) = \mathrm{base}_k + c\, \mathrm{stride}_k,
+          \qquad \mathrm{base}_k = \mathrm{start}_i + m, \quad \mathrm{stride}_k = 2 l_i + 1
+
+(:func:`component_columns`). The backends and kernels read it in three other orders:
+
+=====================  ==============  ====================================================================
+channel-major          ``[N, C, D]``   :func:`to_channel_major` / :func:`from_channel_major` (``cp``, Gaunt
+                                       self-product)
+component-major        ``[N, D, C]``   gather with :func:`component_major_index`, back with its ``argsort``
+                                       (``cg``, ``gaunt``, ``cp``; it is cuEquivariance's ``ir_mul``)
+feature-major          ``[D, N, C]``   :func:`to_feature_major` (Gaunt self-product)
+=====================  ==============  ====================================================================
+
+The fused kernels gather through ``(base, stride)`` themselves (:mod:`equimol.kernels.layout` pads them).
 """
 
 from __future__ import annotations
@@ -66,6 +81,15 @@ def from_channel_major(y: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
     return torch.cat(blocks, dim=-1)
 
 
+def to_feature_major(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
+    """``[N, irreps.dim]`` (mul_ir, uniform ``C``) -> ``[D, N, C]`` (one copy)."""
+    count, channels = x.shape[0], irreps[0].mul
+    blocks = [
+        x[:, sl].reshape(count, channels, ir.dim).permute(2, 0, 1) for (_, ir), sl in zip(irreps, irreps.slices())
+    ]
+    return torch.cat(blocks, dim=0)
+
+
 def degree_offsets(irreps: o3.Irreps) -> list[tuple[int, int]]:
     """``(start, stop)`` of each irrep inside one channel of the channel-major layout."""
     offsets = []
@@ -76,17 +100,28 @@ def degree_offsets(irreps: o3.Irreps) -> list[tuple[int, int]]:
     return offsets
 
 
+def component_columns(irreps: o3.Irreps) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, stride)``, int64 ``[D]`` each: component ``k`` of channel ``c`` sits at column
+    ``base[k] + c * stride[k]`` of the mul_ir layout (see the module docstring)."""
+    base, stride = [], []
+    for (_, ir), block in zip(irreps, irreps.slices()):
+        base += range(block.start, block.start + ir.dim)
+        stride += [ir.dim] * ir.dim
+    return torch.tensor(base, dtype=torch.int64), torch.tensor(stride, dtype=torch.int64)
+
+
+def component_irreps(irreps: o3.Irreps) -> torch.Tensor:
+    """Int64 ``[D]``: the index ``i`` of the irrep that component ``k`` belongs to."""
+    return torch.cat([torch.full((ir.dim,), i, dtype=torch.int64) for i, (_, ir) in enumerate(irreps)])
+
+
 def component_major_index(irreps: o3.Irreps) -> torch.Tensor:
     """Gather index from the mul_ir layout (uniform ``C``) to the component-major layout ``[N, D, C]``.
 
     ``x.index_select(1, index).view(N, D, C)`` puts component ``d`` of channel ``u`` at ``[:, d, u]``:
     the ``C`` channels of a component are contiguous, so per-(sample, channel) weights broadcast
     over components without a stride-0 inner loop. The inverse permutation (``argsort``) gathers back.
+    This is cuEquivariance's ``ir_mul`` layout.
     """
-    channels = irreps[0].mul
-    rows = [
-        sl.start + torch.arange(channels) * ir.dim + m
-        for (_, ir), sl in zip(irreps, irreps.slices())
-        for m in range(ir.dim)
-    ]
-    return torch.stack(rows).flatten()
+    base, stride = component_columns(irreps)
+    return (base[:, None] + torch.arange(irreps[0].mul)[None, :] * stride[:, None]).flatten()

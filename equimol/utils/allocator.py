@@ -4,9 +4,8 @@ PyTorch's CPU allocator has no cache: every tensor is a ``malloc``/``free``. gli
 more than ``M_MMAP_THRESHOLD`` bytes (128 KiB, raised dynamically up to 32 MiB) with a fresh ``mmap`` and
 unmaps it on ``free``, and trims the heap's top whenever more than ``M_TRIM_THRESHOLD`` bytes are free.
 A training step of an MLIP allocates hundreds of per-edge tensors of a few MiB each, so every step
-page-faults those megabytes in again. On a virtual machine a page fault is expensive: on the 2-core
-Xeon VM of ``benchmarks/`` a step of the 3BPA main job took 0.22-0.23 s with glibc's defaults and
-0.19 s with the settings below (one thread, same process, same batches).
+page-faults those megabytes in again, and on a virtual machine a page fault is expensive; keeping the
+memory mapped removes those faults (the README's training benchmarks measure the effect).
 
 :func:`retain_freed_memory` sets, through ``mallopt``:
 

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import torch
 
+from equimol.errors import EquimolInputError
+
 _LOCK = threading.RLock()
 
 _DTYPE_NAMES = {
@@ -50,9 +52,9 @@ def resolve_dtype(dtype: torch.dtype | str | int | None) -> torch.dtype:
         return torch.get_default_dtype()
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise EquimolInputError(f"dtype must be a floating-point dtype, got {dtype}")
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in _DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of float32, float64")
+        raise EquimolInputError(f"unknown dtype {dtype!r}; expected one of float32, float64")
     return _DTYPE_NAMES[key]

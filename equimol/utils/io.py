@@ -8,18 +8,73 @@ any moment leaves either the old file, the new file, or no file, plus at most a 
 ``.<name>.<pid>.<random>.tmp`` that no reader looks at. The temporary file is created with the
 process umask (unlike ``tempfile.mkstemp``'s 0600), so a model file is as readable as before.
 
+A write that fails (a full disk, a read-only folder, a file-size limit) raises :class:`OutputError`,
+which names the target and says that nothing was written; the temporary file is removed. Temporary
+files left by a killed process (its pid no longer running) are removed by the next write of the same
+target.
+
+:func:`check_output` is the one rule for a command's output path: never one of its inputs, never a
+folder, and an existing file only with ``--overwrite``.
+
 :func:`cache_root` is the one cache-folder rule: ``$EQUIMOL_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/equimol``, else ``~/.cache/equimol``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from equimol.errors import EquimolInputError
+
+# what a failed write reports: no space, over quota, over a file-size limit, read-only file system, no permission,
+# an I/O error, a folder where the file should be
+WRITE_ERRNOS = frozenset(
+    (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EISDIR)
+)
+
+
+class OutputError(OSError):
+    """A file that could not be written (full disk, read-only folder, ...); the message names it."""
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False, flag: str = "output"
+) -> Path:
+    """Refuse an output ``path`` that is one of ``inputs``, a folder, or an existing file without ``overwrite``.
+
+    Args:
+        path: the output file.
+        inputs: the command's input files (a file reached through a link or another spelling counts).
+        overwrite: ``--overwrite`` was given.
+        flag: how the command line names the output, for the message (``--out``, ``--json``, ``OUT``).
+
+    Raises:
+        FileExistsError, IsADirectoryError, ValueError: one line naming the path and what to do.
+    """
+    path = Path(path)
+    for source in inputs:
+        source = Path(source)
+        if path.resolve() == source.resolve() or _same_file(path, source):
+            raise EquimolInputError(f"{flag} {str(path)!r} is also an input of the command; write to another file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {str(path)!r} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{flag} {str(path)!r} exists; give --overwrite to replace it, or another name")
+    return path
 
 
 def cache_root() -> Path:
@@ -38,6 +93,71 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     """A fresh hidden name beside ``path`` (same folder, hence same file system): ``.<name>.<pid>.<hex>.tmp``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove the temporary siblings of ``path`` (:func:`temporary_sibling`) whose writing process has ended."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.tmp(-lock)?")
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        match = pattern.fullmatch(sibling.name)
+        if match and not _running(int(match.group(1))):
+            sibling.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
+    """The :class:`OutputError` for a failed write of ``path`` (its cause's ``strerror`` included)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    failure = OutputError(f"cannot write {str(path)!r}: {reason}; nothing was written there")
+    failure.errno = error.errno  # after construction: the message stays the text above
+    return failure
+
+
+def write_files(contents: dict[str | os.PathLike, bytes]) -> None:
+    """Write several files, all or none: every temporary is written and synced first, then each is renamed.
+
+    A failed write (a full disk, a read-only folder) removes every temporary and leaves every target as it was.
+
+    Raises:
+        OutputError: naming the file that could not be written.
+    """
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target, data in contents.items():
+            target = Path(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = temporary_sibling(target)
+                written.append((partial, target))
+                with open(partial, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as error:
+                raise output_error(target, error) from error
+    except BaseException:
+        for partial, _ in written:
+            partial.unlink(missing_ok=True)
+        raise
+    for partial, target in written:
+        os.replace(partial, target)
+        fsync_folder(target.parent)
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:
@@ -75,12 +195,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
 
     Raises:
         ValueError: a mode other than ``"wb"`` or ``"w"``.
-        OSError: the folder cannot be created or written.
+        OutputError: the folder cannot be created or written, or the disk is full (naming ``path``).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(path, error) from error
+    remove_stale_temporaries(path)
     partial = temporary_sibling(path)
     text = mode == "w"
     try:
@@ -89,6 +213,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
+    except OutputError:
+        partial.unlink(missing_ok=True)
+        raise
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno in WRITE_ERRNOS:  # a full disk, a read-only folder, a target that is a folder
+            raise output_error(path, error) from error
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -1,4 +1,4 @@
-r"""Many-body Gaunt self-product: a MACE-style correlation block built on a sphere grid by repeated squaring.
+r"""``many_body: gaunt``: a MACE-style correlation block built on a sphere grid by repeated squaring.
 
 For each node ``n`` and channel ``u`` the features ``x^{(i)}_{nu}`` (irreps ``C x (0e, 1o, 2e, ...)``)
 become one sphere function with per-(element, channel, irrep) input weights ``w^in``:
@@ -50,8 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from equimol.tp.gaunt import SlotLayout, to_feature_major
-from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, uniform_multiplicity
+from equimol.manybody.registry import register_many_body
+from equimol.nn.linear import natural_irreps
+from equimol.tp.gaunt import SlotLayout
+from equimol.tp.irreps import IrrepsLike, from_channel_major, parse_irreps, to_feature_major, uniform_multiplicity
 from equimol.tp.sphere_grid import analyze_on_grid, grid_factors, product_grid_size, synthesize_on_grid
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.tracing import tracing
@@ -249,3 +251,9 @@ class GauntSelfProduct(nn.Module):
         return (
             f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, num_elements={self.num_elements}"
         )
+
+
+@register_many_body("gaunt")
+def build(channels: int, lmax: int, correlation: int, num_elements: int) -> GauntSelfProduct:
+    """:class:`GauntSelfProduct` on ``natural_irreps(channels, lmax)``, built in float64 (the registry's builder)."""
+    return GauntSelfProduct(natural_irreps(channels, lmax), correlation, num_elements=num_elements, dtype=torch.float64)

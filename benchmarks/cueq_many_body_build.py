@@ -1,0 +1,103 @@
+"""How long the main job's model takes to build with ``model.many_body: cueq`` (``equimol/manybody/cueq.py``).
+
+Each measurement runs in a fresh Python process (no in-process cache), one torch thread:
+
+* ``cold``: ``build_model`` of ``configs/3bpa_quick.yaml``'s model with ``many_body: cueq``, empty cache folder
+  (the contraction's paths are derived by cuEquivariance and written to the cache);
+* ``warm``: the same build again, the paths read from the cache;
+* ``load``: ``load_model`` of that model's file (warm cache);
+* ``gaunt``: the shipped main job (``many_body: gaunt``), for scale;
+* ``former`` (``--former``): the two blocks the former implementation built, cuEquivariance's own
+  ``SymmetricContraction`` (its PyTorch method: one einsum per path, ordered by opt_einsum_fx), same
+  irreps, correlation and elements; minutes.
+
+    python benchmarks/cueq_many_body_build.py --out benchmarks/cueq_many_body_build_cpu.json [--former]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODEL = """
+import yaml
+model = yaml.safe_load(open({config!r}))["model"]
+model.update(many_body={many_body!r}, avg_num_neighbors=12.0, e0s=None, energy_shift=0.0, energy_scale=1.0)
+"""
+STEPS = {
+    "build": MODEL
+    + """
+from equimol.models import build_model
+start = time.perf_counter()
+built = build_model(model)
+seconds = time.perf_counter() - start
+if {export!r}:
+    from equimol.export import export_model
+    export_model(built, {export!r})
+""",
+    "load": """
+from equimol.export import load_model
+start = time.perf_counter()
+load_model({export!r})
+seconds = time.perf_counter() - start
+""",
+    "former": """
+import cuequivariance as cue
+import cuequivariance_torch as cuet
+irreps = cue.Irreps(cue.O3, "32x0e + 32x1o + 32x2e + 32x3o")
+start = time.perf_counter()
+for _ in range(2):  # one block per layer
+    cuet.SymmetricContraction(irreps, irreps, contraction_degree=3, num_elements=4, layout=cue.mul_ir,
+                              dtype=torch.float64, method="naive")
+seconds = time.perf_counter() - start
+""",
+}
+
+
+def measure(step: str, cache: Path, **values) -> float:
+    """Seconds that ``step`` takes in a fresh process with ``EQUIMOL_CACHE_DIR=cache``."""
+    code = "import time, torch\ntorch.set_num_threads(1)\n" + STEPS[step].format(**values) + "\nprint(seconds)\n"
+    env = dict(os.environ, EQUIMOL_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--former", action="store_true", help="also time the former implementation (minutes)")
+    parser.add_argument("--repeats", type=int, default=2, help="warm and load measurements (default 2)")
+    args = parser.parse_args()
+    if args.out.exists() and not args.overwrite:
+        sys.exit(f"{args.out} exists; pass --overwrite to replace it")
+    from equimol.utils.machine import cpu_model
+
+    config = str(ROOT / "configs" / "3bpa_quick.yaml")
+    record: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "threads": 1, "seconds": {}}
+    record["load_average_start"] = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        cache, export = Path(folder) / "cache", str(Path(folder) / "model.pt")
+        seconds = record["seconds"]
+        seconds["cold"] = measure("build", cache, config=config, many_body="cueq", export=export)
+        seconds["warm"] = [
+            measure("build", cache, config=config, many_body="cueq", export="") for _ in range(args.repeats)
+        ]
+        seconds["load"] = [measure("load", cache, export=export) for _ in range(args.repeats)]
+        seconds["gaunt"] = measure("build", cache, config=config, many_body="gaunt", export="")
+        if args.former:
+            seconds["former"] = measure("former", cache)
+    record["load_average_end"] = os.getloadavg()
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()

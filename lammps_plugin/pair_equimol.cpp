@@ -1,0 +1,495 @@
+/* pair_style equimol: see pair_equimol.h and equimol/compiled_lammps.py.
+
+   Graph of one rank (build_graph):
+   - nodes: the owned atoms (node i = atom i), then one node per other atom ID among the ghosts; the
+     periodic images of an atom share its node, since they carry the same features;
+   - each node's incoming edges are the neighbours within the cutoff of one representative atom: the
+     owned atom, or the ghost image nearest the sub-domain (its neighbour list is the most complete);
+   - only nodes fewer than receptive_hops edges from an owned atom receive edges: the others cannot
+     change an owned atom's energy. The ghost cutoff (receptive_hops x cutoff + skin, init_style)
+     makes the lists of all those representatives complete;
+   - edges come sorted by their receiver's hop, and layer t + 1 takes only the edges into nodes fewer
+     than receptive_hops - t hops away (a prefix): the last layer computes messages for owned atoms only.
+   The model returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
+   x_sender in LAMMPS coordinates); forces, the virial and per-atom virials follow from those. */
+
+#include "pair_equimol.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/cuda.h>
+
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <sstream>
+#include <unordered_map>
+
+using namespace LAMMPS_NS;
+
+namespace {
+
+const char *const USAGE =
+    "pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no]";
+const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`";
+const char *const LAMMPS_FORMAT = "1";    // equimol.compiled_lammps.LAMMPS_FORMAT
+const double MASS_TOLERANCE = 0.05;    // relative; as equimol.lammps: a swapped map misses it by far
+
+std::vector<std::string> split(const std::string &text, char separator)
+{
+  std::vector<std::string> parts;
+  std::stringstream stream(text);
+  std::string part;
+  while (std::getline(stream, part, separator)) parts.push_back(part);
+  return parts;
+}
+
+std::string listing(const std::vector<std::string> &names)
+{
+  std::string text = "[";
+  for (size_t k = 0; k < names.size(); k++) text += (k ? ", " : "") + names[k];
+  return text + "]";
+}
+
+std::string one_line(const std::exception &error)
+{
+  std::string text = error.what();
+  size_t end = text.find('\n');
+  return end == std::string::npos ? text : text.substr(0, end);
+}
+
+}    // namespace
+
+PairEquimol::PairEquimol(LAMMPS *lmp) :
+    Pair(lmp), cutoff(0.0), receptive_hops(0), double_precision(true), on_gpu(false), device_index(-1),
+    check_masses(true)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  ghostneigh = 1;                  // neighbour lists of ghosts: their nodes receive edges
+  no_virial_fdotr_compute = 1;     // the virial is summed from the edges
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairEquimol::~PairEquimol()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairEquimol::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+  type_number.assign(n, 0);
+}
+
+/* pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no] */
+
+void PairEquimol::settings(int narg, char **arg)
+{
+  if (narg < 1 || narg % 2 == 0) error->all(FLERR, std::string("Illegal pair_style command; expected ") + USAGE);
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR,
+               std::string("pair_style equimol needs 'units metal' (eV, Angstrom, ps); this input has 'units ") +
+                   update->unit_style + "'");
+  model_path = arg[0];
+  if (allocated)    // a new model (maybe other species): its type map comes from a new pair_coeff
+    for (int i = 0; i <= atom->ntypes; i++)
+      for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
+  std::string device_request, dtype_request;
+  for (int k = 1; k < narg; k += 2) {
+    const std::string key = arg[k], value = arg[k + 1];
+    if (key == "device" && (value == "cpu" || value == "cuda"))
+      device_request = value;
+    else if (key == "dtype" && (value == "float32" || value == "float64"))
+      dtype_request = value;
+    else if (key == "masses" && (value == "yes" || value == "no"))
+      check_masses = value == "yes";
+    else
+      error->all(FLERR, "pair_style equimol: unknown keyword or value '" + key + " " + value + "'; expected " + USAGE);
+  }
+  if (!platform::file_is_readable(model_path))
+    error->all(FLERR, "pair_style equimol: model file '" + model_path + "' does not exist or cannot be read");
+
+  read_metadata();
+  const std::string dtype = double_precision ? "float64" : "float32";
+  const std::string device = on_gpu ? "cuda" : "cpu";
+  if (!dtype_request.empty() && dtype_request != dtype)
+    error->all(FLERR, "pair_style equimol: " + model_path + " was compiled for " + dtype + ", not " + dtype_request +
+                          "; compile the model in " + dtype_request + " (equimol export ... --dtype " +
+                          dtype_request + ") or drop the dtype keyword");
+  if (!device_request.empty() && device_request != device)
+    error->all(FLERR, "pair_style equimol: " + model_path + " was compiled for " + device + ", not " +
+                          device_request + "; compile it for " + device_request + " (equimol export ... --device " +
+                          device_request + ")");
+  if (on_gpu && !torch::cuda::is_available())
+    error->all(FLERR, "pair_style equimol: " + model_path +
+                          " was compiled for cuda, but torch sees no CUDA device here; compile it for cpu");
+
+  c10::DeviceIndex index = -1;
+  if (on_gpu) {    // one GPU per rank, round robin over the ranks of a node
+    MPI_Comm node;
+    int local_rank = 0;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_free(&node);
+    index = static_cast<c10::DeviceIndex>(local_rank % static_cast<int>(torch::cuda::device_count()));
+  }
+  device_index = index;
+  std::string failure;
+  try {
+    model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(model_path, "model", false, 1, index);
+  } catch (const std::exception &exception) {
+    failure = one_line(exception);
+  }
+  if (!failure.empty())
+    error->all(FLERR, "pair_style equimol: cannot load " + model_path + " (" + failure + "); " + EXPORT_HINT);
+}
+
+/* The package's metadata (equimol.compiled_lammps.plugin_metadata), checked before loading its code. */
+
+void PairEquimol::read_metadata()
+{
+  std::unordered_map<std::string, std::string> metadata;
+  std::string failure;
+  try {
+    metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(model_path, "model");
+  } catch (const std::exception &exception) {
+    failure = one_line(exception);
+  }
+  if (!failure.empty())
+    error->all(FLERR, "pair_style equimol: " + model_path + " is not an AOTInductor package (" + failure + "); " +
+                          EXPORT_HINT);
+  const char *keys[] = {"equimol_target", "equimol_lammps_format", "equimol_species",
+                        "equimol_symbols", "equimol_masses", "equimol_cutoff", "equimol_receptive_hops",
+                        "equimol_dtype", "equimol_device", "equimol_threads"};
+  for (const char *key : keys)
+    if (metadata.find(key) == metadata.end()) {
+      const std::string kind = metadata.count("equimol_target") ? "a package of another equimol version (no " +
+              std::string(key) + ")" : "not a pair_style equimol package";
+      error->all(FLERR, "pair_style equimol: " + model_path + " is " + kind + "; " + EXPORT_HINT);
+    }
+  if (metadata["equimol_target"] != "lammps")
+    error->all(FLERR, "pair_style equimol: " + model_path + " was compiled for target '" +
+                          metadata["equimol_target"] + "', not 'lammps'; " + EXPORT_HINT);
+  if (metadata["equimol_lammps_format"] != LAMMPS_FORMAT)
+    error->all(FLERR, "pair_style equimol: " + model_path + " has package format " +
+                          metadata["equimol_lammps_format"] + "; this plugin reads format " + LAMMPS_FORMAT +
+                          ": compile the model again with this equimol, or build the plugin of its equimol");
+  species.clear();
+  for (const std::string &number : split(metadata["equimol_species"], ','))
+    species.push_back(utils::inumeric(FLERR, number, false, lmp));
+  symbols = split(metadata["equimol_symbols"], ',');
+  standard_masses.clear();
+  for (const std::string &mass : split(metadata["equimol_masses"], ','))
+    standard_masses.push_back(utils::numeric(FLERR, mass, false, lmp));
+  if (symbols.size() != species.size() || standard_masses.size() != species.size())
+    error->all(FLERR, "pair_style equimol: " + model_path + " has inconsistent species metadata; " + EXPORT_HINT);
+  cutoff = utils::numeric(FLERR, metadata["equimol_cutoff"], false, lmp);
+  receptive_hops = utils::inumeric(FLERR, metadata["equimol_receptive_hops"], false, lmp);
+  const std::string dtype = metadata["equimol_dtype"], device = metadata["equimol_device"];
+  if (dtype != "float32" && dtype != "float64")
+    error->all(FLERR, "pair_style equimol: " + model_path + " has dtype '" + dtype + "'; float32 or float64 only");
+  if (device != "cpu" && device != "cuda")
+    error->all(FLERR, "pair_style equimol: " + model_path + " was compiled for device '" + device +
+                          "'; cpu or cuda only");
+  double_precision = dtype == "float64";
+  on_gpu = device == "cuda";
+  // the operators that AOTInductor leaves to ATen use torch's thread pool: as many threads as the package's
+  // own kernels were compiled for
+  at::set_num_threads(std::max(1, utils::inumeric(FLERR, metadata["equimol_threads"], false, lmp)));
+}
+
+/* pair_coeff * * El1 El2 ... : the element of each atom type, type 1 first */
+
+void PairEquimol::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg < 2 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "pair_style equimol needs 'pair_coeff * * El1 El2 ...' (one element per atom type)");
+  std::vector<std::string> named(arg + 2, arg + narg);
+  if (narg - 2 != ntypes)
+    error->all(FLERR, "pair_coeff * * names " + std::to_string(narg - 2) + " element(s) " + listing(named) +
+                          " but the LAMMPS box has " + std::to_string(ntypes) + " atom types");
+  for (int type = 1; type <= ntypes; type++) {
+    int found = -1;
+    for (size_t k = 0; k < symbols.size(); k++)
+      if (symbols[k] == named[type - 1]) found = static_cast<int>(k);
+    if (found < 0)
+      error->all(FLERR, "pair_coeff * * " + listing(named) + ": '" + named[type - 1] +
+                            "' is not among the model's species " + listing(symbols));
+    type_number[type] = found;    // index into species/symbols/standard_masses
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+}
+
+void PairEquimol::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, std::string("pair_style equimol needs 'units metal'; this input has 'units ") +
+                          update->unit_style + "'");
+  if (force->newton_pair == 0)
+    error->all(FLERR, "pair_style equimol needs 'newton on': forces on ghost atoms return to their owners by "
+                      "reverse communication");
+  if (atom->tag_enable == 0) error->all(FLERR, "pair_style equimol needs atom IDs");
+  if (comm->mode != Comm::SINGLE)
+    error->all(FLERR, "pair_style equimol needs 'comm_modify mode single' (one ghost cutoff)");
+  if (check_masses) {
+    for (int type = 1; type <= atom->ntypes; type++) {
+      const int k = type_number[type];
+      const double expected = standard_masses[k];
+      const double mass = atom->mass ? atom->mass[type] : std::numeric_limits<double>::quiet_NaN();
+      if (!(std::fabs(mass - expected) <= MASS_TOLERANCE * expected))
+        error->all(FLERR, "LAMMPS type " + std::to_string(type) + " has mass " + fmt::format("{:g}", mass) +
+                              " but pair_coeff maps it to " + symbols[k] + " (" + fmt::format("{:g}", expected) +
+                              "); fix the element order in pair_coeff (or add 'masses no' to pair_style for "
+                              "isotopes)");
+    }
+  }
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  // ghosts as deep as the receptive field, plus the skin the atoms may move between two neighbour lists
+  const double needed = receptive_hops * cutoff + neighbor->skin;
+  if (comm->cutghostuser < needed) {
+    comm->cutghostuser = needed;
+    if (comm->me == 0)
+      utils::logmesg(lmp, fmt::format("pair_style equimol: ghost cutoff {:.6g} A ({} x {:.6g} A receptive "
+                                      "field + {:.6g} A skin)\n",
+                                      needed, receptive_hops, cutoff, neighbor->skin));
+  }
+}
+
+double PairEquimol::init_one(int i, int j)
+{
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
+}
+
+/* Distance (Å) of x outside this rank's sub-domain along the worst direction, in the metric of
+   LAMMPS's ghost region (its lamda extent per unit length for a triclinic box); <= 0 inside. */
+
+double PairEquimol::outside_distance(const double *x) const
+{
+  double worst = -std::numeric_limits<double>::infinity();
+  if (!domain->triclinic) {
+    for (int k = 0; k < 3; k++)
+      worst = std::max(worst, std::max(domain->sublo[k] - x[k], x[k] - domain->subhi[k]));
+    return worst;
+  }
+  const double *h_inv = domain->h_inv;
+  const double length[3] = {std::sqrt(h_inv[0] * h_inv[0] + h_inv[5] * h_inv[5] + h_inv[4] * h_inv[4]),
+                            std::sqrt(h_inv[1] * h_inv[1] + h_inv[3] * h_inv[3]), h_inv[2]};
+  double lamda[3];
+  domain->x2lamda(const_cast<double *>(x), lamda);
+  for (int k = 0; k < 3; k++)
+    worst = std::max(worst, std::max(domain->sublo_lamda[k] - lamda[k], lamda[k] - domain->subhi_lamda[k]) /
+                                length[k]);
+  return worst;
+}
+
+/* Fill edge_atoms, edge_nodes and vectors; return the number of graph nodes (owned atoms first). */
+
+int PairEquimol::build_graph()
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const tagint *tag = atom->tag;
+  double **x = atom->x;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+  const double cutoff_squared = cutoff * cutoff;
+  // visit(j, r) for each neighbour j of atom i within the cutoff, r = x_i - x_j
+  auto for_neighbours = [&](int i, auto &&visit) {
+    for (int jj = 0; jj < numneigh[i]; jj++) {
+      const int j = firstneigh[i][jj] & NEIGHMASK;
+      const double r[3] = {x[i][0] - x[j][0], x[i][1] - x[j][1], x[i][2] - x[j][2]};
+      if (r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < cutoff_squared) visit(j, r);
+    }
+  };
+
+  node_of_atom.assign(nall, -1);
+  representative.clear();
+  distance.clear();
+  std::unordered_map<tagint, int> node_of_tag;
+  node_of_tag.reserve(nall);
+  for (int i = 0; i < nlocal; i++) {
+    node_of_atom[i] = i;
+    node_of_tag[tag[i]] = i;
+    representative.push_back(i);
+    distance.push_back(-std::numeric_limits<double>::infinity());
+  }
+  for (int j = nlocal; j < nall; j++) {
+    const double d = outside_distance(x[j]);
+    auto found = node_of_tag.find(tag[j]);
+    if (found == node_of_tag.end()) {
+      const int node = static_cast<int>(representative.size());
+      node_of_tag.emplace(tag[j], node);
+      representative.push_back(j);
+      distance.push_back(d);
+      node_of_atom[j] = node;
+    } else {
+      const int node = found->second;
+      node_of_atom[j] = node;
+      if (d < distance[node]) {
+        distance[node] = d;
+        representative[node] = j;
+      }
+    }
+  }
+
+  // hops from the owned atoms, breadth first, up to receptive_hops - 1
+  const int nnodes = static_cast<int>(representative.size());
+  hop.assign(nnodes, INT_MAX);
+  std::vector<int> frontier, next;
+  for (int i = 0; i < nlocal; i++) {
+    hop[i] = 0;
+    frontier.push_back(i);
+  }
+  for (int h = 0; h + 1 < receptive_hops; h++) {
+    next.clear();
+    for (const int node : frontier)
+      for_neighbours(representative[node], [&](int j, const double *) {
+        const int m = node_of_atom[j];
+        if (hop[m] > h + 1) {
+          hop[m] = h + 1;
+          next.push_back(m);
+        }
+      });
+    frontier.swap(next);
+  }
+
+  // edges into every node within receptive_hops - 1 hops, sorted by the receiver's hop (the layers after
+  // the first take a prefix); graph nodes numbered as first met
+  std::vector<std::vector<int>> by_hop(receptive_hops);
+  for (int node = 0; node < nnodes; node++)
+    if (hop[node] < receptive_hops) by_hop[hop[node]].push_back(node);
+  std::vector<int> graph_index(nnodes, -1);
+  for (int i = 0; i < nlocal; i++) graph_index[i] = i;
+  int count = nlocal;
+  std::vector<int64_t> senders, receivers;
+  edge_atoms.clear();
+  vectors.clear();
+  edges_within.clear();
+  graph_atom.assign(representative.begin(), representative.begin() + nlocal);
+  auto number = [&](int node) {
+    if (graph_index[node] < 0) {
+      graph_index[node] = count++;
+      graph_atom.push_back(representative[node]);
+    }
+    return graph_index[node];
+  };
+  for (int h = 0; h < receptive_hops; h++) {
+    for (const int node : by_hop[h]) {
+      const int i = representative[node];
+      const int receiver = number(node);
+      for_neighbours(i, [&](int j, const double *r) {
+        senders.push_back(number(node_of_atom[j]));
+        receivers.push_back(receiver);
+        edge_atoms.push_back(j);
+        edge_atoms.push_back(i);
+        vectors.insert(vectors.end(), r, r + 3);
+      });
+    }
+    edges_within.push_back(static_cast<int64_t>(senders.size()));
+  }
+  edge_nodes.assign(senders.begin(), senders.end());
+  edge_nodes.insert(edge_nodes.end(), receivers.begin(), receivers.end());
+  return count;
+}
+
+void PairEquimol::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  const int nlocal = atom->nlocal;
+  if (nlocal == 0) return;    // no owned atom, no energy of this rank
+  const int nnodes = build_graph();
+  const int64_t nedges = static_cast<int64_t>(edge_atoms.size() / 2);
+  std::vector<int64_t> numbers(nnodes);
+  const int *type = atom->type;
+  for (int node = 0; node < nnodes; node++) numbers[node] = species[type_number[type[graph_atom[node]]]];
+
+  at::Tensor node_energy, gradient;
+  std::string failure;
+  try {
+    c10::InferenceMode guard;
+    const at::Device device = on_gpu ? at::Device(at::kCUDA, device_index) : at::Device(at::kCPU);
+    const auto real = at::TensorOptions().dtype(double_precision ? at::kDouble : at::kFloat).device(device);
+    const auto integer = at::TensorOptions().dtype(at::kLong).device(device);
+    // from_blob views the buffers without copying; .to() copies only to another dtype or device
+    at::Tensor edge_vectors = nedges ? at::from_blob(vectors.data(), {nedges, 3}, at::kDouble).to(real)
+                                     : at::zeros({0, 3}, real);
+    at::Tensor edge_index = nedges ? at::from_blob(edge_nodes.data(), {2, nedges}, at::kLong).to(integer)
+                                   : at::zeros({2, 0}, integer);
+    at::Tensor atomic_numbers = at::from_blob(numbers.data(), {nnodes}, at::kLong).to(integer);
+    at::Tensor local_mask = at::zeros({nnodes}, real);
+    local_mask.narrow(0, 0, nlocal).fill_(1.0);
+    std::vector<at::Tensor> inputs = {edge_vectors, atomic_numbers, edge_index, local_mask};
+    // layer t + 1 takes the edges into nodes fewer than receptive_hops - t hops away: only their lengths count
+    for (int t = 1; t < receptive_hops; t++)
+      inputs.push_back(at::empty({edges_within[receptive_hops - 1 - t]}, integer.dtype(at::kChar)));
+    std::vector<at::Tensor> outputs = model->run(inputs);
+    node_energy = outputs.at(0).to(at::kCPU, at::kDouble).contiguous();
+    gradient = outputs.at(1).to(at::kCPU, at::kDouble).contiguous();
+  } catch (const std::exception &exception) {
+    failure = one_line(exception);
+  }
+  if (!failure.empty()) error->one(FLERR, "pair_style equimol: evaluating " + model_path + " failed: " + failure);
+
+  const double *energy = node_energy.data_ptr<double>();
+  for (int i = 0; i < nlocal; i++) {
+    if (eflag_global) eng_vdwl += energy[i];
+    if (eflag_atom) eatom[i] += energy[i];
+  }
+  double **f = atom->f;
+  const double *g = gradient.data_ptr<double>();
+  for (int64_t e = 0; e < nedges; e++) {
+    const int sender = edge_atoms[2 * e], receiver = edge_atoms[2 * e + 1];
+    const double *ge = g + 3 * e;
+    for (int k = 0; k < 3; k++) {
+      f[receiver][k] -= ge[k];
+      f[sender][k] += ge[k];
+    }
+    if (!vflag_either) continue;
+    // -r_e (x) g_e, symmetrised, in LAMMPS order xx yy zz xy xz yz
+    const double *r = vectors.data() + 3 * e;
+    const double v[6] = {-r[0] * ge[0],
+                         -r[1] * ge[1],
+                         -r[2] * ge[2],
+                         -0.5 * (r[0] * ge[1] + r[1] * ge[0]),
+                         -0.5 * (r[0] * ge[2] + r[2] * ge[0]),
+                         -0.5 * (r[1] * ge[2] + r[2] * ge[1])};
+    if (vflag_global)
+      for (int k = 0; k < 6; k++) virial[k] += v[k];
+    if (vflag_atom)
+      for (int k = 0; k < 6; k++) {
+        vatom[sender][k] += 0.5 * v[k];
+        vatom[receiver][k] += 0.5 * v[k];
+      }
+  }
+}
