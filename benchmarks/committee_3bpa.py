@@ -26,6 +26,7 @@ import torch
 from _common import check_outputs
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
+from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
 from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
@@ -40,7 +41,7 @@ STRIDE = 4  # every 4th frame of each test set: CPU time on the shared 2-core ma
 
 def _member_steps(member: Path) -> int:
     checkpoint = member / "checkpoints" / "last.ckpt"
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+    return int(read_checkpoint(checkpoint)["global_step"])
 
 
 def main() -> None:

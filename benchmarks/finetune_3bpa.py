@@ -31,6 +31,7 @@ import torch
 from _common import ROOT, check_outputs, equimol_command
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
+from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
 from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
@@ -53,7 +54,7 @@ def _train(base_config: Path, run_dir: Path, steps: int, seed: int, extra: list[
     start, load = time.time(), os.getloadavg()[0]
     subprocess.run(command, check=True)
     wall = round(time.time() - start, 1)
-    steps = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    steps = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"]
     metrics = _test(run_dir / "model.pt")
     return {"test_600K": metrics, "steps": int(steps), "wall_s": wall, "load_at_start": round(load, 2)}
 
