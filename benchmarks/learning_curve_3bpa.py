@@ -54,6 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "lmax2": ["model.lmax=2"],
     "layers3": ["model.num_layers=3"],
     "gaunt_messages": ["model.tp_backend=gaunt", "model.tp_options={strategy: edge}"],
+    "cosine": ["scheduler.name=budget_cosine"],
+    "channels64_cosine": ["model.channels=64", "scheduler.name=budget_cosine"],
 }
 
 
