@@ -6,10 +6,12 @@ declared with :func:`option`, which records in the field's metadata
 * ``doc``: one line saying what the key means (units included);
 * ``choices``: the allowed values, a tuple or a function returning one (a registry's names);
 * ``bounds``: ``ge``/``gt``/``le``/``lt`` limits of a number (of each item of a list of numbers);
-* ``auto``: the value ``"auto"`` is allowed (filled in from the training data);
 * ``schema``: the dataclass that a mapping-valued key follows (``loss.stage_two``, ``model.dispersion``);
 * ``renamed_from``: older spellings of the key, still read (old ``config.yaml`` files resume) with a
   one-line :class:`~equimol.errors.EquimolDeprecationWarning`.
+
+A key whose annotation includes :data:`Auto` (``float | Auto | None``) also accepts the literal
+``"auto"``: a value filled in later from the training data (:func:`accepts_auto`).
 
 :func:`check_section` is the one validator: it walks a mapping against such a class and rejects an
 unknown key, a value of the wrong type (from the field's annotation), a value outside ``choices`` or
@@ -27,11 +29,12 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from equimol.errors import ConfigError, warn_renamed
 
 AUTO = "auto"
+Auto = Literal["auto"]  # in a field's annotation: the key may be "auto" (filled in from the training data)
 _MISSING = dataclasses.MISSING
 BOUND_SYMBOLS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
@@ -46,11 +49,10 @@ def option(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
-    auto: bool = False,
     schema: type | None = None,
     renamed_from: tuple[str, ...] = (),
 ) -> Any:
-    """A dataclass field whose metadata holds ``doc``, ``choices``, ``bounds``, ``auto``, ``schema`` and old names."""
+    """A dataclass field whose metadata holds ``doc``, ``choices``, ``bounds``, ``schema`` and old names."""
     if not doc:
         raise TypeError("every config option needs a one-line doc")
     bounds = {name: value for name, value in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if value is not None}
@@ -58,7 +60,6 @@ def option(
         "doc": doc,
         "choices": choices,
         "bounds": bounds,
-        "auto": auto,
         "schema": schema,
         "renamed_from": tuple(renamed_from),
     }
@@ -76,10 +77,22 @@ def choices_of(field: dataclasses.Field) -> tuple | None:
 
 
 def type_name(annotation: Any) -> str:
-    """A readable name of a type annotation (``int``, ``str | None``) for messages and the reference."""
-    if isinstance(annotation, type) and typing.get_origin(annotation) is None:
+    """A readable name of a type annotation (``int``, ``str | None``, ``float | 'auto'``) for messages and docs."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(arg) for arg in typing.get_args(annotation))
+    if origin in (Union, types.UnionType) and accepts_auto(annotation):  # typing prints Union[..., Literal[...]]
+        return " | ".join("None" if arg is type(None) else type_name(arg) for arg in typing.get_args(annotation))
+    if isinstance(annotation, type) and origin is None:
         return annotation.__name__
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def accepts_auto(annotation: Any) -> bool:
+    """Whether a field annotated ``annotation`` may hold ``"auto"`` (its annotation includes :data:`Auto`)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return any(accepts_auto(arg) for arg in typing.get_args(annotation))
+    return typing.get_origin(annotation) is Literal and AUTO in typing.get_args(annotation)
 
 
 def matches(value: Any, annotation: Any) -> bool:
@@ -87,6 +100,8 @@ def matches(value: Any, annotation: Any) -> bool:
     if annotation is Any:
         return True
     origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(value == allowed and type(value) is type(allowed) for allowed in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
         return any(matches(value, arg) for arg in typing.get_args(annotation))
     if annotation is type(None) or annotation is None:
@@ -140,11 +155,10 @@ def bounds_text(bounds: Mapping[str, float]) -> str:
 def check_value(section: str, field: dataclasses.Field, annotation: Any, value: Any) -> None:
     """One value against its field's type, ``choices`` and ``bounds``; a ConfigError names ``section.key``."""
     key = f"{section}.{field.name}"
-    if field.metadata.get("auto") and value == AUTO:
+    if value == AUTO and accepts_auto(annotation):
         return
     if not matches(value, annotation):
-        auto = " or 'auto'" if field.metadata.get("auto") else ""
-        raise ConfigError(f"{key} must be {type_name(annotation)}{auto}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{key} must be {type_name(annotation)}, got {value!r} ({type(value).__name__})")
     allowed = choices_of(field)
     if allowed is not None and value is not None and value not in allowed:
         raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
@@ -245,7 +259,7 @@ def describe_class(cls: type, section: str) -> list[dict[str, Any]]:
                 "choices": None if choices is None else list(choices),
                 "bounds": bounds,
                 "bounds_text": bounds_text(bounds),
-                "auto": bool(field.metadata.get("auto")),
+                "auto": accepts_auto(hints[field.name]),
                 "renamed_from": [f"{section}.{old}" for old in field.metadata.get("renamed_from", ())],
                 "doc": field.metadata.get("doc", ""),
             }

@@ -205,7 +205,8 @@ def test_statistics_are_taken_on_labels_minus_d3(tmp_path):
     from equimol.datasets.statistics import compute_statistics
     from equimol.train.run import physical_terms
 
-    terms = physical_terms({"species": ["H", "O"], "avg_num_neighbors": "auto", "dispersion": {"kind": "d3"}})
+    model = {"species": ["H", "O"], "avg_num_neighbors": "auto", "dispersion": {"kind": "d3"}}
+    terms = physical_terms(ModelConfig.from_dict(model))
     rng = np.random.default_rng(1)
     frames = []
     for index in range(8):

@@ -43,14 +43,14 @@ def _raw(shared_data, folder, model: dict, **sections) -> dict:
 
 def _module(shared_data, tmp_path, model: dict, **sections) -> PotentialModule:
     config = validate_config(_raw(shared_data, tmp_path, model, **sections))
-    resolved = {**config.model, "energy_shift": 0.0, "energy_scale": 1.0}
-    return PotentialModule(model=resolved, optimizer={"lr": 0.01}, finetune=config.as_dict()["finetune"])
+    resolved = config.model.resolve_auto({"energy_shift": 0.0, "energy_scale": 1.0})
+    return PotentialModule(model=resolved, optimizer={"lr": 0.01}, finetune=config.finetune, init_from=config.init_from)
 
 
 def test_model_section_inherits_the_file_and_weights_are_copied(shared_data, tmp_path, pretrained):
     path, reference = pretrained
     config = validate_config(_raw(shared_data, tmp_path, {"init_from": str(path), "avg_num_neighbors": "auto"}))
-    assert config.model["channels"] == reference.config.channels and config.model["avg_num_neighbors"] == 9.5
+    assert config.model.channels == reference.config.channels and config.model.avg_num_neighbors == 9.5
     module = _module(shared_data, tmp_path, {"init_from": str(path)})
     stored = reference.state_dict()
     for name, tensor in module.model.state_dict().items():
@@ -90,7 +90,7 @@ def test_e0s_come_from_the_config(shared_data, tmp_path, pretrained):
     assert energies[1] - energies[0] == pytest.approx(len(atoms), rel=1e-9)
     # e0s: auto takes the new data's references (data.element_references: 3BPA's isolated atoms)
     config = validate_config(_raw(shared_data, tmp_path, {"init_from": str(path), "e0s": "auto"}))
-    assert config.model["e0s"] == "auto"
+    assert config.model.e0s == "auto"
 
 
 def test_incompatible_architecture_is_one_config_error_naming_the_keys(shared_data, tmp_path, pretrained, capsys):

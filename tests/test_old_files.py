@@ -60,7 +60,7 @@ def test_an_old_config_yaml_loads_with_the_new_names(old_run: Path) -> None:
     notices = sorted(str(w.message).split(" is ")[0] for w in caught if w.category is EquimolDeprecationWarning)
     assert notices == ["model.tp_options.compile", "trainer.compile"]
     assert config.trainer.compile_step is False
-    assert config.data["radial_cutoff"] == config.model["radial_cutoff"] == 4.5
+    assert config.data["radial_cutoff"] == config.model.radial_cutoff == 4.5
 
 
 def test_an_old_run_folder_resumes(old_run: Path) -> None:

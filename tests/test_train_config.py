@@ -32,14 +32,14 @@ def test_shipped_config_validates(name: str, shared_data: Path) -> None:
             "data.val=oc20/oc20_single_adslab_atoms.json",
         ]
     config = load_config(CONFIGS / name, overrides)
-    assert config.model["tp_backend"] in ("cg", "gaunt", "cp")
-    assert config.model["dtype"] == config.data["dtype"] == f"float{config.trainer.precision}"
+    assert config.model.tp_backend in ("cg", "gaunt", "cp")
+    assert config.model.dtype == config.data["dtype"] == f"float{config.trainer.precision}"
 
 
 @pytest.mark.parametrize("backend", ["cg", "gaunt", "cp"])
 def test_backend_is_one_key(backend: str) -> None:
     config = load_config(CONFIGS / "3bpa_quick.yaml", [f"model.tp_backend={backend}", "model.spe.enabled=true"])
-    assert config.model["tp_backend"] == backend and config.model["spe"]["enabled"] is True
+    assert config.model.tp_backend == backend and config.model.spe.enabled is True
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_missing_file_is_named(base: dict) -> None:
 def test_precision_sets_both_dtypes_and_contradictions_fail(base: dict) -> None:
     base["trainer"]["precision"] = 32
     config = validate_config(tiny_config_copy(base))
-    assert config.model["dtype"] == config.data["dtype"] == "float32"
+    assert config.model.dtype == config.data["dtype"] == "float32"
     base["model"]["dtype"] = "float64"
     with pytest.raises(ConfigError, match="model.dtype"):
         validate_config(base)

@@ -89,11 +89,12 @@ def test_statistics_are_taken_on_labels_minus_zbl(zbl_file: Path) -> None:
 def test_fitted_e0s_are_taken_on_labels_minus_zbl(zbl_file: Path) -> None:
     model = {"species": ["H", "C", "O"], "pair_repulsion": "zbl", "avg_num_neighbors": "auto", "e0s": "auto"}
     data = AtomsDataModule(train=str(zbl_file), val_fraction=0.2, element_references="fit", min_distance=None)
-    data.use_physical_terms(physical_terms(model))
+    data.use_physical_terms(physical_terms(ModelConfig.from_dict(model)))
     fitted = data.element_references.as_dict()
     for z, value in CONSTANTS.items():
         assert fitted[z] == pytest.approx(value, abs=1e-4)
 
 
 def test_physical_terms_of_a_model_without_any_are_none() -> None:
-    assert physical_terms({"species": ["H"], "avg_num_neighbors": "auto", "energy_scale": "auto"}) is None
+    model = {"species": ["H"], "avg_num_neighbors": "auto", "energy_scale": "auto"}
+    assert physical_terms(ModelConfig.from_dict(model)) is None

@@ -52,7 +52,7 @@ def member_config(config: TrainingConfig, seed: int) -> TrainingConfig:
     member.trainer.seed = seed
     member.trainer.committee_seeds = None
     member.trainer.run_dir = str(Path(config.trainer.run_dir) / f"member_{seed}")
-    member.model["seed"] = seed
+    member.model.seed = seed
     return member
 
 

@@ -2,7 +2,8 @@
 
 .. code-block:: yaml
 
-    model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS)
+    model:     {...}   # equimol.models.ModelConfig (build_model); some keys may be "auto" (AUTO_MODEL_KEYS),
+                       # plus init_from (fine-tuning: equimol.config_sections.ModelTrainingKeys)
     data:      {...}   # equimol.datasets.config.DataConfig (AtomsDataModule); its radial_cutoff is model.radial_cutoff
     loss:      {...}   # LossConfig: energy (per atom), forces and stress weights, mse | huber, stage two
     optimizer: {...}   # OptimizerConfig: adam (amsgrad) | adamw, learning rate, EMA decay
@@ -19,6 +20,12 @@ model is built, and each error is a :class:`~equimol.errors.ConfigError` naming 
 (``data.trian``, ``optimizer.lr``) and the file. Command-line overrides are dotted
 ``section.key=value`` pairs whose value is parsed as YAML (``trainer.max_epochs=3``,
 ``model.spe.enabled=true``, ``data.train=[a.xyz,b.xyz]``).
+
+**The model section** is held as a :class:`~equimol.models.config.ModelConfig` (``TrainingConfig.model``);
+its ``auto`` keys stay ``"auto"`` until training resolves them from the training split's statistics
+(:meth:`~equimol.models.config.ModelConfig.resolve_auto`, called once by :mod:`equimol.train.run`).
+``model.init_from`` is a training key, not a potential's: it is ``TrainingConfig.init_from``, and
+:meth:`TrainingConfig.as_dict` writes it back under ``model`` (``config.yaml``, checkpoints).
 
 **Paths.** A relative ``data.data_dir`` written in a YAML file is resolved against the folder of
 that file (the shipped configs say ``../../shared/data``: the repository sits next to ``shared/``);
@@ -38,7 +45,7 @@ from typing import Any
 import yaml
 
 from equimol.config_fields import AUTO, build_section
-from equimol.config_schema import SECTION_CLASSES, SECTIONS, with_current_names
+from equimol.config_schema import SECTION_CLASSES, SECTIONS
 from equimol.config_sections import (
     LOGGERS,
     DataConfig,
@@ -49,9 +56,10 @@ from equimol.config_sections import (
     TrainerConfig,
 )
 from equimol.errors import ConfigError
+from equimol.models.config import ModelConfig
 
 # model keys that may be "auto": filled in from the training split's statistics (equimol.datasets.statistics)
-AUTO_MODEL_KEYS = ("avg_num_neighbors", "energy_shift", "energy_scale", "e0s")
+AUTO_MODEL_KEYS = ModelConfig.auto_keys()
 # values that stand in for "auto" where a model's weight-free parts are built before the data
 AUTO_STAND_INS = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
 TRAINING_SECTIONS = ("loss", "optimizer", "scheduler", "trainer", "finetune")
@@ -64,6 +72,7 @@ __all__ = [
     "DataConfig",
     "FinetuneConfig",
     "LossConfig",
+    "ModelConfig",
     "OptimizerConfig",
     "SchedulerConfig",
     "TrainerConfig",
@@ -77,19 +86,30 @@ __all__ = [
 
 @dataclass
 class TrainingConfig:
-    """A validated configuration; ``as_dict()`` is what checkpoints store."""
+    """A validated configuration; ``as_dict()`` is what ``config.yaml`` and checkpoints store.
 
-    model: dict
+    ``model`` may hold ``"auto"`` values (:data:`AUTO_MODEL_KEYS`); ``init_from`` is ``model.init_from``.
+    """
+
+    model: ModelConfig
     data: dict
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    init_from: str | None = None
+
+    def model_dict(self) -> dict:
+        """The ``model:`` section as plain data: :meth:`ModelConfig.to_dict`, plus ``init_from`` if set."""
+        model = self.model.to_dict()
+        if self.init_from is not None:
+            model["init_from"] = self.init_from
+        return model
 
     def as_dict(self) -> dict:
         return {
-            "model": copy.deepcopy(self.model),
+            "model": self.model_dict(),
             "data": copy.deepcopy(self.data),
             **{name: dataclasses.asdict(getattr(self, name)) for name in TRAINING_SECTIONS},
         }
@@ -126,17 +146,11 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     return config
 
 
-def _validate_model(model: dict) -> None:
-    """The ``model`` section against :class:`~equimol.models.config.ModelConfig`; ``auto`` keys stay ``auto``."""
-    from equimol.models.config import ModelConfig
-
-    if not isinstance(model, Mapping):
-        raise ConfigError(f"section 'model' must be a mapping, got {type(model).__name__}")
-    probe = dict(model)
-    probe.pop("init_from", None)  # fine-tuning: handled by _merge_init_from and the training module
-    if probe.get("avg_num_neighbors") is None:
+def _build_model(model: dict) -> ModelConfig:
+    """The ``model`` section (``init_from`` taken out) as a :class:`ModelConfig`; ``auto`` keys stay ``auto``."""
+    if model.get("avg_num_neighbors") is None:
         raise ConfigError("model.avg_num_neighbors is required: a positive number or 'auto' (from the training data)")
-    ModelConfig.from_dict(probe)  # tp_backend against the TP registry, tp_options against its constructor
+    return ModelConfig.from_dict(model)  # tp_backend against the TP registry, tp_options against its constructor
 
 
 def _merge_init_from(model: Any, finetune: FinetuneConfig) -> Any:
@@ -198,19 +212,20 @@ def validate_config(raw: Mapping, base_dir: str | Path | None = None) -> Trainin
         if raw.get(required) is None:
             raise ConfigError(f"section {required!r} is required")
     sections = {name: build_section(SECTION_CLASSES[name], raw.get(name) or {}, name) for name in TRAINING_SECTIONS}
-    model = copy.deepcopy(dict(raw["model"])) if isinstance(raw["model"], Mapping) else raw["model"]
-    model = _merge_init_from(model, sections["finetune"])
-    _validate_model(model)  # one deprecation line per old spelling
-    model = with_current_names({"model": model})["model"]
+    if not isinstance(raw["model"], Mapping):
+        raise ConfigError(f"section 'model' must be a mapping, got {type(raw['model']).__name__}")
+    model = _merge_init_from(copy.deepcopy(dict(raw["model"])), sections["finetune"])
+    init_from = model.pop("init_from", None)  # fine-tuning: the training module loads the weights
     data = copy.deepcopy(dict(raw["data"])) if isinstance(raw["data"], Mapping) else raw["data"]
     if not isinstance(data, Mapping):
         raise ConfigError(f"section 'data' must be a mapping, got {type(data).__name__}")
     _reconcile_precision(model, data, sections["trainer"])
-    _reconcile_cutoff(model, data)
+    model_config = _build_model(model)  # one deprecation line per old spelling
+    _reconcile_cutoff(model_config, data)
     _resolve_data_dir(data, Path(base_dir).resolve() if base_dir is not None else None)
     _check_data_values(data, sections["trainer"])
     _check_data_files(data)
-    return TrainingConfig(model=model, data=data, **sections)
+    return TrainingConfig(model=model_config, data=data, init_from=init_from, **sections)
 
 
 def _check_data_values(data: dict, trainer: TrainerConfig) -> None:
@@ -235,16 +250,14 @@ def _reconcile_precision(model: dict, data: dict, trainer: TrainerConfig) -> Non
         values["dtype"] = wanted
 
 
-def _reconcile_cutoff(model: dict, data: dict) -> None:
+def _reconcile_cutoff(model: ModelConfig, data: dict) -> None:
     """The graphs are built at the model's ``radial_cutoff``: ``data.radial_cutoff`` is derived from it.
 
     Giving ``data.radial_cutoff`` is allowed only when it equals the model's (older configs say both);
     a different value is an error naming both keys, since a model evaluated at one cutoff and
     trained on graphs of another is silently wrong.
     """
-    from equimol.models.config import ModelConfig
-
-    cutoff = float(model.get("radial_cutoff", ModelConfig.radial_cutoff))
+    cutoff = float(model.radial_cutoff)
     given = data.get("radial_cutoff")
     if given is not None and float(given) != cutoff:
         raise ConfigError(

@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from equimol.config_fields import AUTO
 from equimol.errors import EquimolInputError
 
-AUTO = "auto"
 # keys that may differ from the model file (everything else is architecture)
 NOT_ARCHITECTURE = (
     "init_from",
@@ -71,19 +71,10 @@ def _read(path: str | Path) -> dict:
         raise FinetuneError(f"model.init_from: {error}") from error
 
 
-def _normalised(values: dict) -> dict:
-    from equimol.models.config import ModelConfig
-
-    probe = {key: value for key, value in values.items() if key != "init_from"}
-    stand_ins = {"avg_num_neighbors": 1.0, "energy_shift": 0.0, "energy_scale": 1.0, "e0s": None}
-    for key, stand_in in stand_ins.items():
-        if probe.get(key) == AUTO:
-            probe[key] = stand_in
-    return ModelConfig.from_dict(probe).to_dict()
-
-
 def merge_pretrained_config(model: dict) -> dict:
     """The ``model:`` section completed from the file ``model["init_from"]`` (see the module docstring).
+
+    The merged mapping is validated once, by the caller (:func:`equimol.train.config.validate_config`).
 
     Raises:
         FinetuneError: unreadable file, or architecture keys that differ from the file's (all named).
@@ -116,7 +107,6 @@ def merge_pretrained_config(model: dict) -> dict:
     try:
         new_species = parse_species(given.get("species", old_species))
         merged["species"] = old_species + [z for z in new_species if z not in old_species]
-        _normalised(merged)
     except (ValueError, TypeError) as error:
         raise FinetuneError(f"model: {error}") from error
     return merged

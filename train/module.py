@@ -23,12 +23,15 @@ references when ``model.e0s: auto``), so the module adds the references back to 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 
 import lightning as L
 import torch
 from equimol.datasets.references import add_references, reference_table
 
+from equimol.config_fields import build_section
 from equimol.errors import EquimolInputError
 from equimol.models import build_model
 from equimol.models.config import ModelConfig
@@ -43,52 +46,77 @@ from .metrics import ErrorMetrics
 from .stage_two import stage_two_config
 
 
+def _section(cls: type, values: object, name: str):
+    """A config section as its dataclass: kept if it is one already (validated at load), else built and checked."""
+    return values if isinstance(values, cls) else build_section(cls, values or {}, name)
+
+
 class PotentialModule(L.LightningModule):
-    """Train a potential; every argument is a plain mapping (a config section), saved as hyperparameters.
+    """Train a potential; each config section is its dataclass (a mapping is accepted and checked).
+
+    The hyperparameters saved in checkpoints are the sections as plain mappings (``dataclasses.asdict``),
+    so that a checkpoint holds no pickled class and reads with ``weights_only=True``.
 
     Args:
-        model: the resolved ``model:`` section (no ``auto`` left), for :func:`equimol.models.build_model`.
+        model: the resolved model config (no ``auto`` left, :meth:`ModelConfig.resolve_auto`), or its mapping;
+            for :func:`equimol.models.build_model`.
         loss: the ``loss:`` section (:class:`~equimol.train.config.LossConfig`).
         optimizer: the ``optimizer:`` section (:class:`~equimol.train.config.OptimizerConfig`).
         scheduler: the ``scheduler:`` section (:class:`~equimol.train.config.SchedulerConfig`).
         label_references: ``{atomic number: eV}`` subtracted from the energy labels by the data module.
         max_epochs: length of the cosine schedule when ``scheduler.cosine_epochs`` is unset.
-        finetune: the ``finetune:`` section; with ``model["init_from"]`` the weights start from that model
-            file (:mod:`equimol.train.finetune`), named parts are frozen and pretrained parameters
-            get ``lr * pretrained_lr_factor``.
+        finetune: the ``finetune:`` section (:class:`~equimol.train.config.FinetuneConfig`): named parts are
+            frozen and pretrained parameters get ``lr * pretrained_lr_factor``.
         compile_step: train through one compiled energy-and-forces graph (``trainer.compile_step``,
             :mod:`equimol.train.compiled_forces`); validation and testing stay eager.
+        init_from: ``model.init_from``: the weights start from that model file (:mod:`equimol.train.finetune`);
+            a ``model`` mapping may hold it instead (as the checkpoints' hyperparameters do).
     """
 
     def __init__(
         self,
-        model: dict,
-        loss: dict | None = None,
-        optimizer: dict | None = None,
-        scheduler: dict | None = None,
+        model: ModelConfig | Mapping,
+        loss: LossConfig | Mapping | None = None,
+        optimizer: OptimizerConfig | Mapping | None = None,
+        scheduler: SchedulerConfig | Mapping | None = None,
         label_references: dict | None = None,
         max_epochs: int = 100,
-        finetune: dict | None = None,
+        finetune: FinetuneConfig | Mapping | None = None,
         compile_step: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        model = dict(model)
-        init_from = model.pop("init_from", None)
-        self.model_config = ModelConfig.from_dict(model)
+        if not isinstance(model, ModelConfig):
+            model = dict(model)
+            init_from = model.pop("init_from", None) or init_from
+            model = ModelConfig.from_dict(model)
+        self.model_config = model
+        self.finetune_config = _section(FinetuneConfig, finetune, "finetune")
+        self.loss_config = _section(LossConfig, loss, "loss")
+        self.optimizer_config = _section(OptimizerConfig, optimizer, "optimizer")
+        self.scheduler_config = _section(SchedulerConfig, scheduler, "scheduler")
+        model_values = model.to_dict() if init_from is None else {**model.to_dict(), "init_from": init_from}
+        self.save_hyperparameters(
+            {
+                "model": model_values,
+                "loss": dataclasses.asdict(self.loss_config),
+                "optimizer": dataclasses.asdict(self.optimizer_config),
+                "scheduler": dataclasses.asdict(self.scheduler_config),
+                "label_references": label_references,
+                "max_epochs": max_epochs,
+                "finetune": dataclasses.asdict(self.finetune_config),
+                "compile_step": compile_step,
+            }
+        )
         self.model = build_model(self.model_config)
-        self.finetune_config = FinetuneConfig(**(finetune or {}))
         self.pretrained_names: set[str] = set()
         if init_from is not None:
             self.pretrained_names = load_pretrained(self.model, init_from)
         freeze(self.model, self.finetune_config.freeze)
-        self.loss_config = LossConfig(**(loss or {}))
         stage_two = self.loss_config.stage_two
         self.stage_two = None if stage_two is None else stage_two_config(stage_two)
         self.stage_two_active = False
         self._lr_factors: list[float] = []  # each parameter group's lr over optimizer.lr (fine-tuning factors)
-        self.optimizer_config = OptimizerConfig(**(optimizer or {}))
-        self.scheduler_config = SchedulerConfig(**(scheduler or {}))
         self.register_buffer("reference_table", reference_table(label_references), persistent=False)
         decay = self.optimizer_config.ema_decay
         self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None

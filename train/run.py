@@ -22,6 +22,7 @@ are shared out by :mod:`equimol.train.sharding`. Checkpoints are written and exp
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.io import atomic_write
 
 from .checkpoints import AtomicCheckpointIO, export_checkpoint
-from .config import AUTO, AUTO_STAND_INS, TrainingConfig
+from .config import AUTO_STAND_INS, ModelConfig, TrainingConfig
 from .console import quiet_lightning
 from .cpu_budget import CPUTimeBudget
 from .module import PotentialModule
@@ -65,8 +66,8 @@ def is_first_process() -> bool:
     return (environment_int("NODE_RANK") or 0) == 0 and (environment_int("GROUP_RANK") or 0) == 0
 
 
-def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
-    """The ``model:`` section with its ``auto`` keys taken from the training split (see the config docstring).
+def resolve_model_config(model: ModelConfig, datamodule: AtomsDataModule) -> ModelConfig:
+    """The model config with its ``auto`` keys taken from the training split (:meth:`ModelConfig.resolve_auto`).
 
     * ``avg_num_neighbors``: edges per atom at the data's cutoff;
     * ``e0s``: the data's per-element references (none: zeros);
@@ -77,44 +78,42 @@ def resolve_model_config(model: dict, datamodule: AtomsDataModule) -> dict:
 
     from equimol.nn.embedding import parse_species
 
-    model = dict(model)
     statistics = datamodule.statistics("train")  # also without "auto" keys: the species check needs it
-    species = parse_species(model["species"])
+    species = parse_species(model.species)
     missing = sorted(set(statistics.species) - set(species))
     if missing:
         raise EquimolInputError(
             f"model.species {[chemical_symbols[z] for z in species]} lacks element(s) "
             f"{[chemical_symbols[z] for z in missing]} found in the training data; add them to model.species"
         )
-    if model.get("avg_num_neighbors") == AUTO:
-        model["avg_num_neighbors"] = float(statistics.avg_num_neighbors)
-    if model.get("e0s") == AUTO:
+    unresolved = model.unresolved()
+    values: dict[str, Any] = {}
+    if "avg_num_neighbors" in unresolved:
+        values["avg_num_neighbors"] = float(statistics.avg_num_neighbors)
+    if "e0s" in unresolved:
         references = datamodule.element_references
         if references is None:
-            model["e0s"] = None
+            values["e0s"] = None
         else:
             known = references.as_dict()
             absent = [z for z in species if z not in known]
             if absent:
                 raise EquimolInputError(f"model.e0s: auto, but the element references have no energy for {absent}")
-            model["e0s"] = {z: known[z] for z in species}
-    if model.get("energy_shift") == AUTO:
-        model["energy_shift"] = {z: float(statistics.per_species_energy_shift.get(z, 0.0)) for z in species}
-    if model.get("energy_scale") == AUTO:
+            values["e0s"] = {z: known[z] for z in species}
+    if "energy_shift" in unresolved:
+        values["energy_shift"] = {z: float(statistics.per_species_energy_shift.get(z, 0.0)) for z in species}
+    if "energy_scale" in unresolved:
         scale = statistics.force_rms
-        model["energy_scale"] = float(scale) if scale == scale and scale > 0 else 1.0
-    return model
+        values["energy_scale"] = float(scale) if scale == scale and scale > 0 else 1.0
+    return model.resolve_auto(values)
 
 
-def physical_terms(model: dict):
+def physical_terms(model: ModelConfig):
     """The model's physical terms (ZBL, D3) in float64, or None: the data statistics are taken on the labels
     minus them (:mod:`equimol.models.physical`). ``auto`` keys do not change them and get stand-ins."""
-    from equimol.models.config import ModelConfig
     from equimol.models.physical import PhysicalTerms
 
-    values = {key: AUTO_STAND_INS.get(key) if value == AUTO else value for key, value in model.items()}
-    values.pop("init_from", None)
-    config = ModelConfig.from_dict(values)
+    config = model.resolve_auto({key: AUTO_STAND_INS[key] for key in model.unresolved()})
     return PhysicalTerms(config) if PhysicalTerms.wanted(config) else None
 
 
@@ -274,23 +273,24 @@ def _fit(config: TrainingConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     references = datamodule.element_references
     module = PotentialModule(
         model=model_config,
-        loss=config.as_dict()["loss"],
-        optimizer=config.as_dict()["optimizer"],
-        scheduler=config.as_dict()["scheduler"],
+        loss=config.loss,
+        optimizer=config.optimizer,
+        scheduler=config.scheduler,
         label_references=None if references is None else references.as_dict(),
         max_epochs=trainer_config.max_epochs,
-        finetune=config.as_dict()["finetune"],
+        finetune=config.finetune,
         compile_step=trainer_config.compile_step,
+        init_from=config.init_from,
     )
     with quiet_lightning(resuming=resume):  # the Trainer's own tip
         trainer = build_trainer(config, run_dir)
-    sampled = any(value == AUTO for value in config.model.values()) or config.data.get("max_edges") is not None
+    sampled = bool(config.model.unresolved()) or config.data.get("max_edges") is not None
     report = datamodule.statistics("train").sampling_report() if sampled else None
     if trainer.is_global_zero:
         if not resume:  # an overwritten run, or what a failed start left, goes only now, before the first write
             clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {**config.as_dict(), "model": model_config}
+        resolved = dataclasses.replace(config, model=model_config).as_dict()
         with atomic_write(run_dir / "config.yaml", "w") as handle:
             handle.write((statistics_comment(report) if report else "") + yaml.safe_dump(resolved, sort_keys=False))
     if report is not None:

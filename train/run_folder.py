@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from equimol.config_schema import describe, with_current_names
-from equimol.errors import EquimolInputError
+from equimol.errors import ConfigError, EquimolInputError
+from equimol.models.config import ModelConfig
 
 # what a run writes into its folder (run.py); --overwrite and a new start remove exactly these
 RUN_PRODUCTS = (
@@ -147,11 +148,28 @@ def _same(old: Any, new: Any) -> bool:
     return old == new
 
 
+def _model_values(config: Mapping) -> dict:
+    """``config`` with its ``model`` section as :class:`ModelConfig` writes it (defaults filled in, species as
+    atomic numbers, ``sh_lmax: null`` as ``lmax``), so that two spellings of one model compare equal. A
+    section that does not validate is left as it is (it then differs key by key)."""
+    config = dict(config)
+    model = config.get("model")
+    if isinstance(model, Mapping):
+        values = {key: value for key, value in model.items() if key != "init_from"}
+        try:
+            normalised = ModelConfig.from_dict(values).to_dict()
+        except ConfigError:
+            return config
+        config["model"] = {**normalised, **({"init_from": model["init_from"]} if "init_from" in model else {})}
+    return config
+
+
 def unresumable_changes(previous: Mapping, current: Mapping) -> list[str]:
     """Dotted keys whose value differs between the run's ``config.yaml`` and the new config, and that a
     resumed run cannot change (everything but :data:`RESUMABLE`). A model key that the new config
     leaves ``auto`` matches the value it was resolved to."""
-    old, new = _flatten(with_current_names(previous)), _flatten(current)
+    old = _flatten(_model_values(with_current_names(previous)))
+    new = _flatten(_model_values(current))
     # a key that did not exist when the run was written ran with the value that is its default now
     defaults = {f"{e['section']}.{e['key']}": e["default"] for e in describe() if e["section"] != "model.tp_options"}
     changed = []

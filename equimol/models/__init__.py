@@ -23,20 +23,22 @@ from equimol.models.statistics import average_num_neighbors
 def build_model(config: dict | ModelConfig) -> Potential:
     """Build the potential from the ``model:`` section of a config.
 
-    Parameters are initialised in float64 from ``config["seed"]`` (torch's global RNG state is saved and
-    restored, so the caller's random stream is untouched), then cast to ``config["dtype"]``: the float32
+    Parameters are initialised in float64 from ``config.seed`` (torch's global RNG state is saved and
+    restored, so the caller's random stream is untouched), then cast to ``config.dtype``: the float32
     model is the float64 model rounded, and the same seed always gives the same model.
 
     Args:
-        config: the ``model:`` mapping (see :mod:`equimol.models.config`) or a :class:`ModelConfig`.
+        config: the ``model:`` mapping (see :mod:`equimol.models.config`), validated here, or a
+            :class:`ModelConfig`, validated only if it was not made by ``from_dict``/``resolve_auto``.
 
     Raises:
-        ValueError: an unknown key, a value of the wrong type or range (the message names the key),
-            an unknown tensor-product backend or a backend option it does not accept.
+        ConfigError: an unknown key, a value of the wrong type or range (the message names the key),
+            an unknown tensor-product backend or a backend option it does not accept, or a key
+            still ``"auto"`` (:meth:`ModelConfig.resolve_auto` fills those from the training data).
     """
     if not isinstance(config, ModelConfig):
         config = ModelConfig.from_dict(config)
-    else:
+    elif not config.validated:
         config.validate()
     if config.unresolved():
         keys = ", ".join(f"model.{key}" for key in config.unresolved())

@@ -25,10 +25,10 @@ key is :func:`equimol.config_schema.describe`. Keys follow MACE/NequIP usage::
       self_connection: linear      # linear | species (one self-connection map per element, MACE's skip_tp)
       readout: final               # final (MLP on the last layer) | per_layer (plus a linear head per layer)
       scalar_first_layer: true     # product_basis: the first layer is built on the C x 0e embeddings only (MACE)
-      avg_num_neighbors: 12.3      # from the training data (average_num_neighbors)
-      e0s: {H: -13.587, C: -1029.489}   # eV, every species, or omitted (zeros)
-      energy_shift: 0.0            # eV, a number or a per-species mapping
-      energy_scale: 1.0            # eV, a number or a per-species mapping
+      avg_num_neighbors: 12.3      # from the training data (average_num_neighbors), or auto
+      e0s: {H: -13.587, C: -1029.489}   # eV, every species, omitted (zeros), or auto
+      energy_shift: 0.0            # eV, a number, a per-species mapping, or auto
+      energy_scale: 1.0            # eV, a number, a per-species mapping, or auto
       spe: {enabled: true, mode: chebyshev, num_filters: 4, polynomial_degree: 8, spectral_scale: null, hidden: 16}
       pair_repulsion: none         # none | zbl (equimol.nn.zbl: screened nuclear repulsion)
       zbl_inner: null              # Å, ZBL switch start for every pair (null: zbl_inner_fraction x covalent sum)
@@ -52,16 +52,23 @@ their names so that existing configs load):
   ``cueq`` cuEquivariance's symmetric contraction, ``none`` no such block).
 
 The two are chosen independently: ``tp_backend: cg`` with ``many_body: gaunt`` is the main job's model.
+
+**"auto" keys.** ``avg_num_neighbors``, ``e0s``, ``energy_shift`` and ``energy_scale`` (:meth:`ModelConfig.auto_keys`:
+their annotation includes :data:`~equimol.config_fields.Auto`) may be the string ``"auto"``: training fills them
+from the training split's statistics in one step, :meth:`ModelConfig.resolve_auto`, which returns a new config
+and refuses to leave an ``"auto"`` behind. :func:`equimol.models.build_model` builds only a resolved config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from equimol.config_fields import AUTO, build_section, check_section, option
+from equimol.config_fields import AUTO, Auto, accepts_auto, build_section, check_section, check_value, option
 from equimol.errors import ConfigError
 from equimol.manybody import kinds as many_body_kinds
 from equimol.nn.dispersion import DispersionConfig
@@ -152,12 +159,18 @@ class ModelConfig:
         "final", "final: MLP on the last layer; per_layer: plus a linear head per layer", choices=READOUTS
     )
     scalar_first_layer: bool = option(True, "product_basis: the first layer sees the C x 0e embeddings only (MACE)")
-    avg_num_neighbors: float | None = option(
-        None, "average neighbours per atom of the training data (message normalisation)", gt=0, auto=True
+    avg_num_neighbors: float | Auto | None = option(
+        None, "average neighbours per atom, or auto: from the training data (message normalisation)", gt=0
     )
-    e0s: dict | None = option(None, "isolated-atom energies per species, eV (null: zeros)", auto=True)
-    energy_shift: float | dict = option(0.0, "energy shift, eV: a number or a per-species mapping", auto=True)
-    energy_scale: float | dict = option(1.0, "energy scale, eV: a number or a per-species mapping", auto=True)
+    e0s: dict | Auto | None = option(
+        None, "isolated-atom energies per species, eV, or auto: the data's element references (null: zeros)"
+    )
+    energy_shift: float | dict | Auto = option(
+        0.0, "energy shift, eV: a number, a per-species mapping, or auto: fitted to the training data"
+    )
+    energy_scale: float | dict | Auto = option(
+        1.0, "energy scale, eV: a number, a per-species mapping, or auto: the training data's RMS force"
+    )
     spe: SPEConfig = option(default_factory=SPEConfig, doc="stable positional encodings (equimol.nn.spe)")
     pair_repulsion: str = option(
         "none", "none, or zbl: screened nuclear repulsion (equimol.nn.zbl)", choices=PAIR_REPULSIONS
@@ -183,7 +196,15 @@ class ModelConfig:
         """Validate the ``model:`` mapping (:func:`equimol.config_fields.check_section`); errors name the key."""
         if isinstance(values, dict) and "dtype" in values:
             values = {**values, "dtype": str(values["dtype"]).removeprefix("torch.")}
-        return build_section(cls, values, "model")
+        config = build_section(cls, values, "model")
+        config._validated = True
+        return config
+
+    @classmethod
+    def auto_keys(cls) -> tuple[str, ...]:
+        """The keys that may be ``"auto"`` (their annotation includes ``Auto``), in declaration order."""
+        hints = typing.get_type_hints(cls)
+        return tuple(f.name for f in dataclasses.fields(cls) if accepts_auto(hints[f.name]))
 
     def validate(self) -> None:
         """Check every value (types, choices, bounds) and the rules that tie keys together."""
@@ -194,6 +215,40 @@ class ModelConfig:
         if not isinstance(self.spe, SPEConfig):
             self.spe = SPEConfig.from_dict(self.spe)
         self.check_relations()
+        self._validated = True
+
+    @property
+    def validated(self) -> bool:
+        """Whether this instance came from :meth:`from_dict`, :meth:`validate` or :meth:`resolve_auto`."""
+        return getattr(self, "_validated", False)
+
+    def resolve_auto(self, values: Mapping) -> ModelConfig:
+        """A new config with every ``"auto"`` key replaced by ``values[key]`` (statistics of the training data).
+
+        Only the keys still ``"auto"`` are taken from ``values``; a key given as a number keeps it. Each
+        value is checked like a YAML value of that key.
+
+        Args:
+            values: ``{key: value}`` for (at least) the keys of :meth:`unresolved`.
+
+        Raises:
+            ConfigError: a key of ``values`` that cannot be ``"auto"``, an ``"auto"`` key missing from
+                ``values`` (or given as ``"auto"``), or a value of the wrong type or range (each names the key).
+        """
+        unknown = sorted(set(values) - set(self.auto_keys()))
+        if unknown:
+            raise ConfigError(f"model keys {unknown} are not filled from the data; auto keys: {list(self.auto_keys())}")
+        hints = typing.get_type_hints(type(self))
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        resolved = {}
+        for key in self.unresolved():
+            if key not in values or values[key] == AUTO:
+                raise ConfigError(f"model.{key} is 'auto' but the training data gave no value for it")
+            check_value("model", fields[key], hints[key], values[key])
+            resolved[key] = values[key]
+        config = dataclasses.replace(self, **resolved)
+        config._validated = self.validated
+        return config
 
     def check_relations(self) -> None:
         """The rules that tie keys together, the species list, the backend and its options, the dispersion."""
@@ -246,7 +301,7 @@ class ModelConfig:
 
     def unresolved(self) -> list[str]:
         """The keys still ``"auto"`` (filled from the training data by ``equimol.train``'s statistics)."""
-        return [f.name for f in dataclasses.fields(self) if f.metadata.get("auto") and getattr(self, f.name) == AUTO]
+        return [key for key in self.auto_keys() if getattr(self, key) == AUTO]
 
     def _check_dispersion(self) -> None:
         """``dispersion``: null or ``{kind: d3, xc, damping, ...}`` (:func:`equimol.nn.dispersion.check_options`)."""
