@@ -39,7 +39,7 @@ import inspect
 from typing import ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from equimol.errors import EquimolInputError
 from equimol.tp.checks import check_message_inputs, check_product_inputs
@@ -292,8 +292,34 @@ class TensorProductBackend(nn.Module):
         return self._product(x1, x2, weight)
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``."""
+        """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``.
+
+        By default :meth:`_product_in_layout` between the two permutations of :meth:`product_layout`.
+        """
+        into, back = self.product_layout()
+        return self._product_in_layout(x1.index_select(1, into), x2, weight).index_select(1, back)
+
+    def product_layout(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(into, back)`` when the backend computes on features in a layout of its own, else None (the default).
+
+        ``x1[:, into]`` is ``x1`` in that layout and ``z[:, back]`` an output ``z`` of
+        :meth:`_product_in_layout` in e3nn's ``mul_ir`` layout (int64 ``[irreps_in1.dim]`` and
+        ``[irreps_out.dim]``). Message passing then permutes per node, before the gather and after the
+        sum, instead of per edge.
+        """
+        return None
+
+    def _product_in_layout(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """:meth:`_product` with ``x1`` and the result in the layout of :meth:`product_layout`."""
         raise NotImplementedError
+
+    def _sum_in_layout(
+        self, nodes: Tensor, attrs: Tensor, weight: Tensor, src: Tensor, dst: Tensor, count: int
+    ) -> Tensor:
+        """``[count, irreps_out.dim]`` sums over ``dst`` of :meth:`_product_in_layout` of ``nodes[src]``, in
+        the layout of :meth:`product_layout` (a backend may fuse the gather and the sum)."""
+        messages = self._product_in_layout(nodes[src], attrs, weight)
+        return messages.new_zeros(count, messages.shape[1]).index_add(0, dst, messages)
 
     def factored_form(self) -> FactoredProduct | None:
         """The product as factors, weight split and rank map (:mod:`equimol.tp.factored`), or None.
@@ -355,12 +381,18 @@ class TensorProductBackend(nn.Module):
         edge_dst: torch.Tensor,
         num_nodes: int,
     ) -> torch.Tensor:
-        """The plain torch path of :meth:`message_passing` (gather, :meth:`forward`, ``index_add``).
+        """The path of :meth:`message_passing` without a fused kernel (gather, product, ``index_add``).
 
-        Fused kernels call it for what they do not fuse (double backward). Same arguments and shapes.
+        Fused kernels call it for what they do not fuse (double backward). Same arguments and shapes. A
+        backend with a :meth:`product_layout` converts the layout per node, not per edge.
         """
-        messages = self(node_features[edge_src], edge_attrs, edge_weight)
-        return messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
+        layout = self.product_layout()
+        if layout is None:
+            messages = self(node_features[edge_src], edge_attrs, edge_weight)
+            return messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
+        into, back = layout
+        nodes = node_features.index_select(1, into)
+        return self._sum_in_layout(nodes, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes).index_select(1, back)
 
     def extra_repr(self) -> str:
         return (
