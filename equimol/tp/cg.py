@@ -95,9 +95,7 @@ class CGTensorProduct(TensorProductBackend):
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy!r} is not one of {STRATEGIES} for backend 'cg'")
-        self.strategy = self.choose() if strategy == "auto" else strategy
+        self.strategy = self._resolve_choice("strategy", strategy, STRATEGIES, self.choose)
         instructions = [(p.i1, p.i2, p.i_out, "uvu", True) for p in self.paths]
         # e3nn computes its Wigner 3j constants in the default dtype: build them in float64.
         with float64_construction():

@@ -139,9 +139,7 @@ class CueqTensorProduct(TensorProductBackend):
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not a cuEquivariance method; expected one of {list(METHODS)}")
-        self.method = _auto_method() if method == "auto" else method
+        self.method = self._resolve_choice("method", method, METHODS, _auto_method)
         descriptor = channelwise_descriptor(self.irreps_in1, self.irreps_in2, self.irreps_out, self.paths)
         self.descriptor = descriptor
         self.polynomial = cuet.SegmentedPolynomial(

@@ -36,6 +36,7 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -227,6 +228,16 @@ class TensorProductBackend(nn.Module):
             f"backend {self.name!r} cannot serve {self.irreps_in1} x {self.irreps_in2} -> "
             f"{self.irreps_out}: {reason}; use backend={alternative!r} instead"
         )
+
+    def _resolve_choice(self, option: str, value: str, choices: tuple[str, ...], auto: Callable[[], str]) -> str:
+        """``value`` of the constructor option ``option``, checked against ``choices``; ``"auto"`` becomes ``auto()``.
+
+        Raises:
+            ValueError: ``value`` is not in ``choices`` (the message names the option, the choices and the backend).
+        """
+        if value not in choices:
+            raise ValueError(f"{option}={value!r} is not one of {choices} for backend {self.name!r}")
+        return auto() if value == "auto" else value
 
     def _finish_construction(self) -> None:
         """Create the internal weights, remember float64 constants, move to dtype and device."""
