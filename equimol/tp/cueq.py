@@ -31,8 +31,9 @@ layer's per-path blocks over each output irrep and dividing by ``sqrt(F_l3)`` re
 package is absent never fires. cuEquivariance's internal constants are kept out of the state dict,
 so a checkpoint does not depend on the method (train on a CPU, run on a GPU).
 
-:meth:`message_passing` hands the gather (``x1[edge_src]``) and the scatter-sum (into
-``edge_dst``) to cuEquivariance as input and output indices, which its CUDA kernel fuses.
+In :meth:`~equimol.tp.interface.TensorProductBackend.message_passing` the gather (``x1[edge_src]``)
+and the scatter-sum (into ``edge_dst``) go to cuEquivariance as input and output indices
+(:meth:`CueqTensorProduct._sum_in_layout`), which its CUDA kernel fuses.
 """
 
 from __future__ import annotations
