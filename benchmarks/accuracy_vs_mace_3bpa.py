@@ -296,13 +296,6 @@ def markdown(record: dict, png: str) -> str:
         f"Validation force RMSE against CPU and wall time: `{png}`.",
     ]
     if record.get("timing"):
-        lines += [
-            "",
-            "Energy+forces through the ASE calculator (median per call; atoms moved slightly before each call, as",
-            "in MD; workers asked in turn, the order swapped each round). Box: 36 randomly oriented 3BPA molecules,",
-            "0.6 g/cm³.",
-            "",
-        ]
         header = ["atoms", "threads", "calls each", "load", "equimol (ms)", "MACE small (ms)", "equimol / MACE"]
         rows = [
             [row["atoms"], row["threads"], row["calls"], f"{row['load_1min']:.1f}"]
@@ -310,7 +303,14 @@ def markdown(record: dict, png: str) -> str:
             + [f"{row['ratio_equimol_over_mace']:.2f}"]
             for row in record["timing"]
         ]
-        lines += markdown_table(header, rows)
+        lines += [
+            "",
+            "Energy+forces through the ASE calculator (median per call; atoms moved slightly before each call, as",
+            "in MD; workers asked in turn, the order swapped each round). Box: 36 randomly oriented 3BPA molecules,",
+            "0.6 g/cm³.",
+            "",
+            *markdown_table(header, rows),
+        ]
     return "\n".join([*lines, "", f"Command: `{record['command']}`", ""])
 
 

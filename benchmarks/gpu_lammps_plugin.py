@@ -130,8 +130,8 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
 def main() -> None:
     from equimol.lammps_plugin import build_plugin
 
-    from equimol.compiled import compile_model
     from equimol.models import build_model
+    from equimol.pt2_model import compile_model
     from equimol.utils.machine import describe_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -69,9 +69,9 @@ def write_models(folder: Path, which: str) -> dict[str, Path]:
     Files already in ``folder`` (``--models``, from an earlier run with the same ``--model``) are kept:
     the packages can be compiled while the cores are busy and timed later.
     """
-    from equimol.compiled import compile_model
     from equimol.export import export_model
     from equimol.models import build_model
+    from equimol.pt2_model import compile_model
 
     config = {**(MAIN if which == "main" else TINY), "species": ELEMENTS, "seed": 0, "dtype": "float32"}
     model = build_model(config).eval()

@@ -151,7 +151,7 @@ def load_model(
     """Rebuild the potential stored in ``path`` (eval mode) on ``device``, cast to ``dtype`` if given.
 
     A compiled model file (``.pt2``, ``equimol export --format aotinductor``) loads as a
-    :class:`~equimol.compiled.CompiledPotential` with the same call interface.
+    :class:`~equimol.pt2_model.CompiledPotential` with the same call interface.
 
     Raises:
         FileNotFoundError, ModelFileError: see :func:`read_model_file`.
@@ -159,7 +159,7 @@ def load_model(
     from equimol.utils.dtype import resolve_dtype
 
     if Path(path).suffix == ".pt2":
-        from equimol.compiled import load_compiled
+        from equimol.pt2_model import load_compiled
 
         return load_compiled(path, device=device, dtype=dtype)
     payload = read_model_file(path)

@@ -13,13 +13,15 @@ forces and **global virial**, so pressure, ``fix npt`` and ``thermo press`` work
 >>> coupling = EquimolFix(lmp, "model.pt", elements=["Cu"])
 >>> lmp.command("run 1000")
 
-or ``equimol lammps MODEL INPUT --elements Cu`` (:func:`run_input`), see ``examples/lammps/``.
+or ``equimol lammps MODEL INPUT --elements Cu`` (:func:`equimol.lammps_input.run_input`), see
+``examples/lammps/``.
 
 **Every step.** ``pf/callback N M`` calls back every ``N`` steps, and LAMMPS integrates the steps
-in between with the forces of the last callback: equimol needs ``N = 1``. :func:`run_input` refuses
-another ``N`` in the script before anything runs; :class:`EquimolFix` (whose arguments LAMMPS does not
-expose) stops the run at the first callback that follows a skipped step (a jump of ``g > 1`` steps to
-a step that ``g`` divides, the pattern of ``N = g``), through ``fix halt`` as for a failed evaluation.
+in between with the forces of the last callback: equimol needs ``N = 1``.
+:func:`~equimol.lammps_input.run_input` refuses another ``N`` in the script before anything runs;
+:class:`EquimolFix` (whose arguments LAMMPS does not expose) stops the run at the first callback that
+follows a skipped step (a jump of ``g > 1`` steps to a step that ``g`` divides, the pattern of
+``N = g``), through ``fix halt`` as for a failed evaluation.
 
 **Types to elements.** ``elements[i]`` is the element of LAMMPS type ``i + 1``. The map must
 cover every type, name only the model's species, and (unless ``check_masses=False``, e.g. for
@@ -41,7 +43,6 @@ its own atoms plus ghosts with a compiled model (``equimol export --format aotin
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -328,56 +329,6 @@ def create_box_from_atoms(lmp, atoms: Atoms, elements: Sequence[str | int]) -> N
     lmp.create_atoms(
         count, list(range(1, count + 1)), types, atoms.positions.ravel().tolist(), velocities.ravel().tolist()
     )
-
-
-def run_input(
-    lmp,
-    input_path: str | Path,
-    model: str | Path | nn.Module,
-    elements: Sequence[str | int],
-    fix_id: str = "equimol",
-    comm=None,
-    **options,
-) -> EquimolFix:
-    """Run a LAMMPS input script whose ``fix <fix_id> ... external pf/callback`` is served by equimol.
-
-    The script runs up to and including the line defining the fix, the coupling is attached, then
-    the rest runs. Commands that re-read the file (``jump SELF``, loops) are not supported.
-    """
-    path = Path(input_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LAMMPS input {str(path)!r} does not exist")
-    lines = path.read_text().splitlines()
-    split = None
-    for index, line in enumerate(lines):
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 5 and words[0] == "fix" and words[1] == fix_id and words[3] == "external":
-            split = index + 1
-            break
-    if split is None:
-        raise LammpsCouplingError(f"{path}: no 'fix {fix_id} all external pf/callback 1 1' line")
-    words = lines[split - 1].split("#", 1)[0].split()
-    if words[4:6] != ["pf/callback", "1"]:
-        raise LammpsCouplingError(
-            f"{path}, line {split}: '{' '.join(words)}': equimol needs 'external pf/callback 1 1', a callback at "
-            "every step (with pf/callback N, LAMMPS integrates N - 1 of every N steps with stale forces)"
-        )
-    if isinstance(model, (str, Path)):
-        model = Path(model).resolve()  # before the working folder changes
-    cwd = os.getcwd()
-    os.chdir(path.parent)  # relative read_data/include paths resolve beside the script, as with lmp -in
-    try:
-        lmp.commands_string("\n".join(lines[:split]))
-        coupling = EquimolFix(lmp, model, elements, fix_id=fix_id, comm=comm, **options)
-        try:
-            lmp.commands_string("\n".join(lines[split:]))
-        except Exception:
-            coupling.raise_if_failed()  # the model's error, not "fix halt condition met"
-            raise
-        coupling.raise_if_failed()
-    finally:
-        os.chdir(cwd)
-    return coupling
 
 
 def plugin_commands(

@@ -13,7 +13,7 @@ torch's readers trust a ``.pt2`` file as a program. Opening an exported program
 
 :func:`check_compiled_archive` reads the archive with :mod:`zipfile` and :mod:`json` only and
 refuses, with :class:`UnsafeArchiveError` naming the entry, anything outside what
-:func:`equimol.compiled.compile_model` writes:
+:func:`equimol.pt2_model.compile_model` writes:
 
 * an entry outside the expected names (:data:`EXPORT_ENTRIES`, :data:`AOTI_ENTRIES`), a path that
   leaves the archive's root folder (``..``, ``/``), an entry whose CRC does not match (a damaged file);

@@ -35,7 +35,14 @@ from pathlib import Path
 from equimol.errors import EquimolInputError
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("CMakeLists.txt", "equimol_plugin.cpp", "pair_equimol.cpp", "pair_equimol.h")
+SOURCES = (
+    "CMakeLists.txt",
+    "equimol_plugin.cpp",
+    "pair_equimol.cpp",
+    "pair_equimol.h",
+    "rank_graph.cpp",
+    "rank_graph.h",
+)
 LIBRARY = "equimol_plugin.so"  # LAMMPS_PLUGIN_PATH loads files whose names end in "plugin.so"
 
 

@@ -1,16 +1,7 @@
 /* pair_style equimol: see pair_equimol.h and equimol/compiled_lammps.py.
 
-   Graph of one rank (build_graph):
-   - nodes: the owned atoms (node i = atom i), then one node per other atom ID among the ghosts; the
-     periodic images of an atom share its node, since they carry the same features;
-   - each node's incoming edges are the neighbours within the cutoff of one representative atom: the
-     owned atom, or the ghost image nearest the sub-domain (its neighbour list is the most complete);
-   - only nodes fewer than receptive_hops edges from an owned atom receive edges: the others cannot
-     change an owned atom's energy. The ghost cutoff (receptive_hops x cutoff + skin, init_style)
-     makes the lists of all those representatives complete;
-   - edges come sorted by their receiver's hop, and layer t + 1 takes only the edges into nodes fewer
-     than receptive_hops - t hops away (a prefix): the last layer computes messages for owned atoms only.
-   The model returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
+   Each evaluation builds the rank's graph (RankGraph, rank_graph.cpp) and runs the model on it. The model
+   returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
    x_sender in LAMMPS coordinates); forces, the virial and per-atom virials follow from those. */
 
 #include "pair_equimol.h"
@@ -31,7 +22,6 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 
-#include <climits>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -291,148 +281,16 @@ double PairEquimol::init_one(int i, int j)
   return cutoff;
 }
 
-/* Distance (Å) of x outside this rank's sub-domain along the worst direction, in the metric of
-   LAMMPS's ghost region (its lamda extent per unit length for a triclinic box); <= 0 inside. */
-
-double PairEquimol::outside_distance(const double *x) const
-{
-  double worst = -std::numeric_limits<double>::infinity();
-  if (!domain->triclinic) {
-    for (int k = 0; k < 3; k++)
-      worst = std::max(worst, std::max(domain->sublo[k] - x[k], x[k] - domain->subhi[k]));
-    return worst;
-  }
-  const double *h_inv = domain->h_inv;
-  const double length[3] = {std::sqrt(h_inv[0] * h_inv[0] + h_inv[5] * h_inv[5] + h_inv[4] * h_inv[4]),
-                            std::sqrt(h_inv[1] * h_inv[1] + h_inv[3] * h_inv[3]), h_inv[2]};
-  double lamda[3];
-  domain->x2lamda(const_cast<double *>(x), lamda);
-  for (int k = 0; k < 3; k++)
-    worst = std::max(worst, std::max(domain->sublo_lamda[k] - lamda[k], lamda[k] - domain->subhi_lamda[k]) /
-                                length[k]);
-  return worst;
-}
-
-/* Fill edge_atoms, edge_nodes and vectors; return the number of graph nodes (owned atoms first). */
-
-int PairEquimol::build_graph()
-{
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  const tagint *tag = atom->tag;
-  double **x = atom->x;
-  const int *numneigh = list->numneigh;
-  int **firstneigh = list->firstneigh;
-  const double cutoff_squared = cutoff * cutoff;
-  // visit(j, r) for each neighbour j of atom i within the cutoff, r = x_i - x_j
-  auto for_neighbours = [&](int i, auto &&visit) {
-    for (int jj = 0; jj < numneigh[i]; jj++) {
-      const int j = firstneigh[i][jj] & NEIGHMASK;
-      const double r[3] = {x[i][0] - x[j][0], x[i][1] - x[j][1], x[i][2] - x[j][2]};
-      if (r[0] * r[0] + r[1] * r[1] + r[2] * r[2] < cutoff_squared) visit(j, r);
-    }
-  };
-
-  node_of_atom.assign(nall, -1);
-  representative.clear();
-  distance.clear();
-  std::unordered_map<tagint, int> node_of_tag;
-  node_of_tag.reserve(nall);
-  for (int i = 0; i < nlocal; i++) {
-    node_of_atom[i] = i;
-    node_of_tag[tag[i]] = i;
-    representative.push_back(i);
-    distance.push_back(-std::numeric_limits<double>::infinity());
-  }
-  for (int j = nlocal; j < nall; j++) {
-    const double d = outside_distance(x[j]);
-    auto found = node_of_tag.find(tag[j]);
-    if (found == node_of_tag.end()) {
-      const int node = static_cast<int>(representative.size());
-      node_of_tag.emplace(tag[j], node);
-      representative.push_back(j);
-      distance.push_back(d);
-      node_of_atom[j] = node;
-    } else {
-      const int node = found->second;
-      node_of_atom[j] = node;
-      if (d < distance[node]) {
-        distance[node] = d;
-        representative[node] = j;
-      }
-    }
-  }
-
-  // hops from the owned atoms, breadth first, up to receptive_hops - 1
-  const int nnodes = static_cast<int>(representative.size());
-  hop.assign(nnodes, INT_MAX);
-  std::vector<int> frontier, next;
-  for (int i = 0; i < nlocal; i++) {
-    hop[i] = 0;
-    frontier.push_back(i);
-  }
-  for (int h = 0; h + 1 < receptive_hops; h++) {
-    next.clear();
-    for (const int node : frontier)
-      for_neighbours(representative[node], [&](int j, const double *) {
-        const int m = node_of_atom[j];
-        if (hop[m] > h + 1) {
-          hop[m] = h + 1;
-          next.push_back(m);
-        }
-      });
-    frontier.swap(next);
-  }
-
-  // edges into every node within receptive_hops - 1 hops, sorted by the receiver's hop (the layers after
-  // the first take a prefix); graph nodes numbered as first met
-  std::vector<std::vector<int>> by_hop(receptive_hops);
-  for (int node = 0; node < nnodes; node++)
-    if (hop[node] < receptive_hops) by_hop[hop[node]].push_back(node);
-  std::vector<int> graph_index(nnodes, -1);
-  for (int i = 0; i < nlocal; i++) graph_index[i] = i;
-  int count = nlocal;
-  std::vector<int64_t> senders, receivers;
-  edge_atoms.clear();
-  vectors.clear();
-  edges_within.clear();
-  graph_atom.assign(representative.begin(), representative.begin() + nlocal);
-  auto number = [&](int node) {
-    if (graph_index[node] < 0) {
-      graph_index[node] = count++;
-      graph_atom.push_back(representative[node]);
-    }
-    return graph_index[node];
-  };
-  for (int h = 0; h < receptive_hops; h++) {
-    for (const int node : by_hop[h]) {
-      const int i = representative[node];
-      const int receiver = number(node);
-      for_neighbours(i, [&](int j, const double *r) {
-        senders.push_back(number(node_of_atom[j]));
-        receivers.push_back(receiver);
-        edge_atoms.push_back(j);
-        edge_atoms.push_back(i);
-        vectors.insert(vectors.end(), r, r + 3);
-      });
-    }
-    edges_within.push_back(static_cast<int64_t>(senders.size()));
-  }
-  edge_nodes.assign(senders.begin(), senders.end());
-  edge_nodes.insert(edge_nodes.end(), receivers.begin(), receivers.end());
-  return count;
-}
-
 void PairEquimol::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   const int nlocal = atom->nlocal;
   if (nlocal == 0) return;    // no owned atom, no energy of this rank
-  const int nnodes = build_graph();
-  const int64_t nedges = static_cast<int64_t>(edge_atoms.size() / 2);
+  const int nnodes = graph.build(atom, domain, list, cutoff, receptive_hops);
+  const int64_t nedges = static_cast<int64_t>(graph.edge_atoms.size() / 2);
   std::vector<int64_t> numbers(nnodes);
   const int *type = atom->type;
-  for (int node = 0; node < nnodes; node++) numbers[node] = species[type_number[type[graph_atom[node]]]];
+  for (int node = 0; node < nnodes; node++) numbers[node] = species[type_number[type[graph.graph_atom[node]]]];
 
   at::Tensor node_energy, gradient;
   std::string failure;
@@ -442,9 +300,9 @@ void PairEquimol::compute(int eflag, int vflag)
     const auto real = at::TensorOptions().dtype(double_precision ? at::kDouble : at::kFloat).device(device);
     const auto integer = at::TensorOptions().dtype(at::kLong).device(device);
     // from_blob views the buffers without copying; .to() copies only to another dtype or device
-    at::Tensor edge_vectors = nedges ? at::from_blob(vectors.data(), {nedges, 3}, at::kDouble).to(real)
+    at::Tensor edge_vectors = nedges ? at::from_blob(graph.vectors.data(), {nedges, 3}, at::kDouble).to(real)
                                      : at::zeros({0, 3}, real);
-    at::Tensor edge_index = nedges ? at::from_blob(edge_nodes.data(), {2, nedges}, at::kLong).to(integer)
+    at::Tensor edge_index = nedges ? at::from_blob(graph.edge_nodes.data(), {2, nedges}, at::kLong).to(integer)
                                    : at::zeros({2, 0}, integer);
     at::Tensor atomic_numbers = at::from_blob(numbers.data(), {nnodes}, at::kLong).to(integer);
     at::Tensor local_mask = at::zeros({nnodes}, real);
@@ -452,7 +310,7 @@ void PairEquimol::compute(int eflag, int vflag)
     std::vector<at::Tensor> inputs = {edge_vectors, atomic_numbers, edge_index, local_mask};
     // layer t + 1 takes the edges into nodes fewer than receptive_hops - t hops away: only their lengths count
     for (int t = 1; t < receptive_hops; t++)
-      inputs.push_back(at::empty({edges_within[receptive_hops - 1 - t]}, integer.dtype(at::kChar)));
+      inputs.push_back(at::empty({graph.edges_within[receptive_hops - 1 - t]}, integer.dtype(at::kChar)));
     std::vector<at::Tensor> outputs = model->run(inputs);
     node_energy = outputs.at(0).to(at::kCPU, at::kDouble).contiguous();
     gradient = outputs.at(1).to(at::kCPU, at::kDouble).contiguous();
@@ -469,7 +327,7 @@ void PairEquimol::compute(int eflag, int vflag)
   double **f = atom->f;
   const double *g = gradient.data_ptr<double>();
   for (int64_t e = 0; e < nedges; e++) {
-    const int sender = edge_atoms[2 * e], receiver = edge_atoms[2 * e + 1];
+    const int sender = graph.edge_atoms[2 * e], receiver = graph.edge_atoms[2 * e + 1];
     const double *ge = g + 3 * e;
     for (int k = 0; k < 3; k++) {
       f[receiver][k] -= ge[k];
@@ -477,7 +335,7 @@ void PairEquimol::compute(int eflag, int vflag)
     }
     if (!vflag_either) continue;
     // -r_e (x) g_e, symmetrised, in LAMMPS order xx yy zz xy xz yz
-    const double *r = vectors.data() + 3 * e;
+    const double *r = graph.vectors.data() + 3 * e;
     const double v[6] = {-r[0] * ge[0],
                          -r[1] * ge[1],
                          -r[2] * ge[2],

@@ -16,10 +16,10 @@ PairStyle(equimol,PairEquimol);
 #define LMP_PAIR_EQUIMOL_H
 
 #include "pair.h"
+#include "rank_graph.h"
 
 #include <ATen/Tensor.h>
 
-#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,21 +56,10 @@ class PairEquimol : public Pair {
 
   std::vector<int> type_number;            // atomic number of each LAMMPS type (index = type)
 
-  // the graph of one evaluation (reused buffers)
-  std::vector<int> node_of_atom;           // graph node of each owned/ghost atom
-  std::vector<int> representative;         // the atom whose neighbours are a node's incoming edges
-  std::vector<double> distance;            // how far each node's representative is from the sub-domain
-  std::vector<int> hop;                    // edges from the nearest owned atom
-  std::vector<int> graph_atom;             // the representative atom of each graph node
-  std::vector<int> edge_atoms;             // [E, 2]: (sender atom, receiver atom), LAMMPS indices
-  std::vector<int64_t> edge_nodes;         // [2, E]: senders then receivers, graph node indices
-  std::vector<double> vectors;             // [E, 3]: x_receiver - x_sender (Å)
-  std::vector<int64_t> edges_within;       // [receptive_hops]: edges into nodes at most h hops away
+  RankGraph graph;                         // the graph of one evaluation (reused buffers)
 
   void read_metadata();
   void allocate();
-  int build_graph();
-  double outside_distance(const double *x) const;
 };
 
 }    // namespace LAMMPS_NS

@@ -1,7 +1,8 @@
-"""Shared pytest fixtures: where the read-only shared datasets live, and an isolated cache."""
+"""Shared pytest fixtures: where the read-only shared datasets live, an isolated cache, ``equimol bench`` runs."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,6 +37,19 @@ def isolated_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("EQUIMOL_CACHE_DIR", None)
     else:
         os.environ["EQUIMOL_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def bench_record(tmp_path: Path):
+    """``bench_record(*args)`` runs ``equimol bench *args --json FILE``, asserts exit code 0 and returns the record."""
+    from equimol.cli import main
+
+    def run(*args: str) -> dict:
+        path = tmp_path / "bench.json"
+        assert main(["bench", *args, "--json", str(path)]) == 0
+        return json.loads(path.read_text())
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from test_calculator import one_thread, periodic_structure, small_model  # noqa: F401 (one_thread: autouse)
 
 from equimol.calculator import EquimolCalculator
-from equimol.compiled import compile_model, load_compiled
 from equimol.graph import atoms_to_graph
+from equimol.pt2_model import compile_model, load_compiled
 from equimol.torchsim import EquimolModel
 
 VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # ASE order xx yy zz yz xz xy

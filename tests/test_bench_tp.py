@@ -1,21 +1,17 @@
 """``equimol bench tp``: it runs end to end, writes its files, and rejects bad arguments clearly."""
 
-import json
-
 import pytest
 
 from equimol.cli import main
 from equimol.microbench.tp import best_per_backend, parse_series, scaling_exponents
 
 
-def test_bench_tp_writes_json_and_plot(tmp_path, capsys):
-    json_path, plot_path = tmp_path / "out.json", tmp_path / "out.png"
-    code = main(
-        ["bench", "tp", "--backends", "cg", "--lmax", "1,2", "--channels", "4", "--edges", "20", "--warmup", "1",
-         "--repeats", "2", "--json", str(json_path), "--plot", str(plot_path)]
+def test_bench_tp_writes_json_and_plot(bench_record, tmp_path, capsys):
+    plot_path = tmp_path / "out.png"
+    record = bench_record(
+        "tp", "--backends", "cg", "--lmax", "1,2", "--channels", "4", "--edges", "20", "--warmup", "1",
+        "--repeats", "2", "--plot", str(plot_path)
     )  # fmt: skip
-    assert code == 0
-    record = json.loads(json_path.read_text())
     assert [m["lmax"] for m in record["measurements"]] == [1, 2]
     assert all(m["forward_s"] > 0 and m["forward_backward_s"] > 0 for m in record["measurements"])
     assert record["machine"]["torch"] and record["machine"]["cpu"]
@@ -61,14 +57,11 @@ def test_scaling_exponent_of_a_power_law():
     assert fit["forward_backward_exponent"] == pytest.approx(4.0, abs=1e-12)
 
 
-def test_json_names_threads_and_load_and_best_variant(tmp_path):
-    json_path = tmp_path / "out.json"
-    code = main(
-        ["bench", "tp", "--backends", "cg,gaunt/grid,gaunt/edge", "--lmax", "1", "--channels", "2", "--edges", "8",
-         "--warmup", "0", "--repeats", "1", "--threads", "1", "--json", str(json_path)]
+def test_json_names_threads_and_load_and_best_variant(bench_record):
+    record = bench_record(
+        "tp", "--backends", "cg,gaunt/grid,gaunt/edge", "--lmax", "1", "--channels", "2", "--edges", "8",
+        "--warmup", "0", "--repeats", "1", "--threads", "1"
     )  # fmt: skip
-    assert code == 0
-    record = json.loads(json_path.read_text())
     assert record["settings"]["threads"] == record["machine"]["torch_threads"] == 1
     assert set(record["load_average_1min"]) == {"before", "after"}
     (gaunt,) = [b for b in record["best"] if b["backend"] == "gaunt"]
@@ -93,15 +86,12 @@ def test_best_per_backend_picks_the_fastest_variant_at_each_point():
     assert best[("cg", 2)]["forward_backward_ratio"] == 1.0
 
 
-def test_variant_beyond_its_limit_is_skipped_with_the_reason(tmp_path, capsys):
+def test_variant_beyond_its_limit_is_skipped_with_the_reason(bench_record, capsys):
     """gaunt/compiled cannot serve L = 4 (its entry limit): that point lists it as skipped, the rest runs."""
-    json_path = tmp_path / "out.json"
-    code = main(
-        ["bench", "tp", "--backends", "gaunt/edge,gaunt/compiled", "--lmax", "4", "--channels", "2", "--edges", "8",
-         "--warmup", "0", "--repeats", "1", "--json", str(json_path)]
+    record = bench_record(
+        "tp", "--backends", "gaunt/edge,gaunt/compiled", "--lmax", "4", "--channels", "2", "--edges", "8",
+        "--warmup", "0", "--repeats", "1"
     )  # fmt: skip
-    assert code == 0
-    record = json.loads(json_path.read_text())
     assert [m["label"] for m in record["measurements"]] == ["gaunt/edge"]
     assert record["measurements"][0]["first_call_s"] > 0
     (skip,) = record["skipped"]

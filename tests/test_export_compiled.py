@@ -1,7 +1,7 @@
-"""Compiled model files (``equimol export --format aotinductor``, :mod:`equimol.compiled`) against the eager model.
+"""Compiled model files (``equimol export --format aotinductor``, :mod:`equimol.pt2_model`) against the eager model.
 
 Default suite: ``torch.export`` programs of a random 1-layer Cu/Au model (8 channels, L = 1; tracing
-one costs 5-6 CPU-s here, see :mod:`equimol.compiled`), one in float64 written through the command
+one costs 5-6 CPU-s here, see :mod:`equimol.pt2_model`), one in float64 written through the command
 line and one in float32, checked on periodic boxes of 4, 12 and 32 atoms (one sheared) and on
 clusters of 2 and 9 atoms, one by one and batched (one call per batch), then through TorchSim,
 LAMMPS and ``equimol predict``; and the AOTInductor packages in both dtypes (C++ compilation, about
@@ -26,10 +26,10 @@ from test_calculator import small_model
 
 from equimol.calculator import EquimolCalculator
 from equimol.cli import main
-from equimol.compiled import CompiledModelError, compile_model, load_compiled
 from equimol.export import export_model, load_model
 from equimol.graph import atoms_to_graph
 from equimol.lammps import EquimolFix
+from equimol.pt2_model import CompiledModelError, compile_model, load_compiled
 from equimol.safe_archive import UnsafeArchiveError
 from equimol.torchsim import EquimolModel
 

@@ -25,9 +25,9 @@ PACKAGES = {
 }
 
 
-# equimol.compiled_lammps imports the tracing helpers of equimol.compiled, which hands the ``lammps`` target
+# equimol.compiled_lammps imports the tracing helpers of equimol.pt2_model, which hands the ``lammps`` target
 # back to it; the tracing helper's own module (issue 35, item 3) ends this circle, and this entry with it.
-KNOWN_CIRCLES = [("equimol.compiled", "equimol.compiled_lammps")]
+KNOWN_CIRCLES = [("equimol.pt2_model", "equimol.compiled_lammps")]
 
 
 def package_modules() -> dict[str, Path]:

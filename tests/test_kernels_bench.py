@@ -15,14 +15,11 @@ from equimol.cli import main  # noqa: E402
 from equimol.microbench.model import copper_box, structures, water_box  # noqa: E402
 
 
-def test_bench_tp_times_each_kernel_on_the_convolution(tmp_path):
-    json_path = tmp_path / "tp.json"
-    code = main(
-        ["bench", "tp", "--backends", "gaunt/grid", "--lmax", "1", "--channels", "4", "--edges", "32",
-         "--warmup", "0", "--repeats", "1", "--kernel", "torch,triton", "--json", str(json_path)]
+def test_bench_tp_times_each_kernel_on_the_convolution(bench_record):
+    record = bench_record(
+        "tp", "--backends", "gaunt/grid", "--lmax", "1", "--channels", "4", "--edges", "32",
+        "--warmup", "0", "--repeats", "1", "--kernel", "torch,triton"
     )  # fmt: skip
-    assert code == 0
-    record = json.loads(json_path.read_text())
     assert [m["label"] for m in record["measurements"]] == ["gaunt/grid[torch]", "gaunt/grid[triton]"]
     assert record["settings"]["operation"].startswith("message_passing")
     assert all(m["forward_backward_s"] > 0 for m in record["measurements"])
@@ -34,16 +31,14 @@ def test_bench_tp_rejects_an_unknown_kernel(capsys):
     assert "expected kernels from 'torch,triton'" in capsys.readouterr().err
 
 
-def test_bench_model_writes_json_and_plot(tmp_path, shared_data):
-    json_path, plot_path = tmp_path / "model.json", tmp_path / "model.png"
-    code = main(
-        ["bench", "model", "--backends", "gaunt/grid", "--kernel", "torch,triton", "--systems", "3bpa,cu",
-         "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
-         "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1",
-         "--json", str(json_path), "--plot", str(plot_path)]
+def test_bench_model_writes_json_and_plot(bench_record, tmp_path, shared_data):
+    plot_path = tmp_path / "out.png"
+    record = bench_record(
+        "model", "--backends", "gaunt/grid", "--kernel", "torch,triton", "--systems", "3bpa,cu",
+        "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
+        "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1",
+        "--plot", str(plot_path)
     )  # fmt: skip
-    assert code == 0
-    record = json.loads(json_path.read_text())
     rows = [(m["label"], m["system"], m["atoms"]) for m in record["measurements"]]
     assert rows == [
         ("gaunt/grid[torch]", "3bpa", 27),
@@ -104,35 +99,31 @@ def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
         assert row["series"]["cg[torch]"]["max_relative_difference_vs_e3nn"] < 1e-5
 
 
-def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(tmp_path):
+def test_bench_tp_kernel_triton_defaults_to_the_fused_backends(bench_record):
     from equimol.tp import factored_backends
 
     assert factored_backends() == ["cp", "gaunt"]
-    json_path = tmp_path / "tp.json"
-    code = main(
-        ["bench", "tp", "--lmax", "1", "--channels", "2", "--edges", "16", "--warmup", "0", "--repeats", "1",
-         "--kernel", "triton", "--json", str(json_path)]
+    record = bench_record(
+        "tp", "--lmax", "1", "--channels", "2", "--edges", "16", "--warmup", "0", "--repeats", "1",
+        "--kernel", "triton"
     )  # fmt: skip
-    assert code == 0
-    labels = {m["label"] for m in json.loads(json_path.read_text())["measurements"]}
+    labels = {m["label"] for m in record["measurements"]}
     assert {label.split("/")[0].split("[")[0] for label in labels} == set(factored_backends())
 
 
-def test_bench_model_times_a_compiled_file_built_once_for_all_sizes(tmp_path, shared_data, monkeypatch):
+def test_bench_model_times_a_compiled_file_built_once_for_all_sizes(bench_record, shared_data, monkeypatch):
     import equimol.microbench.model as bench_model
 
     built = []
     original = bench_model._compiled
     monkeypatch.setattr(bench_model, "_compiled", lambda *args: built.append(args[1]) or original(*args))
-    json_path = tmp_path / "model.json"
-    code = main(
-        ["bench", "model", "--backends", "cg", "--kernel", "torch,export", "--systems", "3bpa,cu",
-         "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
-         "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1", "--json", str(json_path)]
+    record = bench_record(
+        "model", "--backends", "cg", "--kernel", "torch,export", "--systems", "3bpa,cu",
+        "--3bpa-file", str(shared_data / "3bpa" / "train_300K.xyz"), "--max-atoms", "40", "--channels", "4",
+        "--lmax", "1", "--radial-cutoff", "2.6", "--warmup", "0", "--repeats", "1"
     )  # fmt: skip
-    assert code == 0
     assert built == ["export"]  # one compiled file, reused for the second structure
-    rows = [(m["label"], m["atoms"]) for m in json.loads(json_path.read_text())["measurements"]]
+    rows = [(m["label"], m["atoms"]) for m in record["measurements"]]
     assert rows == [("cg[torch]", 27), ("cg[export]", 27), ("cg[torch]", 32), ("cg[export]", 32)]
 
 

@@ -29,7 +29,8 @@ from lammps_case import ELEMENTS, TIMESTEP_FS, cu_au_box, lammps_positions, open
 
 from equimol.calculator import EquimolCalculator
 from equimol.export import export_model
-from equimol.lammps import EquimolFix, LammpsCouplingError, load_lammps, run_input
+from equimol.lammps import EquimolFix, LammpsCouplingError, load_lammps
+from equimol.lammps_input import run_input
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,9 +49,9 @@ from test_calculator import one_thread, small_model  # noqa: F401 (one_thread: a
 
 from equimol.calculator import EquimolCalculator
 from equimol.cli import main
-from equimol.compiled import CompiledModelError, compile_model, load_compiled
 from equimol.export import export_model
 from equimol.lammps import create_box_from_atoms, load_lammps, plugin_commands
+from equimol.pt2_model import CompiledModelError, compile_model, load_compiled
 from equimol.utils.io import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,16 +10,9 @@ import copy
 import pickle
 import warnings
 
+import harness
 import pytest
 import torch
-from harness import (
-    EQUIVARIANCE_TOL,
-    REFERENCE_TOL,
-    check_gradients,
-    gaunt_reference,
-    random_inputs,
-    tp_equivariance_error,
-)
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from equimol.tp import TensorProduct
@@ -39,7 +32,7 @@ def eager():
 
 
 def _inputs_and_grads(tp, count, seed):
-    x1, x2, weight = (t.requires_grad_(True) for t in random_inputs(tp, count, seed=seed))
+    x1, x2, weight = (t.requires_grad_(True) for t in harness.random_inputs(tp, count, seed=seed))
     grad_out = torch.randn(count, tp.irreps_out.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     out = tp(x1, x2, weight)
     return out, torch.autograd.grad(out, (x1, x2, weight), grad_out), (x1, x2, weight)
@@ -50,21 +43,21 @@ def test_matches_reference_and_eager_gradients_float64(compiled, eager):
         out, grads, (x1, x2, weight) = _inputs_and_grads(compiled, count, seed)
         assert compiled.compiled_edge.failed is None  # a compilation failure would fall back to eager
         expected, expected_grads, _ = _inputs_and_grads(eager, count, seed)
-        reference = gaunt_reference(x1.detach(), x2.detach(), weight.detach(), *IRREPS)
-        assert (out - reference).abs().max().item() <= REFERENCE_TOL
-        assert (out - expected).abs().max().item() <= REFERENCE_TOL
+        reference = harness.gaunt_reference(x1.detach(), x2.detach(), weight.detach(), *IRREPS)
+        assert (out - reference).abs().max().item() <= harness.REFERENCE_TOL
+        assert (out - expected).abs().max().item() <= harness.REFERENCE_TOL
         for mine, theirs in zip(grads, expected_grads):
-            assert (mine - theirs).abs().max().item() <= REFERENCE_TOL
+            assert (mine - theirs).abs().max().item() <= harness.REFERENCE_TOL
     assert compiled.compiled_edge._functions is not None
 
 
 def test_equivariant_under_rotation_and_inversion(compiled):
-    assert tp_equivariance_error(compiled, count=5, rotations=3) <= EQUIVARIANCE_TOL
+    assert harness.tp_equivariance_error(compiled, count=5, rotations=3) <= harness.EQUIVARIANCE_TOL
 
 
 def test_gradcheck_compiled_backward_and_exact_double_backward(compiled):
     """gradcheck runs the compiled backward; gradgradcheck (create_graph) the eager differentiable one."""
-    check_gradients(compiled, count=2)
+    harness.check_gradients(compiled, count=2)
     assert compiled.compiled_edge.failed is None
 
 
@@ -75,10 +68,10 @@ def test_compilation_failure_warns_once_and_falls_back_to_eager(monkeypatch, eag
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    x1, x2, weight = random_inputs(tp, 4, seed=5)
+    x1, x2, weight = harness.random_inputs(tp, 4, seed=5)
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*eager 'edge'"):
         out = tp(x1, x2, weight)
-    assert (out - eager(x1, x2, weight)).abs().max().item() <= REFERENCE_TOL
+    assert (out - eager(x1, x2, weight)).abs().max().item() <= harness.REFERENCE_TOL
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tp(x1, x2, weight)
@@ -88,13 +81,13 @@ def test_compilation_failure_warns_once_and_falls_back_to_eager(monkeypatch, eag
 
 def test_tracers_see_the_eager_product(compiled, eager):
     """make_fx (model export, trainer.compile_step) traces the eager edge product, not the compiled call."""
-    x1, x2, weight = random_inputs(compiled, 3, seed=6)
+    x1, x2, weight = harness.random_inputs(compiled, 3, seed=6)
     graph = make_fx(lambda a, b, c: compiled(a, b, c))(x1, x2, weight)
-    assert (graph(x1, x2, weight) - eager(x1, x2, weight)).abs().max().item() <= REFERENCE_TOL
+    assert (graph(x1, x2, weight) - eager(x1, x2, weight)).abs().max().item() <= harness.REFERENCE_TOL
 
 
 def test_copies_and_pickles_drop_the_compiled_functions(compiled):
-    compiled(*random_inputs(compiled, 2, seed=7))
+    compiled(*harness.random_inputs(compiled, 2, seed=7))
     copied = copy.deepcopy(compiled)
     assert copied.compiled_edge._functions is None
     assert copied.compiled_edge.spec == compiled.compiled_edge.spec
@@ -131,7 +124,7 @@ def test_model_with_compiled_products_trains_like_the_eager_one(shared_data):
         assert all(c.failed is None for c in compiled)
         results.append((output["energy"].detach(), output["forces"].detach(), grads))
     (energy, forces, grads), (energy_c, forces_c, grads_c) = results
-    assert (energy - energy_c).abs().max().item() <= REFERENCE_TOL * max(1.0, energy.abs().max().item())
-    assert (forces - forces_c).abs().max().item() <= REFERENCE_TOL
+    assert (energy - energy_c).abs().max().item() <= harness.REFERENCE_TOL * max(1.0, energy.abs().max().item())
+    assert (forces - forces_c).abs().max().item() <= harness.REFERENCE_TOL
     for mine, theirs in zip(grads_c, grads):
-        assert (mine - theirs).abs().max().item() <= REFERENCE_TOL * max(1.0, theirs.abs().max().item())
+        assert (mine - theirs).abs().max().item() <= harness.REFERENCE_TOL * max(1.0, theirs.abs().max().item())

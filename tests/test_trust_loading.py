@@ -172,7 +172,7 @@ RUNS_WHEN_TRUSTED = ("pickled_weight", "guard_code", "sympy_expression", "sample
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> Path:
     """A real ``equimol export --format export`` file of a tiny Cu/Au model."""
-    from equimol.compiled import compile_model
+    from equimol.pt2_model import compile_model
 
     return compile_model(tiny_potential(), tmp_path_factory.mktemp("compiled") / "model.pt2", mode="export")
 

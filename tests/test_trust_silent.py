@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_run_input_refuses_a_callback_that_skips_steps(tmp_path) -> None:
-    from equimol.lammps import LammpsCouplingError, load_lammps, run_input
+    from equimol.lammps import LammpsCouplingError, load_lammps
+    from equimol.lammps_input import run_input
 
     script = (ROOT / "examples" / "lammps" / "in.npt.lmp").read_text().replace("pf/callback 1 1", "pf/callback 10 1")
     (tmp_path / "in.lmp").write_text(re.sub(r"^run\s+\d+", "run 20", script, flags=re.M))

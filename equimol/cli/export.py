@@ -2,7 +2,7 @@
 
 ``--format`` picks what is written: ``pt`` (the default) a model file; ``aotinductor`` or ``export``
 (``equimol export MODEL_OR_CHECKPOINT OUT.pt2 --format aotinductor``) a compiled model file
-(:mod:`equimol.compiled`): the energy-and-forces graph as an AOTInductor package or a ``torch.export``
+(:mod:`equimol.pt2_model`): the energy-and-forces graph as an AOTInductor package or a ``torch.export``
 program, which the calculator, TorchSim, LAMMPS and
 ``equimol predict`` load like a model file; ``--target lammps`` writes the AOTInductor package that
 LAMMPS's ``pair_style equimol`` runs (:mod:`equimol.compiled_lammps`).
@@ -36,8 +36,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
     import torch
 
-    from equimol.compiled import compile_model
     from equimol.export import load_model
+    from equimol.pt2_model import compile_model
     from equimol.train.checkpoints import export_checkpoint
 
     device = args.device or "cpu"

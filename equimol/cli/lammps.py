@@ -42,7 +42,8 @@ def build_plugin(args: argparse.Namespace) -> int:
 
 
 def run_lammps(args: argparse.Namespace) -> int:
-    from equimol.lammps import LammpsCouplingError, load_lammps, run_input
+    from equimol.lammps import LammpsCouplingError, load_lammps
+    from equimol.lammps_input import run_input
 
     if args.model == "build-plugin":
         return build_plugin(args)

@@ -6,7 +6,7 @@ graph once, then times ``model(graph, compute_forces=True)`` (eval mode: forces 
 ``create_graph``) for each series, a tensor-product backend (or variant, e.g. ``gaunt/grid``) with
 one message-passing kernel (``torch`` or ``triton``), or the ``torch``-kernel model as a compiled
 model file (``export``: a ``torch.export`` program; ``aotinductor``: an AOTInductor package, minutes
-to build on a CPU; :mod:`equimol.compiled`), built once per series and reused for every size. Series
+to build on a CPU; :mod:`equimol.pt2_model`), built once per series and reused for every size. Series
 are interleaved repeat by repeat so that drifting machine load affects them alike; medians are
 reported, per structure.
 
@@ -145,7 +145,7 @@ def _compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.
     """``model`` written as a compiled model file (``mode``: ``export`` or ``aotinductor``) and loaded back."""
     import tempfile
 
-    from equimol.compiled import compile_model, load_compiled
+    from equimol.pt2_model import compile_model, load_compiled
 
     with tempfile.TemporaryDirectory() as folder:
         path = compile_model(model, Path(folder) / "model.pt2", mode=mode)

@@ -4,6 +4,7 @@
 * :mod:`~equimol.nn.embedding` -- species list, atomic number -> element index, species embedding.
 * :mod:`~equimol.nn.linear` -- natural-parity irreps ``C x 0e + C x 1o + C x 2e ...`` and channel-mixing linears.
 * :mod:`~equimol.nn.gate` -- gate nonlinearity.
+* :mod:`~equimol.nn.convolution` -- the convolution (TP messages summed over neighbours) every layer starts with.
 * :mod:`~equimol.nn.interaction` -- one message-passing block through the TP interface.
 * :mod:`~equimol.nn.many_body` -- the residual many-body block around a self-product of :mod:`equimol.manybody`.
 * :mod:`~equimol.nn.readout` -- per-atom energies with per-species scale, shift and E0s.

@@ -20,17 +20,14 @@ Every operation is equivariant, so ``h'`` transforms like ``h``.
 from __future__ import annotations
 
 import torch
-from e3nn import o3
-from torch import nn
 
+from equimol.nn.convolution import ConvolutionLayer
 from equimol.nn.gate import Gate
 from equimol.nn.linear import EquivariantLinear, natural_irreps
-from equimol.nn.radial import RadialMLP
 from equimol.nn.species_linear import apply_self_connection, self_connection_map
-from equimol.tp import TensorProduct
 
 
-class InteractionBlock(nn.Module):
+class InteractionBlock(ConvolutionLayer):
     """Convolution through the TP interface, linear self-interaction, gate and residual.
 
     Args:
@@ -61,51 +58,23 @@ class InteractionBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.irreps = natural_irreps(channels, lmax)
-        sh_irreps = o3.Irreps.spherical_harmonics(sh_lmax)
-        self.avg_num_neighbors = float(avg_num_neighbors)
-        self.linear_up = EquivariantLinear(self.irreps, self.irreps)
-        self.tensor_product = TensorProduct(
+        self.build_convolution(
             self.irreps,
-            sh_irreps,
+            sh_lmax,
             self.irreps,
-            backend=tp_backend,
-            internal_weights=False,
-            dtype=torch.float64,
-            **(tp_options or {}),
+            (num_radial_basis, radial_mlp_hidden),
+            avg_num_neighbors,
+            tp_backend,
+            tp_options,
         )
-        self.radial_mlp = RadialMLP(num_radial_basis, list(radial_mlp_hidden), self.tensor_product.weight_numel)
         self.gate = Gate(channels, lmax)
         self.linear_down = EquivariantLinear(self.irreps, self.gate.irreps_in)
         self.self_interaction = self_connection_map(self_connection, self.irreps, self.gate.irreps_in, num_elements)
 
-    def forward(
-        self,
-        node_features: torch.Tensor,
-        edge_sh: torch.Tensor,
-        radial_basis: torch.Tensor,
-        envelope: torch.Tensor,
-        sender: torch.Tensor,
-        receiver: torch.Tensor,
-        element_index: torch.Tensor | None = None,
+    def update(
+        self, node_features: torch.Tensor, messages: torch.Tensor, element_index: torch.Tensor | None
     ) -> torch.Tensor:
-        """One round of message passing.
-
-        Args:
-            node_features: ``[n, irreps.dim]``.
-            edge_sh: ``[E, (sh_lmax + 1)^2]`` component-normalized spherical harmonics.
-            radial_basis: ``[E, num_radial_basis]``.
-            envelope: ``[E]`` smooth cutoff.
-            sender, receiver: ``[E]`` int64.
-            element_index: ``[n]`` int64 element of each node (needed by the species self-connection).
-
-        Returns:
-            ``[n, irreps.dim]`` updated node features.
-        """
-        edge_weight = self.radial_mlp(radial_basis, envelope)
-        messages = self.tensor_product.message_passing(
-            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
-        )
-        update = self.linear_down(messages / self.avg_num_neighbors) + apply_self_connection(
-            self.self_interaction, node_features, element_index
-        )
+        """``h' = h + Gate(W_down m + W_self h)``: ``node_features`` and ``messages`` ``[n, irreps.dim]``,
+        ``element_index`` ``[n]`` (needed by the species self-connection); returns ``[n, irreps.dim]``."""
+        update = self.linear_down(messages) + apply_self_connection(self.self_interaction, node_features, element_index)
         return node_features + self.gate(update)

@@ -30,17 +30,14 @@ normalization (the fan-in ``F_{l_3}`` counts those paths too).
 from __future__ import annotations
 
 import torch
-from e3nn import o3
-from torch import nn
 
 from equimol.manybody.registry import many_body_product
+from equimol.nn.convolution import ConvolutionLayer
 from equimol.nn.linear import EquivariantLinear, natural_irreps
-from equimol.nn.radial import RadialMLP
 from equimol.nn.species_linear import apply_self_connection, self_connection_map
-from equimol.tp import TensorProduct
 
 
-class ProductBasisInteraction(nn.Module):
+class ProductBasisInteraction(ConvolutionLayer):
     """One MACE-style layer (see the module docstring).
 
     Args:
@@ -89,51 +86,24 @@ class ProductBasisInteraction(nn.Module):
         self.irreps = natural_irreps(channels, lmax)
         self.input_irreps = natural_irreps(channels, input_lmax)
         self.message_irreps = natural_irreps(channels, message_lmax)
-        self.avg_num_neighbors = float(avg_num_neighbors)
-        self.linear_up = EquivariantLinear(self.input_irreps, self.input_irreps)
-        self.tensor_product = TensorProduct(
+        self.build_convolution(
             self.input_irreps,
-            o3.Irreps.spherical_harmonics(sh_lmax),
+            sh_lmax,
             self.message_irreps,
-            backend=tp_backend,
-            internal_weights=False,
-            dtype=torch.float64,
-            **(tp_options or {}),
+            (num_radial_basis, radial_mlp_hidden),
+            avg_num_neighbors,
+            tp_backend,
+            tp_options,
         )
-        self.radial_mlp = RadialMLP(num_radial_basis, list(radial_mlp_hidden), self.tensor_product.weight_numel)
         self.linear_messages = EquivariantLinear(self.message_irreps, self.message_irreps)
         self.product = many_body_product(many_body, channels, message_lmax, correlation, num_elements)
         self.linear_out = EquivariantLinear(self.irreps, self.irreps)
         self.self_connection = self_connection_map(self_connection, self.input_irreps, self.input_irreps, num_elements)
 
-    def forward(
-        self,
-        node_features: torch.Tensor,
-        edge_sh: torch.Tensor,
-        radial_basis: torch.Tensor,
-        envelope: torch.Tensor,
-        sender: torch.Tensor,
-        receiver: torch.Tensor,
-        element_index: torch.Tensor,
-    ) -> torch.Tensor:
-        """One layer.
-
-        Args:
-            node_features: ``[n, input_irreps.dim]``.
-            edge_sh: ``[E, (sh_lmax + 1)^2]`` component-normalized spherical harmonics.
-            radial_basis: ``[E, num_radial_basis]``.
-            envelope: ``[E]`` smooth cutoff.
-            sender, receiver: ``[E]`` int64.
-            element_index: ``[n]`` int64 element of each node.
-
-        Returns:
-            ``[n, irreps.dim]`` updated node features.
-        """
-        edge_weight = self.radial_mlp(radial_basis, envelope)
-        messages = self.tensor_product.message_passing(
-            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
-        )
-        basis = self.linear_messages(messages / self.avg_num_neighbors)
+    def update(self, node_features: torch.Tensor, messages: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
+        """``h' = W_B B + S_k h``: ``node_features`` ``[n, input_irreps.dim]``, ``messages`` ``[n,
+        message_irreps.dim]``, ``element_index`` ``[n]`` int64; returns ``[n, irreps.dim]``."""
+        basis = self.linear_messages(messages)
         product = self.product(basis, element_index)[:, : self.irreps.dim]
         skip = apply_self_connection(self.self_connection, node_features, element_index)
         if skip.shape[1] < self.irreps.dim:  # scalar inputs: the self-connection has no l > 0 blocks

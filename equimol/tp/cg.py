@@ -95,9 +95,7 @@ class CGTensorProduct(TensorProductBackend):
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy={strategy!r} is not one of {STRATEGIES} for backend 'cg'")
-        self.strategy = self.choose() if strategy == "auto" else strategy
+        self.strategy = self._resolve_choice("strategy", strategy, STRATEGIES, self.choose)
         instructions = [(p.i1, p.i2, p.i_out, "uvu", True) for p in self.paths]
         # e3nn computes its Wigner 3j constants in the default dtype: build them in float64.
         with float64_construction():
@@ -148,10 +146,16 @@ class CGTensorProduct(TensorProductBackend):
         ):
             self.register_buffer(name, index, persistent=False)
 
-    def _edge_messages(self, x: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[N, d1, C]`` component-major, ``x2`` ``[N, d2]``, ``weight`` ``[N, weight_numel]`` ->
-        ``[N, d3, C]`` component-major (explicit sizes: an edgeless graph cannot infer a -1 dimension)."""
-        count, channels, d3 = x.shape[0], self.channels, self.irreps_out.dim // self.channels
+    def product_layout(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``edge`` computes on component-major features (:func:`~equimol.tp.irreps.component_major_index`)."""
+        return None if self.strategy == "e3nn" else (self.gather_in1, self.gather_out)
+
+    def _product_in_layout(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``edge``: ``x1`` ``[N, d1 * C]`` component-major, ``x2`` ``[N, d2]``, ``weight`` ``[N, weight_numel]``
+        -> ``[N, d3 * C]`` component-major (explicit sizes: an edgeless graph cannot infer a -1 dimension)."""
+        count, channels = x1.shape[0], self.channels
+        d1, d3 = self.irreps_in1.dim // channels, self.irreps_out.dim // channels
+        x = x1.view(count, d1, channels)
         weights = weight.view(count, len(self.paths), channels)
         out = None
         for group, (start, dim, rows_count) in enumerate(self.edge_groups):
@@ -160,36 +164,13 @@ class CGTensorProduct(TensorProductBackend):
             matrices = (x2 @ getattr(self, f"edge_coupling_{group}")).view(count, d3, rows_count)
             out = torch.bmm(matrices, rows) if out is None else torch.baddbmm(out, matrices, rows)
         if out is None:  # no path at all
-            return x.new_zeros(count, d3, channels)
-        return out
+            return x1.new_zeros(count, d3 * channels)
+        return out.view(count, d3 * channels)
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.strategy == "e3nn":
             return self.tensor_product(x1, x2, weight)
-        count, d1 = x1.shape[0], self.irreps_in1.dim // self.channels
-        x = x1.index_select(1, self.gather_in1).view(count, d1, self.channels)
-        return self._edge_messages(x, x2, weight).view(count, self.irreps_out.dim).index_select(1, self.gather_out)
-
-    def reference_message_passing(
-        self,
-        node_features: torch.Tensor,
-        edge_attrs: torch.Tensor,
-        edge_weight: torch.Tensor | None,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        num_nodes: int,
-    ) -> torch.Tensor:
-        """:meth:`TensorProductBackend.reference_message_passing`; ``edge`` keeps the messages component-major
-        and converts layouts per node (before the gather and after the sum), not per edge."""
-        if self.strategy == "e3nn":
-            return super().reference_message_passing(
-                node_features, edge_attrs, edge_weight, edge_src, edge_dst, num_nodes
-            )
-        count, d1 = edge_src.shape[0], self.irreps_in1.dim // self.channels
-        x = node_features.index_select(1, self.gather_in1)[edge_src].view(count, d1, self.channels)
-        messages = self._edge_messages(x, edge_attrs, edge_weight).view(count, self.irreps_out.dim)
-        summed = messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
-        return summed.index_select(1, self.gather_out)
+        return super()._product(x1, x2, weight)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, strategy={self.strategy!r}"

@@ -31,8 +31,9 @@ layer's per-path blocks over each output irrep and dividing by ``sqrt(F_l3)`` re
 package is absent never fires. cuEquivariance's internal constants are kept out of the state dict,
 so a checkpoint does not depend on the method (train on a CPU, run on a GPU).
 
-:meth:`message_passing` hands the gather (``x1[edge_src]``) and the scatter-sum (into
-``edge_dst``) to cuEquivariance as input and output indices, which its CUDA kernel fuses.
+In :meth:`~equimol.tp.interface.TensorProductBackend.message_passing` the gather (``x1[edge_src]``)
+and the scatter-sum (into ``edge_dst``) go to cuEquivariance as input and output indices
+(:meth:`CueqTensorProduct._sum_in_layout`), which its CUDA kernel fuses.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ import cuequivariance as cue
 import cuequivariance_torch as cuet
 import torch
 from e3nn import o3
+from torch import Tensor
 
-from equimol.tp.checks import check_message_inputs
 from equimol.tp.interface import TensorProductBackend, register_backend
 from equimol.tp.irreps import IrrepsLike, component_major_index
 from equimol.tp.paths import Path
@@ -139,9 +140,7 @@ class CueqTensorProduct(TensorProductBackend):
         **base_options,
     ) -> None:
         super().__init__(irreps_in1, irreps_in2, irreps_out, **base_options)
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not a cuEquivariance method; expected one of {list(METHODS)}")
-        self.method = _auto_method() if method == "auto" else method
+        self.method = self._resolve_choice("method", method, METHODS, _auto_method)
         descriptor = channelwise_descriptor(self.irreps_in1, self.irreps_in2, self.irreps_out, self.paths)
         self.descriptor = descriptor
         self.polynomial = cuet.SegmentedPolynomial(
@@ -157,32 +156,22 @@ class CueqTensorProduct(TensorProductBackend):
         self.weight_numel = descriptor.operands[0].size
         self._finish_construction()
 
-    def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        x1 = x1.index_select(1, self.in1_to_ir_mul)
+    def product_layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cuEquivariance computes on ``ir_mul`` (component-major) features."""
+        return self.in1_to_ir_mul, self.out_to_mul_ir
+
+    def _product_in_layout(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         (out,) = self.polynomial([_broadcast_rows(weight), x1, x2], {}, {}, {})
-        return out.index_select(1, self.out_to_mul_ir)
+        return out
 
-    def message_passing(
-        self,
-        node_features: torch.Tensor,
-        edge_attrs: torch.Tensor,
-        edge_weight: torch.Tensor | None,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        num_nodes: int,
-    ) -> torch.Tensor:
-        """``m_i = sum_{e: j -> i} TP(x_j, y_e, w_e)`` with cuEquivariance's indexed gather and scatter.
+    def _sum_in_layout(
+        self, nodes: Tensor, attrs: Tensor, weight: Tensor, src: Tensor, dst: Tensor, count: int
+    ) -> Tensor:
+        """cuEquivariance's indexed gather (``src``) and scatter-sum (``dst``), fused by its CUDA kernel.
 
-        Same arguments, checks, shapes and result as :meth:`TensorProductBackend.message_passing`; no
-        Triton kernel serves this backend (it has no factored form), cuEquivariance fuses instead.
+        No Triton kernel serves this backend (it has no factored form): this is its message passing.
         """
-        edge_weight = check_message_inputs(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst)
-        weight = _broadcast_rows(edge_weight)
-        nodes = node_features.index_select(1, self.in1_to_ir_mul)
         (out,) = self.polynomial(
-            [weight, nodes, edge_attrs],
-            {1: edge_src},
-            {0: nodes.new_empty(num_nodes, 1)},
-            {0: edge_dst},
+            [_broadcast_rows(weight), nodes, attrs], {1: src}, {0: nodes.new_empty(count, 1)}, {0: dst}
         )
-        return out.index_select(1, self.out_to_mul_ir)
+        return out

@@ -166,13 +166,11 @@ class GauntTensorProduct(TensorProductBackend):
             (self.irreps_out, "irreps_out"),
         ):
             check_natural_parity(self, irreps, name)
-        if strategy not in PRODUCT_STRATEGIES:
-            raise ValueError(f"strategy={strategy!r} is not one of {PRODUCT_STRATEGIES} for backend 'gaunt'")
         self.layout1, self.layout2, self.layout_out = (
             SlotLayout(irreps) for irreps in (self.irreps_in1, self.irreps_in2, self.irreps_out)
         )
         l1, l2, l3 = self.layout1.lmax, self.layout2.lmax, self.layout_out.lmax
-        self.strategy = self.choose(l1, l2, l3) if strategy == "auto" else strategy
+        self.strategy = self._resolve_choice("strategy", strategy, PRODUCT_STRATEGIES, lambda: self.choose(l1, l2, l3))
         if compile_edge_product and self.strategy != "edge":
             raise ValueError(
                 f"compile_edge_product=True applies to the 'edge' strategy of backend 'gaunt', not {self.strategy!r} "

@@ -36,15 +36,17 @@ than up-casting rounded ones. torch's global default dtype is never changed for 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from equimol.errors import EquimolInputError
-from equimol.tp.checks import check_message_inputs, check_product_inputs
+from equimol.tp.checks import check_product_inputs
 from equimol.tp.factored import FactoredProduct, load_message_kernel
 from equimol.tp.irreps import IrrepsLike, parse_irreps, uniform_multiplicity
+from equimol.tp.message_passing import MessagePassing
 from equimol.tp.paths import Path, allowed_paths
 from equimol.utils.dtype import resolve_dtype
 from equimol.utils.optional import import_optional, importable
@@ -154,8 +156,8 @@ def _accepted_options(cls: type) -> set[str]:
     return names
 
 
-class TensorProductBackend(nn.Module):
-    """Base class of the backends: validation, weights, dtype handling and message passing.
+class TensorProductBackend(MessagePassing):
+    """Base class of the backends: validation, weights, dtype handling; message passing from :class:`MessagePassing`.
 
     Subclasses take their own keyword-only options, pass ``**base_options`` on to this
     constructor (so options added here reach every backend), build their coefficients as float64
@@ -228,6 +230,16 @@ class TensorProductBackend(nn.Module):
             f"{self.irreps_out}: {reason}; use backend={alternative!r} instead"
         )
 
+    def _resolve_choice(self, option: str, value: str, choices: tuple[str, ...], auto: Callable[[], str]) -> str:
+        """``value`` of the constructor option ``option``, checked against ``choices``; ``"auto"`` becomes ``auto()``.
+
+        Raises:
+            ValueError: ``value`` is not in ``choices`` (the message names the option, the choices and the backend).
+        """
+        if value not in choices:
+            raise ValueError(f"{option}={value!r} is not one of {choices} for backend {self.name!r}")
+        return auto() if value == "auto" else value
+
     def _finish_construction(self) -> None:
         """Create the internal weights, remember float64 constants, move to dtype and device."""
         if self.internal_weights:
@@ -292,8 +304,12 @@ class TensorProductBackend(nn.Module):
         return self._product(x1, x2, weight)
 
     def _product(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``."""
-        raise NotImplementedError
+        """Backend computation on validated inputs; ``weight`` is ``[N, weight_numel]``.
+
+        By default :meth:`_product_in_layout` between the two permutations of :meth:`product_layout`.
+        """
+        into, back = self.product_layout()
+        return self._product_in_layout(x1.index_select(1, into), x2, weight).index_select(1, back)
 
     def factored_form(self) -> FactoredProduct | None:
         """The product as factors, weight split and rank map (:mod:`equimol.tp.factored`), or None.
@@ -307,60 +323,6 @@ class TensorProductBackend(nn.Module):
     def _check_inputs(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """:func:`equimol.tp.checks.check_product_inputs`: ``[N, weight_numel]`` weights of checked inputs."""
         return check_product_inputs(self, x1, x2, weight)
-
-    # -- message passing --------------------------------------------------------------------
-
-    def message_passing(
-        self,
-        node_features: torch.Tensor,
-        edge_attrs: torch.Tensor,
-        edge_weight: torch.Tensor | None,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        num_nodes: int,
-    ) -> torch.Tensor:
-        """Gather senders, take the product with edge attributes and weights, scatter-sum.
-
-        .. math:: m_i = \\sum_{e = (j \\to i)} \\mathrm{TP}(x_j, y_e, w_e)
-
-        With ``kernel="torch"`` this is the plain torch reference (gather, :meth:`forward`,
-        ``index_add``). With ``kernel="triton"`` the fused kernel registered through
-        :func:`~equimol.tp.factored.register_message_kernel` computes the same sum from the backend's
-        :meth:`factored_form`; ``deterministic=True`` asks it for a sorted-receiver segmented
-        reduction instead of atomics. The inputs are checked here, once, for every kernel. No
-        normalization by the neighbor count is applied here (the model does it).
-
-        Args:
-            node_features: ``[num_nodes, irreps_in1.dim]``.
-            edge_attrs: ``[E, irreps_in2.dim]`` (spherical harmonics of the edge vectors).
-            edge_weight: ``[E, weight_numel]`` per-edge weights, or None for the internal ones.
-            edge_src: ``[E]`` int64 index of the sending node of each edge.
-            edge_dst: ``[E]`` int64 index of the receiving node of each edge.
-            num_nodes: number of nodes in the output.
-
-        Returns:
-            ``[num_nodes, irreps_out.dim]``.
-        """
-        weight = check_message_inputs(self, node_features, edge_attrs, edge_weight, edge_src, edge_dst)
-        if self._message_kernel is not None:
-            return self._message_kernel(self, node_features, edge_attrs, weight, edge_src, edge_dst, num_nodes)
-        return self.reference_message_passing(node_features, edge_attrs, weight, edge_src, edge_dst, num_nodes)
-
-    def reference_message_passing(
-        self,
-        node_features: torch.Tensor,
-        edge_attrs: torch.Tensor,
-        edge_weight: torch.Tensor | None,
-        edge_src: torch.Tensor,
-        edge_dst: torch.Tensor,
-        num_nodes: int,
-    ) -> torch.Tensor:
-        """The plain torch path of :meth:`message_passing` (gather, :meth:`forward`, ``index_add``).
-
-        Fused kernels call it for what they do not fuse (double backward). Same arguments and shapes.
-        """
-        messages = self(node_features[edge_src], edge_attrs, edge_weight)
-        return messages.new_zeros(num_nodes, self.irreps_out.dim).index_add(0, edge_dst, messages)
 
     def extra_repr(self) -> str:
         return (

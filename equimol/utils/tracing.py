@@ -6,7 +6,7 @@ Forces and stress are derivatives taken with ``autograd.grad`` inside the model'
 region twice (force training needs the loss's gradient through the forces). :func:`trace_forces` is the
 one way around both: ``make_fx`` with symbolic sizes runs below autograd, so the backward pass is
 recorded as ordinary operators, one graph ``tensors -> (E, E_i, F, ...)``. Its users: compiled model
-files (:mod:`equimol.compiled`, then ``torch.export``) and the compiled training step
+files (:mod:`equimol.pt2_model`, then ``torch.export``) and the compiled training step
 (``equimol.train.compiled_forces``, then ``torch.compile``).
 
 The model is called on :data:`GRAPH_FIELDS` tensors (:func:`graph_of`), so the numbers of atoms, edges and
@@ -32,7 +32,7 @@ def tracing() -> bool:
 
     A traced graph cannot branch on tensor values (``GuardOnDataDependentSymNode``), so value checks
     (index bounds, unknown elements) are skipped there; the callers of a traced graph check those inputs
-    before the call (:mod:`equimol.compiled`).
+    before the call (:mod:`equimol.pt2_model`).
     """
     from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
