@@ -8,13 +8,36 @@ they import this module as ``_common``. Helpers that tests share live in the pac
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the workplace's data, beside the clone (tests use the same)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, help: str = "JSON to write") -> None:
+    """A required ``--out`` path and ``--overwrite`` (without it an existing ``--out`` stops the script)."""
+    parser.add_argument("--out", type=Path, required=True, help=help)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def start_record() -> dict:
+    """A result record naming the machine (CPU model, cores) and the 1/5/15-minute load average at start."""
+    from equimol.utils.machine import cpu_model
+
+    return {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "load_average_start": os.getloadavg()}
+
+
+def finish_record(record: dict, path: str | Path) -> None:
+    """Add the load average at the end, write ``record`` to ``path`` (JSON) and print it."""
+    record["load_average_end"] = os.getloadavg()
+    Path(path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(record, indent=1))
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:

@@ -11,22 +11,23 @@ Each is run ``--repeats`` times; the median is reported with the machine and its
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-EQUIMOL = str(Path(sys.executable).with_name("equimol"))  # the console script of this interpreter's environment
-COMMANDS = {
-    "equimol --help": [EQUIMOL, "--help"],
-    "equimol train --help": [EQUIMOL, "train", "--help"],
-    "equimol train missing.yaml": [EQUIMOL, "train", "missing.yaml"],
-    "import equimol.tp (torch, e3nn)": [sys.executable, "-c", "import equimol.tp"],
-}
+from _common import add_output_arguments, check_outputs, equimol_command, finish_record, start_record
+
+
+def commands() -> dict[str, list[str]]:
+    equimol = equimol_command()
+    return {
+        "equimol --help": [equimol, "--help"],
+        "equimol train --help": [equimol, "train", "--help"],
+        "equimol train missing.yaml": [equimol, "train", "missing.yaml"],
+        "import equimol.tp (torch, e3nn)": [sys.executable, "-c", "import equimol.tp"],
+    }
 
 
 def wall_seconds(command: list[str], folder: str) -> float:
@@ -37,23 +38,17 @@ def wall_seconds(command: list[str], folder: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_output_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.out.exists() and not args.overwrite:
-        sys.exit(f"{args.out} exists; pass --overwrite to replace it")
-    from equimol.utils.machine import cpu_model
-
-    record = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "load_average_start": os.getloadavg()}
+    check_outputs([args.out], args.overwrite)
+    record = start_record()
     with tempfile.TemporaryDirectory() as folder:
         record["median_wall_s"] = {
             name: statistics.median(wall_seconds(command, folder) for _ in range(args.repeats))
-            for name, command in COMMANDS.items()
+            for name, command in commands().items()
         }
-    record["load_average_end"] = os.getloadavg()
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
+    finish_record(record, args.out)
 
 
 if __name__ == "__main__":

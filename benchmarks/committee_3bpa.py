@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import check_outputs
+from _common import SHARED_DATA, check_outputs
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
 from equimol.train.checkpoints import read_checkpoint
@@ -34,7 +34,7 @@ from torch_geometric.loader import DataLoader
 from equimol.committee import spread
 from equimol.export import load_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "3bpa"
+DATA = SHARED_DATA / "3bpa"
 SETS = ("test_300K", "test_600K")
 STRIDE = 4  # every 4th frame of each test set: CPU time on the shared 2-core machine (frames are MD snapshots)
 

@@ -17,14 +17,13 @@ Each measurement runs in a fresh Python process (no in-process cache), one torch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, add_output_arguments, check_outputs, finish_record, start_record
 
 MODEL = """
 import yaml
@@ -71,18 +70,13 @@ def measure(step: str, cache: Path, **values) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_output_arguments(parser)
     parser.add_argument("--former", action="store_true", help="also time the former implementation (minutes)")
     parser.add_argument("--repeats", type=int, default=2, help="warm and load measurements (default 2)")
     args = parser.parse_args()
-    if args.out.exists() and not args.overwrite:
-        sys.exit(f"{args.out} exists; pass --overwrite to replace it")
-    from equimol.utils.machine import cpu_model
-
+    check_outputs([args.out], args.overwrite)
     config = str(ROOT / "configs" / "3bpa_quick.yaml")
-    record: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "threads": 1, "seconds": {}}
-    record["load_average_start"] = os.getloadavg()
+    record = start_record() | {"threads": 1, "seconds": {}}
     with tempfile.TemporaryDirectory() as folder:
         cache, export = Path(folder) / "cache", str(Path(folder) / "model.pt")
         seconds = record["seconds"]
@@ -94,9 +88,7 @@ def main() -> None:
         seconds["gaunt"] = measure("build", cache, config=config, many_body="gaunt", export="")
         if args.former:
             seconds["former"] = measure("former", cache)
-    record["load_average_end"] = os.getloadavg()
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record, indent=1))
+    finish_record(record, args.out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import ROOT, check_outputs, equimol_command
+from _common import SHARED_DATA, check_outputs, equimol_command
 from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
 from equimol.datasets.readers import LabelKeys
 from equimol.train.checkpoints import read_checkpoint
@@ -38,7 +38,7 @@ from torch_geometric.loader import DataLoader
 
 from equimol.export import load_model
 
-DATA = ROOT.parent / "shared" / "data" / "3bpa"
+DATA = SHARED_DATA / "3bpa"
 STRIDE = 8
 
 

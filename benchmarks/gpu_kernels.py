@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import time
 import traceback
@@ -83,17 +82,11 @@ def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
 
 def copy_bandwidth(device: torch.device, megabytes: int = 1024) -> float:
     """Measured device-to-device copy bandwidth in bytes/s (read + write counted)."""
+    from gpu_speed import timed
+
     source = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
-    times = []
-    for _ in range(10):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        target.copy_(source)
-        stop.record()
-        torch.cuda.synchronize(device)
-        times.append(start.elapsed_time(stop) / 1e3)
-    return 2 * source.numel() * 4 / statistics.median(times[2:])
+    return 2 * source.numel() * 4 / timed(lambda: target.copy_(source), device, warmup=2, repeats=8)
 
 
 def molecule(data_dir: Path, dry_run: bool):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from equimol.microbench.model import benchmark_structure, water_box
-from equimol.microbench.tp import Series
+from equimol.microbench.tp import Series, timed
 from equimol.tp import available_backends
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,11 +176,8 @@ def training_steps(
                 model.train()
                 optimizer = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
                 times, losses = [], []
-                for step in range(warmup + steps):
-                    batch = batches[step % len(batches)]
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    begin = time.perf_counter()
+
+                def step(batch, model=model, optimizer=optimizer, losses=losses) -> None:
                     out = model(batch, compute_forces=True)
                     loss = torch.mean((out["energy"] - batch.energy) ** 2) + 100 * torch.mean(
                         (out["forces"] - batch.forces) ** 2
@@ -188,11 +185,11 @@ def training_steps(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    if step >= warmup:
-                        times.append(time.perf_counter() - begin)
                     losses.append(float(loss))
+
+                for index in range(warmup + steps):
+                    seconds = timed(lambda: step(batches[index % len(batches)]), device)  # noqa: B023
+                    times += [seconds] if index >= warmup else []
                 row.update(steps_per_s=len(times) / sum(times), steps=steps, first_loss=losses[0], last_loss=losses[-1])
             except Exception as error:  # noqa: BLE001 - record the failing series, keep the others
                 row["error"] = repr(error)[:300]

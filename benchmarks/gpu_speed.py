@@ -30,34 +30,17 @@ from collections.abc import Callable
 import torch
 
 from equimol.microbench.tp import benchmark_irreps
+from equimol.microbench.tp import timed as single_call
 from equimol.tp import TensorProduct, available_backends
 
 FACTORED_ONLY = ("gaunt", "cp")
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(function: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median seconds of ``function()`` after ``warmup`` calls (CUDA events on a GPU)."""
+    """Median seconds of ``function()`` after ``warmup`` calls, the device synchronized around each call."""
     for _ in range(warmup):
         function()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            function()
-            stop.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(stop) / 1e3)
-        else:
-            begin = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+    return statistics.median(single_call(function, device) for _ in range(repeats))
 
 
 def e3nn_convolution(irreps, dtype: torch.dtype, device: torch.device):

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import SHARED_DATA
 from torch_geometric.data import Data
 
-SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "oc20" / "dft_relaxation_trajs_2020"
+SOURCE = SHARED_DATA / "oc20" / "dft_relaxation_trajs_2020"
 
 
 def source_records(folder: Path = SOURCE) -> list[Data]:

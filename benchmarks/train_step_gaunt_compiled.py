@@ -22,7 +22,7 @@ from pathlib import Path
 import ase.io
 import torch
 import yaml
-from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
+from _common import ROOT, SHARED_DATA, check_stem, markdown_table, write_json, write_markdown
 from torch_geometric.data import Batch
 
 from equimol.graph import atoms_to_graph
@@ -55,7 +55,7 @@ def step(model, batch) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "3bpa" / "train_300K.xyz"))
+    parser.add_argument("--data", default=str(SHARED_DATA / "3bpa" / "train_300K.xyz"))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"), help="output stem")
     parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")

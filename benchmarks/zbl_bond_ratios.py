@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import ase.io
 import numpy as np
+from _common import SHARED_DATA, add_output_arguments, check_outputs
 from ase.data import chemical_symbols, covalent_radii
 
 from equimol.graph import neighbor_list
@@ -61,12 +61,10 @@ def summarize(frames: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--out", type=Path, required=True, help="JSON to write (a Markdown table beside it)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    add_output_arguments(parser, help="JSON to write (a Markdown table beside it)")
     args = parser.parse_args()
-    if args.out.exists() and not args.overwrite:
-        sys.exit(f"{args.out} exists; pass --overwrite to replace it")
+    check_outputs([args.out, args.out.with_suffix(".md")], args.overwrite)
     sets = {
         f"3BPA {name}": ase.io.read(args.data / "3bpa" / f"{name}.xyz", ":")
         for name in ("train_300K", "train_mixedT", "test_300K", "test_600K")

@@ -4,8 +4,8 @@ unknown elements, and the ASE optimizers and integrators.
 The models here are *untrained* (random weights from ``build_model``, float64, ``energy_scale: 5`` so that
 forces on a 3BPA frame are ~0.1 eV/Å): the tests check the calculator and its integration with ASE,
 not the quality of a potential. An untrained equimol model is a smooth, rotation-invariant many-body
-function of the positions, which is all these tests need. (Relaxation and NVE with a *trained*
-model: ``benchmarks/md_3bpa.py``.)
+function of the positions, which is all these tests need. (NVE energy drift over 1000 steps, beside
+LAMMPS: ``benchmarks/lammps_nve_drift.py``.)
 """
 
 from __future__ import annotations
