@@ -25,7 +25,7 @@ A compiled file runs on the device type and dtype it was compiled for.
 
 **Targets.** ``target="model"`` (the default) is the call interface above, for Python;
 ``target="lammps"`` (``equimol export --format aotinductor --target lammps``) is the graph that LAMMPS's
-``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.compiled_lammps`),
+``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.pt2_lammps`),
 an AOTInductor package only; :func:`load_compiled` refuses it.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
@@ -107,7 +107,7 @@ def compile_model(
         torch_kernel: trace the torch message-passing path of a model configured with a fused kernel
             (``tp_options.kernel: triton``), which cannot be traced (see the module docstring).
         target: ``"model"`` (the call interface of a potential, for Python) or ``"lammps"`` (the graph
-            ``pair_style equimol`` runs, :mod:`equimol.compiled_lammps`; AOTInductor only).
+            ``pair_style equimol`` runs, :mod:`equimol.pt2_lammps`; AOTInductor only).
 
     Raises:
         CompiledModelError: a wrong mode, target or suffix, a fused-kernel model without ``torch_kernel``,
@@ -151,7 +151,7 @@ def compile_model(
     }
     inductor_configs = None
     if target == "lammps":
-        from equimol.compiled_lammps import export_lammps_program, plugin_metadata
+        from equimol.pt2_lammps import export_lammps_program, plugin_metadata
 
         if mode != "aotinductor":
             raise CompiledModelError(

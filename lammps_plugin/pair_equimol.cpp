@@ -1,4 +1,4 @@
-/* pair_style equimol: see pair_equimol.h and equimol/compiled_lammps.py.
+/* pair_style equimol: see pair_equimol.h and equimol/pt2_lammps.py.
 
    Each evaluation builds the rank's graph (RankGraph, rank_graph.cpp) and runs the model on it. The model
    returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
@@ -36,7 +36,7 @@ namespace {
 const char *const USAGE =
     "pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no]";
 const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`";
-const char *const LAMMPS_FORMAT = "1";    // equimol.compiled_lammps.LAMMPS_FORMAT
+const char *const LAMMPS_FORMAT = "1";    // equimol.pt2_lammps.LAMMPS_FORMAT
 const double MASS_TOLERANCE = 0.05;    // relative; as equimol.lammps: a swapped map misses it by far
 
 std::vector<std::string> split(const std::string &text, char separator)
@@ -161,7 +161,7 @@ void PairEquimol::settings(int narg, char **arg)
     error->all(FLERR, "pair_style equimol: cannot load " + model_path + " (" + failure + "); " + EXPORT_HINT);
 }
 
-/* The package's metadata (equimol.compiled_lammps.plugin_metadata), checked before loading its code. */
+/* The package's metadata (equimol.pt2_lammps.plugin_metadata), checked before loading its code. */
 
 void PairEquimol::read_metadata()
 {

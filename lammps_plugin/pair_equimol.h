@@ -4,7 +4,7 @@
    Each rank evaluates its owned atoms plus the ghost atoms within the model's receptive field
    (receptive_hops x cutoff + skin, set as the ghost cutoff); the periodic images of one atom are one
    graph node; energies count owned atoms only; forces on ghosts return by reverse communication
-   (newton on). See equimol/compiled_lammps.py for the package's inputs and outputs. */
+   (newton on). See equimol/pt2_lammps.py for the package's inputs and outputs. */
 
 #ifdef PAIR_CLASS
 // clang-format off

@@ -74,6 +74,12 @@ class ProseList:
 PROSE_LISTS = [
     ProseList("README.md", r"A config has sections \((.*?)\) that map", lambda: list(SECTIONS)),
     ProseList(
+        "equimol/cli/train.py",
+        r"config with sections (.*?)\. ",
+        lambda: list(SECTIONS),
+        names=lambda text: [word.strip() for word in text.split(",")],
+    ),
+    ProseList(
         "docs/how-to/training.md",
         r"A config has these sections.*?:\n\n(.*?One more section, `\w+`)",
         lambda: list(SECTIONS),

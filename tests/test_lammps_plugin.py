@@ -211,8 +211,8 @@ def test_the_last_layer_takes_only_the_edges_into_owned_atoms():
     first group. The owned atoms' energies and every edge gradient equal the model's on all the edges
     to 1e-12, while the other nodes' energies change: the prefix is really cut.
     """
-    from equimol.compiled_lammps import export_lammps_program
     from equimol.graph import atoms_to_graph, edge_vectors
+    from equimol.pt2_lammps import export_lammps_program
 
     model = small_model([29, 79], energy_scale=5.0).eval()
     atoms = cu_au_box(temperature_k=0.0)

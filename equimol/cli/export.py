@@ -5,7 +5,7 @@
 (:mod:`equimol.pt2_model`): the energy-and-forces graph as an AOTInductor package or a ``torch.export``
 program, which the calculator, TorchSim, LAMMPS and
 ``equimol predict`` load like a model file; ``--target lammps`` writes the AOTInductor package that
-LAMMPS's ``pair_style equimol`` runs (:mod:`equimol.compiled_lammps`).
+LAMMPS's ``pair_style equimol`` runs (:mod:`equimol.pt2_lammps`).
 
 The file holds the EMA weights, every model hyperparameter, species, cutoff, dtype, the equimol
 version and a format version; it loads with :func:`equimol.export.load_model` or

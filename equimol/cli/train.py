@@ -14,7 +14,7 @@ from equimol.cli.arguments import add_command
 
 HELP = "train a potential from a YAML config"
 DESCRIPTION = (
-    "Train from a YAML config with sections model, data, loss, optimizer, scheduler, trainer. "
+    "Train from a YAML config with sections model, data, loss, optimizer, scheduler, trainer, finetune. "
     "Overrides are dotted section.key=value pairs, values parsed as YAML (trainer.max_epochs=3)."
 )
 
