@@ -72,7 +72,7 @@ PairEquimol::PairEquimol(LAMMPS *lmp) :
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  ghostneigh = 1;                  // neighbour lists of ghosts: their nodes receive edges
+  ghostneigh = 1;                  // neighbour lists of ghosts: their nodes receive edges (init_style)
   no_virial_fdotr_compute = 1;     // the virial is summed from the edges
   centroidstressflag = CENTROID_NOTAVAIL;
 }
@@ -263,7 +263,13 @@ void PairEquimol::init_style()
                               "isotopes)");
     }
   }
-  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  // On one rank every ghost is a periodic image of an owned atom, and images share their atom's node
+  // (rank_graph.cpp): the owned atoms' lists make the whole graph, and the default ghost cutoff (cutoff +
+  // skin) completes them. Several ranks need the ghosts' lists too, as deep as the receptive field.
+  const bool one_rank = comm->nprocs == 1;
+  ghostneigh = one_rank ? 0 : 1;
+  neighbor->add_request(this, one_rank ? NeighConst::REQ_FULL : NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  if (one_rank) return;
   // ghosts as deep as the receptive field, plus the skin the atoms may move between two neighbour lists
   const double needed = receptive_hops * cutoff + neighbor->skin;
   if (comm->cutghostuser < needed) {

@@ -190,3 +190,16 @@ def test_the_yaml_comment_lists_are_found() -> None:
 def test_a_yaml_comment_lists_every_choice(where: str, key: str, names: list[str]) -> None:
     expected = choices(key)
     assert set(names) == set(expected), f"{where}: `{key}` lists {names}; the schema has {expected}"
+
+
+def test_the_export_command_offers_every_compile_target() -> None:
+    """``equimol export --target`` spells its choices (the CLI imports no torch to parse); they must be
+    :data:`equimol.pt2_model.TARGETS`."""
+    import argparse
+
+    from equimol.cli import build_parser
+    from equimol.pt2_model import TARGETS
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    target = next(a for a in commands.choices["export"]._actions if a.option_strings == ["--target"])
+    assert tuple(target.choices) == TARGETS
