@@ -39,12 +39,13 @@ import _accuracy_3bpa as acc
 from _common import ROOT, check_outputs, equimol_command, fail, start_record, write_json
 
 # glibc's malloc defaults and eager training, as in every run before trainer.retain_freed_memory (default true)
-# and trainer.compile (true in the shipped config) existed; data.batch_size pinned (main-batch-3 changes it)
+# and trainer.compile_step (true in the shipped config; ``trainer.compile`` in the older records) existed;
+# data.batch_size pinned (main-batch-3 changes it)
 GATED = [
     "model.interaction=gated", "model.many_body=none", "model.channels=16", "model.lmax=2", "model.sh_lmax=2",
     "model.message_lmax=null", "model.self_connection=linear", "model.readout=final", "model.radial_mlp_hidden=[32]",
     "trainer.precision=64", "model.tp_options={strategy: e3nn}", "data.batch_size=5",
-    "trainer.retain_freed_memory=false", "trainer.compile=false",
+    "trainer.retain_freed_memory=false", "trainer.compile_step=false",
 ]  # fmt: skip
 # These runs used e3nn's product for the cg messages and a first layer on zero-padded inputs; the 'edge'
 # strategy (same product, faster) and the scalar-input first layer (MACE's) came later.
@@ -53,7 +54,7 @@ MACE = [
     "model.lmax=1", "model.sh_lmax=3", "model.message_lmax=3", "model.self_connection=species",
     "model.readout=per_layer", "model.radial_mlp_hidden=[64,64,64]", "trainer.precision=32",
     "model.tp_options={strategy: e3nn}", "model.scalar_first_layer=false", "data.batch_size=5",
-    "trainer.retain_freed_memory=false", "trainer.compile=false",
+    "trainer.retain_freed_memory=false", "trainer.compile_step=false",
 ]  # fmt: skip
 
 
@@ -94,9 +95,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         _with(MAIN_RETAIN, "model.radial_cutoff=4.5")),
     "main-compile": (
         "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
-        _with(MAIN_RETAIN, "trainer.compile=true")),
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-zbl": ("the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
-        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl")),
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
     "main-basis-l2": ("main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
         _with(MAIN_SHIPPED, "model.message_lmax=2")),
     "main-sh2": ("main job, edge harmonics and atomic basis up to L = 2 (0.66x CPU per step)",
@@ -114,9 +115,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "main-gaunt-message": ("main job with Gaunt messages (weights per channel and degree)",
         _with(MAIN, "model.tp_backend=gaunt", "model.tp_options={}")),
     "zbl-off": ("main-compile again, run beside `zbl-on` (the reference of the ZBL comparison)",
-        _with(MAIN_RETAIN, "trainer.compile=true")),
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "zbl-on": ("main-compile with ZBL repulsion at its default switch radii (model.pair_repulsion: zbl)",
-        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl")),
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
 }
 # fmt: on
 
@@ -267,17 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
 
     def run(item: tuple[str, int]) -> None:
-        record = run_one(*item, args, machine)
+        name, seed = item
+        record = run_one(name, seed, args, machine)
         with lock:
             results["runs"] = [r for r in results["runs"] if _key(r) != _key(record)] + [record]
             write_json(args.out, results)
-        forces = record.get("test_300K", {}).get("forces_rmse", float("nan"))
-        print(f"{item[0]} seed {item[1]}: F RMSE {1000 * forces:.1f} meV/Å, {record['epochs_started']} epochs")
+        if "test_300K" not in record:
+            raise RuntimeError(f"exit {record['exit_status']}, no test metrics; its log is in {args.work}")
+        forces = record["test_300K"]["forces_rmse"]
+        print(f"{name} seed {seed}: F RMSE {1000 * forces:.1f} meV/Å, {record['epochs_started']} epochs")
 
-    if args.report_from is None:
-        acc.run_queue(queue, args.parallel, run)
+    failures = [] if args.report_from else acc.run_queue(queue, args.parallel, run)["failures"]
     acc.save_report(args.out, results, _table(results).split("\n"))
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
