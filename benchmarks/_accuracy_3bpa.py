@@ -38,7 +38,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from _common import ROOT, equimol_command, write_json
+from _common import ROOT, equimol_command, fail, write_json
 
 CONFIG = ROOT / "configs" / "3bpa_quick.yaml"
 WORKERS = Path(__file__).resolve().with_name("_accuracy_3bpa_workers.py")
@@ -62,6 +62,12 @@ def add_job_arguments(parser: argparse.ArgumentParser, budget: float) -> None:
     parser.add_argument("--budget", type=float, default=budget, help=f"CPU seconds of training (default {budget:g})")
     parser.add_argument("--test-limit", type=int, help="first N frames of each test set only (dry runs)")
     parser.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
+
+
+def check_mace_python(python: Path) -> None:
+    """Stop (exit 2, one line) if the MACE environment's python is missing."""
+    if not Path(python).is_file():
+        fail(f"{python}: no MACE environment (bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only, or --mace-python)")
 
 
 def frames_text(path: Path) -> list[str]:

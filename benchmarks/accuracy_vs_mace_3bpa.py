@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "bash benchmarks/accuracy_vs_mace_3bpa.sh " + " ".join(argv if argv is not None else sys.argv[1:])
     source = args.report_from
     check_outputs([f"{args.out}.{ext}" for ext in ("json", "md", "png")], args.overwrite)
+    if source is None or args.timing_only:
+        acc.check_mace_python(args.mace_python)
     if args.timing_only and source is None:
         fail("--timing-only needs the record of the trained models: --report-from JSON")
     if source is not None:  # a report from a record (with new timings for --timing-only)

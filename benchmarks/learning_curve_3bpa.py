@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         code, _, seed = job.partition(":")
         if code != "mace" and code not in VARIANTS or not seed.isdigit():
             fail(f"unknown job {job!r} (mace:SEED or VARIANT:SEED, variants {sorted(VARIANTS)})")
+    if any(job.startswith("mace:") for job in args.jobs):
+        acc.check_mace_python(args.mace_python)
     paths = acc.prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
 
     def job(name: str) -> None:
@@ -151,6 +153,7 @@ def report(args: argparse.Namespace) -> int:
     records = [json.loads(p.read_text()) for p in sorted(args.work.glob("*/results.json"))]
     if not records:
         fail(f"no finished job in {args.work}")
+    acc.check_mace_python(args.mace_python)
     software = acc.versions(args.mace_python)
     machine = software["machine"]
     loads = [x for r in records for x in r["load_1min_start_end"]]

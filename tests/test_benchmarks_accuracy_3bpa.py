@@ -88,3 +88,21 @@ def test_a_committed_report_regenerates_from_its_json(stem, tmp_path):
     assert (tmp_path / f"{stem}.json").read_text() == (BENCHMARKS / f"{stem}.json").read_text()
     again = subprocess.run([*command, "--out", str(tmp_path / stem)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "give --overwrite" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        ("learning_curve_3bpa", ["run", "nosuch:0"], "unknown job 'nosuch:0'"),
+        ("learning_curve_3bpa", ["run", "mace:0", "--mace-python", "{tmp}/none/python"], "no MACE environment"),
+        ("accuracy_vs_mace_3bpa", ["--report-from", "{tmp}/none.json", "--out", "{tmp}/x"], "no such JSON record"),
+        ("accuracy_ablation_3bpa", ["--report-from", "{tmp}/none.json", "--out", "{tmp}/x"], "no such JSON record"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_work(script, arguments, message, tmp_path):
+    work = ["--work", str(tmp_path / "work")] if script == "learning_curve_3bpa" else []
+    arguments = [a.format(tmp=tmp_path) for a in arguments]
+    result = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *work, *arguments],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
