@@ -3,8 +3,9 @@
 Every run is ``equimol train configs/3bpa_quick.yaml`` with the overrides of one variant, a seed, one
 torch thread and ``trainer.max_cpu_time`` as its budget (CPU seconds of the training process, so a
 loaded machine slows a run down but does not shorten its training), then the evaluation on
-3BPA ``test_300K`` that ``equimol train`` runs itself. The variants are spelled out in full here (not
-relative to the shipped config, which this study is used to choose), so the table stays reproducible:
+3BPA ``test_300K`` that ``equimol train`` runs itself. Each run compiles into its own empty Inductor cache.
+The variants are spelled out in full here (not relative to the shipped config, which this study is used to
+choose), so the table stays reproducible:
 
 * ``gated``: the first-wave default (16 channels, L = 2, gated interaction, one read-out, no many-body);
 * ``mace``: the MACE-style layer (``interaction: product_basis``: TP messages up to ``message_lmax = 3``,
@@ -12,14 +13,16 @@ relative to the shipped config, which this study is used to choose), so the tabl
   a read-out per layer, radial MLP 3 x 64, 32 channels, L = 1, float32 — the settings of MACE "small";
 * ``mace-*``: ``mace`` with exactly one factor changed back or swapped.
 
-Usage (results are merged into ``--out`` after every run, so an interrupted study resumes)::
+Usage (each finished run is merged into ``--out``.json, so an interrupted study resumes; runs of an existing
+file are added to it only with ``--overwrite``; ``--out``.md is the table)::
 
-    python benchmarks/accuracy_ablation_3bpa.py --budget 180 --seeds 0 1 2 --parallel 2
-    python benchmarks/accuracy_ablation_3bpa.py --table      # write the Markdown table only
+    python benchmarks/accuracy_ablation_3bpa.py --budget 180 --seeds 0 1 2 --parallel 2 --out PREFIX
+    python benchmarks/accuracy_ablation_3bpa.py --report-from benchmarks/accuracy_ablation_3bpa.json --out PREFIX
 
 ZBL on against off (the shipped main job is ``main-compile``, seeds 0-4 already in the JSON file)::
 
-    .venv/bin/python benchmarks/accuracy_ablation_3bpa.py --variants main-zbl --seeds 0 1 2 --budget 540 --parallel 2
+    .venv/bin/python benchmarks/accuracy_ablation_3bpa.py --variants main-zbl --seeds 0 1 2 --budget 540 \\
+        --parallel 2 --overwrite
 """
 
 from __future__ import annotations
@@ -27,57 +30,32 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-from equimol.utils.machine import cpu_model
+import _accuracy_3bpa as acc
+from _common import ROOT, check_outputs, equimol_command, fail, start_record, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "3bpa_quick.yaml"
-
+# glibc's malloc defaults and eager training, as in every run before trainer.retain_freed_memory (default true)
+# and trainer.compile_step (true in the shipped config; ``trainer.compile`` in the older records) existed;
+# data.batch_size pinned (main-batch-3 changes it)
 GATED = [
-    "model.interaction=gated",
-    "model.many_body=none",
-    "model.channels=16",
-    "model.lmax=2",
-    "model.sh_lmax=2",
-    "model.message_lmax=null",
-    "model.self_connection=linear",
-    "model.readout=final",
-    "model.radial_mlp_hidden=[32]",
-    "trainer.precision=64",
-    "model.tp_options={strategy: e3nn}",
-    "data.batch_size=5",  # the shipped config's batch size (pinned: main-batch-3 changes it)
-    # glibc's malloc defaults and eager training, as in every run before trainer.retain_freed_memory
-    # (default true) and trainer.compile (true in the shipped config) existed
-    "trainer.retain_freed_memory=false",
-    "trainer.compile=false",
-]
+    "model.interaction=gated", "model.many_body=none", "model.channels=16", "model.lmax=2", "model.sh_lmax=2",
+    "model.message_lmax=null", "model.self_connection=linear", "model.readout=final", "model.radial_mlp_hidden=[32]",
+    "trainer.precision=64", "model.tp_options={strategy: e3nn}", "data.batch_size=5",
+    "trainer.retain_freed_memory=false", "trainer.compile_step=false",
+]  # fmt: skip
+# These runs used e3nn's product for the cg messages and a first layer on zero-padded inputs; the 'edge'
+# strategy (same product, faster) and the scalar-input first layer (MACE's) came later.
 MACE = [
-    "model.interaction=product_basis",
-    "model.many_body=cg",
-    "model.correlation=3",
-    "model.channels=32",
-    "model.lmax=1",
-    "model.sh_lmax=3",
-    "model.message_lmax=3",
-    "model.self_connection=species",
-    "model.readout=per_layer",
-    "model.radial_mlp_hidden=[64,64,64]",
-    "trainer.precision=32",
-    # These runs used e3nn's product for the cg messages and a first layer on zero-padded inputs; the 'edge'
-    # strategy (same product, faster) and the scalar-input first layer (MACE's) came later.
-    "model.tp_options={strategy: e3nn}",
-    "model.scalar_first_layer=false",
-    "data.batch_size=5",
-    "trainer.retain_freed_memory=false",
-    "trainer.compile=false",  # eager, as in every run before trainer.compile existed
-]
+    "model.interaction=product_basis", "model.many_body=cg", "model.correlation=3", "model.channels=32",
+    "model.lmax=1", "model.sh_lmax=3", "model.message_lmax=3", "model.self_connection=species",
+    "model.readout=per_layer", "model.radial_mlp_hidden=[64,64,64]", "trainer.precision=32",
+    "model.tp_options={strategy: e3nn}", "model.scalar_first_layer=false", "data.batch_size=5",
+    "trainer.retain_freed_memory=false", "trainer.compile_step=false",
+]  # fmt: skip
 
 
 def _with(base: list[str], *changes: str) -> list[str]:
@@ -94,6 +72,7 @@ MAIN_STEPS = _with(MAIN_SHIPPED, "trainer.max_steps=4500")
 # ... with freed memory kept by glibc (equimol/utils/allocator.py): the shipped default since it was measured
 MAIN_RETAIN = _with(MAIN_SHIPPED, "trainer.retain_freed_memory=true")
 
+# fmt: off
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "gated": ("first-wave default", GATED),
     "mace": ("MACE-style layer, all factors", MACE),
@@ -101,78 +80,46 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mace-linear-self": ("self-connection shared by all elements", _with(MACE, "model.self_connection=linear")),
     "mace-radial-32": ("radial MLP [32]", _with(MACE, "model.radial_mlp_hidden=[32]")),
     "mace-message-l1": ("atomic basis only up to L = 1", _with(MACE, "model.message_lmax=1", "model.sh_lmax=1")),
-    "mace-gaunt-product": (
-        "Gaunt nu-product instead of the CG symmetric product",
-        _with(MACE, "model.many_body=gaunt"),
-    ),
+    "mace-gaunt-product": ("Gaunt nu-product instead of the CG symmetric product",
+        _with(MACE, "model.many_body=gaunt")),
     "mace-float64": ("trained in float64", _with(MACE, "trainer.precision=64")),
-    "main-forces-1000": (
-        "main job, force weight 1000 (energy 1)",
-        _with(MACE, "model.many_body=gaunt", "loss.forces_weight=1000.0"),
-    ),
-    "main-cosine": (
-        "main job, cosine decay over 26 epochs instead of the plateau schedule",
-        _with(MACE, "model.many_body=gaunt", "scheduler.name=cosine", "scheduler.cosine_epochs=26"),
-    ),
+    "main-forces-1000": ("main job, force weight 1000 (energy 1)",
+        _with(MACE, "model.many_body=gaunt", "loss.forces_weight=1000.0")),
+    "main-cosine": ("main job, cosine decay over 26 epochs instead of the plateau schedule",
+        _with(MACE, "model.many_body=gaunt", "scheduler.name=cosine", "scheduler.cosine_epochs=26")),
     "main-edge": ("main job, cg messages by the 'edge' strategy (same product, 1.45x less CPU per step)", MAIN),
-    "main": (
-        "the main job (cg 'edge' messages, scalar-input first layer, batches of 5), glibc's malloc defaults",
-        MAIN_SHIPPED,
-    ),
-    "main-retain": (
-        "`main` with freed memory retained (no page faults per step)",
-        MAIN_RETAIN,
-    ),
-    "main-retain-cutoff-4.5": (
-        "main-retain with a 4.5 Å radial cutoff instead of 5 Å (fewer edges: 0.8x CPU per step)",
-        _with(MAIN_RETAIN, "model.radial_cutoff=4.5"),
-    ),
+    "main": ("the main job (cg 'edge' messages, scalar-input first layer, batches of 5), glibc's malloc defaults",
+        MAIN_SHIPPED),
+    "main-retain": ("`main` with freed memory retained (no page faults per step)", MAIN_RETAIN),
+    "main-retain-cutoff-4.5": ("main-retain with a 4.5 Å radial cutoff instead of 5 Å (fewer edges: 0.8x CPU per step)",
+        _with(MAIN_RETAIN, "model.radial_cutoff=4.5")),
     "main-compile": (
         "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
-        _with(MAIN_RETAIN, "trainer.compile=true"),
-    ),
-    "main-zbl": (
-        "the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
-        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl"),
-    ),
-    "main-basis-l2": (
-        "main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
-        _with(MAIN_SHIPPED, "model.message_lmax=2"),
-    ),
-    "main-sh2": (
-        "main job, edge harmonics and atomic basis up to L = 2 (0.66x CPU per step)",
-        _with(MAIN_SHIPPED, "model.message_lmax=2", "model.sh_lmax=2"),
-    ),
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "main-zbl": ("the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
+    "main-basis-l2": ("main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
+        _with(MAIN_SHIPPED, "model.message_lmax=2")),
+    "main-sh2": ("main job, edge harmonics and atomic basis up to L = 2 (0.66x CPU per step)",
+        _with(MAIN_SHIPPED, "model.message_lmax=2", "model.sh_lmax=2")),
     "main-budget-cosine": (
         "main job, cosine decay to 0 over the CPU budget, every step (instead of the plateau schedule)",
-        _with(MAIN_SHIPPED, "scheduler.name=budget_cosine"),
-    ),
-    "main-batch-3": (
-        "main job with batches of 3 structures instead of 5 (more, smaller optimizer steps)",
-        _with(MAIN_SHIPPED, "data.batch_size=3"),
-    ),
+        _with(MAIN_SHIPPED, "scheduler.name=budget_cosine")),
+    "main-batch-3": ("main job with batches of 3 structures instead of 5 (more, smaller optimizer steps)",
+        _with(MAIN_SHIPPED, "data.batch_size=3")),
     "main-4500": ("main job (cg 'edge' messages, scalar-input first layer), 4500 optimizer steps", MAIN_STEPS),
-    "main-4500-cp-message": (
-        "main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",
-        _with(MAIN_STEPS, "model.tp_backend=cp", "model.tp_options={}"),
-    ),
-    "main-cp-message": (
-        "main job with cp (rank 7L^2, shared path weights) messages",
-        _with(MAIN, "model.tp_backend=cp", "model.tp_options={}"),
-    ),
-    "main-gaunt-message": (
-        "main job with Gaunt messages (weights per channel and degree)",
-        _with(MAIN, "model.tp_backend=gaunt", "model.tp_options={}"),
-    ),
-    "zbl-off": (
-        "main-compile again, run beside `zbl-on` (the reference of the ZBL comparison)",
-        _with(MAIN_RETAIN, "trainer.compile=true"),
-    ),
-    "zbl-on": (
-        "main-compile with ZBL repulsion at its default switch radii (model.pair_repulsion: zbl)",
-        _with(MAIN_RETAIN, "trainer.compile=true", "model.pair_repulsion=zbl"),
-    ),
+    "main-4500-cp-message": ("main-4500 with cp messages (rank 7L^2, one weight per channel for all paths)",
+        _with(MAIN_STEPS, "model.tp_backend=cp", "model.tp_options={}")),
+    "main-cp-message": ("main job with cp (rank 7L^2, shared path weights) messages",
+        _with(MAIN, "model.tp_backend=cp", "model.tp_options={}")),
+    "main-gaunt-message": ("main job with Gaunt messages (weights per channel and degree)",
+        _with(MAIN, "model.tp_backend=gaunt", "model.tp_options={}")),
+    "zbl-off": ("main-compile again, run beside `zbl-on` (the reference of the ZBL comparison)",
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "zbl-on": ("main-compile with ZBL repulsion at its default switch radii (model.pair_repulsion: zbl)",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
 }
+# fmt: on
 
 
 FINDINGS = """
@@ -218,10 +165,6 @@ FINDINGS = """
 """
 
 
-def _machine() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores"
-
-
 def _progress(run_dir: Path) -> dict:
     """Epochs and optimizer steps completed, from the run's CSV log."""
     epochs, steps = 0, 0
@@ -235,41 +178,22 @@ def _progress(run_dir: Path) -> dict:
     return {"epochs_started": epochs, "steps": steps}
 
 
-def run_one(name: str, seed: int, budget: float, runs: Path, niceness: int) -> dict:
+def run_one(name: str, seed: int, args: argparse.Namespace, machine: str) -> dict:
     """Train and test one (variant, seed); returns the record stored in the JSON file."""
-    run_dir = runs / f"{name}_seed{seed}_cpu{int(budget)}"
+    run_dir = args.work / f"{name}_seed{seed}_cpu{int(args.budget)}"
     overrides = VARIANTS[name][1] + [
-        f"model.seed={seed}",
-        f"trainer.seed={seed}",
-        f"trainer.run_dir={run_dir}",
-        f"trainer.max_cpu_time={budget}",
-        "trainer.max_time=null",
-        "trainer.num_threads=1",
+        f"model.seed={seed}", f"trainer.seed={seed}", f"trainer.run_dir={run_dir}",
+        f"trainer.max_cpu_time={args.budget}", "trainer.max_time=null", "trainer.num_threads=1",
         "trainer.progress_bar=false",
-    ]
-    # the equimol of this interpreter's environment
-    command = [str(Path(sys.executable).with_name("equimol")), "train", str(CONFIG), *overrides]
-    # a fresh compiler cache per run: trainer.compile pays for its whole compilation in every run
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHINDUCTOR_CACHE_DIR=str(run_dir) + "_inductor")
-    start, load_start = time.time(), os.getloadavg()[0]
-    runs.mkdir(parents=True, exist_ok=True)
-    with open(runs / f"{run_dir.name}.log", "w") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(niceness)
-        )
-        _, status, usage = os.wait4(process.pid, 0)
+    ]  # fmt: skip
+    command = ["nice", "-n", str(args.nice), equimol_command(), "train", str(acc.CONFIG), *overrides]
+    args.work.mkdir(parents=True, exist_ok=True)
+    run = acc.run_logged(command, args.work / f"{run_dir.name}.log", acc.one_thread_env(Path(f"{run_dir}_inductor")))
     record = {
-        "variant": name,
-        "seed": seed,
-        "machine": _machine(),
-        "budget_cpu_s": budget,
-        "overrides": overrides,
-        "exit_status": os.waitstatus_to_exitcode(status),
-        "cpu_s_total": usage.ru_utime + usage.ru_stime,
-        "wall_s_total": time.time() - start,
-        "load_average_start_end": [load_start, os.getloadavg()[0]],
-        **_progress(run_dir),
-    }
+        "variant": name, "seed": seed, "machine": machine, "budget_cpu_s": args.budget, "overrides": overrides,
+        "exit_status": run["exit_status"], "cpu_s_total": run["cpu_s"], "wall_s_total": run["wall_s"],
+        "load_average_start_end": run["load"], **_progress(run_dir),
+    }  # fmt: skip
     metrics_path = run_dir / "test_metrics.json"
     if metrics_path.exists():
         record["test_300K"] = json.loads(metrics_path.read_text())["metrics"]
@@ -318,50 +242,46 @@ def _table(results: dict) -> str:
     return "\n".join(lines) + "\n" + FINDINGS
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budget", type=float, default=540.0, help="CPU seconds of training per run")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the training processes")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy_ablation")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "accuracy_ablation_3bpa.json")
-    parser.add_argument("--table", action="store_true", help="only rewrite the Markdown table from --out")
-    args = parser.parse_args()
-
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"machine": _machine(), "runs": []}
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "accuracy_ablation", help="run folders")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "accuracy_ablation_3bpa", help="prefix")
+    parser.add_argument("--overwrite", action="store_true", help="add to (or, with --report-from, replace) --out")
+    parser.add_argument("--report-from", type=Path, help="only write --out.{json,md} from this JSON record")
+    args = parser.parse_args(argv)
+    args.work, out = args.work.resolve(), Path(f"{args.out}.json")
+    check_outputs([out, Path(f"{args.out}.md")], args.overwrite)
+    if args.report_from is not None and not args.report_from.is_file():
+        fail(f"{args.report_from}: no such JSON record")
+    machine = start_record()["machine"]
+    source = args.report_from or out
+    results = json.loads(source.read_text()) if source.exists() else {"machine": machine, "runs": []}
     done = {_key(record) for record in results["runs"] if "test_300K" in record}
-    if not args.table:
-        queue = [
-            (name, seed)
-            for seed in args.seeds
-            for name in args.variants
-            if f"{name}|{seed}|{int(args.budget)}" not in done
-        ]
-        lock = threading.Lock()
+    queue = [
+        (name, seed) for seed in args.seeds for name in args.variants if f"{name}|{seed}|{int(args.budget)}" not in done
+    ]
+    lock = threading.Lock()
 
-        def worker() -> None:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    name, seed = queue.pop(0)
-                record = run_one(name, seed, args.budget, args.runs, args.nice)
-                with lock:
-                    results["runs"] = [r for r in results["runs"] if _key(r) != _key(record)] + [record]
-                    args.out.write_text(json.dumps(results, indent=1) + "\n")
-                    forces = record.get("test_300K", {}).get("forces_rmse", float("nan"))
-                    print(f"{name} seed {seed}: F RMSE {1000 * forces:.1f} meV/Å, {record['epochs_started']} epochs")
-                    sys.stdout.flush()
+    def run(item: tuple[str, int]) -> None:
+        name, seed = item
+        record = run_one(name, seed, args, machine)
+        with lock:
+            results["runs"] = [r for r in results["runs"] if _key(r) != _key(record)] + [record]
+            write_json(args.out, results)
+        if "test_300K" not in record:
+            raise RuntimeError(f"exit {record['exit_status']}, no test metrics; its log is in {args.work}")
+        forces = record["test_300K"]["forces_rmse"]
+        print(f"{name} seed {seed}: F RMSE {1000 * forces:.1f} meV/Å, {record['epochs_started']} epochs")
 
-        threads = [threading.Thread(target=worker) for _ in range(max(1, args.parallel))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    args.out.with_suffix(".md").write_text(_table(results))
+    failures = [] if args.report_from else acc.run_queue(queue, args.parallel, run)["failures"]
+    acc.save_report(args.out, results, _table(results).split("\n"))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,26 +1,17 @@
 """Learning curves on 3BPA: test errors of equimol and MACE "small" against training CPU time, to an hour.
 
-Every run trains on the same 475/25 split of ``3bpa/train_300K.xyz`` (split seed 0, the files of
-``accuracy_vs_mace_3bpa.prepare_data``) with one torch thread and a CPU-time budget (``--budget``, CPU
-seconds of the training process from its first batch, so a loaded machine stretches a run but does not
-shorten it). At each of ``--snapshots`` CPU seconds the run writes its EMA weights to a model file
-(equimol: ``trainer.snapshot_cpu_times``; MACE: a wrapper in ``accuracy_vs_mace_3bpa_workers.py``).
-Every snapshot is then tested on the full ``test_300K`` and ``test_600K``, and one function
-(``accuracy_vs_mace_3bpa.errors``) computes every RMSE from both codes' predictions.
-
-Jobs are ``CODE:SEED``: ``mace:0`` is MACE 0.3.16 "small" (the settings of ``accuracy_vs_mace_3bpa``),
-``main:0`` is ``configs/3bpa_quick.yaml`` as shipped, and any other name is a variant of
-:data:`VARIANTS` (the main job with a few keys changed, for choosing the model of a one-hour budget).
-Each equimol job compiles into its own empty Inductor cache, so every run pays its whole compilation.
-Jobs run ``--parallel`` at a time (default 2), each under ``nice -n 5``; a finished job (its
-``results.json``) is skipped when the command is run again, so an interrupted study resumes: an equimol
-job continues from its last checkpoint (CPU clock, data order and snapshots included, compiling again
-into an emptied cache), a MACE job starts over::
+Jobs are ``CODE:SEED`` run as ``_accuracy_3bpa.py`` describes (split seed 0 for every job): ``mace:0`` is MACE
+0.3.16 "small", ``main:0`` is ``configs/3bpa_quick.yaml`` as shipped, and any other name is a variant of
+:data:`VARIANTS` (the main job with a few keys changed, for choosing the model of a one-hour budget). At each
+of ``--snapshots`` CPU seconds a run writes its EMA weights to a model file, and every snapshot is tested on
+``test_300K`` and ``test_600K``. Jobs run ``--parallel`` at a time; a finished job (its ``results.json``) is
+skipped when the command is run again, so an interrupted study resumes::
 
     bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only        # both virtual environments
     .venv/bin/python benchmarks/learning_curve_3bpa.py run main:0 mace:0 main:1 mace:1
     .venv/bin/python benchmarks/learning_curve_3bpa.py run channels64:0 lmax2:0 --budget 3600
-    .venv/bin/python benchmarks/learning_curve_3bpa.py report [--overwrite]
+    .venv/bin/python benchmarks/learning_curve_3bpa.py stopped channels64:0   # test a killed job's snapshots
+    .venv/bin/python benchmarks/learning_curve_3bpa.py report [--out PREFIX] [--overwrite]
 
 ``report`` writes ``--out``.json/.md/.png (default ``benchmarks/learning_curve_3bpa``) from every
 finished job in ``--work`` (default ``runs/learning_curve_3bpa``); it refuses to replace an existing
@@ -32,21 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from _common import markdown_table
-from accuracy_vs_mace_3bpa import MACE_SMALL, errors, labels, one_thread_env, prepare_data, versions
-from accuracy_vs_mace_3bpa_workers import MACE_PYTHON, ROOT, WORKERS
+import _accuracy_3bpa as acc
+from _common import ROOT, SHARED_DATA, check_outputs, fail, markdown_table
 
-CONFIG = ROOT / "configs" / "3bpa_quick.yaml"
-EQUIMOL = Path(sys.executable).with_name("equimol")
-TESTS = ("test_300K", "test_600K")
 #: equimol variants: name -> overrides of configs/3bpa_quick.yaml (``main`` is the shipped config).
 VARIANTS: dict[str, list[str]] = {
     "main": [],
@@ -59,125 +42,30 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def job_folder(work: Path, job: str) -> Path:
-    return work / job.replace(":", "_seed")
+def run(args: argparse.Namespace) -> int:
+    for job in args.jobs:
+        code, _, seed = job.partition(":")
+        if code != "mace" and code not in VARIANTS or not seed.isdigit():
+            fail(f"unknown job {job!r} (mace:SEED or VARIANT:SEED, variants {sorted(VARIANTS)})")
+    if any(job.startswith("mace:") for job in args.jobs):
+        acc.check_mace_python(args.mace_python)
+    paths = acc.prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
 
+    def job(name: str) -> None:
+        record = acc.train_job(name, args, paths, VARIANTS.get(name.split(":")[0]), args.snapshots)
+        acc.test_job(record, args, paths, args.snapshots)
 
-def train_command(job: str, args: argparse.Namespace, paths: dict, folder: Path) -> list[str]:
-    """The training command line of ``job`` (through the workers module, which records the curve)."""
-    code, seed = job.split(":")
-    snapshots = ",".join(f"{t:g}" for t in args.snapshots)
-    nice = ["nice", "-n", "5"]
-    if code == "mace":
-        mace = [
-            "--name=mace_small", f"--seed={seed}", *MACE_SMALL, f"--E0s={paths['e0s']}",
-            f"--train_file={paths['mace_train']}", f"--valid_file={paths['mace_valid']}",
-            "--energy_key=REF_energy", "--forces_key=REF_forces", f"--work_dir={folder}", f"--model_dir={folder}",
-            f"--log_dir={folder / 'logs'}", f"--checkpoints_dir={folder / 'checkpoints'}",
-            f"--results_dir={folder / 'results'}",
-        ]  # fmt: skip
-        return [*nice, str(args.mace_python), str(WORKERS), "mace-train", f"--budget={args.budget}",
-                f"--curve={folder / 'curve.jsonl'}", f"--snapshots={snapshots}",
-                f"--snapshot-dir={folder / 'snapshots'}", "--", *mace]  # fmt: skip
-    overrides = [
-        "trainer.max_time=null", f"trainer.max_cpu_time={args.budget}", f"trainer.snapshot_cpu_times=[{snapshots}]",
-        "trainer.early_stopping_patience=null", f"trainer.run_dir={folder / 'run'}", "trainer.progress_bar=false",
-        "trainer.test_after_fit=false", "trainer.num_threads=1", f"trainer.seed={seed}", f"model.seed={seed}",
-        "data.seed=0", f"data.data_dir={args.data_dir.resolve()}", f"data.train={paths['train']}",
-        f"data.val={paths['valid']}", "data.val_fraction=0.0", "data.test=null", *VARIANTS[code],
-    ]  # fmt: skip
-    # an interrupted equimol job resumes from its last checkpoint, CPU clock and data order included
-    resume = ["--resume"] if (folder / "run" / "checkpoints" / "last.ckpt").exists() else []
-    return [*nice, str(sys.executable), str(WORKERS), "equimol-train", str(folder / "curve.jsonl"), "--",
-            "train", str(CONFIG), *overrides, *resume]  # fmt: skip
-
-
-def snapshot_files(job: str, folder: Path, snapshots: list[float]) -> dict[float, Path]:
-    code = job.split(":")[0]
-    if code == "mace":
-        return {t: folder / "snapshots" / f"mace_small_cpu{t:g}.model" for t in snapshots}
-    return {t: folder / "run" / "snapshots" / f"model_cpu{t:g}.pt" for t in snapshots}
-
-
-def predict_command(job: str, model: Path, test: Path, out: Path, mace_python: Path) -> list[str]:
-    if job.startswith("mace:"):
-        evaluate = str(mace_python.with_name("mace_eval_configs"))
-        return [evaluate, "--configs", str(test), "--model", str(model), "--output", str(out),
-                "--default_dtype", "float32", "--batch_size", "20", "--device", "cpu"]  # fmt: skip
-    return [str(EQUIMOL), "predict", str(model), str(test), "--out", str(out), "--batch-size", "20", "--quiet"]
-
-
-def predicted_labels(job: str, path: Path) -> dict:
-    """The predictions of ``path`` (MACE's ``MACE_*`` keys; equimol's ``equimol_*`` or plain keys)."""
-    import ase.io
-
-    if job.startswith("mace:"):
-        return labels(path, "MACE_energy", "MACE_forces")
-    first = ase.io.read(path, index=0)
-    return labels(path, "equimol_energy", "equimol_forces") if "equimol_energy" in first.info else labels(path)
-
-
-def snapshot_steps(job: str, model: Path) -> int:
-    """Optimizer steps made before the snapshot ``model`` was taken."""
-    if job.startswith("mace:"):
-        return json.loads((model.parent / "steps.json").read_text())[model.stem.rsplit("_cpu", 1)[1]]
-    from equimol.export import read_model_file
-
-    return int(read_model_file(model)["metadata"]["global_step"])
-
-
-def run_job(job: str, args: argparse.Namespace, paths: dict) -> dict:
-    """Train ``job``, test every snapshot; the record is also written to the job's ``results.json``."""
-    folder = job_folder(args.work, job)
-    if job.startswith("mace:") and folder.exists():
-        shutil.rmtree(folder)  # the MACE driver cannot continue its CPU clock: an interrupted run starts over
-    if (folder / "inductor_cache").exists():
-        shutil.rmtree(folder / "inductor_cache")  # a resumed equimol run pays its whole compilation again
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**one_thread_env(), "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor_cache")}
-    start, load_start = time.time(), os.getloadavg()[0]
-    with open(folder / "train.log", "w") as log:
-        process = subprocess.Popen(train_command(job, args, paths, folder), stdout=log, stderr=subprocess.STDOUT,
-                                   env=env)  # fmt: skip
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = (folder / "train.log").read_text().splitlines()[-15:]
-        raise RuntimeError(f"{job} failed:\n" + "\n".join(tail))
-    curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
-    record = {
-        "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
-        "overrides": VARIANTS.get(job.split(":")[0]), "train_wall_s": time.time() - start,
-        "process_cpu_s": usage.ru_utime + usage.ru_stime, "load_1min_start_end": [load_start, os.getloadavg()[0]],
-        "validations": [r for r in curve if "event" not in r],
-        "fit_end": next((r for r in curve if r.get("event") == "fit_end"), None), "snapshots": [],
-    }  # fmt: skip
-    test_snapshots(job, args, paths, folder, record, env)
-    return record
-
-
-def test_snapshots(job: str, args: argparse.Namespace, paths: dict, folder: Path, record: dict, env: dict) -> None:
-    """Test every snapshot file of ``job`` that exists on both test sets; write ``record`` to ``results.json``."""
-    for cpu_s, model in snapshot_files(job, folder, args.snapshots).items():
-        if not model.exists():  # a job stopped before this CPU time (see ``stopped``)
-            continue
-        tests = {}
-        for name in TESTS:
-            out = folder / f"predicted_cpu{cpu_s:g}_{name}.xyz"
-            subprocess.run(predict_command(job, model, paths[name], out, args.mace_python), check=True, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-            tests[name] = errors(labels(paths[name]), predicted_labels(job, out))
-            out.unlink()
-        record["snapshots"].append({"cpu_s": cpu_s, "steps": snapshot_steps(job, model), **tests})
-    (folder / "results.json").write_text(json.dumps(record, indent=1) + "\n")
+    todo = [name for name in args.jobs if not (acc.job_folder(args.work, name) / "results.json").exists()]
+    return 1 if acc.run_queue(todo, args.parallel, job)["failures"] else 0
 
 
 def stopped(args: argparse.Namespace) -> int:
     """Test the snapshots that an equimol job stopped before its budget wrote (its training process killed)."""
-    paths = prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
+    paths = acc.prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
     for job in args.jobs:
-        folder = job_folder(args.work, job)
+        folder = acc.job_folder(args.work, job)
         if job.startswith("mace:") or not (folder / "curve.jsonl").exists():
-            raise SystemExit(f"learning_curve_3bpa.py: error: {job} is not a started equimol job in {args.work}")
+            fail(f"{job} is not a started equimol job in {args.work}")
         curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
         record = {
             "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
@@ -185,42 +73,9 @@ def stopped(args: argparse.Namespace) -> int:
             "load_1min_start_end": [os.getloadavg()[0]] * 2,
             "validations": [r for r in curve if "event" not in r], "fit_end": None, "snapshots": [],
         }  # fmt: skip
-        test_snapshots(job, args, paths, folder, record, {**one_thread_env()})
+        acc.test_job(record, args, paths, args.snapshots)
         print(f"{job}: tested {len(record['snapshots'])} snapshot(s)")
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    for job in args.jobs:
-        code = job.split(":")[0]
-        if code != "mace" and code not in VARIANTS or not job.partition(":")[2].isdigit():
-            raise SystemExit(f"learning_curve_3bpa.py: error: unknown job {job!r} (mace:SEED or VARIANT:SEED, "
-                             f"variants {sorted(VARIANTS)})")  # fmt: skip
-    args.work.mkdir(parents=True, exist_ok=True)
-    paths = prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
-    todo = [job for job in args.jobs if not (job_folder(args.work, job) / "results.json").exists()]
-    lock, failures = threading.Lock(), []
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not todo:
-                    return
-                job = todo.pop(0)
-            print(f"{time.strftime('%H:%M:%S')} start {job}", flush=True)
-            try:
-                run_job(job, args, paths)
-                print(f"{time.strftime('%H:%M:%S')} done {job}", flush=True)
-            except Exception as error:  # noqa: BLE001 - one failed job must not stop the others
-                failures.append(job)
-                print(f"{time.strftime('%H:%M:%S')} FAILED {job}: {error}", flush=True)
-
-    threads = [threading.Thread(target=worker) for _ in range(args.parallel)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return 1 if failures else 0
 
 
 FINDINGS = """
@@ -253,7 +108,7 @@ def summarize(records: list[dict]) -> dict:
     table: dict = {}
     for record in records:
         for snapshot in record["snapshots"]:
-            for name in TESTS:
+            for name in acc.TESTS:
                 for metric in ("energy_rmse_per_atom", "forces_rmse"):
                     key = (record["code"], snapshot["cpu_s"], name, metric)
                     table.setdefault(key, []).append(snapshot[name][metric])
@@ -265,12 +120,7 @@ def summarize(records: list[dict]) -> dict:
 
 def plot(records: list[dict], path: Path, title: str) -> None:
     """RMSE against training CPU time, log-log: test_300K and test_600K, E and F, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    figure, axes = acc.subplots(2, 2, figsize=(11, 8), sharex=True)
     colors = {"main": "tab:blue", "mace": "tab:red"}
     others = iter(["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:gray"])
     for record in sorted(records, key=lambda r: (r["code"] != "main", r["code"] != "mace", r["code"], r["seed"])):
@@ -280,7 +130,7 @@ def plot(records: list[dict], path: Path, title: str) -> None:
         color = colors[code]
         label = {"main": "equimol (3bpa_quick)", "mace": 'MACE 0.3.16 "small"'}.get(code, f"equimol {code}")
         times = [s["cpu_s"] for s in record["snapshots"]]
-        for row, name in enumerate(TESTS):
+        for row, name in enumerate(acc.TESTS):
             for column, (metric, unit) in enumerate((("forces_rmse", "F (meV/Å)"), ("energy_rmse_per_atom",
                                                                                    "E (meV/atom)"))):  # fmt: skip
                 axis = axes[row, column]
@@ -299,20 +149,18 @@ def plot(records: list[dict], path: Path, title: str) -> None:
 
 def report(args: argparse.Namespace) -> int:
     out = args.out
-    if Path(f"{out}.json").exists() and not args.overwrite:
-        raise SystemExit(f"learning_curve_3bpa.py: error: {out}.json exists; give --overwrite to replace it")
+    check_outputs([f"{out}.json", f"{out}.md", f"{out}.png"], args.overwrite)
     records = [json.loads(p.read_text()) for p in sorted(args.work.glob("*/results.json"))]
     if not records:
-        raise SystemExit(f"learning_curve_3bpa.py: error: no finished job in {args.work}")
-    software = versions()
+        fail(f"no finished job in {args.work}")
+    acc.check_mace_python(args.mace_python)
+    software = acc.versions(args.mace_python)
     machine = software["machine"]
     loads = [x for r in records for x in r["load_1min_start_end"]]
     jobs = " ".join(r["job"] for r in records)
     record = {"software": software, "runs": records, "mean_over_seeds": summarize(records),
               "command": f"python benchmarks/learning_curve_3bpa.py run {jobs}"}  # fmt: skip
-    Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n")
     title = f"3BPA, 475 training frames, one thread per run; {machine['cpu']} ({machine['cpu_count']} cores)"
-    plot(records, Path(f"{out}.png"), title)
     codes = sorted({r["code"] for r in records}, key=lambda c: (c != "main", c != "mace", c))
     times = sorted({s["cpu_s"] for r in records for s in r["snapshots"]})
     lines = [
@@ -330,7 +178,7 @@ def report(args: argparse.Namespace) -> int:
         "E0s from `3bpa/iso_atoms.xyz`; every snapshot (EMA weights at that CPU time) tested on all 1669 frames of "
         "`test_300K` and 2138 of `test_600K`.",
         'MACE "small": `'
-        + " ".join(MACE_SMALL)
+        + " ".join(acc.MACE_SMALL)
         + "`. equimol variants are `configs/3bpa_quick.yaml` with: "
         + "; ".join(f"`{c}` {' '.join(VARIANTS[c]) or '(as shipped)'}" for c in codes if c != "mace")
         + ".",
@@ -339,12 +187,12 @@ def report(args: argparse.Namespace) -> int:
         "",
     ]
     summary = record["mean_over_seeds"]
-    header = ["run", "CPU s"] + [f"{name} {q}" for name in TESTS for q in ("E", "F")] + ["steps"]
+    header = ["run", "CPU s"] + [f"{name} {q}" for name in acc.TESTS for q in ("E", "F")] + ["steps"]
     rows = []
     for code in codes:
         for cpu_s in times:
             cells = [f"{code}", f"{cpu_s:g}"]
-            for name in TESTS:
+            for name in acc.TESTS:
                 for metric, digits in (("energy_rmse_per_atom", 2), ("forces_rmse", 1)):
                     entry = summary.get(f"{code}|{cpu_s}|{name}|{metric}")
                     cells.append("–" if entry is None else f"{entry['mean']:.{digits}f} ({entry['seeds']})")
@@ -365,32 +213,27 @@ def report(args: argparse.Namespace) -> int:
     rows = [[r["job"]] + [cell(r, t) for t in times] for r in records]
     lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
     lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", FINDINGS]
-    Path(f"{out}.md").write_text("\n".join(lines))
-    print(Path(f"{out}.md").read_text())
+    acc.save_report(out, record, lines, lambda path: plot(records, path, title))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs/learning_curve_3bpa", help="run folders")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data", help="holds 3bpa/")
+    parser.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="holds 3bpa/")
+    parser.set_defaults(config=acc.CONFIG)
     commands = parser.add_subparsers(dest="command", required=True)
     runner = commands.add_parser("run", help="train and test jobs CODE:SEED (mace:0, main:0, channels64:1, ...)")
-    runner.add_argument("jobs", nargs="+")
-    runner.add_argument("--budget", type=float, default=3600.0, help="CPU seconds of training (default 3600)")
-    runner.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
-    runner.add_argument("--parallel", type=int, default=2, help="jobs at a time (default 2)")
-    runner.add_argument("--test-limit", type=int, help="first N test frames only (dry runs)")
-    runner.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
     halted = commands.add_parser("stopped", help="test the snapshots of equimol jobs stopped before their budget")
-    halted.add_argument("jobs", nargs="+")
-    halted.add_argument("--budget", type=float, default=3600.0, help="the budget the jobs were started with")
-    halted.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
-    halted.add_argument("--test-limit", type=int, help="first N test frames only (dry runs)")
-    halted.add_argument("--mace-python", type=Path, default=MACE_PYTHON, help="python of the MACE environment")
+    for command in (runner, halted):
+        command.add_argument("jobs", nargs="+")
+        acc.add_job_arguments(command, budget=3600.0)
+        command.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
+    runner.add_argument("--parallel", type=int, default=2, help="jobs at a time, one thread each (default 2)")
     reporter = commands.add_parser("report", help="write --out.{json,md,png} from the finished jobs")
-    reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa")
+    reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa", help="report prefix")
     reporter.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    reporter.add_argument("--mace-python", type=Path, default=acc.MACE_PYTHON, help="python of the MACE environment")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
     return {"run": run, "stopped": stopped, "report": report}[args.command](args)

@@ -1,11 +1,12 @@
-"""Worker processes of ``benchmarks/accuracy_vs_mace_3bpa.py`` (one per code, each in its own virtual
-environment) and the calculator timing that drives two of them (:func:`run_timing`).
+"""Worker processes of the 3BPA accuracy benchmarks (``_accuracy_3bpa.py``), one per code, each in its own
+virtual environment.
 
-Commands (started by the driver, not by hand)::
+Commands (started by the drivers, not by hand)::
 
-    .venv/bin/python      ..._workers.py equimol-train CURVE.jsonl -- train CONFIG [overrides]
-    .venv-mace/bin/python ..._workers.py mace-train --budget SECONDS --curve CURVE.jsonl -- <run_train args>
-    <either python>       ..._workers.py timing {equimol,mace} MODEL STRUCTURES.xyz   # JSON lines on stdin/stdout
+    python (equimol's)  _accuracy_3bpa_workers.py equimol-train CURVE.jsonl -- train CONFIG [overrides]
+    python (MACE's)     _accuracy_3bpa_workers.py mace-train --budget SECONDS --curve CURVE.jsonl \
+                            [--snapshots S1,S2 --snapshot-dir DIR] -- <run_train args>
+    either python       _accuracy_3bpa_workers.py timing {equimol,mace} MODEL STRUCTURES.xyz  # JSON lines, stdin/out
 
 Only the standard library, numpy and ASE are imported at module level, so both environments can run it.
 
@@ -40,22 +41,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import ase
 import ase.io
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-# equimol's side runs in the driver's own environment; MACE's in the one accuracy_vs_mace_3bpa.sh makes
-PYTHON, MACE_PYTHON = Path(sys.executable), ROOT / ".venv-mace/bin/python"
-WORKERS = Path(__file__).resolve()
 MARK = "TIMING "  # prefix of the timing worker's answers (libraries may print to stdout too)
 
 
@@ -227,88 +220,6 @@ def timing(side: str, model: str, structures: str) -> None:
         from equimol.calculator import EquimolCalculator
 
         serve_timing(lambda: EquimolCalculator(model=model), structures)
-
-
-def molecule_box(molecules: list[ase.Atoms], density: float = 0.6, grid=(3, 3, 4), seed: int = 0) -> ase.Atoms:
-    """Periodic box of randomly rotated molecules on a ``grid`` lattice at ``density`` g/cm³ (3 x 3 x 4 = 36).
-
-    Each molecule is centred on its lattice site and rotated at random until no atom is within 1.8 Å of
-    another molecule's (minimum image). 0.6 g/cm³ packs 3BPA without retries running out.
-    """
-    spacing = (molecules[0].get_masses().sum() / (density * 0.602214)) ** (1.0 / 3.0)  # Å; amu/Å³ per g/cm³
-    lengths, rng = spacing * np.array(grid), np.random.default_rng(seed)
-    positions, numbers = np.zeros((0, 3)), []
-    for index, site in enumerate(np.ndindex(*grid)):
-        molecule = molecules[index % len(molecules)]
-        centered = molecule.positions - molecule.get_center_of_mass()
-        for _ in range(5000):
-            rotation, upper = np.linalg.qr(rng.normal(size=(3, 3)))
-            trial = centered @ (rotation * np.sign(np.diag(upper))).T + (np.array(site) + 0.5) * spacing
-            gaps = trial[:, None, :] - positions[None, :, :]
-            gaps -= lengths * np.round(gaps / lengths)
-            if len(positions) == 0 or np.sqrt((gaps**2).sum(-1)).min() >= 1.8:
-                positions, numbers = np.vstack([positions, trial]), [*numbers, *molecule.numbers]
-                break
-        else:
-            raise RuntimeError(f"molecule_box: no room for molecule {index} at {density} g/cm^3")
-    return ase.Atoms(numbers=numbers, positions=positions, cell=np.diag(lengths), pbc=True)
-
-
-class TimingWorker:
-    """A timing worker process (``..._workers.py timing``): one code's ASE calculator, asked over a pipe."""
-
-    def __init__(self, python: Path, side: str, model: Path, structures: Path) -> None:
-        command = [str(python), str(WORKERS), "timing", side, str(model), str(structures)]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.answer()
-
-    def answer(self) -> dict:
-        for line in self.process.stdout:
-            if line.startswith(MARK):
-                return json.loads(line[len(MARK) :])
-        raise RuntimeError(f"timing worker {self.process.args} ended (exit {self.process.wait()})")
-
-    def times(self, structure: int, threads: int, calls: int) -> list[float]:
-        self.process.stdin.write(json.dumps({"structure": structure, "threads": threads, "calls": calls}) + "\n")
-        self.process.stdin.flush()
-        return self.answer()["times"]
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
-
-
-def run_timing(work: Path, data_dir: Path, rounds: int, threads: tuple[int, ...] = (1, 2)) -> list[dict]:
-    """E+F time through both calculators, workers asked in turn (order swapped every round); medians, ratio."""
-    molecules = ase.io.read(data_dir / "3bpa/test_300K.xyz", ":36")
-    structures = [molecules[0], molecule_box(molecules)]
-    for atoms in structures:
-        atoms.calc = None
-    ase.io.write(work / "timing_structures.xyz", structures, format="extxyz")
-    workers = {
-        "equimol": TimingWorker(PYTHON, "equimol", work / "equimol/model.pt", work / "timing_structures.xyz"),
-        "mace": TimingWorker(MACE_PYTHON, "mace", work / "mace/mace_small.model", work / "timing_structures.xyz"),
-    }
-    results = []
-    try:
-        for count in threads:
-            for index, atoms in enumerate(structures):
-                calls = 10 if len(atoms) < 100 else 2
-                for worker in workers.values():
-                    worker.times(index, count, 2)  # warm-up
-                times: dict[str, list[float]] = {"equimol": [], "mace": []}
-                for round_ in range(rounds):
-                    for side in ("equimol", "mace") if round_ % 2 == 0 else ("mace", "equimol"):
-                        times[side] += workers[side].times(index, count, calls)
-                medians = {side: statistics.median(values) for side, values in times.items()}
-                results.append({
-                    "atoms": len(atoms), "threads": count, "calls": len(times["mace"]), "load_1min": os.getloadavg()[0],
-                    "median_s": medians, "ratio_equimol_over_mace": medians["equimol"] / medians["mace"],
-                })  # fmt: skip
-    finally:
-        for worker in workers.values():
-            worker.close()
-    return results
 
 
 def main() -> int:
