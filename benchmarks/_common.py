@@ -93,8 +93,7 @@ def equimol_command() -> str:
 
 
 def device_tag(machine: dict) -> str:
-    """The GPU's name (else the device's) of a :func:`~equimol.utils.machine.describe_machine` record, as a
-    file-name part: ``NVIDIA H200`` -> ``NVIDIA_H200``."""
+    """A machine record's GPU (else device) name as a file-name part: ``NVIDIA H200`` -> ``NVIDIA_H200``."""
     return re.sub(r"[^A-Za-z0-9]+", "_", str(machine.get("gpu") or machine["device"])).strip("_")
 
 
@@ -107,8 +106,7 @@ class SectionRecord:
         record.setdefault("sections", {})
 
     def section(self, name: str, function, *args):
-        """``sections[name]``: ``{"result": function(*args), "seconds"}``, or the error; returns the result
-        (None after an error)."""
+        """Record ``{"result": function(*args), "seconds"}`` (or the error) as ``sections[name]``; the result."""
         start = time.perf_counter()
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         try:

@@ -24,6 +24,7 @@ only from 0.1 ps on (the CPU drifts of benchmarks/lammps_nve_drift.json are belo
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -36,7 +37,6 @@ from equimol.tp import TensorProduct, available_backends, factored_backends
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 FORCE_TOLERANCE = 1e-6  # relative to max |F|, float64 central differences (module docstring)
 NVE_DRIFT_TOLERANCE = 1e-4  # eV/ps per atom (module docstring)
-EPS64 = float(torch.finfo(torch.float64).eps)
 
 
 def relative_difference(result: torch.Tensor, reference: torch.Tensor) -> float:
@@ -79,27 +79,24 @@ def fused_vs_torch(context) -> list[dict]:
     irreps = benchmark_irreps(sizes["check_lmax"], sizes["check_channels"])
     rows = []
     for backend in available_backends():
-        for dtype in (torch.float32, torch.float64):
+        for dtype, deterministic in itertools.product((torch.float32, torch.float64), (False, True)):
             options = {"backend": backend, "internal_weights": False, "dtype": dtype, "device": device}
-            for deterministic in (False, True):
-                start = time.perf_counter()
-                try:
-                    fused = TensorProduct(*irreps, kernel="triton", deterministic=deterministic, **options)
-                except (ValueError, ImportError, RuntimeError) as error:
-                    rows.append({"backend": backend, "skipped": f"{type(error).__name__}: {error}"})
-                    break
-                plain = TensorProduct(*irreps, **options)
-                problem = random_problem(plain, sizes["check_nodes"], sizes["check_edges"], 0, device, dtype)
-                row = {"backend": backend, "dtype": str(dtype)[6:], "deterministic": deterministic, "irreps": irreps[0]}
-                row |= _judged(_compare(fused, plain, problem), dtype)
-                if deterministic:
-                    with torch.no_grad():
-                        first, second = (fused.message_passing(*problem[:5], sizes["check_nodes"]) for _ in range(2))
-                    row["bitwise_reproducible"] = bool(torch.equal(first, second))
-                    row["passed"] = row["passed"] and row["bitwise_reproducible"]
-                rows.append(row | {"seconds": time.perf_counter() - start})
-            if "skipped" in rows[-1]:
+            start = time.perf_counter()
+            try:
+                fused = TensorProduct(*irreps, kernel="triton", deterministic=deterministic, **options)
+            except (ValueError, ImportError, RuntimeError) as error:
+                rows.append({"backend": backend, "skipped": f"{type(error).__name__}: {error}"})
                 break
+            plain = TensorProduct(*irreps, **options)
+            problem = random_problem(plain, sizes["check_nodes"], sizes["check_edges"], 0, device, dtype)
+            row = {"backend": backend, "dtype": str(dtype)[6:], "deterministic": deterministic, "irreps": irreps[0]}
+            row |= _judged(_compare(fused, plain, problem), dtype)
+            if deterministic:
+                with torch.no_grad():
+                    first, second = (fused.message_passing(*problem[:5], sizes["check_nodes"]) for _ in range(2))
+                row["bitwise_reproducible"] = bool(torch.equal(first, second))
+                row["passed"] = row["passed"] and row["bitwise_reproducible"]
+            rows.append(row | {"seconds": time.perf_counter() - start})
     return rows
 
 
@@ -161,7 +158,8 @@ def fd_forces(context, step: float = 1e-4) -> list[dict]:
             numeric = [calculate_numerical_forces(atoms, step, [atom], [axis])[0, 0] for atom, axis in picks]
             worst = max(abs(value - forces[atom, axis]) for value, (atom, axis) in zip(numeric, picks))
             scale = float(np.abs(forces).max())
-            tolerance = FORCE_TOLERANCE * scale + 10 * EPS64 * abs(atoms.get_potential_energy()) / step
+            rounding = 10 * torch.finfo(torch.float64).eps * abs(atoms.get_potential_energy()) / step
+            tolerance = FORCE_TOLERANCE * scale + rounding
             errors = {"max_abs_error_eV_per_A": float(worst), "max_abs_force_eV_per_A": scale}
             row = {"backend": backend, "kernel": kernel, "components": len(picks), "step_A": step, **errors}
             row["tolerance_eV_per_A"] = tolerance
@@ -169,40 +167,30 @@ def fd_forces(context, step: float = 1e-4) -> list[dict]:
     return rows
 
 
-def model_with_kernel(source, kernel: str, device: torch.device, dtype: str = "float64"):
-    """A model from a model file (``source`` a path) or a config dict, with ``tp_options.kernel`` replaced."""
+def nve(context) -> list[dict]:
+    """NVE drift of the trained model (``--model``; each of its kernels), then of a random-init model of
+    every backend with a fused kernel, run through that kernel (see the module docstring)."""
     from equimol.export import read_model_file
     from equimol.models import build_model
 
-    payload = read_model_file(source) if not isinstance(source, dict) else {"model_config": source}
-    config = dict(payload["model_config"])
-    config["tp_options"] = {**(config.get("tp_options") or {}), "kernel": kernel}
-    model = build_model(config)
-    if "state_dict" in payload:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    return model.to(device=device, dtype=getattr(torch, dtype)).eval()
-
-
-def nve(context) -> list[dict]:
-    """NVE drift of the trained model (``--model``; its own kernels), then of a random-init model of
-    every backend with a fused kernel, run through that kernel (see the module docstring)."""
-    from equimol.export import read_model_file
-
-    device, model_file = context.device, context.args.model
-    runs = []
-    if model_file:
-        backend = read_model_file(model_file)["model_config"].get("tp_backend", "cg")
-        runs += [(model_file, kernel) for kernel in kernels_for(backend, device)]
+    device, runs = context.device, []  # (label, model config, weights or None, kernels)
+    if context.args.model:
+        payload = read_model_file(context.args.model)
+        config = payload["model_config"]
+        kernels = kernels_for(config.get("tp_backend", "cg"), device)
+        runs.append((context.args.model, config, payload["state_dict"], kernels))
     for backend in factored_backends():
         if "triton" in kernels_for(backend, device):
-            runs.append((small_model_config(backend, "triton", "float64"), "triton"))
+            runs.append((f"random-init {backend}", small_model_config(backend, "triton", "float64"), None, ["triton"]))
     rows = []
-    for source, kernel in runs:
-        label = source if isinstance(source, str) else f"random-init {source['tp_backend']}"
-        drift = nve_drift(
-            device, context.molecule, model_with_kernel(source, kernel, device), context.sizes["nve_steps"]
-        )
-        rows.append({"model": label, "kernel": kernel, **drift})
+    for label, config, weights, kernels in runs:
+        for kernel in kernels:
+            model = build_model({**config, "tp_options": {**(config.get("tp_options") or {}), "kernel": kernel}})
+            if weights is not None:
+                model.load_state_dict(weights, strict=True)
+            model = model.to(device=device, dtype=torch.float64).eval()
+            drift = nve_drift(device, context.molecule, model, context.sizes["nve_steps"])
+            rows.append({"model": label, "kernel": kernel, **drift})
     return rows
 
 
@@ -222,11 +210,10 @@ def nve_drift(device: torch.device, molecule, model, steps: int, timestep_fs: fl
     atoms.calc = EquimolCalculator(model=model, device=device, dtype="float64")
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
-    energies = [atoms.get_total_energy()]
+    energies = []
+    dynamics.attach(lambda: energies.append(atoms.get_total_energy()), interval=1)  # step 0 and every step
     start = time.perf_counter()
-    for _ in range(steps):
-        dynamics.run(1)
-        energies.append(atoms.get_total_energy())
+    dynamics.run(steps)
     wall = time.perf_counter() - start
     slope = float(np.polyfit(np.arange(len(energies)) * timestep_fs / 1000.0, energies, 1)[0])
     finite = bool(np.all(np.isfinite(energies)))

