@@ -76,10 +76,8 @@ def molecule(data_dir: Path, dry_run: bool):
         atoms.positions += np.random.default_rng(0).normal(scale=0.1, size=atoms.positions.shape)
         return atoms, "ase.build.molecule('CH4'), positions + N(0, 0.1 Å) (dry run)"
     path = data_dir / "3bpa" / "test_300K.xyz"
-    if path.is_file():
-        atoms = ase.io.read(path, index=0)
-        atoms.calc = None
-        return atoms, str(path)
+    if path.is_file():  # the sections take copies, which leave the file's calculator behind
+        return ase.io.read(path, index=0), str(path)
     return ase.build.molecule("CH3CH2OH"), "ase.build.molecule('CH3CH2OH')"
 
 

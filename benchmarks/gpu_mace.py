@@ -7,8 +7,8 @@ path and imports nothing of equimol; the boxes come as one extended-XYZ file wri
 
 Series: ``mace[e3nn]`` (plain e3nn) and ``mace[cueq]`` (the same weights converted by MACE's
 ``convert_e3nn_cueq``, ``ir_mul`` layout, when cuequivariance-torch imports); both energies are
-recorded, so a cuEquivariance energy that departs from e3nn's (mace #1298) shows. The model is a randomly
-initialised ScaleShiftMACE, 2 interactions, hidden ``C x (0e + 1o + ... + L)``, spherical harmonics up to
+recorded, so a cuEquivariance energy that departs from e3nn's (mace #1298) shows. The model is a seeded random
+ScaleShiftMACE, 2 interactions, hidden ``C x (0e + 1o + ... + L)``, spherical harmonics up to
 ``L``, correlation 3, cutoff 5 Å, elements H and O. Prints one JSON line.
 """
 
@@ -74,6 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_default_dtype(dtype)  # MACE builds its constants in the default dtype; this process is ours
+    torch.manual_seed(0)  # the same random weights in every run
     import mace
 
     models = {"mace[e3nn]": build_mace(args.channels, args.lmax).to(device)}
