@@ -1,5 +1,6 @@
 """Pieces every benchmark shares: the Markdown table, the ``stem.json`` + ``stem.md`` pair, result files that
-are never overwritten unless asked, scratch folders, and the ``equimol`` command of the running environment.
+are never overwritten unless asked, a record rewritten after each section, and the ``equimol`` command of the
+running environment.
 
 Benchmarks run as scripts (``python benchmarks/<name>.py``), so their own folder is on ``sys.path`` and
 they import this module as ``_common``. Helpers that tests share live in the package
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
+import time
+import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -86,3 +90,32 @@ def equimol_command() -> str:
     if found is None:
         fail(f"no equimol command beside {sys.executable} or on PATH; install equimol into this environment")
     return found
+
+
+def device_tag(machine: dict) -> str:
+    """A machine record's GPU (else device) name as a file-name part: ``NVIDIA H200`` -> ``NVIDIA_H200``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(machine.get("gpu") or machine["device"])).strip("_")
+
+
+class SectionRecord:
+    """A result record rewritten to ``path`` (JSON) after each section, so that a run cut short keeps what it
+    measured; a section that raises is recorded with its error (and traceback) and the run goes on."""
+
+    def __init__(self, record: dict, path: str | Path) -> None:
+        self.record, self.path = record, Path(path)
+        record.setdefault("sections", {})
+
+    def section(self, name: str, function, *args):
+        """Record ``{"result": function(*args), "seconds"}`` (or the error) as ``sections[name]``; the result."""
+        start = time.perf_counter()
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+        try:
+            entry = {"result": function(*args)}
+        except Exception as error:  # noqa: BLE001 - one broken section must not lose the others
+            entry = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-2000:]}
+        self.record["sections"][name] = entry | {"seconds": time.perf_counter() - start}
+        self.write()
+        return entry.get("result")
+
+    def write(self) -> None:
+        self.path.write_text(json.dumps(self.record, indent=1, default=str) + "\n", encoding="utf-8")

@@ -3,72 +3,51 @@
     python3 benchmarks/gpu_lammps_plugin.py [--device cuda] [--sizes 4000 32000] [--out DIR] [--model main|tiny]
 
 Run by ``bash benchmarks/gpu_run.sh plugin`` on the GPU machine (see benchmarks/GPU_RUN.md); on a
-CPU (``--device cpu``) it is a dry run of the same steps. Steps, each recorded in
-``DIR/gpu_lammps_plugin_<device name>.json`` as soon as it ends (a run cut short keeps what it did):
+CPU (``--device cpu``) it is a dry run of the same steps. Sections, each recorded with its seconds (or
+its error) in ``DIR/gpu_lammps_plugin_<device name>.json`` as soon as it ends (a run cut short keeps
+what it did):
 
-1. ``build``: ``equimol lammps build-plugin`` against this machine's torch (seconds);
+1. ``build``: ``equimol lammps build-plugin`` against this machine's torch (the plugin's path);
 2. ``compile``: one random float32 model (benchmarks/lammps_scaling.py's ``main`` architecture, Cu
-   and Au) compiled for the device with ``--target lammps`` (seconds);
+   and Au) compiled for the device with ``--target lammps`` (the package's path);
 3. ``check``: one force evaluation of a rattled, sheared 108-atom Cu/Au box through the plugin (in
    this process, one rank) against the calculator with the eager model on the same device: energy,
    forces and pressure, float32 tolerance 1e-4 of each quantity's largest magnitude (``passed``);
-4. ``throughput``: NVE atom-steps per second of the plugin and of ASE's VelocityVerlet with the
-   calculator, per box size (``--atom-steps`` atoms x steps per run, after 2 warm-up steps).
+4. ``throughput_<atoms>``: NVE atom-steps per second of the plugin and of ASE's VelocityVerlet with
+   the calculator, per box size (``--atom-steps`` atoms x steps per run, after 2 warm-up steps).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import check_outputs
+from _common import SectionRecord, check_outputs, device_tag
 from lammps_scaling import ELEMENTS, MAIN, TINY, box
+
+from equimol.microbench.systems import cu_au_box, open_lammps
+from equimol.microbench.tp import timed
 
 TOLERANCE = 1e-4
 
 
-def result_path(record: dict, out: Path) -> Path:
-    name = record["machine"].get("gpu", record["machine"]["device"]).replace(" ", "_")
-    return out / f"gpu_lammps_plugin_{name}.json"
+def open_plugin(atoms, plugin: Path, package: Path):
+    """LAMMPS holding ``atoms`` with ``pair_style equimol`` (``package`` through the ``plugin`` library)."""
+    from equimol.lammps import plugin_commands
 
-
-def write(record: dict, out: Path) -> None:
-    path = result_path(record, out)
-    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {path}", flush=True)
-
-
-def open_plugin(atoms, plugin: Path, model: Path):
-    from equimol.lammps import create_box_from_atoms, load_lammps, plugin_commands
-
-    lmp = load_lammps()(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-    lmp.commands_string("units metal\natom_style atomic\natom_modify map yes\nnewton on")
-    create_box_from_atoms(lmp, atoms, ELEMENTS)
-    lmp.commands_string(plugin_commands(model, ELEMENTS, plugin=plugin))
-    lmp.commands_string(
-        "timestep 0.001\nneighbor 1.0 bin\nfix nve all nve\nthermo_style custom step pe pxx pyy pzz pxy pxz pyz"
-    )
-    lmp.commands_string("thermo_modify norm no\nthermo 1000")
-    return lmp
+    return open_lammps(atoms, elements=ELEMENTS, pair_style=plugin_commands(package, ELEMENTS, plugin=plugin))
 
 
 def check(plugin: Path, package: Path, model, device: str) -> dict:
     from ase import units
-    from ase.build import bulk
 
     from equimol.calculator import EquimolCalculator
 
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((3, 3, 3))
-    atoms.numbers[::4] = 79
-    cell = atoms.get_cell()[:]
-    cell[1, 0] += 0.1 * cell[1, 1]
-    atoms.set_cell(cell, scale_atoms=True)
-    atoms.rattle(0.05, seed=1)
+    atoms = cu_au_box(tilt=0.1, temperature_k=0.0, repeat=3)
     lmp = open_plugin(atoms, plugin, package)
     lmp.command("run 0")
     count = len(atoms)
@@ -79,12 +58,8 @@ def check(plugin: Path, package: Path, model, device: str) -> dict:
     }
     lmp.close()
     atoms.calc = EquimolCalculator(model, device=device)
-    xx, yy, zz, yz, xz, xy = -atoms.get_stress() / units.bar
-    eager = {
-        "energy": np.array(atoms.get_potential_energy()),
-        "forces": atoms.get_forces(),
-        "pressure": np.array([xx, yy, zz, xy, xz, yz]),
-    }
+    pressure = -atoms.get_stress(voigt=False)[[0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2]] / units.bar  # LAMMPS order
+    eager = {"energy": np.array(atoms.get_potential_energy()), "forces": atoms.get_forces(), "pressure": pressure}
     rows = {}
     for key, reference in eager.items():
         difference = float(np.abs(plugin_values[key] - reference).max())
@@ -104,21 +79,12 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
     steps = max(3, round(atom_steps / len(atoms)))
     lmp = open_plugin(atoms, plugin, package)
     lmp.command("run 2")
-    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    synchronize()
-    start = time.perf_counter()
-    lmp.command(f"run {steps} pre no post no")
-    synchronize()
-    plugin_seconds = time.perf_counter() - start
+    plugin_seconds = timed(lambda: lmp.command(f"run {steps} pre no post no"), torch.device(device))
     lmp.close()
     atoms.calc = EquimolCalculator(model, device=device)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dynamics.run(2)
-    synchronize()
-    start = time.perf_counter()
-    dynamics.run(steps)
-    synchronize()
-    ase_seconds = time.perf_counter() - start
+    ase_seconds = timed(lambda: dynamics.run(steps), torch.device(device))
     return {
         "atoms": len(atoms),
         "steps": steps,
@@ -127,7 +93,7 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
     }
 
 
-def main() -> None:
+def main() -> int:
     from equimol.lammps_plugin import build_plugin
 
     from equimol.models import build_model
@@ -142,30 +108,28 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks", help="folder of the JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace the JSON if it exists")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"machine": describe_machine(args.device), "model": args.model, "dtype": "float32", "sections": {}}
-    check_outputs([result_path(record, out)], args.overwrite)
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        plugin = build_plugin(cache=Path(folder) / "cache")
-        record["sections"]["build"] = {"seconds": time.perf_counter() - start}
-        write(record, out)
-        config = {**(MAIN if args.model == "main" else TINY), "species": ELEMENTS, "seed": 0, "dtype": "float32"}
-        model = build_model(config).to(args.device).eval()
-        start = time.perf_counter()
-        package = compile_model(model, Path(folder) / "plugin.pt2", target="lammps")
-        record["sections"]["compile"] = {"seconds": time.perf_counter() - start}
-        write(record, out)
-        record["sections"]["check"] = check(plugin, package, model, args.device)
-        write(record, out)
-        record["sections"]["throughput"] = []
+    record = {"machine": describe_machine(args.device), "model": args.model, "dtype": "float32"}
+    path = Path(args.out) / f"gpu_lammps_plugin_{device_tag(record['machine'])}.json"
+    check_outputs([path], args.overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = SectionRecord(record, path)
+    config = {**(MAIN if args.model == "main" else TINY), "species": ELEMENTS, "seed": 0, "dtype": "float32"}
+    model = build_model(config).to(args.device).eval()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        plugin = run.section("build", lambda: str(build_plugin(cache=folder / "cache")))
+        compiled = lambda: str(compile_model(model, folder / "plugin.pt2", target="lammps"))  # noqa: E731
+        package = plugin and run.section("compile", compiled)
+        if package is None:
+            print(f"no plugin or no package: see {path}")
+            return 1
+        files = (Path(plugin), Path(package), model, args.device)
+        run.section("check", check, *files)
         for wanted in args.sizes:
-            row = throughput(plugin, package, model, args.device, wanted, args.atom_steps)
-            record["sections"]["throughput"].append(row)
-            print(row, flush=True)
-            write(record, out)
+            print(run.section(f"throughput_{wanted}", throughput, *files, wanted, args.atom_steps), flush=True)
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

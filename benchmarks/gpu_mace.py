@@ -1,13 +1,14 @@
 """MACE energy+forces time on the water boxes of ``gpu_kernels.py`` (run by it in a subprocess).
 
+    python gpu_mace.py BOXES.extxyz [--device cuda] [--channels 32] [--lmax 2] [--dtype float32]
+
 mace-torch pins e3nn 0.4.4 and equimol needs e3nn >= 0.5, so this script runs under its own Python
-path and imports nothing of equimol; the water boxes are rebuilt here with the same recipe
-(``equimol.microbench.model.water_box``: O on a 3.1 Å cubic lattice, random orientations, seed 0).
+path and imports nothing of equimol; the boxes come as one extended-XYZ file written by the parent.
 
 Series: ``mace[e3nn]`` (plain e3nn) and ``mace[cueq]`` (the same weights converted by MACE's
 ``convert_e3nn_cueq``, ``ir_mul`` layout, when cuequivariance-torch imports); both energies are
-recorded, so a cuEquivariance energy that departs from e3nn's (mace #1298) shows. The model is a randomly
-initialised ScaleShiftMACE, 2 interactions, hidden ``C x (0e + 1o + ... + L)``, spherical harmonics up to
+recorded, so a cuEquivariance energy that departs from e3nn's (mace #1298) shows. The model is a seeded random
+ScaleShiftMACE, 2 interactions, hidden ``C x (0e + 1o + ... + L)``, spherical harmonics up to
 ``L``, correlation 3, cutoff 5 Å, elements H and O. Prints one JSON line.
 """
 
@@ -15,32 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 
+import ase.io
 import numpy as np
 import torch
-
-WATER_SPACING = 3.1  # Å, as equimol.microbench.model (liquid density)
-
-
-def water_box(lattice: int, seed: int = 0):
-    import ase
-    from scipy.spatial.transform import Rotation
-
-    rng = np.random.default_rng(seed)
-    half = math.radians(104.52) / 2
-    local = 0.9572 * np.array([[math.sin(half), math.cos(half), 0.0], [-math.sin(half), math.cos(half), 0.0]])
-    symbols, positions = [], []
-    for index in np.ndindex(lattice, lattice, lattice):
-        oxygen = np.array(index, dtype=float) * WATER_SPACING
-        w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)
-        rotation = Rotation.from_quat([x, y, z, w]).as_matrix()  # scalar-last; equal to equimol's to 2e-16
-        symbols += ["O", "H", "H"]
-        positions += [oxygen, *(oxygen + local @ rotation.T)]
-    return ase.Atoms(symbols, positions=positions, cell=[lattice * WATER_SPACING] * 3, pbc=True)
 
 
 def build_mace(channels: int, lmax: int):
@@ -48,25 +30,13 @@ def build_mace(channels: int, lmax: int):
     from mace import modules
 
     hidden = " + ".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1))
+    interaction = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     return modules.ScaleShiftMACE(
-        r_max=5.0,
-        num_bessel=8,
-        num_polynomial_cutoff=5,
-        max_ell=lmax,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        num_interactions=2,
-        num_elements=2,
-        hidden_irreps=o3.Irreps(hidden),
-        MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(2),
-        avg_num_neighbors=20.0,
-        atomic_numbers=[1, 8],
-        correlation=3,
-        gate=torch.nn.functional.silu,
-        atomic_inter_scale=1.0,
-        atomic_inter_shift=0.0,
-    )
+        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=lmax, interaction_cls=interaction,
+        interaction_cls_first=interaction, num_interactions=2, num_elements=2, hidden_irreps=o3.Irreps(hidden),
+        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(2), avg_num_neighbors=20.0, atomic_numbers=[1, 8],
+        correlation=3, gate=torch.nn.functional.silu, atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+    )  # fmt: skip
 
 
 def batch_of(atoms, device, dtype):
@@ -79,10 +49,24 @@ def batch_of(atoms, device, dtype):
     return {k: (v.to(dtype) if torch.is_floating_point(v) else v) for k, v in batch.to_dict().items()}
 
 
+def energy_forces_seconds(model, batch, device: torch.device, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``repeats`` energy+forces calls after one untimed call, and the energy."""
+    times = []
+    for _ in range(1 + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = model(batch, training=False, compute_force=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]), float(out["energy"].detach().sum())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("boxes", help="extended-XYZ file of the water boxes")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--lattices", default="7,15,32")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--lmax", type=int, default=2)
     parser.add_argument("--dtype", default="float32")
@@ -90,55 +74,38 @@ def main() -> int:
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.set_default_dtype(dtype)  # MACE builds its constants in the default dtype; this process is ours
+    torch.manual_seed(0)  # the same random weights in every run
     import mace
 
+    models = {"mace[e3nn]": build_mace(args.channels, args.lmax).to(device)}
     try:
         import cuequivariance_torch  # noqa: F401
 
-        flavours = [False, True]
         cueq_note = "cuequivariance-torch importable"
-    except ImportError as error:
-        flavours, cueq_note = [False], f"mace[cueq] skipped: {error}"
-    models = {"mace[e3nn]": build_mace(args.channels, args.lmax).to(device)}
-    if True in flavours:
         # The same weights through cuEquivariance (MACE's own converter), so the energies must agree.
         from mace.cli.convert_e3nn_cueq import run as e3nn_to_cueq
 
         models["mace[cueq]"] = e3nn_to_cueq(models["mace[e3nn]"], device=str(device), return_model=True).to(device)
+    except ImportError as error:
+        cueq_note = f"mace[cueq] skipped: {error}"
     rows = []
-    for lattice in (int(v) for v in args.lattices.split(",")):
-        atoms = water_box(lattice)
+    for atoms in ase.io.read(args.boxes, index=":"):
         try:
             batch = batch_of(atoms, device, dtype)
         except Exception as error:  # noqa: BLE001
             rows.append({"atoms": len(atoms), "error": repr(error)[:300]})
             continue
         for label, model in models.items():
+            row = {"label": label, "atoms": len(atoms)}
             try:
-                times = []
-                for _ in range(1 + args.repeats):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    start = time.perf_counter()
-                    out = model(batch, training=False, compute_force=True)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times.append(time.perf_counter() - start)
-                rows.append(
-                    {
-                        "label": label,
-                        "atoms": len(atoms),
-                        "edges": int(batch["edge_index"].shape[1]),
-                        "energy_forces_s": statistics.median(times[1:]),
-                        "energy": float(out["energy"].detach().sum()),
-                    }
-                )
+                seconds, energy = energy_forces_seconds(model, batch, device, args.repeats)
+                row |= {"edges": int(batch["edge_index"].shape[1]), "energy_forces_s": seconds, "energy": energy}
             except Exception as error:  # noqa: BLE001 - out of memory at 100k atoms, say
-                rows.append({"label": label, "atoms": len(atoms), "error": repr(error)[:300]})
+                row["error"] = repr(error)[:300]
+            rows.append(row)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    record = {"mace_version": mace.__version__, "cueq": cueq_note, "dtype": args.dtype, "rows": rows}
-    print(json.dumps(record))
+    print(json.dumps({"mace_version": mace.__version__, "cueq": cueq_note, "dtype": args.dtype, "rows": rows}))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -28,6 +29,26 @@ def test_a_result_is_replaced_only_with_overwrite(tmp_path, capsys):
         common.check_stem(stem, overwrite=False)
     assert stopped.value.code == 2 and "result.md exists; give --overwrite" in capsys.readouterr().err
     common.check_stem(stem, overwrite=True)
+
+
+def test_a_failing_section_is_recorded_and_the_record_rewritten_after_each_section(tmp_path):
+    common = _common()
+    path = tmp_path / "record.json"
+    run = common.SectionRecord({"machine": {"device": "cpu"}}, path)
+    assert run.section("first", lambda count: list(range(count)), 2) == [0, 1]
+    assert json.loads(path.read_text())["sections"]["first"]["result"] == [0, 1]  # written before the next one
+    assert run.section("broken", lambda: 1 / 0) is None
+    assert run.section("after", dict) == {}
+    sections = json.loads(path.read_text())["sections"]
+    assert sections["broken"]["error"] == "ZeroDivisionError: division by zero"
+    assert "1 / 0" in sections["broken"]["traceback"] and sections["broken"]["seconds"] >= 0
+    assert list(sections) == ["first", "broken", "after"]
+
+
+def test_result_files_are_named_after_the_gpu_else_the_device():
+    common = _common()
+    assert common.device_tag({"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"}) == "NVIDIA_H100_80GB_HBM3"
+    assert common.device_tag({"device": "cpu", "cpu": "AMD EPYC"}) == "cpu"
 
 
 def test_equimol_comes_from_the_running_environment():

@@ -92,6 +92,8 @@ def test_gpu_benchmark_script_dry_run_on_the_interpreter(tmp_path):
         sys.argv, sys.path[:] = argv, path
     record = json.loads(out.read_text())
     assert record["checks_passed"] == {"fused_vs_torch": True, "cueq_vs_cg": True, "fd_forces": True, "nve": None}
+    assert (tmp_path / "gpu_convolution.png").is_file()  # no model plot: its sections were skipped
+    assert not (tmp_path / "gpu_model.png").exists()
     rows = record["sections"]["convolution"]["result"]
     assert [row["lmax"] for row in rows][:2] == [1, 2]
     for row in rows:

@@ -101,17 +101,20 @@ def periodic_structures(temperature_k: float = 300.0) -> list:
     return structures
 
 
-def open_lammps(atoms, comm=None, elements=ELEMENTS, integrate: bool = True):
-    """A LAMMPS instance (``units metal``) holding ``atoms`` with ``fix equimol`` defined, NVE integration."""
+def open_lammps(atoms, comm=None, elements=ELEMENTS, integrate: bool = True, pair_style: str | None = None):
+    """A LAMMPS instance (``units metal``) holding ``atoms`` with ``fix equimol`` defined, NVE integration.
+
+    ``pair_style``: commands that set the potential up instead of ``fix equimol`` (e.g.
+    :func:`equimol.lammps.plugin_commands`).
+    """
     from equimol.lammps import create_box_from_atoms, load_lammps
 
     lammps = load_lammps()
     lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"], comm=comm)
-    lmp.commands_string("units metal\natom_style atomic\natom_modify map yes")
+    lmp.commands_string("units metal\natom_style atomic\natom_modify map yes\nnewton on")
     create_box_from_atoms(lmp, atoms, elements)
     lmp.commands_string(
-        "fix equimol all external pf/callback 1 1\n"
-        "fix_modify equimol energy yes virial yes\n"
+        (pair_style or "fix equimol all external pf/callback 1 1\nfix_modify equimol energy yes virial yes") + "\n"
         f"timestep {TIMESTEP_FS / 1000.0!r}\n"
         "thermo_style custom step pe ke etotal press pxx pyy pzz pxy pxz pyz\n"
         "neighbor 1.0 bin"
