@@ -86,13 +86,17 @@ FINDINGS = """
   not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
 - At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
   and 21.7) and F 44.7 meV/Å on test_600K: `configs/3bpa_1h.yaml` ships it with that budget.
-- Two variants screened on seed 0 (the same data order as `main:0`), to 3600 CPU-s. 64 channels
-  (`channels64`) makes half the steps (11.3k against 22.7k) and ends level with the main-job model:
-  test_300K F 20.6 against 19.8 meV/Å, test_600K 42.5 against 42.7; it is behind on test_300K at every
-  snapshot. Cosine decay of the learning rate over the CPU budget (`cosine`, `scheduler.name:
-  budget_cosine`) ends at F 21.2 against 19.8 (test_600K 44.9 against 42.7): no gain at an hour, as at
-  540 CPU-s in `accuracy_ablation_3bpa`. Neither is worth a second seed, so the shipped one-hour config
-  keeps the main-job model. L = 2 features, 3 layers and Gaunt messages were not screened.
+- Four variants screened on seed 0 (the same data order as `main:0`), to 3600 CPU-s, against `main:0`'s
+  test_300K F 19.8 meV/Å, E 0.35 meV/atom and test_600K F 42.7 (22.7k steps):
+  - L = 2 node features (`lmax2`, `model.lmax=2`): F 17.7, E 0.29, test_600K F 38.0 with 16.8k steps;
+    behind at 540 CPU-s (F 46.3 against 44.4), level at 1200 (27.4 against 27.6), ahead from 2400 on
+    (20.1 against 21.8). The only variant with a clear gain: its second seed decides the one-hour config.
+  - 3 layers (`layers3`): F 19.1, E 0.41, test_600K F 41.0 with 14.4k steps; behind at 540 and 1200
+    CPU-s (51.0 and 28.2 against 44.4 and 27.6), level at 2400 (21.6 against 21.8).
+  - 64 channels (`channels64`): F 20.6, test_600K 42.5 with 11.3k steps; behind at every earlier snapshot.
+  - cosine decay of the learning rate over the CPU budget (`cosine`, `scheduler.name: budget_cosine`):
+    F 21.2, test_600K 44.9: no gain at an hour, as at 540 CPU-s in `accuracy_ablation_3bpa`.
+  Gaunt messages were not screened.
 - `channels64:0` was stopped after its 2400 CPU-s snapshot (to free the machine) and later resumed from
   its last checkpoint to 3600 CPU-s, compiling again into an emptied cache.
 - `main:1` was interrupted at 2650 CPU-s (the session that ran it ended) and resumed from its last
