@@ -85,12 +85,14 @@ FINDINGS = """
   snapshot, mean of 2 seeds; the force gap is 5 to 11 meV/Å from 540 to 3600 CPU-s, so the lead is
   not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
 - At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
-  and 21.7) and F 44.7 meV/Å on test_600K: `configs/3bpa_1h.yaml` ships it with that budget.
+  and 21.7) and F 44.7 meV/Å on test_600K.
 - Four variants screened on seed 0 (the same data order as `main:0`), to 3600 CPU-s, against `main:0`'s
   test_300K F 19.8 meV/Å, E 0.35 meV/atom and test_600K F 42.7 (22.7k steps):
   - L = 2 node features (`lmax2`, `model.lmax=2`): F 17.7, E 0.29, test_600K F 38.0 with 16.8k steps;
     behind at 540 CPU-s (F 46.3 against 44.4), level at 1200 (27.4 against 27.6), ahead from 2400 on
-    (20.1 against 21.8). The only variant with a clear gain: its second seed decides the one-hour config.
+    (20.1 against 21.8). Its second seed (`lmax2:1`) confirms it: at 3600 CPU-s, mean of 2 seeds,
+    F 18.3 meV/Å (seeds 17.7 and 18.9) and E 0.32 meV/atom on test_300K, F 39.6 meV/Å on test_600K:
+    `configs/3bpa_1h.yaml` ships it.
   - 3 layers (`layers3`): F 19.1, E 0.41, test_600K F 41.0 with 14.4k steps; behind at 540 and 1200
     CPU-s (51.0 and 28.2 against 44.4 and 27.6), level at 2400 (21.6 against 21.8).
   - 64 channels (`channels64`): F 20.6, test_600K 42.5 with 11.3k steps; behind at every earlier snapshot.
