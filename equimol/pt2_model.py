@@ -24,8 +24,8 @@ unknown-element check (the callers check elements before calling) and the zero-v
 A compiled file runs on the device type and dtype it was compiled for.
 
 **Targets.** ``target="model"`` (the default) is the call interface above, for Python;
-``target="lammps"`` (``equimol export --format aotinductor --target lammps``) is the graph that LAMMPS's
-``pair_style equimol`` runs on each rank's owned and ghost atoms (:mod:`equimol.pt2_lammps`),
+``target="lammps"`` (``equimol export --format aotinductor --target lammps``) is the per-layer programs
+that LAMMPS's ``pair_style equimol`` runs for each rank's owned atoms (:mod:`equimol.pt2_lammps`),
 an AOTInductor package only; :func:`load_compiled` refuses it.
 
 **Fused kernels cannot be traced.** A model with ``tp_options: {kernel: triton}`` is refused
@@ -149,25 +149,21 @@ def compile_model(
         "device_type": next(model.parameters()).device.type,
         "model_config": model.config.to_dict(),
     }
-    inductor_configs = None
-    if target == "lammps":
-        from equimol.pt2_lammps import export_lammps_program, plugin_metadata
-
-        if mode != "aotinductor":
-            raise CompiledModelError(
-                f"compile mode {mode!r} with target 'lammps': pair_style equimol runs AOTInductor packages only "
-                "(`equimol export MODEL OUT.pt2 --format aotinductor --target lammps`)"
-            )
-        program = export_lammps_program(model)
-        inductor_configs = {"aot_inductor.metadata": plugin_metadata(model)}
-    else:
-        program = export_program(model)
+    if target == "lammps" and mode != "aotinductor":
+        raise CompiledModelError(
+            f"compile mode {mode!r} with target 'lammps': pair_style equimol runs AOTInductor packages only "
+            "(`equimol export MODEL OUT.pt2 --format aotinductor --target lammps`)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial.pt2")
-    if mode == "export":
-        torch.export.save(program, partial)
+    if target == "lammps":
+        from equimol.pt2_lammps import compile_lammps_package, plugin_metadata
+
+        compile_lammps_package(model, partial, plugin_metadata(model))
+    elif mode == "export":
+        torch.export.save(export_program(model), partial)
     else:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(partial), inductor_configs=inductor_configs)
+        torch._inductor.aoti_compile_and_package(export_program(model), package_path=str(partial))
     with zipfile.ZipFile(partial, "a") as archive:  # torch's reader wants every entry under the archive's root folder
         root = archive.namelist()[0].split("/", 1)[0]
         archive.writestr(f"{root}/{METADATA}", json.dumps(metadata))

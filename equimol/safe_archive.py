@@ -28,7 +28,8 @@ refuses, with :class:`UnsafeArchiveError` naming the entry, anything outside wha
   number or dotted name;
 * metadata (``equimol/metadata.json``) without its keys or with values of the wrong kind.
 
-**AOTInductor packages** hold a compiled shared library (``data/aotinductor/model/*.so``), which
+**AOTInductor packages** hold compiled shared libraries (``data/aotinductor/model/*.so``; the LAMMPS target
+also ``data/aotinductor/layer<t>_forward|backward/``), which
 torch loads with ``dlopen``: machine code that runs by design. Their archive is checked the same
 way (no pickles, nothing outside the expected names, no path out of the archive), but the library
 itself cannot be checked. Load only AOTInductor packages you compiled or trust; share
@@ -65,7 +66,14 @@ EXPORT_ENTRIES = re.compile(
     )
 )
 AOTI_ENTRIES = re.compile(
-    "|".join((*_COMMON, r"data/aotinductor/model/[A-Za-z0-9_.-]+", r"data/constants/[A-Za-z0-9_.-]+"))
+    "|".join(
+        (
+            *_COMMON,
+            # one program, or (LAMMPS's pair_style equimol) one per layer, equimol.pt2_lammps
+            r"data/aotinductor/(model|layer\d+_(forward|backward))/[A-Za-z0-9_.-]+",
+            r"data/constants/[A-Za-z0-9_.-]+",
+        )
+    )
 )
 _PLAIN = re.compile(r"[A-Za-z0-9_.:+\-]*")
 _ATEN = re.compile(r"torch\.ops\.aten\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)")

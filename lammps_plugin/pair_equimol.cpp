@@ -1,8 +1,9 @@
 /* pair_style equimol: see pair_equimol.h and equimol/pt2_lammps.py.
 
-   Each evaluation builds the rank's graph (RankGraph, rank_graph.cpp) and runs the model on it. The model
-   returns per-node energies and dE_local/dr_e for every edge e (r_e = x_receiver -
-   x_sender in LAMMPS coordinates); forces, the virial and per-atom virials follow from those. */
+   Each evaluation builds the rank's graph (RankGraph, rank_graph.cpp) and runs the package's programs on
+   it, layer by layer, exchanging node features with the other ranks in between; the backward programs
+   return dE_local/dr_e for every edge e (r_e = x_receiver - x_sender in LAMMPS coordinates), from which
+   forces, the virial and per-atom virials follow. */
 
 #include "pair_equimol.h"
 
@@ -36,7 +37,7 @@ namespace {
 const char *const USAGE =
     "pair_style equimol MODEL.pt2 [device cpu|cuda] [dtype float32|float64] [masses yes|no]";
 const char *const EXPORT_HINT = "write one with `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`";
-const char *const LAMMPS_FORMAT = "1";    // equimol.pt2_lammps.LAMMPS_FORMAT
+const char *const LAMMPS_FORMAT = "2";    // equimol.pt2_lammps.LAMMPS_FORMAT
 const double MASS_TOLERANCE = 0.05;    // relative; as equimol.lammps: a swapped map misses it by far
 
 std::vector<std::string> split(const std::string &text, char separator)
@@ -65,14 +66,13 @@ std::string one_line(const std::exception &error)
 }    // namespace
 
 PairEquimol::PairEquimol(LAMMPS *lmp) :
-    Pair(lmp), cutoff(0.0), receptive_hops(0), double_precision(true), on_gpu(false), device_index(-1),
-    check_masses(true)
+    Pair(lmp), cutoff(0.0), layers(0), double_precision(true), on_gpu(false), device_index(-1),
+    check_masses(true), comm_width(0)
 {
   single_enable = 0;
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  ghostneigh = 1;                  // neighbour lists of ghosts: their nodes receive edges (init_style)
   no_virial_fdotr_compute = 1;     // the virial is summed from the edges
   centroidstressflag = CENTROID_NOTAVAIL;
 }
@@ -82,7 +82,6 @@ PairEquimol::~PairEquimol()
   if (allocated) {
     memory->destroy(setflag);
     memory->destroy(cutsq);
-    memory->destroy(cutghost);
   }
 }
 
@@ -92,7 +91,6 @@ void PairEquimol::allocate()
   const int n = atom->ntypes + 1;
   memory->create(setflag, n, n, "pair:setflag");
   memory->create(cutsq, n, n, "pair:cutsq");
-  memory->create(cutghost, n, n, "pair:cutghost");
   for (int i = 0; i < n; i++)
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
   type_number.assign(n, 0);
@@ -153,7 +151,16 @@ void PairEquimol::settings(int narg, char **arg)
   device_index = index;
   std::string failure;
   try {
-    model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(model_path, "model", false, 1, index);
+    auto load = [&](const std::string &name) {
+      return std::make_unique<torch::inductor::AOTIModelPackageLoader>(model_path, name, false, 1, index);
+    };
+    model = load("model");
+    layer_forward.clear();
+    layer_backward.clear();
+    for (int t = 0; t + 1 < layers; t++) {
+      layer_forward.push_back(load("layer" + std::to_string(t) + "_forward"));
+      layer_backward.push_back(load("layer" + std::to_string(t) + "_backward"));
+    }
   } catch (const std::exception &exception) {
     failure = one_line(exception);
   }
@@ -175,8 +182,8 @@ void PairEquimol::read_metadata()
   if (!failure.empty())
     error->all(FLERR, "pair_style equimol: " + model_path + " is not an AOTInductor package (" + failure + "); " +
                           EXPORT_HINT);
-  const char *keys[] = {"equimol_target", "equimol_lammps_format", "equimol_species",
-                        "equimol_symbols", "equimol_masses", "equimol_cutoff", "equimol_receptive_hops",
+  const char *keys[] = {"equimol_target", "equimol_lammps_format", "equimol_species", "equimol_symbols",
+                        "equimol_masses", "equimol_cutoff", "equimol_layers", "equimol_feature_widths",
                         "equimol_dtype", "equimol_device", "equimol_threads"};
   for (const char *key : keys)
     if (metadata.find(key) == metadata.end()) {
@@ -201,7 +208,15 @@ void PairEquimol::read_metadata()
   if (symbols.size() != species.size() || standard_masses.size() != species.size())
     error->all(FLERR, "pair_style equimol: " + model_path + " has inconsistent species metadata; " + EXPORT_HINT);
   cutoff = utils::numeric(FLERR, metadata["equimol_cutoff"], false, lmp);
-  receptive_hops = utils::inumeric(FLERR, metadata["equimol_receptive_hops"], false, lmp);
+  layers = utils::inumeric(FLERR, metadata["equimol_layers"], false, lmp);
+  feature_widths.clear();
+  for (const std::string &width : split(metadata["equimol_feature_widths"], ','))
+    feature_widths.push_back(utils::inumeric(FLERR, width, false, lmp));
+  if (layers < 1 || static_cast<int>(feature_widths.size()) != layers - 1)
+    error->all(FLERR, "pair_style equimol: " + model_path + " has inconsistent layer metadata; " + EXPORT_HINT);
+  // the widest rows exchanged between layers: LAMMPS sizes its communication buffers from these
+  comm_forward = comm_reverse = 0;
+  for (const int width : feature_widths) comm_forward = comm_reverse = std::max(comm_forward, width);
   const std::string dtype = metadata["equimol_dtype"], device = metadata["equimol_device"];
   if (dtype != "float32" && dtype != "float64")
     error->all(FLERR, "pair_style equimol: " + model_path + " has dtype '" + dtype + "'; float32 or float64 only");
@@ -263,41 +278,103 @@ void PairEquimol::init_style()
                               "isotopes)");
     }
   }
-  // On one rank every ghost is a periodic image of an owned atom, and images share their atom's node
-  // (rank_graph.cpp): the owned atoms' lists make the whole graph, and the default ghost cutoff (cutoff +
-  // skin) completes them. Several ranks need the ghosts' lists too, as deep as the receptive field.
-  const bool one_rank = comm->nprocs == 1;
-  ghostneigh = one_rank ? 0 : 1;
-  neighbor->add_request(this, one_rank ? NeighConst::REQ_FULL : NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
-  if (one_rank) return;
-  // ghosts as deep as the receptive field, plus the skin the atoms may move between two neighbour lists
-  const double needed = receptive_hops * cutoff + neighbor->skin;
-  if (comm->cutghostuser < needed) {
-    comm->cutghostuser = needed;
-    if (comm->me == 0)
-      utils::logmesg(lmp, fmt::format("pair_style equimol: ghost cutoff {:.6g} A ({} x {:.6g} A receptive "
-                                      "field + {:.6g} A skin)\n",
-                                      needed, receptive_hops, cutoff, neighbor->skin));
-  }
+  // full lists of the owned atoms; the default ghost cutoff (cutoff + skin) holds every sender, since
+  // features of ghosts come from their owners between layers instead of being recomputed here
+  neighbor->add_request(this, NeighConst::REQ_FULL);
 }
 
 double PairEquimol::init_one(int i, int j)
 {
-  cutghost[i][j] = cutghost[j][i] = cutoff;
   return cutoff;
+}
+
+/* The features of the owned atoms, [nlocal, D] (model dtype and device), extended to every graph node:
+   owned rows first, then each ghost node's row from its owner (forward communication). */
+
+at::Tensor PairEquimol::to_ghost_nodes(const at::Tensor &owned_rows)
+{
+  const int nlocal = atom->nlocal;
+  const int nnodes = static_cast<int>(graph.graph_atom.size());
+  if (comm->nprocs == 1) return owned_rows;    // every ghost is an image of an owned atom: no ghost node
+  comm_width = static_cast<int>(owned_rows.size(1));
+  atom_rows.assign(static_cast<size_t>(atom->nmax) * comm_width, 0.0);
+  if (nlocal > 0) {
+    at::Tensor rows = owned_rows.to(at::kCPU, at::kDouble).contiguous();
+    std::memcpy(atom_rows.data(), rows.data_ptr<double>(), sizeof(double) * nlocal * comm_width);
+  }
+  comm->forward_comm(this, comm_width);
+  at::Tensor ghosts = at::empty({nnodes - nlocal, comm_width}, at::kDouble);
+  double *ghost = ghosts.data_ptr<double>();
+  for (int node = nlocal; node < nnodes; node++)
+    std::memcpy(ghost + static_cast<size_t>(node - nlocal) * comm_width,
+                atom_rows.data() + static_cast<size_t>(graph.graph_atom[node]) * comm_width,
+                sizeof(double) * comm_width);
+  return at::cat({owned_rows, ghosts.to(owned_rows.options())});
+}
+
+/* dE/dh of every graph node, [nnodes, D], summed onto the owned atoms, [nlocal, D]: the ghost nodes' rows
+   return to their owners (reverse communication). */
+
+at::Tensor PairEquimol::to_owned_atoms(const at::Tensor &node_rows)
+{
+  const int nlocal = atom->nlocal;
+  const int nnodes = static_cast<int>(graph.graph_atom.size());
+  if (comm->nprocs == 1) return node_rows;
+  comm_width = static_cast<int>(node_rows.size(1));
+  atom_rows.assign(static_cast<size_t>(atom->nmax) * comm_width, 0.0);
+  at::Tensor rows = node_rows.to(at::kCPU, at::kDouble).contiguous();
+  const double *row = rows.data_ptr<double>();
+  for (int node = nlocal; node < nnodes; node++)
+    std::memcpy(atom_rows.data() + static_cast<size_t>(graph.graph_atom[node]) * comm_width,
+                row + static_cast<size_t>(node) * comm_width, sizeof(double) * comm_width);
+  comm->reverse_comm(this, comm_width);
+  at::Tensor owned = at::from_blob(atom_rows.data(), {nlocal, comm_width}, at::kDouble).to(node_rows.options());
+  return node_rows.narrow(0, 0, nlocal) + owned;
+}
+
+int PairEquimol::pack_forward_comm(int n, int *list, double *buf, int, int *)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++)
+    for (int c = 0; c < comm_width; c++) buf[m++] = atom_rows[static_cast<size_t>(list[k]) * comm_width + c];
+  return m;
+}
+
+void PairEquimol::unpack_forward_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; i++)
+    for (int c = 0; c < comm_width; c++) atom_rows[static_cast<size_t>(i) * comm_width + c] = buf[m++];
+}
+
+int PairEquimol::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  for (int i = first; i < first + n; i++)
+    for (int c = 0; c < comm_width; c++) buf[m++] = atom_rows[static_cast<size_t>(i) * comm_width + c];
+  return m;
+}
+
+void PairEquimol::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int m = 0;
+  for (int k = 0; k < n; k++)
+    for (int c = 0; c < comm_width; c++) atom_rows[static_cast<size_t>(list[k]) * comm_width + c] += buf[m++];
 }
 
 void PairEquimol::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
   const int nlocal = atom->nlocal;
-  if (nlocal == 0) return;    // no owned atom, no energy of this rank
-  const int nnodes = graph.build(atom, domain, list, cutoff, receptive_hops);
+  const int nnodes = graph.build(atom, list, cutoff);
   const int64_t nedges = static_cast<int64_t>(graph.edge_atoms.size() / 2);
   std::vector<int64_t> numbers(nnodes);
   const int *type = atom->type;
   for (int node = 0; node < nnodes; node++) numbers[node] = species[type_number[type[graph.graph_atom[node]]]];
 
+  // A rank without owned atoms runs no program but still takes part in every exchange: the programs
+  // want at least one owned atom, and LAMMPS's communication is collective.
+  const bool evaluates = nlocal > 0;
   at::Tensor node_energy, gradient;
   std::string failure;
   try {
@@ -311,19 +388,60 @@ void PairEquimol::compute(int eflag, int vflag)
     at::Tensor edge_index = nedges ? at::from_blob(graph.edge_nodes.data(), {2, nedges}, at::kLong).to(integer)
                                    : at::zeros({2, 0}, integer);
     at::Tensor atomic_numbers = at::from_blob(numbers.data(), {nnodes}, at::kLong).to(integer);
-    at::Tensor local_mask = at::zeros({nnodes}, real);
-    local_mask.narrow(0, 0, nlocal).fill_(1.0);
-    std::vector<at::Tensor> inputs = {edge_vectors, atomic_numbers, edge_index, local_mask};
-    // layer t + 1 takes the edges into nodes fewer than receptive_hops - t hops away: only their lengths count
-    for (int t = 1; t < receptive_hops; t++)
-      inputs.push_back(at::empty({graph.edges_within[receptive_hops - 1 - t]}, integer.dtype(at::kChar)));
-    std::vector<at::Tensor> outputs = model->run(inputs);
-    node_energy = outputs.at(0).to(at::kCPU, at::kDouble).contiguous();
-    gradient = outputs.at(1).to(at::kCPU, at::kDouble).contiguous();
+    at::Tensor owned = at::empty({nlocal}, integer.dtype(at::kChar));
+    const std::vector<at::Tensor> graph_inputs = {atomic_numbers, edge_vectors, edge_index, owned};
+    auto with_features = [&](const at::Tensor &features) {
+      std::vector<at::Tensor> inputs = {features};
+      inputs.insert(inputs.end(), graph_inputs.begin(), graph_inputs.end());
+      return inputs;
+    };
+
+    // forward: layer t maps h^(t) of every node to h^(t+1) of the owned atoms and their energy share
+    node_energy = at::zeros({nlocal}, real);
+    std::vector<std::vector<at::Tensor>> stage_inputs(layers - 1), stage_saved(layers - 1);
+    at::Tensor features;
+    for (int t = 0; t + 1 < layers; t++) {
+      stage_inputs[t] = t == 0 ? graph_inputs : with_features(features);
+      at::Tensor updated = at::zeros({0, feature_widths[t]}, real);
+      if (evaluates) {
+        std::vector<at::Tensor> outputs = layer_forward[t]->run(stage_inputs[t]);
+        updated = outputs[0];
+        node_energy = node_energy + outputs[1];
+        stage_saved[t].assign(outputs.begin() + 2, outputs.end());
+      }
+      features = to_ghost_nodes(updated);
+    }
+    at::Tensor feature_gradient;
+    gradient = at::zeros({nedges, 3}, real);
+    if (evaluates) {
+      std::vector<at::Tensor> outputs = model->run(layers == 1 ? graph_inputs : with_features(features));
+      node_energy = node_energy + outputs[0];
+      gradient = outputs[1];
+      if (layers > 1) feature_gradient = outputs[2];
+    } else if (layers > 1) {
+      feature_gradient = at::zeros({nnodes, feature_widths[layers - 2]}, real);
+    }
+    // backward: dE/dh^(t+1) of the owned atoms (ghost nodes' shares returned to their owners) into layer t
+    for (int t = layers - 2; t >= 0; t--) {
+      at::Tensor cotangent = to_owned_atoms(feature_gradient);
+      if (!evaluates) {
+        if (t > 0) feature_gradient = at::zeros({nnodes, feature_widths[t - 1]}, real);
+        continue;
+      }
+      std::vector<at::Tensor> inputs = stage_inputs[t];
+      inputs.insert(inputs.end(), stage_saved[t].begin(), stage_saved[t].end());
+      inputs.push_back(cotangent);
+      std::vector<at::Tensor> outputs = layer_backward[t]->run(inputs);
+      gradient = gradient + outputs[0];
+      if (t > 0) feature_gradient = outputs[1];
+    }
+    node_energy = node_energy.to(at::kCPU, at::kDouble).contiguous();
+    gradient = gradient.to(at::kCPU, at::kDouble).contiguous();
   } catch (const std::exception &exception) {
     failure = one_line(exception);
   }
   if (!failure.empty()) error->one(FLERR, "pair_style equimol: evaluating " + model_path + " failed: " + failure);
+  if (!evaluates) return;
 
   const double *energy = node_energy.data_ptr<double>();
   for (int i = 0; i < nlocal; i++) {

@@ -1,10 +1,12 @@
 /* pair_style equimol: an equimol potential (an AOTInductor package written by
    `equimol export MODEL OUT.pt2 --format aotinductor --target lammps`) as a LAMMPS pair style, loaded as a plugin.
 
-   Each rank evaluates its owned atoms plus the ghost atoms within the model's receptive field
-   (receptive_hops x cutoff + skin, set as the ghost cutoff); the periodic images of one atom are one
-   graph node; energies count owned atoms only; forces on ghosts return by reverse communication
-   (newton on). See equimol/pt2_lammps.py for the package's inputs and outputs. */
+   Each rank evaluates the model layer by layer for its owned atoms only: between two layers the node
+   features of owned atoms go to their ghost images (forward communication), and in the backward pass the
+   derivatives with respect to ghost features return to their owners (reverse communication). Ghosts are
+   needed one cutoff deep (LAMMPS's default ghost cutoff); the periodic images of one atom are one graph
+   node; forces on ghosts return by reverse communication (newton on). See equimol/pt2_lammps.py for the
+   package's programs. */
 
 #ifdef PAIR_CLASS
 // clang-format off
@@ -39,16 +41,22 @@ class PairEquimol : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
 
  private:
   // the model file and what its metadata says
   std::string model_path;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model;    // the last layer
+  std::vector<std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> layer_forward, layer_backward;
   std::vector<int> species;                // atomic numbers the model knows
   std::vector<std::string> symbols;        // their chemical symbols
   std::vector<double> standard_masses;     // their standard atomic masses (amu)
   double cutoff;                           // Å
-  int receptive_hops;                      // message-passing layers: edges a node's energy reaches
+  int layers;                              // message-passing layers
+  std::vector<int> feature_widths;         // D_1 .. D_{layers-1}: node features exchanged between layers
   bool double_precision;                   // float64 model (else float32)
   bool on_gpu;                             // compiled for and running on CUDA
   int device_index;                        // the CUDA device of this rank
@@ -57,9 +65,13 @@ class PairEquimol : public Pair {
   std::vector<int> type_number;            // atomic number of each LAMMPS type (index = type)
 
   RankGraph graph;                         // the graph of one evaluation (reused buffers)
+  std::vector<double> atom_rows;           // [nall, comm_width]: per-atom rows that LAMMPS communicates
+  int comm_width;                          // the width of the rows being communicated
 
   void read_metadata();
   void allocate();
+  at::Tensor to_ghost_nodes(const at::Tensor &owned_rows);
+  at::Tensor to_owned_atoms(const at::Tensor &node_rows);
 };
 
 }    // namespace LAMMPS_NS

@@ -48,6 +48,8 @@ ASE's per-atom ``stresses = -W_i / V`` use the same split). Each ``W_i`` need no
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from e3nn import o3
 from torch import nn
@@ -67,6 +69,16 @@ from equimol.structure_checks import StructureError
 from equimol.utils.tracing import tracing
 
 _REQUIRED_FIELDS = ("pos", "atomic_numbers", "cell", "pbc", "edge_index", "cell_offsets")
+
+
+class EdgeTerms(NamedTuple):
+    """Per-edge inputs of the layers: ``lengths`` ``[E]`` Å, ``envelope`` ``[E]``, ``basis`` ``[E, num_radial_basis]``,
+    ``edge_sh`` ``[E, (sh_lmax + 1)^2]`` (component-normalized spherical harmonics of the unit vectors)."""
+
+    lengths: torch.Tensor
+    envelope: torch.Tensor
+    basis: torch.Tensor
+    edge_sh: torch.Tensor
 
 
 class Potential(nn.Module):
@@ -259,26 +271,58 @@ class Potential(nn.Module):
         dependence of the model except D3 dispersion (added by :meth:`forward`) goes through ``vectors``."""
         element_index = self.species_index(atomic_numbers)
         sender, receiver = edge_index
-        lengths = vectors.norm(dim=-1)
-        envelope = self.envelope(lengths)
-        basis = self.radial_basis(lengths)
-        edge_sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="component")
-        scalars = self.embedding(element_index)
+        edges = self.edge_terms(vectors)
+        spe = None
         if self.spe is not None:
-            scalars = scalars + self.spe(element_index, envelope, sender, receiver, node_graph, num_graphs)
-        # zero-padded to the first layer's input irreps (gated layers take l > 0 inputs; see _interaction)
-        input_dim = getattr(self.interactions[0], "input_irreps", self.irreps).dim
-        features = torch.cat([scalars, scalars.new_zeros(scalars.shape[0], input_dim - scalars.shape[1])], dim=-1)
+            spe = self.spe(element_index, edges.envelope, sender, receiver, node_graph, num_graphs)
+        features = self.initial_features(element_index, spe)
         layer_scalars = []
-        for index, interaction in enumerate(self.interactions):
-            features = interaction(features, edge_sh, basis, envelope, sender, receiver, element_index)
-            if self.many_body is not None:
-                features = self.many_body[index](features, element_index)
+        for index in range(len(self.interactions)):
+            features = self.layer(index, features, edges, edge_index, element_index)
             layer_scalars.append(features[:, : self.config.channels])
         node_energy = self.readout(layer_scalars[-len(self.readout.linear_heads) - 1 :], element_index)
         if self.physical_terms is not None:
-            node_energy = node_energy + self.physical_terms.pair_energies(lengths, element_index, sender, receiver)
+            node_energy = node_energy + self.physical_terms.pair_energies(
+                edges.lengths, element_index, sender, receiver
+            )
         return node_energy
+
+    def edge_terms(self, vectors: torch.Tensor) -> EdgeTerms:
+        """What every layer reads from the ``[E, 3]`` edge vectors (Å): lengths, smooth cutoff, radial basis and
+        spherical harmonics (shapes in :class:`EdgeTerms`)."""
+        lengths = vectors.norm(dim=-1)
+        edge_sh = o3.spherical_harmonics(self.sh_irreps, vectors, normalize=True, normalization="component")
+        return EdgeTerms(lengths, self.envelope(lengths), self.radial_basis(lengths), edge_sh)
+
+    def initial_features(self, element_index: torch.Tensor, spe: torch.Tensor | None = None) -> torch.Tensor:
+        """``h^(0)`` ``[n, D_0]``: the species embedding (plus the ``[n, C]`` SPE), zero-padded to the first
+        layer's input irreps (gated layers take l > 0 inputs; see :meth:`_interaction`)."""
+        scalars = self.embedding(element_index)
+        if spe is not None:
+            scalars = scalars + spe
+        input_dim = getattr(self.interactions[0], "input_irreps", self.irreps).dim
+        return torch.cat([scalars, scalars.new_zeros(scalars.shape[0], input_dim - scalars.shape[1])], dim=-1)
+
+    def layer(
+        self,
+        index: int,
+        features: torch.Tensor,
+        edges: EdgeTerms,
+        edge_index: torch.Tensor,
+        element_index: torch.Tensor,
+        num_receivers: int | None = None,
+    ) -> torch.Tensor:
+        """``h^(t+1)`` of layer ``index`` (its interaction, then its many-body block if any) from ``[n, D_t]``
+        ``features`` of all nodes; ``[k, D_{t+1}]`` for the first ``k = num_receivers`` nodes (all by default),
+        which must hold every receiver of ``edge_index``."""
+        sender, receiver = edge_index
+        interaction = self.interactions[index]
+        features = interaction(
+            features, edges.edge_sh, edges.basis, edges.envelope, sender, receiver, element_index, num_receivers
+        )
+        if self.many_body is not None:
+            features = self.many_body[index](features, element_index[: features.shape[0]])
+        return features
 
 
 def atom_virials(

@@ -74,6 +74,7 @@ class ConvolutionLayer(nn.Module):
         sender: torch.Tensor,
         receiver: torch.Tensor,
         element_index: torch.Tensor | None = None,
+        num_receivers: int | None = None,
     ) -> torch.Tensor:
         """One layer: :meth:`update` of the node features and their averaged messages ``m``.
 
@@ -84,15 +85,19 @@ class ConvolutionLayer(nn.Module):
             envelope: ``[E]`` smooth cutoff.
             sender, receiver: ``[E]`` int64.
             element_index: ``[n]`` int64 element of each node (needed by species-dependent layers).
+            num_receivers: update only the first ``k`` nodes (every receiver must be among them; the others
+                only send): a rank of ``pair_style equimol`` updates its owned atoms (:mod:`equimol.pt2_lammps`).
 
         Returns:
-            ``[n, D]`` updated node features (``D`` set by the layer).
+            ``[k, D]`` updated node features (``D`` set by the layer; ``k = n`` by default).
         """
+        k = node_features.shape[0] if num_receivers is None else num_receivers
         edge_weight = self.radial_mlp(radial_basis, envelope)
         messages = self.tensor_product.message_passing(
-            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, node_features.shape[0]
+            self.linear_up(node_features), edge_sh, edge_weight, sender, receiver, k
         )
-        return self.update(node_features, messages / self.avg_num_neighbors, element_index)
+        elements = None if element_index is None else element_index[:k]
+        return self.update(node_features[:k], messages / self.avg_num_neighbors, elements)
 
     def update(
         self, node_features: torch.Tensor, messages: torch.Tensor, element_index: torch.Tensor | None

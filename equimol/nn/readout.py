@@ -59,3 +59,17 @@ class EnergyReadout(nn.Module):
         for head, layer_scalars in zip(self.linear_heads, layers[:-1]):
             raw = raw + head(layer_scalars).squeeze(-1)
         return self.energy_scale[element_index] * raw + self.energy_shift[element_index] + self.e0s[element_index]
+
+    def layer_energy(
+        self, index: int, num_layers: int, scalars: torch.Tensor, element_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Layer ``index``'s share (``[n]`` eV) of :meth:`forward` in a model of ``num_layers`` layers, from that
+        layer's ``[n, C]`` scalars: the last layer's MLP with the shift and E0, an earlier layer's linear head
+        (zero for a layer that is not read out); the shares of all layers sum to :meth:`forward`."""
+        scale = self.energy_scale[element_index]
+        if index == num_layers - 1:
+            return scale * self.mlp(scalars).squeeze(-1) + self.energy_shift[element_index] + self.e0s[element_index]
+        head = index - (num_layers - 1 - len(self.linear_heads))
+        if head < 0:
+            return scalars.new_zeros(scalars.shape[0])
+        return scale * self.linear_heads[head](scalars).squeeze(-1)

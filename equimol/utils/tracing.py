@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 
@@ -109,5 +110,138 @@ def export_forces(wrapper: type[torch.nn.Module], model: torch.nn.Module, exampl
     traced_model = copy.deepcopy(model).eval()
     for parameter in traced_model.parameters():
         parameter.requires_grad_(False)
-    graph = trace_forces(wrapper(traced_model), *example)
-    return torch.export.export(graph, example, dynamic_shapes=shapes)
+    return export_graph(trace_forces(wrapper(traced_model), *example), example, shapes)
+
+
+def export_graph(graph: torch.fx.GraphModule, example: tuple, shapes: tuple) -> torch.export.ExportedProgram:
+    """``torch.export`` of a traced graph on ``example``, with ``shapes`` its dynamic sizes (one dict per input)."""
+    return torch.export.export(graph, tuple(example), dynamic_shapes=tuple(shapes))
+
+
+class JointSplit(NamedTuple):
+    """The two halves of a traced joint graph (:func:`split_at_cotangent`).
+
+    ``forward``: the joint graph's inputs but the cotangent -> its ``forward_outputs`` first outputs, then the
+    ``saved`` tensors. ``backward``: the same inputs, the saved tensors, the cotangent -> the other outputs.
+    ``backward_example``: example inputs of ``backward`` (the saved tensors computed on the joint's example).
+    """
+
+    forward: torch.fx.GraphModule
+    backward: torch.fx.GraphModule
+    saved: list[torch.fx.Node]
+    backward_example: tuple
+
+    def backward_shapes(self, shapes: tuple) -> tuple:
+        """Dynamic sizes of ``backward``'s inputs from ``shapes``, those of the joint graph's inputs: each saved
+        tensor's sizes are the inputs' symbols (or fixed numbers) they were traced as."""
+        symbols = {}  # each traced input size: its Dim, or None where the size is fixed
+        placeholders = [node for node in self.forward.graph.nodes if node.op == "placeholder"]
+        for node, spec in zip(placeholders, shapes[:-1], strict=True):
+            for axis, size in enumerate(node.meta["val"].shape):
+                expression = _symbol(size)
+                if not isinstance(expression, int):
+                    symbols.setdefault(expression, (spec or {}).get(axis))
+        saved_shapes = []
+        for node in self.saved:
+            spec = {}
+            for axis, size in enumerate(node.meta["val"].shape):
+                expression = _symbol(size)
+                if isinstance(expression, int) or all(symbols.get(free, 0) is None for free in expression.free_symbols):
+                    continue  # a fixed size
+                spec[axis] = _derived_dim(expression, symbols, node.name)
+            saved_shapes.append(spec)
+        return (*shapes[:-1], *saved_shapes, shapes[-1])
+
+
+def _derived_dim(expression, symbols: dict, name: str):
+    """The export ``Dim`` of a saved tensor's size ``a * s + b`` with ``s`` a dynamic input size."""
+    free = list(expression.free_symbols)
+    if len(free) == 1 and symbols.get(free[0]) is not None:
+        slope = expression.diff(free[0])
+        offset = expression.subs(free[0], 0)
+        if slope.is_Integer and offset.is_Integer and slope > 0:
+            dim = symbols[free[0]]
+            dim = dim if slope == 1 else int(slope) * dim
+            return dim if offset == 0 else dim + int(offset)
+    raise ValueError(f"saved tensor {name}: size {expression} is not a linear function of one input's size")
+
+
+def _symbol(size):
+    """A traced size as an int, or as the simplified sympy expression of its symbol."""
+    if isinstance(size, int):
+        return size
+    expression = size.node.expr
+    expression = size.node.shape_env.simplify(expression) if size.node.shape_env is not None else expression
+    return int(expression) if expression.is_number else expression
+
+
+def split_at_cotangent(joint: torch.fx.GraphModule, forward_outputs: int, example: tuple) -> JointSplit:
+    """Split a traced ``(*inputs, cotangent) -> (*outputs, *derivatives)`` graph where the cotangent enters.
+
+    The forward half computes every node that does not depend on the cotangent (its last input) and returns
+    the first ``forward_outputs`` outputs and the tensors that the backward half reads; the backward half
+    computes the rest from the inputs, those saved tensors and the cotangent. Sizes the backward half reads
+    are recomputed there from its tensors, since a program passes tensors only. Nothing is computed twice.
+    """
+    graph = joint.graph
+    placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+    output = next(node for node in graph.nodes if node.op == "output")
+    cotangent = placeholders[-1]
+    late = {cotangent}
+    for node in graph.nodes:
+        if node.op not in ("placeholder", "output") and any(arg in late for arg in node.all_input_nodes):
+            late.add(node)
+    results = list(output.args[0])
+    if any(result in late for result in results[:forward_outputs]):
+        raise ValueError("a forward output depends on the cotangent")
+    is_tensor = lambda node: isinstance(node.meta.get("val"), torch.Tensor)  # noqa: E731
+    order = {node: position for position, node in enumerate(graph.nodes)}
+    saved = set()
+
+    def needed(node):  # a tensor of the forward half that the backward half reads; sizes through their tensors
+        if node in late or node in saved or node.op == "placeholder":
+            return
+        if is_tensor(node):
+            saved.add(node)
+        else:
+            for arg in node.all_input_nodes:
+                needed(arg)
+
+    for node in list(late) + results[forward_outputs:]:
+        for arg in node.all_input_nodes if node in late else [node]:
+            needed(arg)
+    saved = sorted(saved, key=order.__getitem__)
+
+    forward = torch.fx.Graph()
+    env = {}
+    for node in graph.nodes:
+        if node is cotangent or node in late or node.op == "output":
+            continue
+        env[node] = forward.node_copy(node, lambda arg: env[arg])
+    forward.output(tuple(env[node] for node in results[:forward_outputs]) + tuple(env[node] for node in saved))
+
+    backward = torch.fx.Graph()
+    back = {}
+    for node in placeholders[:-1] + saved + [cotangent]:
+        if node.op == "placeholder":
+            back[node] = backward.node_copy(node)
+        else:
+            back[node] = backward.placeholder(f"saved_{node.name}")
+            back[node].meta = dict(node.meta)
+
+    def early(arg):  # a value the forward half computed: saved, or a size recomputed here
+        if arg not in back:
+            back[arg] = backward.node_copy(arg, early)
+        return back[arg]
+
+    for node in graph.nodes:
+        if node in late and node is not cotangent:
+            back[node] = backward.node_copy(node, lambda arg: back[arg] if arg in late else early(arg))
+    backward.output(tuple(back[node] if node in late else early(node) for node in results[forward_outputs:]))
+
+    forward_module = torch.fx.GraphModule(joint, forward)
+    backward_module = torch.fx.GraphModule(joint, backward)
+    with torch.no_grad():
+        values = forward_module(*example[:-1])
+    backward_example = (*example[:-1], *values[forward_outputs:], example[-1])
+    return JointSplit(forward_module, backward_module, saved, backward_example)
