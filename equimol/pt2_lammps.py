@@ -180,7 +180,11 @@ def feature_widths(model: nn.Module) -> list[int]:
 
 
 def _dynamic_shapes(index: int, last: bool) -> tuple[dict, ...]:
-    nodes, edges, owned = torch.export.Dim("nodes", min=1), torch.export.Dim("edges", min=0), torch.export.Dim("owned", min=1)
+    nodes, edges, owned = (
+        torch.export.Dim("nodes", min=1),
+        torch.export.Dim("edges", min=0),
+        torch.export.Dim("owned", min=1),
+    )
     shapes = ({0: nodes}, {0: edges}, {1: edges}, {0: owned})
     if index > 0:
         shapes = ({0: nodes}, *shapes)
