@@ -43,7 +43,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from _common import ROOT
+from _common import ROOT, quick_3bpa_model
 from gpu_checks import kernels_for, relative_difference
 
 from equimol.microbench.model import benchmark_structure, water_box
@@ -260,7 +260,6 @@ def training(context) -> list[dict]:
     code, not the physics).
     """
     import ase.io
-    import yaml
     from torch_geometric.data import Batch
 
     from equimol.graph import atoms_to_graph
@@ -278,9 +277,7 @@ def training(context) -> list[dict]:
         graphs[-1].forces = torch.tensor(frame.get_forces()[:atoms], dtype=dtype)
     batches = [Batch.from_data_list(graphs[i : i + batch_size]).to(device) for i in range(0, len(graphs), batch_size)]
     per_atom = float(sum(b.energy.sum() for b in batches) / sum(b.pos.shape[0] for b in batches))
-    config = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
-    config.update(avg_num_neighbors=12.0, e0s=None, energy_shift=per_atom, energy_scale=1.0, dtype="float64")
-    config.update(sizes["train_model"])
+    config = quick_3bpa_model(energy_shift=per_atom, dtype="float64", **sizes["train_model"])
     rows = []
     for backend in available_backends():
         for kernel in kernels_for(backend, device):

@@ -18,11 +18,12 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 import torch_sim as ts
-from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
+from _common import ROOT, check_stem, interleaved, markdown_table, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
@@ -80,10 +81,8 @@ def main() -> None:
     for count in (int(value) for value in args.structures.split(",")):
         structures = [base[i % len(base)] for i in range(count)]
         atoms = sum(len(a) for a in structures)
-        times = {"torchsim": [], "ase_loop": []}
-        for _ in range(args.rounds):
-            times["torchsim"].append(torchsim_round(wrapped, structures, args.steps))
-            times["ase_loop"].append(ase_round(model, structures, args.steps))
+        rounds = {"torchsim": partial(torchsim_round, wrapped), "ase_loop": partial(ase_round, model)}
+        times = interleaved({name: partial(run, structures, args.steps) for name, run in rounds.items()}, args.rounds)
         rates = {name: atoms * args.steps / statistics.median(values) for name, values in times.items()}
         entry = {
             "structures": count,
