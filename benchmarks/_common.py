@@ -99,9 +99,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_stem(stem: str | Path, overwrite: bool) -> None:
-    """:func:`check_outputs` for the ``stem.json`` + ``stem.md`` pair."""
-    check_outputs([f"{stem}.json", f"{stem}.md"], overwrite)
+def parse_stem(parser: argparse.ArgumentParser, name: str, argv: Sequence[str] | None = None):
+    """Add ``--out STEM`` (default ``benchmarks/<name>``) and ``--overwrite`` to ``parser``, parse ``argv`` (default:
+    the command line), and stop before any work if ``STEM.json`` or ``STEM.md`` exists without ``--overwrite``."""
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / name), help="output stem (STEM.json and STEM.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
+    args = parser.parse_args(argv)
+    check_outputs([f"{args.out}.json", f"{args.out}.md"], args.overwrite)
+    return args
 
 
 def write_markdown(stem: str | Path, lines: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
+from _common import markdown_table, parse_stem, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
@@ -72,10 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="model file (default: the tests' tiny random Cu/Au model)")
     parser.add_argument("--elements", nargs="+", default=["Cu", "Au"], help="element of each LAMMPS type")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lammps_nve_drift"), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "lammps_nve_drift")
     torch.set_num_threads(1)
     atoms = cu_au_box(repeat=3)
     record = {

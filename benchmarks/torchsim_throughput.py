@@ -23,7 +23,7 @@ from functools import partial
 import numpy as np
 import torch
 import torch_sim as ts
-from _common import ROOT, check_stem, interleaved, markdown_table, write_json, write_markdown
+from _common import interleaved, markdown_table, parse_stem, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
@@ -63,10 +63,7 @@ def main() -> None:
     parser.add_argument("--structures", default="8,32", help="batch sizes, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="MD steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "torchsim_throughput"), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "torchsim_throughput")
     torch.set_num_threads(1)
     model = small_model(SPECIES, energy_scale=5.0).eval()
     wrapped = EquimolModel(model)

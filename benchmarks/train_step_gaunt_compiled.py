@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ase.io
 import torch
-from _common import SHARED_DATA, check_stem, interleaved, markdown_table, quick_3bpa_model, write_json, write_markdown
+from _common import SHARED_DATA, interleaved, markdown_table, parse_stem, quick_3bpa_model, write_json, write_markdown
 from torch_geometric.data import Batch
 
 from equimol.graph import atoms_to_graph
@@ -50,10 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_DATA / "3bpa" / "train_300K.xyz"))
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "train_step_gaunt_compiled")
     torch.set_num_threads(1)
     retain_freed_memory()
     frames = ase.io.read(args.data, index=":5")
