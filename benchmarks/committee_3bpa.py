@@ -25,6 +25,7 @@ import torch
 from _common import SHARED_DATA, check_outputs, markdown_table, strided_loader
 from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
+from scipy.stats import spearmanr
 
 from equimol.committee import spread
 from equimol.export import load_model
@@ -78,8 +79,8 @@ def main() -> None:
             "energy_spread_mean_meV": float(energy_spread.mean()) * 1e3,
             "energy_spread_median_meV": float(np.median(energy_spread)) * 1e3,
             "forces_spread_rms_meV_per_A": float(np.sqrt(np.mean(force_spread**2))) * 1e3,
-            "spearman_energy_spread_vs_error": _spearman(energy_spread, energy_error),
-            "spearman_force_spread_vs_error": _spearman(force_spread, force_error),
+            "spearman_energy_spread_vs_error": float(spearmanr(energy_spread, energy_error).statistic),
+            "spearman_force_spread_vs_error": float(spearmanr(force_spread, force_error).statistic),
         }
         print(name, json.dumps(results["sets"][name], indent=1), flush=True)
     low, high = (results["sets"][name] for name in SETS)
@@ -101,12 +102,6 @@ def main() -> None:
         rows[-1] += [f"{r[key]:.1f}" for key in ("energy_spread_mean_meV", "forces_spread_rms_meV_per_A")]
         rows[-1] += [f"{r['spearman_force_spread_vs_error']:.2f}"]
     print("\n".join(markdown_table(header, rows)))
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (no ties expected in float data)."""
-    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
 
 
 if __name__ == "__main__":

@@ -44,22 +44,22 @@ def _irreps_string(channels: int, lmax: int) -> str:
 
 
 def _time_series(series: dict, make_inputs, repeats: int, warmup: int) -> dict:
-    """Interleave ``series`` (name -> (module, call)) repeat by repeat; medians in seconds."""
+    """Interleave ``series`` (name -> module) repeat by repeat; medians in seconds."""
     import torch
 
-    def measure(module, call) -> tuple[float, float, float]:
+    def measure(module) -> tuple[float, float, float]:
         inputs = make_inputs()
         with torch.no_grad():
             start = time.perf_counter()
-            call(*inputs)
+            module(*inputs)
             forward = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
-        out = call(*inputs)
+        out = module(*inputs)
         parameters = [inputs[0], *[p for p in module.parameters() if p.requires_grad]]
         torch.autograd.grad(out, parameters, torch.ones_like(out))
         return forward, time.perf_counter() - start, time.process_time() - cpu
 
-    times = interleaved({name: partial(measure, *pair) for name, pair in series.items()}, repeats, warmup)
+    times = interleaved({name: partial(measure, module) for name, module in series.items()}, repeats, warmup)
     keys = ("forward_s", "forward_backward_s", "forward_backward_cpu_s")
     return {name: {key: statistics.median(c) for key, c in zip(keys, zip(*rows))} for name, rows in times.items()}
 
@@ -83,7 +83,7 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
             x = torch.randn(nodes, channels, dim, generator=generator).requires_grad_(True)
             return x, one_hot
 
-        series = {"mace": (module, module)}
+        series = {"mace": module}
     else:
         from equimol.manybody.cg import SymmetricProduct
         from equimol.manybody.gaunt import GauntSelfProduct
@@ -96,11 +96,10 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
             x = torch.randn(nodes, channels * dim, generator=generator).requires_grad_(True)
             return x, element
 
-        series = {"equimol/cg": (cg, cg), "equimol/gaunt-grid": (grid, grid)}
-    parameters = {name: sum(p.numel() for p in module.parameters()) for name, (module, _) in series.items()}
+        series = {"equimol/cg": cg, "equimol/gaunt-grid": grid}
     results = _time_series(series, make_inputs, repeats, warmup=2)
-    for name in results:
-        results[name]["parameters"] = parameters[name]
+    for name, module in series.items():
+        results[name]["parameters"] = sum(p.numel() for p in module.parameters())
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "series": results}
 
 

@@ -44,6 +44,7 @@ from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.optimize import BFGS
 from equimol.datasets.references import load_element_references
+from equimol.train.checkpoints import read_checkpoint
 
 from equimol.calculator import EquimolCalculator
 from equimol.utils.machine import describe_machine, machine_label
@@ -150,17 +151,12 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
 
 
 def training_summary(run_dir: Path) -> dict:
-    """Epochs and steps of the run (its csv log) and its own test-split metrics."""
-    summary: dict = {"run_dir": str(run_dir)}
-    logs = sorted((run_dir / "csv").rglob("metrics.csv"))
-    if logs:
-        import csv
-
-        rows = list(csv.DictReader(logs[-1].open()))
-        epochs = [int(row["epoch"]) for row in rows if row.get("epoch")]
-        steps = [int(row["step"]) for row in rows if row.get("step")]
-        summary["epochs_started"] = max(epochs) + 1 if epochs else 0
-        summary["last_logged_step"] = max(steps) if steps else 0
+    """Epochs and optimizer steps of the run (its last checkpoint) and its own test-split metrics if it wrote them."""
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    summary = {"run_dir": str(run_dir), "epochs_started": checkpoint["epoch"] + 1, "steps": checkpoint["global_step"]}
+    test_metrics = run_dir / "test_metrics.json"
+    if test_metrics.is_file():
+        summary["test_metrics"] = json.loads(test_metrics.read_text())["metrics"]
     return summary
 
 
@@ -245,9 +241,6 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
         "num_training_frames": len(residuals),
         "held_out": held_out,
     }
-    test_metrics = args.run_dir / "test_metrics.json"
-    if test_metrics.is_file():
-        result["training"]["test_metrics"] = json.loads(test_metrics.read_text())["metrics"]
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
