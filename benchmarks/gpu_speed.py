@@ -42,13 +42,17 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import ase.io
 import torch
 from _common import ROOT, quick_3bpa_model
 from gpu_checks import kernels_for, relative_difference
+from torch_geometric.data import Batch
 
+from equimol.graph import atoms_to_graph
 from equimol.microbench.model import benchmark_structure, water_box
 from equimol.microbench.tp import Series, benchmark_irreps
 from equimol.microbench.tp import timed as single_call
+from equimol.models import build_model
 from equimol.tp import TensorProduct, available_backends, factored_backends
 
 #: Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
@@ -232,8 +236,6 @@ def model_scaling(context) -> list[dict]:
 
 def mace(context) -> dict:
     """``benchmarks/gpu_mace.py`` on the water boxes, in a subprocess; its JSON record, or why it gave none."""
-    import ase.io
-
     pythonpath = context.args.mace_pythonpath
     environment = dict(os.environ) | ({"PYTHONPATH": pythonpath} if pythonpath else {})
     with tempfile.TemporaryDirectory() as folder:
@@ -259,12 +261,6 @@ def training(context) -> list[dict]:
     ``sizes["train_atoms_per_frame"]`` keeps only the first atoms of each frame (a dry run exercises the
     code, not the physics).
     """
-    import ase.io
-    from torch_geometric.data import Batch
-
-    from equimol.graph import atoms_to_graph
-    from equimol.models import build_model
-
     sizes, device, dtype = context.sizes, context.device, torch.float64
     data_file = Path(context.args.data) / "3bpa" / "train_300K.xyz"
     if not data_file.is_file():

@@ -123,9 +123,7 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
         displacement, _ = find_mic(positions - final.positions, final.cell, final.pbc)
         return float(np.sqrt((displacement[free] ** 2).sum(axis=1).mean()))
 
-    at_final = final.copy()
-    at_final.calc = calculator
-    model_at_dft_final = at_final.get_potential_energy()
+    model_at_dft_final = calculator.get_potential_energy(final)
     moved_fixed = np.linalg.norm(atoms.positions[~free] - initial.positions[~free], axis=1).max(initial=0.0)
     dft_initial, dft_final = initial.get_potential_energy(), final.get_potential_energy()
     return {
@@ -208,11 +206,7 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
         frames = ase.io.read(path, ":")
         record: dict = {"trajectory": str(Path(_paths(data[split])[0])), "num_frames": len(frames)}
         record["equimol_eval"] = run_eval(model_path, path, work)
-        predicted = []
-        for atoms in frames:
-            copy = atoms.copy()
-            copy.calc = calculator
-            predicted.append((copy.get_potential_energy(), copy.get_forces(apply_constraint=False)))
+        predicted = [(calculator.get_potential_energy(a), calculator.get_forces(a)) for a in frames]  # unconstrained
         record["calculator_check"] = frame_errors(predicted, frames)
         zero = [np.zeros((len(a), 3)) for a in frames]
         lin = [references.energy(a.numbers) for a in frames]
