@@ -1,6 +1,6 @@
 """Pieces every benchmark shares: the Markdown table, the ``stem.json`` + ``stem.md`` pair, result files that
-are never overwritten unless asked, a record rewritten after each section, and the ``equimol`` command of the
-running environment.
+are never overwritten unless asked, a record rewritten after each section, series timed in interleaved
+rounds, and the ``equimol`` command of the running environment.
 
 Benchmarks run as scripts (``python benchmarks/<name>.py``), so their own folder is on ``sys.path`` and
 they import this module as ``_common``. Helpers that tests share live in the package
@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,40 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> l
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
+def interleaved(series: dict[str, Callable[[], object]], rounds: int, warmup: int = 0) -> dict[str, list]:
+    """Call every ``series[name]()`` once a round, in turn, for ``warmup + rounds`` rounds, so that a shared
+    machine's load falls on all series alike; per name, what its calls returned in the last ``rounds`` rounds."""
+    kept: dict[str, list] = {name: [] for name in series}
+    for index in range(warmup + rounds):
+        for name, function in series.items():
+            value = function()
+            if index >= warmup:
+                kept[name].append(value)
+    return kept
+
+
+def quick_3bpa_model(**changes) -> dict:
+    """The ``model:`` section of ``configs/3bpa_quick.yaml`` (the main job's model) with fixed statistics, not
+    ``auto``: ``avg_num_neighbors`` 12, no ``e0s``, ``energy_shift`` 0 eV, ``energy_scale`` 1 eV; then ``changes``."""
+    import yaml
+
+    section = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
+    return section | {"avg_num_neighbors": 12.0, "e0s": None, "energy_shift": 0.0, "energy_scale": 1.0} | changes
+
+
+def strided_loader(path: str | Path, model, stride: int, batch_size: int = 20):
+    """Every ``stride``-th frame of ``path`` with its energy and forces, as ``model``'s graphs (its cutoff and
+    dtype), in file order, in batches of ``batch_size``: the test sets of the 3BPA drivers."""
+    from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
+    from equimol.datasets.readers import LabelKeys
+    from torch.utils.data import Subset
+    from torch_geometric.loader import DataLoader
+
+    settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype)
+    dataset = AtomsDataset([path], settings, LabelKeys("energy", "forces", None))
+    return DataLoader(Subset(dataset, range(0, len(dataset), stride)), batch_size=batch_size, shuffle=False)
+
+
 def check_outputs(paths: Iterable[str | Path], overwrite: bool) -> None:
     """Stop (exit status 2, one line) before any work if a result file exists and ``overwrite`` is not given:
     committed results are replaced only on purpose."""
@@ -65,9 +99,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_stem(stem: str | Path, overwrite: bool) -> None:
-    """:func:`check_outputs` for the ``stem.json`` + ``stem.md`` pair."""
-    check_outputs([f"{stem}.json", f"{stem}.md"], overwrite)
+def parse_stem(parser: argparse.ArgumentParser, name: str, argv: Sequence[str] | None = None):
+    """Add ``--out STEM`` (default ``benchmarks/<name>``) and ``--overwrite`` to ``parser``, parse ``argv`` (default:
+    the command line), and stop before any work if ``STEM.json`` or ``STEM.md`` exists without ``--overwrite``."""
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / name), help="output stem (STEM.json and STEM.md)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
+    args = parser.parse_args(argv)
+    check_outputs([f"{args.out}.json", f"{args.out}.md"], args.overwrite)
+    return args
 
 
 def write_markdown(stem: str | Path, lines: Sequence[str]) -> None:

@@ -15,7 +15,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+import timeit
+from functools import partial
 
 from _common import add_output_arguments, check_outputs, equimol_command, finish_record, start_record
 
@@ -30,12 +31,6 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def wall_seconds(command: list[str], folder: str) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, cwd=folder, capture_output=True, check=False)
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_output_arguments(parser)
@@ -44,10 +39,12 @@ def main() -> None:
     check_outputs([args.out], args.overwrite)
     record = start_record()
     with tempfile.TemporaryDirectory() as folder:
-        record["median_wall_s"] = {
-            name: statistics.median(wall_seconds(command, folder) for _ in range(args.repeats))
+        runs = {
+            name: partial(subprocess.run, command, cwd=folder, capture_output=True)
             for name, command in commands().items()
         }
+        repeats = {name: timeit.repeat(run, number=1, repeat=args.repeats) for name, run in runs.items()}
+        record["median_wall_s"] = {name: statistics.median(seconds) for name, seconds in repeats.items()}
     finish_record(record, args.out)
 
 

@@ -18,21 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import SHARED_DATA, check_outputs
-from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
-from equimol.datasets.readers import LabelKeys
+from _common import SHARED_DATA, check_outputs, markdown_table, strided_loader
 from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
-from torch.utils.data import Subset
-from torch_geometric.loader import DataLoader
+from scipy.stats import spearmanr
 
 from equimol.committee import spread
 from equimol.export import load_model
+from equimol.utils.machine import describe_machine, machine_label
 
 DATA = SHARED_DATA / "3bpa"
 SETS = ("test_300K", "test_600K")
@@ -55,18 +52,14 @@ def main() -> None:
     members = sorted(Path(args.run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
     models = [load_model(member / "model.pt") for member in members]
     results: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread, "
-        f"torch {torch.__version__}",
+        "machine": machine_label(describe_machine()),
         "members": [member.name for member in members],
         "training_steps": [_member_steps(member) for member in members],
         "test_stride": STRIDE,
         "sets": {},
     }
     for name in SETS:
-        settings = LabelSettings(radial_cutoff=models[0].radial_cutoff, dtype=models[0].dtype)
-        dataset = AtomsDataset([DATA / f"{name}.xyz"], settings, LabelKeys("energy", "forces", None))
-        dataset = Subset(dataset, range(0, len(dataset), STRIDE))
-        loader = DataLoader(dataset, batch_size=20, shuffle=False)
+        loader = strided_loader(DATA / f"{name}.xyz", models[0], STRIDE)
         reports = [evaluate(model, loader) for model in models]
         energies = np.stack([r.arrays["energy_pred"] for r in reports])  # [M, N] eV
         forces = np.stack([r.arrays["forces_pred"] for r in reports])  # [M, 3 n_total] eV/Å
@@ -86,8 +79,8 @@ def main() -> None:
             "energy_spread_mean_meV": float(energy_spread.mean()) * 1e3,
             "energy_spread_median_meV": float(np.median(energy_spread)) * 1e3,
             "forces_spread_rms_meV_per_A": float(np.sqrt(np.mean(force_spread**2))) * 1e3,
-            "spearman_energy_spread_vs_error": _spearman(energy_spread, energy_error),
-            "spearman_force_spread_vs_error": _spearman(force_spread, force_error),
+            "spearman_energy_spread_vs_error": float(spearmanr(energy_spread, energy_error).statistic),
+            "spearman_force_spread_vs_error": float(spearmanr(force_spread, force_error).statistic),
         }
         print(name, json.dumps(results["sets"][name], indent=1), flush=True)
     low, high = (results["sets"][name] for name in SETS)
@@ -99,26 +92,16 @@ def main() -> None:
     out = args.json
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
-    rows = [
-        "| set | structures | committee E RMSE (meV/atom) | committee F RMSE (meV/Å) | member F RMSE (meV/Å) "
-        "| mean E spread (meV) | RMS F spread (meV/Å) | rank corr. F spread vs error |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name in SETS:
-        r = results["sets"][name]
-        members = ", ".join(f"{x:.1f}" for x in r["member_forces_rmse_meV_per_A"])
-        rows.append(
-            f"| {name} | {r['num_structures']} | {r['committee_energy_rmse_meV_per_atom']:.2f} "
-            f"| {r['committee_forces_rmse_meV_per_A']:.1f} | {members} | {r['energy_spread_mean_meV']:.1f} "
-            f"| {r['forces_spread_rms_meV_per_A']:.1f} | {r['spearman_force_spread_vs_error']:.2f} |"
-        )
-    print("\n".join(rows))
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (no ties expected in float data)."""
-    rank_a, rank_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+    header = ["set", "structures", "committee E RMSE (meV/atom)", "committee F RMSE (meV/Å)", "member F RMSE (meV/Å)"]
+    header += ["mean E spread (meV)", "RMS F spread (meV/Å)", "rank corr. F spread vs error"]
+    rows = []
+    for name, r in results["sets"].items():
+        rows.append([name, r["num_structures"], f"{r['committee_energy_rmse_meV_per_atom']:.2f}"])
+        rows[-1] += [f"{r['committee_forces_rmse_meV_per_A']:.1f}"]
+        rows[-1] += [", ".join(f"{x:.1f}" for x in r["member_forces_rmse_meV_per_A"])]
+        rows[-1] += [f"{r[key]:.1f}" for key in ("energy_spread_mean_meV", "forces_spread_rms_meV_per_A")]
+        rows[-1] += [f"{r['spearman_force_spread_vs_error']:.2f}"]
+    print("\n".join(markdown_table(header, rows)))
 
 
 if __name__ == "__main__":

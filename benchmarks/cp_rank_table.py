@@ -31,6 +31,7 @@ import math
 import sys
 import tempfile
 import time
+import timeit
 import warnings
 from pathlib import Path
 
@@ -59,13 +60,9 @@ def forward_ms(tp, lmax: int) -> float:
     torch.set_num_threads(1)  # one thread: far steadier than two on a machine shared with other jobs
     with torch.no_grad():
         module(x1, x2, weight)
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            module(x1, x2, weight)
-            times.append(time.perf_counter() - start)
+        fastest = min(timeit.repeat(lambda: module(x1, x2, weight), number=1, repeat=7))
     torch.set_num_threads(threads)
-    return 1e3 * min(times)
+    return 1e3 * fastest
 
 
 def equivariance(tp, representations) -> tuple[float, float, float]:

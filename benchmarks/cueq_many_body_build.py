@@ -23,16 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, add_output_arguments, check_outputs, finish_record, start_record
+from _common import add_output_arguments, check_outputs, finish_record, quick_3bpa_model, start_record
 
-MODEL = """
-import yaml
-model = yaml.safe_load(open({config!r}))["model"]
-model.update(many_body={many_body!r}, avg_num_neighbors=12.0, e0s=None, energy_shift=0.0, energy_scale=1.0)
-"""
 STEPS = {
-    "build": MODEL
-    + """
+    "build": """
+model = {model!r}
 from equimol.models import build_model
 start = time.perf_counter()
 built = build_model(model)
@@ -75,17 +70,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="warm and load measurements (default 2)")
     args = parser.parse_args()
     check_outputs([args.out], args.overwrite)
-    config = str(ROOT / "configs" / "3bpa_quick.yaml")
+    cueq, gaunt = quick_3bpa_model(many_body="cueq"), quick_3bpa_model(many_body="gaunt")
     record = start_record() | {"threads": 1, "seconds": {}}
     with tempfile.TemporaryDirectory() as folder:
         cache, export = Path(folder) / "cache", str(Path(folder) / "model.pt")
         seconds = record["seconds"]
-        seconds["cold"] = measure("build", cache, config=config, many_body="cueq", export=export)
-        seconds["warm"] = [
-            measure("build", cache, config=config, many_body="cueq", export="") for _ in range(args.repeats)
-        ]
+        seconds["cold"] = measure("build", cache, model=cueq, export=export)
+        seconds["warm"] = [measure("build", cache, model=cueq, export="") for _ in range(args.repeats)]
         seconds["load"] = [measure("load", cache, export=export) for _ in range(args.repeats)]
-        seconds["gaunt"] = measure("build", cache, config=config, many_body="gaunt", export="")
+        seconds["gaunt"] = measure("build", cache, model=gaunt, export="")
         if args.former:
             seconds["former"] = measure("former", cache)
     finish_record(record, args.out)

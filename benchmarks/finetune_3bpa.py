@@ -22,21 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
 import torch
-from _common import SHARED_DATA, check_outputs, equimol_command
-from equimol.datasets.atoms_dataset import AtomsDataset, LabelSettings
-from equimol.datasets.readers import LabelKeys
+from _common import SHARED_DATA, check_outputs, equimol_command, strided_loader
 from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
-from torch.utils.data import Subset
-from torch_geometric.loader import DataLoader
 
 from equimol.export import load_model
+from equimol.utils.machine import describe_machine, machine_label
 
 DATA = SHARED_DATA / "3bpa"
 STRIDE = 8
@@ -62,10 +58,7 @@ def _train(base_config: Path, run_dir: Path, steps: int, seed: int, extra: list[
 def _test(model_file: Path) -> dict:
     """Errors on every STRIDE-th frame of test_600K (eV, eV/Å; see equimol.train.evaluate)."""
     model = load_model(model_file)
-    settings = LabelSettings(radial_cutoff=model.radial_cutoff, dtype=model.dtype)
-    dataset = AtomsDataset([DATA / "test_600K.xyz"], settings, LabelKeys("energy", "forces", None))
-    loader = DataLoader(Subset(dataset, range(0, len(dataset), STRIDE)), batch_size=20, shuffle=False)
-    return evaluate(model, loader).metrics
+    return evaluate(model, strided_loader(DATA / "test_600K.xyz", model, STRIDE)).metrics
 
 
 def main() -> None:
@@ -84,7 +77,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}",
+        "machine": machine_label(describe_machine()),
         "pretrained": str(pretrained),
         "pretrained_test_600K": _test(pretrained),
         "steps": args.steps,

@@ -29,9 +29,16 @@ import time
 
 import numpy as np
 import torch
+from ase import units
+from ase.calculators.fd import calculate_numerical_forces
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
 
+from equimol.calculator import EquimolCalculator
+from equimol.export import read_model_file
 from equimol.microbench.model import model_config
 from equimol.microbench.tp import benchmark_irreps
+from equimol.models import build_model
 from equimol.tp import TensorProduct, available_backends, factored_backends
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -140,11 +147,6 @@ def fd_forces(context, step: float = 1e-4) -> list[dict]:
     ``sizes["fd_components"]`` random (atom, direction) pairs are checked; ``step`` in Å; the model is
     :func:`small_model_config` with ``sizes["model_channels"]`` channels up to ``sizes["model_lmax"]``.
     """
-    from ase.calculators.fd import calculate_numerical_forces
-
-    from equimol.calculator import EquimolCalculator
-    from equimol.models import build_model
-
     molecule, sizes, device = context.molecule, context.sizes, context.device
     rng = np.random.default_rng(0)
     picks = [(int(rng.integers(len(molecule))), int(rng.integers(3))) for _ in range(sizes["fd_components"])]
@@ -170,9 +172,6 @@ def fd_forces(context, step: float = 1e-4) -> list[dict]:
 def nve(context) -> list[dict]:
     """NVE drift of the trained model (``--model``; each of its kernels), then of a random-init model of
     every backend with a fused kernel, run through that kernel (see the module docstring)."""
-    from equimol.export import read_model_file
-    from equimol.models import build_model
-
     device, runs = context.device, []  # (label, model config, weights or None, kernels)
     if context.args.model:
         payload = read_model_file(context.args.model)
@@ -200,12 +199,6 @@ def nve_drift(device: torch.device, molecule, model, steps: int, timestep_fs: fl
     Returns the least-squares slope of the total energy (eV/ps and per atom), its largest deviation
     from the start and the wall time.
     """
-    from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.md.verlet import VelocityVerlet
-
-    from equimol.calculator import EquimolCalculator
-
     atoms = molecule.copy()
     atoms.calc = EquimolCalculator(model=model, device=device, dtype="float64")
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))

@@ -24,9 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ase.build
+import ase.io
 import numpy as np
 import torch
 from _common import ROOT, SectionRecord, check_outputs, device_tag
+
+from equimol.microbench.tp import benchmark_irreps
+from equimol.tp import TensorProduct
 
 #: Every size of the run; a dry run (``DRY``) shrinks what is slow on the Triton interpreter.
 FULL = {
@@ -68,9 +73,6 @@ class Context:
 
 def molecule(data_dir: Path, dry_run: bool):
     """Frame 0 of 3BPA ``test_300K.xyz`` (27 atoms) if present, else ASE's ethanol; CH4 for a dry run."""
-    import ase.build
-    import ase.io
-
     if dry_run:  # the Triton interpreter costs ~seconds per call: the smallest molecule of the species,
         atoms = ase.build.molecule("CH4")  # displaced so that symmetry cancels no force
         atoms.positions += np.random.default_rng(0).normal(scale=0.1, size=atoms.positions.shape)
@@ -119,9 +121,6 @@ def plot(record: dict, path: Path) -> None:
 
 def prefit(degrees: list[int], channels: int) -> int:
     """Fit and cache (``$EQUIMOL_CACHE_DIR``) the rank-7L^2 cp factors of the convolution, on any CPU."""
-    from equimol.microbench.tp import benchmark_irreps
-    from equimol.tp import TensorProduct
-
     for lmax in degrees:
         start = time.perf_counter()
         tp = TensorProduct(*benchmark_irreps(lmax, channels), backend="cp", cp_rank="7L2", dtype=torch.float64)

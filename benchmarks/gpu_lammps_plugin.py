@@ -27,10 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import SectionRecord, check_outputs, device_tag
+from equimol.lammps_plugin import build_plugin
 from lammps_scaling import ELEMENTS, MAIN, TINY, box
 
 from equimol.microbench.systems import cu_au_box, open_lammps
 from equimol.microbench.tp import timed
+from equimol.models import build_model
+from equimol.pt2_model import compile_model
+from equimol.utils.machine import describe_machine
 
 TOLERANCE = 1e-4
 
@@ -94,12 +98,6 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
 
 
 def main() -> int:
-    from equimol.lammps_plugin import build_plugin
-
-    from equimol.models import build_model
-    from equimol.pt2_model import compile_model
-    from equimol.utils.machine import describe_machine
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (the run) or cpu (a dry run)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 32000], help="atoms per box (about)")

@@ -18,7 +18,7 @@ import argparse
 import json
 import statistics
 import sys
-import time
+import timeit
 
 import ase.io
 import numpy as np
@@ -51,16 +51,15 @@ def batch_of(atoms, device, dtype):
 
 def energy_forces_seconds(model, batch, device: torch.device, repeats: int) -> tuple[float, float]:
     """Median seconds of ``repeats`` energy+forces calls after one untimed call, and the energy."""
-    times = []
-    for _ in range(1 + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+
+    def call():  # the device is idle when a call starts: the previous one synchronized at its end
         out = model(batch, training=False, compute_force=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:]), float(out["energy"].detach().sum())
+        return out
+
+    energy = float(call()["energy"].detach().sum())
+    return statistics.median(timeit.repeat(call, number=1, repeat=repeats)), energy
 
 
 def main() -> int:

@@ -42,13 +42,17 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import ase.io
 import torch
-from _common import ROOT
+from _common import ROOT, quick_3bpa_model
 from gpu_checks import kernels_for, relative_difference
+from torch_geometric.data import Batch
 
+from equimol.graph import atoms_to_graph
 from equimol.microbench.model import benchmark_structure, water_box
 from equimol.microbench.tp import Series, benchmark_irreps
 from equimol.microbench.tp import timed as single_call
+from equimol.models import build_model
 from equimol.tp import TensorProduct, available_backends, factored_backends
 
 #: Peak DRAM bandwidth (bytes/s) of cards NVML may be unable to describe; the name must contain the key.
@@ -232,8 +236,6 @@ def model_scaling(context) -> list[dict]:
 
 def mace(context) -> dict:
     """``benchmarks/gpu_mace.py`` on the water boxes, in a subprocess; its JSON record, or why it gave none."""
-    import ase.io
-
     pythonpath = context.args.mace_pythonpath
     environment = dict(os.environ) | ({"PYTHONPATH": pythonpath} if pythonpath else {})
     with tempfile.TemporaryDirectory() as folder:
@@ -259,13 +261,6 @@ def training(context) -> list[dict]:
     ``sizes["train_atoms_per_frame"]`` keeps only the first atoms of each frame (a dry run exercises the
     code, not the physics).
     """
-    import ase.io
-    import yaml
-    from torch_geometric.data import Batch
-
-    from equimol.graph import atoms_to_graph
-    from equimol.models import build_model
-
     sizes, device, dtype = context.sizes, context.device, torch.float64
     data_file = Path(context.args.data) / "3bpa" / "train_300K.xyz"
     if not data_file.is_file():
@@ -278,9 +273,7 @@ def training(context) -> list[dict]:
         graphs[-1].forces = torch.tensor(frame.get_forces()[:atoms], dtype=dtype)
     batches = [Batch.from_data_list(graphs[i : i + batch_size]).to(device) for i in range(0, len(graphs), batch_size)]
     per_atom = float(sum(b.energy.sum() for b in batches) / sum(b.pos.shape[0] for b in batches))
-    config = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
-    config.update(avg_num_neighbors=12.0, e0s=None, energy_shift=per_atom, energy_scale=1.0, dtype="float64")
-    config.update(sizes["train_model"])
+    config = quick_3bpa_model(energy_shift=per_atom, dtype="float64", **sizes["train_model"])
     rows = []
     for backend in available_backends():
         for kernel in kernels_for(backend, device):

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
+from _common import markdown_table, parse_stem, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
@@ -32,10 +32,16 @@ from equimol.utils.machine import describe_machine
 STEPS, EVERY, TIMESTEP_FS = 1000, 10, 1.0
 
 
-def summarize(energies: list[float], count: int, seconds: float) -> dict:
+def sampled_run(advance, total_energy, count: int) -> dict:
+    """``STEPS`` steps of ``count`` atoms, ``advance(EVERY)`` at a time, with ``total_energy()`` (eV) before and after
+    each: the drift (least-squares slope), the largest deviation from the start and the wall time per step."""
+    energies, start = [total_energy()], time.perf_counter()
+    for _ in range(STEPS // EVERY):
+        advance(EVERY)
+        energies.append(total_energy())
+    seconds = time.perf_counter() - start
     energies = np.asarray(energies)
-    times_ps = np.arange(len(energies)) * EVERY * TIMESTEP_FS / 1000.0
-    slope = np.polyfit(times_ps, energies, 1)[0]
+    slope = np.polyfit(np.arange(len(energies)) * EVERY * TIMESTEP_FS / 1000.0, energies, 1)[0]
     return {
         "drift_meV_per_atom_per_ps": float(slope / count * 1000.0),
         "max_deviation_meV_per_atom": float(np.abs(energies - energies[0]).max() / count * 1000.0),
@@ -49,34 +55,24 @@ def run_lammps(model, atoms, elements) -> dict:
     lmp = open_lammps(atoms, elements=elements)
     EquimolFix(lmp, model, elements)
     lmp.command("run 0")
-    energies, start = [lmp.get_thermo("etotal")], time.perf_counter()
-    for _ in range(STEPS // EVERY):
-        lmp.command(f"run {EVERY} pre no post no")
-        energies.append(lmp.get_thermo("etotal"))
-    seconds = time.perf_counter() - start
+    result = sampled_run(
+        lambda steps: lmp.command(f"run {steps} pre no post no"), lambda: lmp.get_thermo("etotal"), len(atoms)
+    )
     lmp.close()
-    return summarize(energies, len(atoms), seconds)
+    return result
 
 
 def run_ase(model, atoms) -> dict:
     atoms = atoms.copy()
     atoms.calc = EquimolCalculator(model)
-    dynamics = VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs)
-    energies, start = [atoms.get_total_energy()], time.perf_counter()
-    for _ in range(STEPS // EVERY):
-        dynamics.run(EVERY)
-        energies.append(atoms.get_total_energy())
-    return summarize(energies, len(atoms), time.perf_counter() - start)
+    return sampled_run(VelocityVerlet(atoms, timestep=TIMESTEP_FS * units.fs).run, atoms.get_total_energy, len(atoms))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="model file (default: the tests' tiny random Cu/Au model)")
     parser.add_argument("--elements", nargs="+", default=["Cu", "Au"], help="element of each LAMMPS type")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "lammps_nve_drift"), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "lammps_nve_drift")
     torch.set_num_threads(1)
     atoms = cu_au_box(repeat=3)
     record = {

@@ -30,9 +30,13 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-from _common import ROOT, check_outputs
+from _common import ROOT, check_outputs, interleaved, markdown_table
+
+#: The settings every worker gets and the record keeps: ``worker``'s arguments after ``lmax``, then the threads.
+SETTINGS = ("channels", "nodes", "elements", "correlation", "repeats", "threads")
 
 
 def _irreps_string(channels: int, lmax: int) -> str:
@@ -40,34 +44,24 @@ def _irreps_string(channels: int, lmax: int) -> str:
 
 
 def _time_series(series: dict, make_inputs, repeats: int, warmup: int) -> dict:
-    """Interleave ``series`` (name -> (module, call)) repeat by repeat; medians in seconds."""
+    """Interleave ``series`` (name -> module) repeat by repeat; medians in seconds."""
     import torch
 
-    times = {name: ([], [], []) for name in series}
-    for repeat in range(warmup + repeats):
-        for name, (module, call) in series.items():
-            inputs = make_inputs()
-            with torch.no_grad():
-                start = time.perf_counter()
-                call(*inputs)
-                forward = time.perf_counter() - start
-            start, cpu = time.perf_counter(), time.process_time()
-            out = call(*inputs)
-            parameters = [inputs[0], *[p for p in module.parameters() if p.requires_grad]]
-            torch.autograd.grad(out, parameters, torch.ones_like(out))
-            both, both_cpu = time.perf_counter() - start, time.process_time() - cpu
-            if repeat >= warmup:
-                times[name][0].append(forward)
-                times[name][1].append(both)
-                times[name][2].append(both_cpu)
-    return {
-        name: {
-            "forward_s": statistics.median(f),
-            "forward_backward_s": statistics.median(b),
-            "forward_backward_cpu_s": statistics.median(c),
-        }
-        for name, (f, b, c) in times.items()
-    }
+    def measure(module) -> tuple[float, float, float]:
+        inputs = make_inputs()
+        with torch.no_grad():
+            start = time.perf_counter()
+            module(*inputs)
+            forward = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
+        out = module(*inputs)
+        parameters = [inputs[0], *[p for p in module.parameters() if p.requires_grad]]
+        torch.autograd.grad(out, parameters, torch.ones_like(out))
+        return forward, time.perf_counter() - start, time.process_time() - cpu
+
+    times = interleaved({name: partial(measure, module) for name, module in series.items()}, repeats, warmup)
+    keys = ("forward_s", "forward_backward_s", "forward_backward_cpu_s")
+    return {name: {key: statistics.median(c) for key, c in zip(keys, zip(*rows))} for name, rows in times.items()}
 
 
 def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, correlation: int, repeats: int) -> dict:
@@ -89,7 +83,7 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
             x = torch.randn(nodes, channels, dim, generator=generator).requires_grad_(True)
             return x, one_hot
 
-        series = {"mace": (module, module)}
+        series = {"mace": module}
     else:
         from equimol.manybody.cg import SymmetricProduct
         from equimol.manybody.gaunt import GauntSelfProduct
@@ -102,20 +96,18 @@ def worker(kind: str, lmax: int, channels: int, nodes: int, elements: int, corre
             x = torch.randn(nodes, channels * dim, generator=generator).requires_grad_(True)
             return x, element
 
-        series = {"equimol/cg": (cg, cg), "equimol/gaunt-grid": (grid, grid)}
-    parameters = {name: sum(p.numel() for p in module.parameters()) for name, (module, _) in series.items()}
+        series = {"equimol/cg": cg, "equimol/gaunt-grid": grid}
     results = _time_series(series, make_inputs, repeats, warmup=2)
-    for name in results:
-        results[name]["parameters"] = parameters[name]
+    for name, module in series.items():
+        results[name]["parameters"] = sum(p.numel() for p in module.parameters())
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "series": results}
 
 
 def _run_worker(python: Path, kind: str, args: argparse.Namespace, lmax: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 loads its constants with a plain torch.load
-    command = [str(python), __file__, "--worker", kind, "--lmax", str(lmax), "--threads", str(args.threads)]
-    command += ["--channels", str(args.channels), "--nodes", str(args.nodes), "--elements", str(args.elements)]
-    command += ["--correlation", str(args.correlation), "--repeats", str(args.repeats)]
+    command = [str(python), __file__, "--worker", kind, "--lmax", str(lmax)]
+    command += [f"--{key}={getattr(args, key)}" for key in SETTINGS]
     load_before = os.getloadavg()[0]
     output = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     record = json.loads(output.strip().splitlines()[-1])
@@ -126,6 +118,18 @@ def _run_worker(python: Path, kind: str, args: argparse.Namespace, lmax: int) ->
 def markdown(record: dict) -> str:
     """The table: median ms and the ratio to MACE, per degree."""
     settings = record["settings"]
+    header = ("L", "series", "forward ms", "fwd+bwd ms", "fwd+bwd / mace", "fwd+bwd CPU ms", "CPU / mace")
+    header += ("parameters", "load")
+    rows = []
+    for point in record["points"]:
+        mace = point["mace"]["series"]["mace"]
+        for worker_name in ("mace", "equimol"):
+            load = "{:.1f} / {:.1f}".format(*point[worker_name]["load_average_1min"])
+            for name, values in point[worker_name]["series"].items():
+                both, cpu = values["forward_backward_s"], values["forward_backward_cpu_s"]
+                rows.append([point["lmax"], name, f"{1e3 * values['forward_s']:.2f}", f"{1e3 * both:.2f}"])
+                rows[-1] += [f"{both / mace['forward_backward_s']:.2f}", f"{1e3 * cpu:.2f}"]
+                rows[-1] += [f"{cpu / mace['forward_backward_cpu_s']:.2f}", values["parameters"], load]
     lines = [
         f"# Many-body block vs MACE symmetric contraction ({record['machine']})",
         "",
@@ -134,22 +138,8 @@ def markdown(record: dict) -> str:
         "forward+backward = gradients of the node features and all weights. One run of "
         "`benchmarks/many_body_vs_mace.py`; load = 1-minute load average before/after each worker.",
         "",
-        "| L | series | forward ms | fwd+bwd ms | fwd+bwd / mace | fwd+bwd CPU ms | CPU / mace | parameters | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(header, rows),
     ]
-    for point in record["points"]:
-        mace = point["mace"]["series"]["mace"]["forward_backward_s"]
-        mace_cpu = point["mace"]["series"]["mace"]["forward_backward_cpu_s"]
-        for worker_name in ("mace", "equimol"):
-            load = "{:.1f} / {:.1f}".format(*point[worker_name]["load_average_1min"])
-            for name, values in point[worker_name]["series"].items():
-                lines.append(
-                    f"| {point['lmax']} | {name} | {1e3 * values['forward_s']:.2f} | "
-                    f"{1e3 * values['forward_backward_s']:.2f} | {values['forward_backward_s'] / mace:.2f} | "
-                    f"{1e3 * values['forward_backward_cpu_s']:.2f} | "
-                    f"{values['forward_backward_cpu_s'] / mace_cpu:.2f} | "
-                    f"{values['parameters']} | {load} |"
-                )
     return "\n".join(lines) + "\n"
 
 
@@ -173,10 +163,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        record = worker(
-            args.worker, int(args.lmax), args.channels, args.nodes, args.elements, args.correlation, args.repeats
-        )
-        print(json.dumps(record))
+        print(json.dumps(worker(args.worker, int(args.lmax), *(getattr(args, key) for key in SETTINGS[:-1]))))
         return
     from equimol.utils.machine import cpu_model
 
@@ -190,9 +177,7 @@ def main() -> None:
     record = {
         "benchmark": "many_body_vs_mace",
         "machine": f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}",
-        "settings": {
-            k: getattr(args, k) for k in ("channels", "nodes", "elements", "correlation", "repeats", "threads")
-        },
+        "settings": {key: getattr(args, key) for key in SETTINGS},
         "points": points,
     }
     if args.json_path:

@@ -43,6 +43,8 @@ from _common import ROOT, check_outputs, equimol_command
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.optimize import BFGS
+from equimol.datasets.references import load_element_references
+from equimol.train.checkpoints import read_checkpoint
 
 from equimol.calculator import EquimolCalculator
 from equimol.utils.machine import describe_machine, machine_label
@@ -95,18 +97,13 @@ def run_eval(model: Path, trajectory: Path, work: Path) -> dict:
     command = [equimol_command(), "eval", str(model), str(trajectory), "--forces-on", "free", "--quiet"]
     command += ["--json", str(out), "--plot", str(work / f"eval_{trajectory.stem}_parity.png")]
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    metrics = json.loads(out.read_text())["metrics"]
+    written = json.loads(out.read_text())
     keys = ("energy_per_atom_mae", "energy_per_atom_rmse", "forces_rmse", "forces_mae")
     return {
         "command": " ".join(["equimol", *command[1:]]),
-        **{key: 1e3 * metrics[key] for key in keys},
-        "num_frames": json.loads(out.read_text())["num_structures"],
+        **{key: 1e3 * written["metrics"][key] for key in keys},
+        "num_frames": written["num_structures"],
     }
-
-
-def linear_reference(coeff: np.ndarray, atoms: ase.Atoms) -> float:
-    """``sum coeff[Z_i]`` in eV (the fairchem OC20 linear reference)."""
-    return float(coeff[atoms.get_atomic_numbers()].sum())
 
 
 def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, steps: int) -> dict:
@@ -126,9 +123,7 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
         displacement, _ = find_mic(positions - final.positions, final.cell, final.pbc)
         return float(np.sqrt((displacement[free] ** 2).sum(axis=1).mean()))
 
-    at_final = final.copy()
-    at_final.calc = calculator
-    model_at_dft_final = at_final.get_potential_energy()
+    model_at_dft_final = calculator.get_potential_energy(final)
     moved_fixed = np.linalg.norm(atoms.positions[~free] - initial.positions[~free], axis=1).max(initial=0.0)
     dft_initial, dft_final = initial.get_potential_energy(), final.get_potential_energy()
     return {
@@ -154,17 +149,12 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
 
 
 def training_summary(run_dir: Path) -> dict:
-    """Epochs and steps of the run (its csv log) and its own test-split metrics."""
-    summary: dict = {"run_dir": str(run_dir)}
-    logs = sorted((run_dir / "csv").rglob("metrics.csv"))
-    if logs:
-        import csv
-
-        rows = list(csv.DictReader(logs[-1].open()))
-        epochs = [int(row["epoch"]) for row in rows if row.get("epoch")]
-        steps = [int(row["step"]) for row in rows if row.get("step")]
-        summary["epochs_started"] = max(epochs) + 1 if epochs else 0
-        summary["last_logged_step"] = max(steps) if steps else 0
+    """Epochs and optimizer steps of the run (its last checkpoint) and its own test-split metrics if it wrote them."""
+    checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    summary = {"run_dir": str(run_dir), "epochs_started": checkpoint["epoch"] + 1, "steps": checkpoint["global_step"]}
+    test_metrics = run_dir / "test_metrics.json"
+    if test_metrics.is_file():
+        summary["test_metrics"] = json.loads(test_metrics.read_text())["metrics"]
     return summary
 
 
@@ -181,11 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="BFGS step limit")
     args = parser.parse_args(argv)
     check_outputs([args.json], args.overwrite)
-    if args.work is None:
-        with tempfile.TemporaryDirectory(prefix="oc20_end_to_end_") as work:
-            return evaluate(args, argv, Path(work))
-    args.work.mkdir(parents=True, exist_ok=True)
-    return evaluate(args, argv, args.work)
+    with tempfile.TemporaryDirectory(prefix="oc20_end_to_end_") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        return evaluate(args, argv, work)
 
 
 def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> int:
@@ -195,14 +184,14 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
     data = config["data"]
     data_dir = (args.config.parent / data["data_dir"]).resolve()
     model_path = args.model or args.run_dir / "model.pt"
-    coeff = np.load(data_dir / data["element_references"])["coeff"]
+    references = load_element_references(data_dir / data["element_references"])  # fairchem's linear reference
     load_before = os.getloadavg()
     start = time.process_time()
 
     residuals = []  # per-atom residual after the linear reference, every training frame
     for path in _paths(data["train"]):
         for atoms in ase.io.read(data_dir / path, ":"):
-            residuals.append((atoms.get_potential_energy() - linear_reference(coeff, atoms)) / len(atoms))
+            residuals.append((atoms.get_potential_energy() - references.energy(atoms.numbers)) / len(atoms))
     shift = float(np.mean(residuals))
 
     resolved = yaml.safe_load((args.run_dir / "config.yaml").read_text())["model"]
@@ -217,14 +206,10 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
         frames = ase.io.read(path, ":")
         record: dict = {"trajectory": str(Path(_paths(data[split])[0])), "num_frames": len(frames)}
         record["equimol_eval"] = run_eval(model_path, path, work)
-        predicted = []
-        for atoms in frames:
-            copy = atoms.copy()
-            copy.calc = calculator
-            predicted.append((copy.get_potential_energy(), copy.get_forces(apply_constraint=False)))
+        predicted = [(calculator.get_potential_energy(a), calculator.get_forces(a)) for a in frames]  # unconstrained
         record["calculator_check"] = frame_errors(predicted, frames)
         zero = [np.zeros((len(a), 3)) for a in frames]
-        lin = [linear_reference(coeff, a) for a in frames]
+        lin = [references.energy(a.numbers) for a in frames]
         record["baseline_linear_reference"] = frame_errors(list(zip(lin, zero, strict=True)), frames)
         shifted = [e + shift * len(a) for e, a in zip(lin, frames, strict=True)]
         record["baseline_linear_reference_plus_shift"] = frame_errors(list(zip(shifted, zero, strict=True)), frames)
@@ -250,9 +235,6 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
         "num_training_frames": len(residuals),
         "held_out": held_out,
     }
-    test_metrics = args.run_dir / "test_metrics.json"
-    if test_metrics.is_file():
-        result["training"]["test_metrics"] = json.loads(test_metrics.read_text())["metrics"]
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0

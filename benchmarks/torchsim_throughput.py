@@ -18,11 +18,12 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 import torch_sim as ts
-from _common import ROOT, check_stem, markdown_table, write_json, write_markdown
+from _common import interleaved, markdown_table, parse_stem, write_json, write_markdown
 from ase import units
 from ase.md.verlet import VelocityVerlet
 
@@ -62,10 +63,7 @@ def main() -> None:
     parser.add_argument("--structures", default="8,32", help="batch sizes, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="MD steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "torchsim_throughput"), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "torchsim_throughput")
     torch.set_num_threads(1)
     model = small_model(SPECIES, energy_scale=5.0).eval()
     wrapped = EquimolModel(model)
@@ -80,10 +78,8 @@ def main() -> None:
     for count in (int(value) for value in args.structures.split(",")):
         structures = [base[i % len(base)] for i in range(count)]
         atoms = sum(len(a) for a in structures)
-        times = {"torchsim": [], "ase_loop": []}
-        for _ in range(args.rounds):
-            times["torchsim"].append(torchsim_round(wrapped, structures, args.steps))
-            times["ase_loop"].append(ase_round(model, structures, args.steps))
+        rounds = {"torchsim": partial(torchsim_round, wrapped), "ase_loop": partial(ase_round, model)}
+        times = interleaved({name: partial(run, structures, args.steps) for name, run in rounds.items()}, args.rounds)
         rates = {name: atoms * args.steps / statistics.median(values) for name, values in times.items()}
         entry = {
             "structures": count,

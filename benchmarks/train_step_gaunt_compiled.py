@@ -17,12 +17,12 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import ase.io
 import torch
-import yaml
-from _common import ROOT, SHARED_DATA, check_stem, markdown_table, write_json, write_markdown
+from _common import SHARED_DATA, interleaved, markdown_table, parse_stem, quick_3bpa_model, write_json, write_markdown
 from torch_geometric.data import Batch
 
 from equimol.graph import atoms_to_graph
@@ -31,17 +31,10 @@ from equimol.utils.allocator import retain_freed_memory
 from equimol.utils.machine import describe_machine
 
 SERIES = {
-    "cg": ("cg", {}),
-    "gaunt/edge": ("gaunt", {"strategy": "edge"}),
-    "gaunt/compiled": ("gaunt", {"strategy": "edge", "compile_edge_product": True}),
+    "cg": {"tp_backend": "cg"},
+    "gaunt/edge": {"tp_backend": "gaunt", "tp_options": {"strategy": "edge"}},
+    "gaunt/compiled": {"tp_backend": "gaunt", "tp_options": {"strategy": "edge", "compile_edge_product": True}},
 }
-
-
-def model_section(backend: str, options: dict) -> dict:
-    section = yaml.safe_load((ROOT / "configs" / "3bpa_quick.yaml").read_text())["model"]
-    for key in ("e0s", "energy_shift", "energy_scale"):
-        section.pop(key)
-    return {**section, "avg_num_neighbors": 20.0, "tp_backend": backend, "tp_options": options, "dtype": "float32"}
 
 
 def step(model, batch) -> float:
@@ -57,26 +50,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_DATA / "3bpa" / "train_300K.xyz"))
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "train_step_gaunt_compiled"), help="output stem")
-    parser.add_argument("--overwrite", action="store_true", help="replace the stem's .json and .md")
-    args = parser.parse_args()
-    check_stem(args.out, args.overwrite)
+    args = parse_stem(parser, "train_step_gaunt_compiled")
     torch.set_num_threads(1)
     retain_freed_memory()
     frames = ase.io.read(args.data, index=":5")
-    models = {label: build_model(model_section(*spec)).train() for label, spec in SERIES.items()}
+    changes = {"avg_num_neighbors": 20.0, "dtype": "float32"}
+    models = {label: build_model(quick_3bpa_model(**changes, **spec)).train() for label, spec in SERIES.items()}
     cutoff = next(iter(models.values())).config.radial_cutoff
     batch = Batch.from_data_list([atoms_to_graph(atoms, cutoff, torch.float32) for atoms in frames])
     record = {"machine": describe_machine("cpu"), "load_average_start": list(os.getloadavg()), "results": []}
-    times: dict[str, list[float]] = {label: [] for label in models}
-    first: dict[str, float] = {}
-    for repeat in range(args.repeats + 2):
-        for label, model in models.items():
-            elapsed = step(model, batch)
-            if repeat == 0:
-                first[label] = elapsed
-            elif repeat >= 2:
-                times[label].append(elapsed)
+    first = {label: step(model, batch) for label, model in models.items()}  # compilation included
+    times = interleaved({label: partial(step, model, batch) for label, model in models.items()}, args.repeats, 1)
     baseline = statistics.median(times["cg"])
     rows = []
     for label, values in times.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from _common import SHARED_DATA, add_output_arguments, check_outputs
+from _common import SHARED_DATA, add_output_arguments, check_outputs, markdown_table
 from ase.data import chemical_symbols, covalent_radii
 
 from equimol.graph import neighbor_list
@@ -79,24 +79,22 @@ def main() -> None:
         results["sets"][name] = summarize(frames)
         print(name, json.dumps(results["sets"][name]["closest_by_pair"]), flush=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
+    header = ["data", "frames", "smallest ratio (pair, Å)", "0.1% quantile", "pairs below "]
+    header[-1] += ", ".join(map(str, FRACTIONS))
+    rows = []
+    for name, summary in results["sets"].items():
+        pair, closest = next(iter(summary["closest_by_pair"].items()))
+        smallest = f"{summary['min_ratio']:.3f} ({pair}, {closest['distance']:.3f})"
+        below = ", ".join(str(summary["pairs_below"][str(f)]) for f in FRACTIONS)
+        rows.append([name, summary["frames"], smallest, f"{summary['quantile_0.1%']:.3f}", below])
     lines = [
         "# Closest pairs relative to the covalent-radius sum (ZBL switch radii)",
         "",
         f"Made by `benchmarks/zbl_bond_ratios.py`. Ratio `r / (R_i + R_j)` over every pair within 2.5 Å. ZBL's default "
         f"switch runs from {INNER_FRACTION} to {OUTER_FRACTION} of the sum (`equimol/nn/zbl.py`).",
         "",
-        "| data | frames | smallest ratio (pair, Å) | 0.1% quantile | pairs below "
-        + ", ".join(map(str, FRACTIONS))
-        + " |",
-        "|---|---|---|---|---|",
+        *markdown_table(header, rows),
     ]
-    for name, summary in results["sets"].items():
-        pair, closest = next(iter(summary["closest_by_pair"].items()))
-        below = ", ".join(str(summary["pairs_below"][str(f)]) for f in FRACTIONS)
-        lines.append(
-            f"| {name} | {summary['frames']} | {summary['min_ratio']:.3f} ({pair}, {closest['distance']:.3f}) | "
-            f"{summary['quantile_0.1%']:.3f} | {below} |"
-        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

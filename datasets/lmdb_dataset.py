@@ -20,13 +20,12 @@ after the dataset is built; an LMDB environment must not cross a fork), read-onl
 or read-ahead. A frame is unpickled only when asked for, so iterating holds one batch in memory.
 The file's pages are mapped, not copied, and a mapped page stays in the process's resident set
 until the mapping goes, even though it is page cache that the kernel may drop: with the file cached,
-each page fault also maps the cached neighbours of the page (fault-around, large folios), 0.1 to
-0.25 MiB per frame read at random from a 1 to 9 GiB file. Left alone, the resident set would grow
-with every distinct frame read, towards the file size (2000 sampled frames of a 10^6-frame file:
-+540 MiB, ``benchmarks/scaling.md``). So :class:`LmdbFrames` closes its environments, which unmaps
-them, after every ``release_every`` frames it reads (:data:`RELEASE_EVERY`, 32): the process then
-holds the pages of at most that many frames, whatever the file size. Reopening costs about
-0.1 ms, against about 0.8 ms to read and unpickle a frame.
+each page fault also maps the cached neighbours of the page (fault-around, large folios). Left
+alone, the resident set would grow with every distinct frame read, towards the file size. So
+:class:`LmdbFrames` closes its environments, which unmaps them, after every ``release_every`` frames
+it reads (:data:`RELEASE_EVERY`, 32): the process then holds the pages of at most that many frames,
+whatever the file size (``tests/test_scale_mapping.py``). Reopening is cheap next to reading and
+unpickling a frame.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import re
@@ -23,12 +24,17 @@ def _common():
 def test_a_result_is_replaced_only_with_overwrite(tmp_path, capsys):
     common = _common()
     stem = tmp_path / "result"
-    common.check_stem(stem, overwrite=False)  # nothing there yet
+
+    def parse(*extra: str):
+        return common.parse_stem(argparse.ArgumentParser(), "unused", ["--out", str(stem), *extra])
+
+    assert parse().out == str(stem)  # nothing there yet
     (tmp_path / "result.md").write_text("committed\n")
     with pytest.raises(SystemExit) as stopped:
-        common.check_stem(stem, overwrite=False)
+        parse()
     assert stopped.value.code == 2 and "result.md exists; give --overwrite" in capsys.readouterr().err
-    common.check_stem(stem, overwrite=True)
+    assert parse("--overwrite").overwrite
+    assert common.parse_stem(argparse.ArgumentParser(), "name", []).out.endswith("benchmarks/name")
 
 
 def test_a_failing_section_is_recorded_and_the_record_rewritten_after_each_section(tmp_path):

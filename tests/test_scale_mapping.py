@@ -2,9 +2,9 @@
 
 A memory-mapped LMDB keeps every page it has read in the process's resident set until the mapping
 goes. The statistics sample (2000 frames scattered over the file) and a shuffled epoch would
-otherwise grow it towards the file size (``benchmarks/scaling.md``). Measured through
-``/proc/self/smaps`` (Linux), on a file in the page cache, which is the worst case: there the kernel
-also maps the cached neighbours of each page read.
+otherwise grow it towards the file size. Measured through ``/proc/self/smaps`` (Linux), on a file in
+the page cache, which is the worst case: there the kernel also maps the cached neighbours of each
+page read.
 """
 
 from __future__ import annotations
