@@ -40,6 +40,7 @@ SOURCES = (
     "equimol_plugin.cpp",
     "pair_equimol.cpp",
     "pair_equimol.h",
+    "pair_equimol_layers.cpp",
     "rank_graph.cpp",
     "rank_graph.h",
 )

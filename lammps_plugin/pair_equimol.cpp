@@ -9,7 +9,6 @@
 
 #include "atom.h"
 #include "comm.h"
-#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
@@ -17,7 +16,6 @@
 #include "neighbor.h"
 #include "update.h"
 
-#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
@@ -288,80 +286,6 @@ double PairEquimol::init_one(int i, int j)
   return cutoff;
 }
 
-/* The features of the owned atoms, [nlocal, D] (model dtype and device), extended to every graph node:
-   owned rows first, then each ghost node's row from its owner (forward communication). */
-
-at::Tensor PairEquimol::to_ghost_nodes(const at::Tensor &owned_rows)
-{
-  const int nlocal = atom->nlocal;
-  const int nnodes = static_cast<int>(graph.graph_atom.size());
-  if (comm->nprocs == 1) return owned_rows;    // every ghost is an image of an owned atom: no ghost node
-  comm_width = static_cast<int>(owned_rows.size(1));
-  atom_rows.assign(static_cast<size_t>(atom->nmax) * comm_width, 0.0);
-  if (nlocal > 0) {
-    at::Tensor rows = owned_rows.to(at::kCPU, at::kDouble).contiguous();
-    std::memcpy(atom_rows.data(), rows.data_ptr<double>(), sizeof(double) * nlocal * comm_width);
-  }
-  comm->forward_comm(this, comm_width);
-  at::Tensor ghosts = at::empty({nnodes - nlocal, comm_width}, at::kDouble);
-  double *ghost = ghosts.data_ptr<double>();
-  for (int node = nlocal; node < nnodes; node++)
-    std::memcpy(ghost + static_cast<size_t>(node - nlocal) * comm_width,
-                atom_rows.data() + static_cast<size_t>(graph.graph_atom[node]) * comm_width,
-                sizeof(double) * comm_width);
-  return at::cat({owned_rows, ghosts.to(owned_rows.options())});
-}
-
-/* dE/dh of every graph node, [nnodes, D], summed onto the owned atoms, [nlocal, D]: the ghost nodes' rows
-   return to their owners (reverse communication). */
-
-at::Tensor PairEquimol::to_owned_atoms(const at::Tensor &node_rows)
-{
-  const int nlocal = atom->nlocal;
-  const int nnodes = static_cast<int>(graph.graph_atom.size());
-  if (comm->nprocs == 1) return node_rows;
-  comm_width = static_cast<int>(node_rows.size(1));
-  atom_rows.assign(static_cast<size_t>(atom->nmax) * comm_width, 0.0);
-  at::Tensor rows = node_rows.to(at::kCPU, at::kDouble).contiguous();
-  const double *row = rows.data_ptr<double>();
-  for (int node = nlocal; node < nnodes; node++)
-    std::memcpy(atom_rows.data() + static_cast<size_t>(graph.graph_atom[node]) * comm_width,
-                row + static_cast<size_t>(node) * comm_width, sizeof(double) * comm_width);
-  comm->reverse_comm(this, comm_width);
-  at::Tensor owned = at::from_blob(atom_rows.data(), {nlocal, comm_width}, at::kDouble).to(node_rows.options());
-  return node_rows.narrow(0, 0, nlocal) + owned;
-}
-
-int PairEquimol::pack_forward_comm(int n, int *list, double *buf, int, int *)
-{
-  int m = 0;
-  for (int k = 0; k < n; k++)
-    for (int c = 0; c < comm_width; c++) buf[m++] = atom_rows[static_cast<size_t>(list[k]) * comm_width + c];
-  return m;
-}
-
-void PairEquimol::unpack_forward_comm(int n, int first, double *buf)
-{
-  int m = 0;
-  for (int i = first; i < first + n; i++)
-    for (int c = 0; c < comm_width; c++) atom_rows[static_cast<size_t>(i) * comm_width + c] = buf[m++];
-}
-
-int PairEquimol::pack_reverse_comm(int n, int first, double *buf)
-{
-  int m = 0;
-  for (int i = first; i < first + n; i++)
-    for (int c = 0; c < comm_width; c++) buf[m++] = atom_rows[static_cast<size_t>(i) * comm_width + c];
-  return m;
-}
-
-void PairEquimol::unpack_reverse_comm(int n, int *list, double *buf)
-{
-  int m = 0;
-  for (int k = 0; k < n; k++)
-    for (int c = 0; c < comm_width; c++) atom_rows[static_cast<size_t>(list[k]) * comm_width + c] += buf[m++];
-}
-
 void PairEquimol::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
@@ -372,76 +296,18 @@ void PairEquimol::compute(int eflag, int vflag)
   const int *type = atom->type;
   for (int node = 0; node < nnodes; node++) numbers[node] = species[type_number[type[graph.graph_atom[node]]]];
 
-  // A rank without owned atoms runs no program but still takes part in every exchange: the programs
-  // want at least one owned atom, and LAMMPS's communication is collective.
-  const bool evaluates = nlocal > 0;
   at::Tensor node_energy, gradient;
   std::string failure;
   try {
     c10::InferenceMode guard;
-    const at::Device device = on_gpu ? at::Device(at::kCUDA, device_index) : at::Device(at::kCPU);
-    const auto real = at::TensorOptions().dtype(double_precision ? at::kDouble : at::kFloat).device(device);
-    const auto integer = at::TensorOptions().dtype(at::kLong).device(device);
-    // from_blob views the buffers without copying; .to() copies only to another dtype or device
-    at::Tensor edge_vectors = nedges ? at::from_blob(graph.vectors.data(), {nedges, 3}, at::kDouble).to(real)
-                                     : at::zeros({0, 3}, real);
-    at::Tensor edge_index = nedges ? at::from_blob(graph.edge_nodes.data(), {2, nedges}, at::kLong).to(integer)
-                                   : at::zeros({2, 0}, integer);
-    at::Tensor atomic_numbers = at::from_blob(numbers.data(), {nnodes}, at::kLong).to(integer);
-    at::Tensor owned = at::empty({nlocal}, integer.dtype(at::kChar));
-    const std::vector<at::Tensor> graph_inputs = {atomic_numbers, edge_vectors, edge_index, owned};
-    auto with_features = [&](const at::Tensor &features) {
-      std::vector<at::Tensor> inputs = {features};
-      inputs.insert(inputs.end(), graph_inputs.begin(), graph_inputs.end());
-      return inputs;
-    };
-
-    // forward: layer t maps h^(t) of every node to h^(t+1) of the owned atoms and their energy share
-    node_energy = at::zeros({nlocal}, real);
-    std::vector<std::vector<at::Tensor>> stage_inputs(layers - 1), stage_saved(layers - 1);
-    at::Tensor features;
-    for (int t = 0; t + 1 < layers; t++) {
-      stage_inputs[t] = t == 0 ? graph_inputs : with_features(features);
-      at::Tensor updated = at::zeros({0, feature_widths[t]}, real);
-      if (evaluates) {
-        std::vector<at::Tensor> outputs = layer_forward[t]->run(stage_inputs[t]);
-        updated = outputs[0];
-        node_energy = node_energy + outputs[1];
-        stage_saved[t].assign(outputs.begin() + 2, outputs.end());
-      }
-      features = to_ghost_nodes(updated);
-    }
-    at::Tensor feature_gradient;
-    gradient = at::zeros({nedges, 3}, real);
-    if (evaluates) {
-      std::vector<at::Tensor> outputs = model->run(layers == 1 ? graph_inputs : with_features(features));
-      node_energy = node_energy + outputs[0];
-      gradient = outputs[1];
-      if (layers > 1) feature_gradient = outputs[2];
-    } else if (layers > 1) {
-      feature_gradient = at::zeros({nnodes, feature_widths[layers - 2]}, real);
-    }
-    // backward: dE/dh^(t+1) of the owned atoms (ghost nodes' shares returned to their owners) into layer t
-    for (int t = layers - 2; t >= 0; t--) {
-      at::Tensor cotangent = to_owned_atoms(feature_gradient);
-      if (!evaluates) {
-        if (t > 0) feature_gradient = at::zeros({nnodes, feature_widths[t - 1]}, real);
-        continue;
-      }
-      std::vector<at::Tensor> inputs = stage_inputs[t];
-      inputs.insert(inputs.end(), stage_saved[t].begin(), stage_saved[t].end());
-      inputs.push_back(cotangent);
-      std::vector<at::Tensor> outputs = layer_backward[t]->run(inputs);
-      gradient = gradient + outputs[0];
-      if (t > 0) feature_gradient = outputs[1];
-    }
+    evaluate(numbers, node_energy, gradient);
     node_energy = node_energy.to(at::kCPU, at::kDouble).contiguous();
     gradient = gradient.to(at::kCPU, at::kDouble).contiguous();
   } catch (const std::exception &exception) {
     failure = one_line(exception);
   }
   if (!failure.empty()) error->one(FLERR, "pair_style equimol: evaluating " + model_path + " failed: " + failure);
-  if (!evaluates) return;
+  if (nlocal == 0) return;
 
   const double *energy = node_energy.data_ptr<double>();
   for (int i = 0; i < nlocal; i++) {

@@ -70,6 +70,7 @@ class PairEquimol : public Pair {
 
   void read_metadata();
   void allocate();
+  void evaluate(std::vector<int64_t> &numbers, at::Tensor &node_energy, at::Tensor &gradient);
   at::Tensor to_ghost_nodes(const at::Tensor &owned_rows);
   at::Tensor to_owned_atoms(const at::Tensor &node_rows);
 };
