@@ -67,7 +67,7 @@ from torch import nn
 
 from equimol.errors import CompiledModelError
 from equimol.graph import edge_vectors
-from equimol.utils.tracing import example_batch, export_graph, split_at_cotangent, trace_forces
+from equimol.utils.tracing import example_batch, export_graph, frozen_copy, split_at_cotangent, trace_forces
 
 LAMMPS_FORMAT = "2"  # the programs above; the plugin refuses packages of another format
 
@@ -194,12 +194,8 @@ def _dynamic_shapes(index: int, last: bool) -> tuple[dict, ...]:
 def export_lammps_programs(model: nn.Module) -> dict[str, tuple[torch.export.ExportedProgram, int]]:
     """The ``torch.export`` programs of the ``lammps`` target, by package name, each with its count of saved
     tensors (dynamic numbers of nodes, owned nodes and edges; module docstring)."""
-    import copy
-
     check_lammps_model(model)
-    traced_model = copy.deepcopy(model).eval()
-    for parameter in traced_model.parameters():
-        parameter.requires_grad_(False)
+    traced_model = frozen_copy(model)
     layers = len(traced_model.interactions)
     widths = [None, *feature_widths(traced_model)]
     programs = {}

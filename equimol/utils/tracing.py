@@ -105,12 +105,17 @@ def export_forces(wrapper: type[torch.nn.Module], model: torch.nn.Module, exampl
     The copy is in eval mode with frozen parameters (constants of the graph); its derivatives are traced into
     operators first (:func:`trace_forces`), since ``torch.export`` cannot trace ``autograd.grad``.
     """
+    return export_graph(trace_forces(wrapper(frozen_copy(model)), *example), example, shapes)
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` in eval mode with frozen parameters: what a traced graph holds as constants."""
     import copy
 
-    traced_model = copy.deepcopy(model).eval()
-    for parameter in traced_model.parameters():
+    copied = copy.deepcopy(model).eval()
+    for parameter in copied.parameters():
         parameter.requires_grad_(False)
-    return export_graph(trace_forces(wrapper(traced_model), *example), example, shapes)
+    return copied
 
 
 def export_graph(graph: torch.fx.GraphModule, example: tuple, shapes: tuple) -> torch.export.ExportedProgram:
