@@ -157,4 +157,4 @@ def test_inductor_graph_equals_the_eager_model_on_batches_of_different_sizes():
         _, compiled_gradients = _loss_and_gradients(model, got, batch)
         for gradient, compiled_gradient in zip(gradients, compiled_gradients):
             _close(compiled_gradient, gradient)
-    assert compiled._compiled is not compiled._function  # compiled, not the eager fallback
+    assert compiled._compiled != compiled._function  # compiled, not the eager fallback
