@@ -123,7 +123,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_with_a_warning():
     _close(compiled(batch)["energy"], model(batch, compute_forces=True)["energy"])  # no second attempt
 
 
-def test_inductor_compiles_each_graph_as_one_unit_of_scalar_loops(monkeypatch):
+def test_inductor_compiles_each_graph_as_one_unit_with_the_cpus_vector_isa(monkeypatch):
     # the cold-compile settings reach torch.compile (for inductor only: other backends take no options);
     # the graph itself is compiled with aot_eager here, the C++ build is the slow test below
     calls = []
@@ -139,13 +139,13 @@ def test_inductor_compiles_each_graph_as_one_unit_of_scalar_loops(monkeypatch):
     _close(CompiledForces(model)(batch)["forces"], model(batch, compute_forces=True)["forces"])
     CompiledForces(model, backend="aot_eager")(batch)
     assert [call["backend"] for call in calls] == ["inductor", "aot_eager"]
-    assert calls[0]["options"] == {"cpp_wrapper": True, "cpp.vec_isa_ok": False}
+    assert calls[0]["options"] == {"cpp_wrapper": True, "cpp.vec_isa_ok": True}
     assert calls[1]["options"] is None
 
 
 @pytest.mark.slow
 def test_inductor_graph_equals_the_eager_model_on_batches_of_different_sizes():
-    # the real C++ build (one unit of scalar loops per graph, symbolic sizes): forces and weight gradients as eager
+    # the real C++ build (one unit per graph, symbolic sizes): forces and weight gradients as eager
     model = _model(interaction="product_basis", message_lmax=2, many_body="gaunt", correlation=2).double()
     compiled = CompiledForces(model)
     for seed, structures in enumerate(MOLECULES):

@@ -25,10 +25,9 @@ disk (``TORCHINDUCTOR_CACHE_DIR``), so a second run of the same model compiles f
 Inductor builds its C++ for the CPU one kernel per compiler run, and each run parses Inductor's
 vectorisation headers again, which is most of a small kernel's build. :data:`INDUCTOR_OPTIONS` builds
 each graph (forward, backward) with its kernels as one unit (``cpp_wrapper``, which also calls the
-kernels from C++ rather than Python) and generates scalar loops (``cpp.vec_isa_ok: false``): the
-explicit vector code costs Inductor most of its code-generation time (symbolic stride analysis for
-every loop) and the vector-ISA probe compilations, and does not make this graph's step faster (its
-kernels gather and scatter along edges; g++ still vectorises the loops it can at ``-O3``). The
+kernels from C++ rather than Python) and takes the vector instruction set from the CPU's flags
+(``cpp.vec_isa_ok``) rather than test-compiling a program per candidate set. Scalar loops
+(``cpp.vec_isa_ok: false``) would cut the code generation further but make the step slower. The
 compilation's phases and the step times are in docs/benchmarks/accuracy.md ("What makes a step cheaper").
 """
 
@@ -43,7 +42,7 @@ from torch import nn
 from equimol.utils.tracing import graph_of, graph_tensors, no_duck_sizing, trace_forces
 
 # Inductor settings that cut the cold compilation's CPU time without slowing the step (module docstring, "Cost")
-INDUCTOR_OPTIONS = {"cpp_wrapper": True, "cpp.vec_isa_ok": False}
+INDUCTOR_OPTIONS = {"cpp_wrapper": True, "cpp.vec_isa_ok": True}
 
 
 def _compiler_errors() -> tuple[type[BaseException], ...]:
