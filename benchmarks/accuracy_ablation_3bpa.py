@@ -96,6 +96,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "main-compile": (
         "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "main-compile-one-unit": (
+        "main-compile with each compiled graph built as one C++ unit of scalar loops (cpp_wrapper, "
+        "cpp.vec_isa_ok false: train/compiled_forces.py at commit fb084b1); cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "main-compile-one-unit-vector": (
+        "main-compile with each compiled graph built as one C++ unit with vector code (cpp_wrapper, cpp.vec_isa_ok "
+        "true: train/compiled_forces.py INDUCTOR_OPTIONS as shipped); cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-zbl": ("the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
     "main-basis-l2": ("main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",

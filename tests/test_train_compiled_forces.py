@@ -121,3 +121,40 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_with_a_warning():
         got = compiled(batch)
     _close(got["forces"], model(batch, compute_forces=True)["forces"])
     _close(compiled(batch)["energy"], model(batch, compute_forces=True)["energy"])  # no second attempt
+
+
+def test_inductor_compiles_each_graph_as_one_unit_with_the_cpus_vector_isa(monkeypatch):
+    # the cold-compile settings reach torch.compile (for inductor only: other backends take no options);
+    # the graph itself is compiled with aot_eager here, the C++ build is the slow test below
+    calls = []
+    compile_ = torch.compile
+
+    def recording_compile(graph, **kwargs):
+        calls.append(kwargs)
+        return compile_(graph, **{**kwargs, "backend": "aot_eager", "options": None})
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    model = _model().double()
+    batch = _batch(MOLECULES[0], seed=11)
+    _close(CompiledForces(model)(batch)["forces"], model(batch, compute_forces=True)["forces"])
+    CompiledForces(model, backend="aot_eager")(batch)
+    assert [call["backend"] for call in calls] == ["inductor", "aot_eager"]
+    assert calls[0]["options"] == {"cpp_wrapper": True, "cpp.vec_isa_ok": True}
+    assert calls[1]["options"] is None
+
+
+@pytest.mark.slow
+def test_inductor_graph_equals_the_eager_model_on_batches_of_different_sizes():
+    # the real C++ build (one unit per graph, symbolic sizes): forces and weight gradients as eager
+    model = _model(interaction="product_basis", message_lmax=2, many_body="gaunt", correlation=2).double()
+    compiled = CompiledForces(model)
+    for seed, structures in enumerate(MOLECULES):
+        batch = _batch(structures, seed)
+        expected, got = model(batch, compute_forces=True), compiled(batch)
+        for name in ("energy", "node_energy", "forces"):
+            _close(got[name], expected[name])
+        _, gradients = _loss_and_gradients(model, expected, batch)
+        _, compiled_gradients = _loss_and_gradients(model, got, batch)
+        for gradient, compiled_gradient in zip(gradients, compiled_gradients):
+            _close(compiled_gradient, gradient)
+    assert compiled._compiled != compiled._function  # compiled, not the eager fallback

@@ -21,8 +21,14 @@ warning says why and the step runs the eager model (which raises any error that 
 
 **Cost.** Inductor compiles in this process (``compile_threads = 1``), so a CPU-time budget
 (``trainer.max_cpu_time``) pays for the compilation, once per run; Inductor keeps its artifacts on
-disk (``TORCHINDUCTOR_CACHE_DIR``), so a second run of the same model compiles faster. The step
-times against eager are in the README ("Accuracy on 3BPA").
+disk (``TORCHINDUCTOR_CACHE_DIR``), so a second run of the same model compiles faster. By default
+Inductor builds its C++ for the CPU one kernel per compiler run, and each run parses Inductor's
+vectorisation headers again, which is most of a small kernel's build. :data:`INDUCTOR_OPTIONS` builds
+each graph (forward, backward) with its kernels as one unit (``cpp_wrapper``, which also calls the
+kernels from C++ rather than Python) and takes the vector instruction set from the CPU's flags
+(``cpp.vec_isa_ok``) rather than test-compiling a program per candidate set. Scalar loops
+(``cpp.vec_isa_ok: false``) would cut the code generation further but make the step slower. The
+compilation's phases and the step times are in docs/benchmarks/accuracy.md ("What makes a step cheaper").
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ import torch
 from torch import nn
 
 from equimol.utils.tracing import graph_of, graph_tensors, no_duck_sizing, trace_forces
+
+# Inductor settings that cut the cold compilation's CPU time without slowing the step (module docstring, "Cost")
+INDUCTOR_OPTIONS = {"cpp_wrapper": True, "cpp.vec_isa_ok": True}
 
 
 def _compiler_errors() -> tuple[type[BaseException], ...]:
@@ -86,7 +95,8 @@ class CompiledForces:
         # dynamic=True: every size symbolic. Dynamo breaks the traced graph in two; with only the inputs'
         # batch dimensions marked dynamic the second part would specialize on each batch's edge count
         # (a recompilation per batch)
-        return torch.compile(traced, backend=self.backend, dynamic=True)
+        options = INDUCTOR_OPTIONS if self.backend == "inductor" else None
+        return torch.compile(traced, backend=self.backend, dynamic=True, options=options)
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         if getattr(batch, "batch", None) is None:
