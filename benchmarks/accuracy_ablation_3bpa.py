@@ -104,6 +104,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "main-compile with each compiled graph built as one C++ unit with vector code (cpp_wrapper, cpp.vec_isa_ok "
         "true: train/compiled_forces.py INDUCTOR_OPTIONS as shipped); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "main-compile-cosine": (
+        "main-compile-one-unit-vector with cosine decay to 0 over the CPU budget, every step (scheduler.name: "
+        "budget_cosine) instead of the plateau schedule; cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "scheduler.name=budget_cosine")),
     "main-zbl": ("the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
     "main-basis-l2": ("main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
