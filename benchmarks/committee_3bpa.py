@@ -52,12 +52,9 @@ def main() -> None:
     members = sorted(Path(args.run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
     models = [load_model(member / "model.pt") for member in members]
     results: dict = {
-        "machine": machine_label(describe_machine()),
-        "members": [member.name for member in members],
-        "training_steps": [_member_steps(member) for member in members],
-        "test_stride": STRIDE,
-        "sets": {},
-    }
+        "machine": machine_label(describe_machine()), "members": [member.name for member in members],
+        "training_steps": [_member_steps(member) for member in members], "test_stride": STRIDE, "sets": {},
+    }  # fmt: skip
     for name in SETS:
         loader = strided_loader(DATA / f"{name}.xyz", models[0], STRIDE)
         reports = [evaluate(model, loader) for model in models]

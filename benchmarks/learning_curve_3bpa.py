@@ -15,7 +15,8 @@ skipped when the command is run again, so an interrupted study resumes::
 
 ``report`` writes ``--out``.json/.md/.png (default ``benchmarks/learning_curve_3bpa``) from every
 finished job in ``--work`` (default ``runs/learning_curve_3bpa``); it refuses to replace an existing
-report without ``--overwrite``.
+report without ``--overwrite``. The report holds the measurements; what they show is written in
+``docs/benchmarks/accuracy.md``.
 """
 
 from __future__ import annotations
@@ -76,37 +77,6 @@ def stopped(args: argparse.Namespace) -> int:
         acc.test_job(record, args, paths, args.snapshots)
         print(f"{job}: tested {len(record['snapshots'])} snapshot(s)")
     return 0
-
-
-FINDINGS = """
-## Findings
-
-- equimol's main-job model is below MACE small in E and F on test_300K and test_600K at every
-  snapshot, mean of 2 seeds; the force gap is 5 to 11 meV/Å from 540 to 3600 CPU-s, so the lead is
-  not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
-- At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
-  and 21.7) and F 44.7 meV/Å on test_600K.
-- Four variants screened on seed 0 (the same data order as `main:0`), to 3600 CPU-s, against `main:0`'s
-  test_300K F 19.8 meV/Å, E 0.35 meV/atom and test_600K F 42.7 (22.7k steps):
-  - L = 2 node features (`lmax2`, `model.lmax=2`): F 17.7, E 0.29, test_600K F 38.0 with 16.8k steps;
-    behind at 540 CPU-s (F 46.3 against 44.4), level at 1200 (27.4 against 27.6), ahead from 2400 on
-    (20.1 against 21.8). Its second seed (`lmax2:1`) confirms it: at 3600 CPU-s, mean of 2 seeds,
-    F 18.3 meV/Å (seeds 17.7 and 18.9) and E 0.32 meV/atom on test_300K, F 39.6 meV/Å on test_600K:
-    `configs/3bpa_1h.yaml` ships it.
-  - 3 layers (`layers3`): F 19.1, E 0.41, test_600K F 41.0 with 14.4k steps; behind at 540 and 1200
-    CPU-s (51.0 and 28.2 against 44.4 and 27.6), level at 2400 (21.6 against 21.8).
-  - 64 channels (`channels64`): F 20.6, test_600K 42.5 with 11.3k steps; behind at every earlier snapshot.
-  - cosine decay of the learning rate over the CPU budget (`cosine`, `scheduler.name: budget_cosine`):
-    F 21.2, test_600K 44.9: no gain at an hour, as at 540 CPU-s in `accuracy_ablation_3bpa`.
-  Gaunt messages were not screened.
-- `channels64:0` was stopped after its 2400 CPU-s snapshot (to free the machine) and later resumed from
-  its last checkpoint to 3600 CPU-s, compiling again into an emptied cache.
-- `main:1` was interrupted at 2650 CPU-s (the session that ran it ended) and resumed from its last
-  checkpoint with `--resume`: the CPU clock, the data order and the pending snapshots continue, and it
-  compiled again into an emptied cache (about 200 CPU-s more than an uninterrupted run spends on it).
-- The load named above is sampled at the starts and ends of the runs only; read by hand during the
-  runs, the 1-minute load reached 12 to 18 while other work (test suites, builds) shared the machine.
-"""
 
 
 def summarize(records: list[dict]) -> dict:
@@ -218,7 +188,7 @@ def report(args: argparse.Namespace) -> int:
 
     rows = [[r["job"]] + [cell(r, t) for t in times] for r in records]
     lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
-    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", FINDINGS]
+    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", ""]
     acc.save_report(out, record, lines, lambda path: plot(records, path, title))
     return 0
 

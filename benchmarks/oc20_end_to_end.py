@@ -128,24 +128,16 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
     dft_initial, dft_final = initial.get_potential_energy(), final.get_potential_energy()
     return {
         "optimizer": f"ase.optimize.BFGS, fmax {fmax} eV/Å on free atoms, at most {steps} steps",
-        "converged": converged,
-        "steps": int(optimizer.nsteps),
-        "cpu_s": cpu,
-        "num_atoms": len(atoms),
-        "num_free": int(free.sum()),
-        "dft_initial_energy": dft_initial,
-        "dft_final_energy": dft_final,
+        "converged": converged, "steps": int(optimizer.nsteps), "cpu_s": cpu, "num_atoms": len(atoms),
+        "num_free": int(free.sum()), "dft_initial_energy": dft_initial, "dft_final_energy": dft_final,
         "dft_relaxation_energy": dft_final - dft_initial,
-        "model_initial_energy": model_initial,
-        "model_relaxed_energy": relaxed,
-        "model_relaxation_energy": relaxed - model_initial,
-        "relaxed_minus_dft_final": relaxed - dft_final,
+        "model_initial_energy": model_initial, "model_relaxed_energy": relaxed,
+        "model_relaxation_energy": relaxed - model_initial, "relaxed_minus_dft_final": relaxed - dft_final,
         "model_at_dft_final_minus_dft_final": model_at_dft_final - dft_final,
-        "rmsd_relaxed_vs_dft_final": rmsd(atoms.positions),
-        "rmsd_initial_vs_dft_final": rmsd(initial.positions),
+        "rmsd_relaxed_vs_dft_final": rmsd(atoms.positions), "rmsd_initial_vs_dft_final": rmsd(initial.positions),
         "max_fixed_atom_displacement": float(moved_fixed),
         "max_free_force_after": float(np.linalg.norm(atoms.get_forces()[free], axis=1).max()),
-    }
+    }  # fmt: skip
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -222,19 +214,14 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
     info = describe_machine("cpu")
     result = {
         "what": "configs/oc20_quick.yaml trained on 14 OC20 DFT relaxation trajectories, split by trajectory",
-        "machine": machine_label(info),
-        "machine_info": info,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        "machine": machine_label(info), "machine_info": info,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "script_cpu_s": time.process_time() - start,
         "command": " ".join(["python", "benchmarks/oc20_end_to_end.py", *(argv or sys.argv[1:])]),
         "units": {"energy_per_atom": "meV/atom", "forces": "meV/Å", "energy": "eV", "rmsd": "Å"},
-        "model": str(model_path),
-        "training": training_summary(args.run_dir),
-        "shift_per_atom_eV": shift,
-        "num_training_frames": len(residuals),
-        "held_out": held_out,
-    }
+        "model": str(model_path), "training": training_summary(args.run_dir),
+        "shift_per_atom_eV": shift, "num_training_frames": len(residuals), "held_out": held_out,
+    }  # fmt: skip
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
