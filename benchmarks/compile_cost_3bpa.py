@@ -47,7 +47,7 @@ def _cpu() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def measure(setting: str, config_path: Path, steps: int) -> dict:
+def measure(setting: str, steps: int) -> dict:
     """One setting, in this (fresh) process: the record described in the module docstring."""
     import itertools
     import statistics
@@ -67,7 +67,7 @@ def measure(setting: str, config_path: Path, steps: int) -> dict:
 
     torch.set_num_threads(1)
     retain_freed_memory()
-    config = load_config(config_path)
+    config = load_config(ROOT / "configs" / "3bpa_quick.yaml")
     L.seed_everything(0, verbose=False)
     data = ShardedAtomsDataModule.from_config(config.data)
     data.use_physical_terms(physical_terms(config.model))
@@ -128,7 +128,7 @@ def measure(setting: str, config_path: Path, steps: int) -> dict:
 
 def run_setting(setting: str, args: argparse.Namespace) -> dict:
     """``measure`` in a child process with a cold Inductor cache and TMPDIR of its own."""
-    command = [sys.executable, __file__, "--child", setting, "--config", str(args.config), "--steps", str(args.steps)]
+    command = [sys.executable, __file__, "--child", setting, "--steps", str(args.steps)]
     with tempfile.TemporaryDirectory(prefix="compile_cost_") as folder:
         env = one_thread_env(Path(folder) / "inductor")
         run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=3600)
@@ -183,7 +183,6 @@ def report(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "3bpa_quick.yaml")
     parser.add_argument("--steps", type=int, default=40, help="timed compiled steps, and as many eager ones")
     parser.add_argument("--out", type=Path, help="prefix of the .json and .md results")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child, args.config, args.steps)))
+        print(json.dumps(measure(args.child, args.steps)))
         return 0
     if args.out is None:
         fail("--out PREFIX is required")

@@ -153,9 +153,7 @@ def report(args: argparse.Namespace) -> int:
         "Data: 475 training / 25 validation frames of `3bpa/train_300K.xyz` (split seed 0, the same for every run), "
         "E0s from `3bpa/iso_atoms.xyz`; every snapshot (EMA weights at that CPU time) tested on all 1669 frames of "
         "`test_300K` and 2138 of `test_600K`.",
-        'MACE "small": `'
-        + " ".join(acc.MACE_SMALL)
-        + "`. equimol variants are `configs/3bpa_quick.yaml` with: "
+        f'MACE "small": `{" ".join(acc.MACE_SMALL)}`. equimol variants are `configs/3bpa_quick.yaml` with: '
         + "; ".join(f"`{c}` {' '.join(VARIANTS[c]) or '(as shipped)'}" for c in codes if c != "mace")
         + ".",
         "",

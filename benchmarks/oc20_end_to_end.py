@@ -39,7 +39,7 @@ import ase.io
 import numpy as np
 import torch
 import yaml
-from _common import ROOT, check_outputs, equimol_command
+from _common import ROOT, equimol_command, parse_json_out
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.optimize import BFGS
@@ -156,13 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="run folder of `equimol train configs/oc20_quick.yaml`")
     parser.add_argument("--model", type=Path, help="model file to test (default run_dir/model.pt)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "oc20_quick.yaml")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "oc20_end_to_end.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     parser.add_argument("--work", type=Path, help="folder for the eval JSON and plots (default: a temporary one)")
     parser.add_argument("--fmax", type=float, default=0.05, help="BFGS stop, eV/Å")
     parser.add_argument("--steps", type=int, default=1000, help="BFGS step limit")
-    args = parser.parse_args(argv)
-    check_outputs([args.json], args.overwrite)
+    args = parse_json_out(parser, argv, flag="--json", default=ROOT / "benchmarks" / "oc20_end_to_end.json")
     with tempfile.TemporaryDirectory(prefix="oc20_end_to_end_") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
