@@ -230,11 +230,8 @@ def write_report(record: dict, stem: str) -> None:
 def target_notes(rows: list[dict]) -> list[str]:
     """The issue's two targets, read off the table: 2-rank speed-up of the plugin, plugin vs fix external."""
     rate = {(row["path"], row["atoms"], row["ranks"]): row["atom_steps_per_s"] for row in rows}
-    lines = [
-        "",
-        "Targets (2 ranks at least 1.7x 1 rank at about 4000 atoms; the plugin on 1 rank no slower than",
-        "fix external):",
-    ]
+    lines = ["", "Targets (2 ranks at least 1.7x 1 rank at about 4000 atoms; the plugin on 1 rank no slower than",
+             "fix external):"]  # fmt: skip
     for atoms in sorted({row["atoms"] for row in rows}):
         one = rate.get(("pair_style equimol", atoms, 1))
         if one is None:

@@ -10,7 +10,6 @@ skipped when the command is run again, so an interrupted study resumes::
     bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only        # both virtual environments
     .venv/bin/python benchmarks/learning_curve_3bpa.py run main:0 mace:0 main:1 mace:1
     .venv/bin/python benchmarks/learning_curve_3bpa.py run channels64:0 lmax2:0 --budget 3600
-    .venv/bin/python benchmarks/learning_curve_3bpa.py stopped channels64:0   # test a killed job's snapshots
     .venv/bin/python benchmarks/learning_curve_3bpa.py report [--out PREFIX] [--overwrite]
 
 ``report`` writes ``--out``.json/.md/.png (default ``benchmarks/learning_curve_3bpa``) from every
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -58,25 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     todo = [name for name in args.jobs if not (acc.job_folder(args.work, name) / "results.json").exists()]
     return 1 if acc.run_queue(todo, args.parallel, job)["failures"] else 0
-
-
-def stopped(args: argparse.Namespace) -> int:
-    """Test the snapshots that an equimol job stopped before its budget wrote (its training process killed)."""
-    paths = acc.prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
-    for job in args.jobs:
-        folder = acc.job_folder(args.work, job)
-        if job.startswith("mace:") or not (folder / "curve.jsonl").exists():
-            fail(f"{job} is not a started equimol job in {args.work}")
-        curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
-        record = {
-            "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
-            "overrides": VARIANTS.get(job.split(":")[0]), "stopped_before_budget": True,
-            "load_1min_start_end": [os.getloadavg()[0]] * 2,
-            "validations": [r for r in curve if "event" not in r], "fit_end": None, "snapshots": [],
-        }  # fmt: skip
-        acc.test_job(record, args, paths, args.snapshots)
-        print(f"{job}: tested {len(record['snapshots'])} snapshot(s)")
-    return 0
 
 
 def summarize(records: list[dict]) -> dict:
@@ -180,7 +159,7 @@ def report(args: argparse.Namespace) -> int:
     def cell(run: dict, cpu_s: float) -> str:
         s = next((s for s in run["snapshots"] if s["cpu_s"] == cpu_s), None)
         if s is None:
-            return "– (stopped before)" if run.get("stopped_before_budget") else "–"
+            return "–"
         return (f"{s['test_300K']['energy_rmse_per_atom']:.2f} / {s['test_300K']['forces_rmse']:.1f}; "
                 f"{s['test_600K']['energy_rmse_per_atom']:.2f} / {s['test_600K']['forces_rmse']:.1f}")  # fmt: skip
 
@@ -198,11 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(config=acc.CONFIG)
     commands = parser.add_subparsers(dest="command", required=True)
     runner = commands.add_parser("run", help="train and test jobs CODE:SEED (mace:0, main:0, channels64:1, ...)")
-    halted = commands.add_parser("stopped", help="test the snapshots of equimol jobs stopped before their budget")
-    for command in (runner, halted):
-        command.add_argument("jobs", nargs="+")
-        acc.add_job_arguments(command, budget=3600.0)
-        command.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
+    runner.add_argument("jobs", nargs="+")
+    acc.add_job_arguments(runner, budget=3600.0)
+    runner.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
     runner.add_argument("--parallel", type=int, default=2, help="jobs at a time, one thread each (default 2)")
     reporter = commands.add_parser("report", help="write --out.{json,md,png} from the finished jobs")
     reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa", help="report prefix")
@@ -210,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter.add_argument("--mace-python", type=Path, default=acc.MACE_PYTHON, help="python of the MACE environment")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
-    return {"run": run, "stopped": stopped, "report": report}[args.command](args)
+    return {"run": run, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
