@@ -36,11 +36,6 @@ SETS = ("test_300K", "test_600K")
 STRIDE = 4  # every 4th frame of each test set: CPU time on the shared 2-core machine (frames are MD snapshots)
 
 
-def _member_steps(member: Path) -> int:
-    checkpoint = member / "checkpoints" / "last.ckpt"
-    return int(read_checkpoint(checkpoint)["global_step"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", default="runs/committee_3bpa_s400", help="the committee's run folder")
@@ -50,7 +45,8 @@ def main() -> None:
     models = [load_model(member / "model.pt") for member in members]
     results: dict = {
         "machine": machine_label(describe_machine()), "members": [member.name for member in members],
-        "training_steps": [_member_steps(member) for member in members], "test_stride": STRIDE, "sets": {},
+        "training_steps": [int(read_checkpoint(m / "checkpoints" / "last.ckpt")["global_step"]) for m in members],
+        "test_stride": STRIDE, "sets": {},
     }  # fmt: skip
     for name in SETS:
         loader = strided_loader(DATA / f"{name}.xyz", models[0], STRIDE)

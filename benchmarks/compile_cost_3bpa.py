@@ -103,10 +103,8 @@ def measure(setting: str, steps: int) -> dict:
 
     before, first, after = _cpu(), compiled(batches[0]), _cpu()
     reference = eager(batches[0])
-    difference = {
-        name: [float((first[name] - reference[name]).abs().max()), float(reference[name].abs().max())]
-        for name in ("energy", "forces")
-    }
+    difference = {name: [float((first[name] - reference[name]).abs().max()), float(reference[name].abs().max())]
+                  for name in ("energy", "forces")}  # fmt: skip
     for batch in batches[1:6]:
         step(batch, compiled)
     compiled_steps = [step(batch, compiled) for batch in batches[6 : 6 + steps]]
@@ -137,17 +135,13 @@ def run_setting(setting: str, args: argparse.Namespace) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _total(run: dict) -> float:
-    return sum(run["compile_cpu_s"].values())
-
-
-COLUMNS = {  # header: the cell of run r (d: the run of the default setting, or None)
+COLUMNS = {  # header: the cell of run r (d: the run of the default setting, or None; "total": the cold compile)
     "setting": lambda r, d: f"`{r['setting']}`",
     "make_fx CPU-s": lambda r, d: f"{r['make_fx_cpu_s']:.0f}",
     "compile CPU-s, process (incl. make_fx)": lambda r, d: f"{r['compile_cpu_s']['process']:.0f}",
     "compiler processes CPU-s": lambda r, d: f"{r['compile_cpu_s']['compiler_processes']:.0f}",
-    "cold compile CPU-s": lambda r, d: f"{_total(r):.0f}",
-    "vs default": lambda r, d: "" if d is None else f"{_total(r) / _total(d):.2f}",
+    "cold compile CPU-s": lambda r, d: f"{r['total']:.0f}",
+    "vs default": lambda r, d: "" if d is None else f"{r['total'] / d['total']:.2f}",
     "libraries": lambda r, d: r["libraries"],
     "compiled step s": lambda r, d: f"{r['compiled_step_s']:.3f}",
     "eager step s": lambda r, d: f"{r['eager_step_s']:.3f}",
@@ -159,7 +153,7 @@ COLUMNS = {  # header: the cell of run r (d: the run of the default setting, or 
 
 def report(record: dict) -> str:
     """The Markdown report of a JSON record."""
-    runs = record["runs"]
+    runs = [run | {"total": sum(run["compile_cpu_s"].values())} for run in record["runs"]]
     default = next((r for r in runs if r["setting"] == "default"), None)
     phases = (f"`{r['setting']}`: " + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_wall_s"].items()) for r in runs)
     return "\n".join([

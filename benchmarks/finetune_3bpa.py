@@ -78,10 +78,9 @@ def main() -> None:
         "pretrained_test_600K": _test(pretrained), "steps": args.steps, "test_stride": STRIDE, "runs": {},
     }  # fmt: skip
     for seed in args.seeds:
-        results["runs"][f"finetune_seed{seed}"] = _train(
-            base_config, out / f"finetune_seed{seed}", args.steps, seed, [f"model.init_from={pretrained}"]
-        )
-        results["runs"][f"scratch_seed{seed}"] = _train(base_config, out / f"scratch_seed{seed}", args.steps, seed, [])
+        for name, extra in (("finetune", [f"model.init_from={pretrained}"]), ("scratch", [])):
+            run = f"{name}_seed{seed}"
+            results["runs"][run] = _train(base_config, out / run, args.steps, seed, extra)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
