@@ -96,9 +96,8 @@ class BudgetSpent(Exception):
     """The CPU-time budget ran out between two epochs."""
 
 
-def mace_train(
-    budget: float, curve: str, mace_argv: list[str], snapshots: list[float] = (), snapshot_dir: str | None = None
-) -> int:
+def mace_train(budget: float, curve: str, mace_argv: list[str], snapshots: list[float] = (),
+               snapshot_dir: str | None = None) -> int:  # fmt: skip
     """MACE's ``run_train`` with ``mace_argv`` under a CPU-time budget (see the module docstring).
 
     At each of ``snapshots`` CPU seconds (checked before each batch, as the budget is) the model with its

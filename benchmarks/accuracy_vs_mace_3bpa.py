@@ -98,10 +98,8 @@ def run_timing(args: argparse.Namespace) -> list[dict]:
     structures_file = work / "timing_structures.xyz"
     ase.io.write(structures_file, structures, format="extxyz")
     pythons = {"equimol": Path(sys.executable), "mace": args.mace_python}
-    workers = {
-        side: TimingWorker(python, side, acc.shipped_model(work, f"{acc.SIDES[side]}:{args.seed}"), structures_file)
-        for side, python in pythons.items()
-    }
+    workers = {side: TimingWorker(python, side, acc.shipped_model(work, f"{acc.SIDES[side]}:{args.seed}"),
+                                  structures_file) for side, python in pythons.items()}  # fmt: skip
     results = []
     try:
         for count in args.timing_threads:

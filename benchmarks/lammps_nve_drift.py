@@ -106,10 +106,8 @@ def write_drift_markdown(record: dict, stem: str) -> None:
         "",
     ]
     header = ["engine, dtype", "drift (meV/atom/ps)", "max deviation from start (meV/atom)"]
-    rows = [
-        [name.replace("_", ", "), f"{run['drift_meV_per_atom_per_ps']:.2e}", f"{run['max_deviation_meV_per_atom']:.2e}"]
-        for name, run in record["runs"].items()
-    ]
+    rows = [[name.replace("_", ", "), f"{run['drift_meV_per_atom_per_ps']:.2e}",
+             f"{run['max_deviation_meV_per_atom']:.2e}"] for name, run in record["runs"].items()]  # fmt: skip
     write_markdown(stem, lines + markdown_table(header, rows))
 
 

@@ -215,15 +215,10 @@ def write_report(record: dict, stem: str) -> None:
         "",
     ]
     header = ["path", "atoms", "ranks", "atom-steps/s", "vs 1 rank", "vs fix external", "timed steps"]
-    shares = [
-        f"{atoms} atoms: " + ", ".join(f"{ranks} rank(s) {share:.2f}" for ranks, share in by_ranks.items())
-        for atoms, by_ranks in record["edge_share_per_rank"].items()
-    ]
-    notes = [
-        "",
-        "Largest share of the periodic graph's edges that one rank computes (x-slabs; every layer takes the",
-        "edges into the rank's own atoms; computed, not timed): " + "; ".join(shares) + ".",
-    ]
+    shares = [f"{atoms} atoms: " + ", ".join(f"{ranks} rank(s) {share:.2f}" for ranks, share in by_ranks.items())
+              for atoms, by_ranks in record["edge_share_per_rank"].items()]  # fmt: skip
+    notes = ["", "Largest share of the periodic graph's edges that one rank computes (x-slabs; every layer takes the",
+             "edges into the rank's own atoms; computed, not timed): " + "; ".join(shares) + "."]  # fmt: skip
     write_markdown(stem, lines + markdown_table(header, table) + notes + target_notes(rows))
 
 

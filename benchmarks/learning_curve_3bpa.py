@@ -67,10 +67,8 @@ def summarize(records: list[dict]) -> dict:
                 for metric in ("energy_rmse_per_atom", "forces_rmse"):
                     key = (record["code"], snapshot["cpu_s"], name, metric)
                     table.setdefault(key, []).append(snapshot[name][metric])
-    return {
-        "|".join(map(str, key)): {"mean": statistics.fmean(v), "values": v, "seeds": len(v)}
-        for key, v in sorted(table.items())
-    }
+    return {"|".join(map(str, key)): {"mean": statistics.fmean(v), "values": v, "seeds": len(v)}
+            for key, v in sorted(table.items())}  # fmt: skip
 
 
 def plot(records: list[dict], path: Path, title: str) -> None:

@@ -170,12 +170,9 @@ def main() -> None:
         point["equimol"] = _run_worker(Path(sys.executable), "equimol", args, lmax)
         points.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
-    record = {
-        "benchmark": "many_body_vs_mace",
-        "machine": f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}",
-        "settings": {key: getattr(args, key) for key in SETTINGS},
-        "points": points,
-    }
+    record = {"benchmark": "many_body_vs_mace",
+              "machine": f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}",
+              "settings": {key: getattr(args, key) for key in SETTINGS}, "points": points}  # fmt: skip
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     table = markdown(record)

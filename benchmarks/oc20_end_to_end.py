@@ -99,11 +99,8 @@ def run_eval(model: Path, trajectory: Path, work: Path) -> dict:
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     written = json.loads(out.read_text())
     keys = ("energy_per_atom_mae", "energy_per_atom_rmse", "forces_rmse", "forces_mae")
-    return {
-        "command": " ".join(["equimol", *command[1:]]),
-        **{key: 1e3 * written["metrics"][key] for key in keys},
-        "num_frames": written["num_structures"],
-    }
+    return {"command": " ".join(["equimol", *command[1:]]), **{key: 1e3 * written["metrics"][key] for key in keys},
+            "num_frames": written["num_structures"]}  # fmt: skip
 
 
 def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, steps: int) -> dict:

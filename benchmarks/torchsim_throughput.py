@@ -98,11 +98,8 @@ def main() -> None:
         "",
     ]
     header = ["structures", "atoms", "TorchSim (atoms·steps/s)", "ASE loop (atoms·steps/s)", "TorchSim / ASE"]
-    rows = [
-        [e["structures"], e["atoms"], *(f"{e['atoms_steps_per_s'][k]:.0f}" for k in ("torchsim", "ase_loop"))]
-        + [f"{e['torchsim_over_ase']:.2f}"]
-        for e in record["results"]
-    ]
+    rows = [[e["structures"], e["atoms"], *(f"{e['atoms_steps_per_s'][k]:.0f}" for k in ("torchsim", "ase_loop")),
+             f"{e['torchsim_over_ase']:.2f}"] for e in record["results"]]  # fmt: skip
     write_markdown(args.out, lines + markdown_table(header, rows))
 
 
