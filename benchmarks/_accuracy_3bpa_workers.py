@@ -43,7 +43,6 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import ase.io
@@ -97,9 +96,8 @@ class BudgetSpent(Exception):
     """The CPU-time budget ran out between two epochs."""
 
 
-def mace_train(
-    budget: float, curve: str, mace_argv: list[str], snapshots: list[float] = (), snapshot_dir: str | None = None
-) -> int:
+def mace_train(budget: float, curve: str, mace_argv: list[str], snapshots: list[float] = (),
+               snapshot_dir: str | None = None) -> int:  # fmt: skip
     """MACE's ``run_train`` with ``mace_argv`` under a CPU-time budget (see the module docstring).
 
     At each of ``snapshots`` CPU seconds (checked before each batch, as the budget is) the model with its
@@ -180,8 +178,9 @@ def mace_train(
     return 0
 
 
-def serve_timing(make_calculator: Callable[[], object], structures: str, noise: float = 0.005, seed: int = 0) -> None:
-    """Answer timing requests on stdin/stdout: energy+forces of one structure through an ASE calculator.
+def timing(side: str, model: str, structures: str, noise: float = 0.005, seed: int = 0) -> None:
+    """Answer timing requests on stdin/stdout: energy+forces of one structure through equimol's or MACE's
+    (float32) ASE calculator.
 
     Each request is a JSON line ``{"structure": i, "threads": t, "calls": k}``; the answer is a line
     ``TIMING {"times": [...]}`` (seconds per call). Every call moves the atoms to new positions
@@ -190,6 +189,14 @@ def serve_timing(make_calculator: Callable[[], object], structures: str, noise: 
     """
     import torch
 
+    if side == "mace":
+        from mace.calculators import MACECalculator
+
+        make_calculator = lambda: MACECalculator(model_paths=model, device="cpu", default_dtype="float32")  # noqa: E731
+    else:
+        from equimol.calculator import EquimolCalculator
+
+        make_calculator = lambda: EquimolCalculator(model=model)  # noqa: E731
     torch.set_num_interop_threads(1)
     frames = ase.io.read(structures, ":")
     bases = [atoms.positions.copy() for atoms in frames]
@@ -208,18 +215,6 @@ def serve_timing(make_calculator: Callable[[], object], structures: str, noise: 
             atoms.get_potential_energy()
             times.append(time.perf_counter() - start)
         print(MARK + json.dumps({"times": times}), flush=True)
-
-
-def timing(side: str, model: str, structures: str) -> None:
-    """Serve timing requests for equimol's or MACE's (float32) ASE calculator."""
-    if side == "mace":
-        from mace.calculators import MACECalculator
-
-        serve_timing(lambda: MACECalculator(model_paths=model, device="cpu", default_dtype="float32"), structures)
-    else:
-        from equimol.calculator import EquimolCalculator
-
-        serve_timing(lambda: EquimolCalculator(model=model), structures)
 
 
 def main() -> int:

@@ -24,10 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the workplace's data, beside the clone (tests use the same)
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, help: str = "JSON to write") -> None:
-    """A required ``--out`` path and ``--overwrite`` (without it an existing ``--out`` stops the script)."""
-    parser.add_argument("--out", type=Path, required=True, help=help)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+def parse_json_out(parser: argparse.ArgumentParser, argv=None, flag="--out", default=None, markdown=False):
+    """Add ``flag`` (the result JSON; required without a ``default``) and ``--overwrite`` to ``parser``, parse ``argv``
+    (default: the command line) and stop before any work if the JSON (and, with ``markdown``, the ``.md`` beside it)
+    exists without ``--overwrite``."""
+    parser.add_argument(flag, type=Path, default=default, required=default is None, help="result JSON to write")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {flag}")
+    args = parser.parse_args(argv)
+    path = getattr(args, flag.lstrip("-"))
+    check_outputs([path, path.with_suffix(".md")] if markdown else [path], args.overwrite)
+    return args
 
 
 def start_record() -> dict:

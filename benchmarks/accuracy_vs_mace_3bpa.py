@@ -98,10 +98,8 @@ def run_timing(args: argparse.Namespace) -> list[dict]:
     structures_file = work / "timing_structures.xyz"
     ase.io.write(structures_file, structures, format="extxyz")
     pythons = {"equimol": Path(sys.executable), "mace": args.mace_python}
-    workers = {
-        side: TimingWorker(python, side, acc.shipped_model(work, f"{acc.SIDES[side]}:{args.seed}"), structures_file)
-        for side, python in pythons.items()
-    }
+    workers = {side: TimingWorker(python, side, acc.shipped_model(work, f"{acc.SIDES[side]}:{args.seed}"),
+                                  structures_file) for side, python in pythons.items()}  # fmt: skip
     results = []
     try:
         for count in args.timing_threads:
@@ -135,9 +133,8 @@ def plot(record: dict, path: Path) -> None:
     axes[1].set(xlabel="training wall time (s, both jobs at once)")
     axes[0].legend()
     machine = record["software"]["machine"]
-    figure.suptitle(
-        f"3BPA train_300K, {record['budget_cpu_s']:g} CPU s each; {machine['cpu']} ({machine['cpu_count']} cores)"
-    )
+    figure.suptitle(f"3BPA train_300K, {record['budget_cpu_s']:g} CPU s each; "
+                    f"{machine['cpu']} ({machine['cpu_count']} cores)")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -248,9 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     parser.add_argument("--report-from", type=Path, help="only write the report (md, png) from this JSON record")
     parser.add_argument("--timing", action="store_true", help="also time E+F through both calculators")
-    parser.add_argument(
-        "--timing-only", action="store_true", help="time the models in --work; the rest from --report-from"
-    )
+    parser.add_argument("--timing-only", action="store_true",
+                        help="time the models in --work; the rest from --report-from")  # fmt: skip
     parser.add_argument("--timing-rounds", type=int, default=10, help="interleaved rounds per timing (default 10)")
     parser.add_argument("--timing-threads", type=int, nargs="+", default=[1, 2], help="torch threads (default 1 2)")
     parser.add_argument("overrides", nargs="*", help="equimol section.key=value overrides (e.g. the architecture)")

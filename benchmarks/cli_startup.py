@@ -18,7 +18,7 @@ import tempfile
 import timeit
 from functools import partial
 
-from _common import add_output_arguments, check_outputs, equimol_command, finish_record, start_record
+from _common import equimol_command, finish_record, parse_json_out, start_record
 
 
 def commands() -> dict[str, list[str]]:
@@ -33,16 +33,12 @@ def commands() -> dict[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_output_arguments(parser)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    check_outputs([args.out], args.overwrite)
+    args = parse_json_out(parser)
     record = start_record()
     with tempfile.TemporaryDirectory() as folder:
-        runs = {
-            name: partial(subprocess.run, command, cwd=folder, capture_output=True)
-            for name, command in commands().items()
-        }
+        runs = {name: partial(subprocess.run, command, cwd=folder, capture_output=True)
+                for name, command in commands().items()}  # fmt: skip
         repeats = {name: timeit.repeat(run, number=1, repeat=args.repeats) for name, run in runs.items()}
         record["median_wall_s"] = {name: statistics.median(seconds) for name, seconds in repeats.items()}
     finish_record(record, args.out)

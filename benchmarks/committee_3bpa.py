@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import SHARED_DATA, check_outputs, markdown_table, strided_loader
+from _common import SHARED_DATA, markdown_table, parse_json_out, strided_loader
 from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
 from scipy.stats import spearmanr
@@ -36,28 +36,18 @@ SETS = ("test_300K", "test_600K")
 STRIDE = 4  # every 4th frame of each test set: CPU time on the shared 2-core machine (frames are MD snapshots)
 
 
-def _member_steps(member: Path) -> int:
-    checkpoint = member / "checkpoints" / "last.ckpt"
-    return int(read_checkpoint(checkpoint)["global_step"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", nargs="?", default="runs/committee_3bpa_s400", help="the committee's run folder")
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"), help="results file")
-    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
-    args = parser.parse_args()
-    check_outputs([args.json], args.overwrite)
+    args = parse_json_out(parser, flag="--json", default=Path(__file__).with_suffix(".json"))
     torch.set_num_threads(1)
     members = sorted(Path(args.run_dir).glob("member_*"), key=lambda path: int(path.name.split("_")[1]))
     models = [load_model(member / "model.pt") for member in members]
     results: dict = {
-        "machine": machine_label(describe_machine()),
-        "members": [member.name for member in members],
-        "training_steps": [_member_steps(member) for member in members],
-        "test_stride": STRIDE,
-        "sets": {},
-    }
+        "machine": machine_label(describe_machine()), "members": [member.name for member in members],
+        "training_steps": [int(read_checkpoint(m / "checkpoints" / "last.ckpt")["global_step"]) for m in members],
+        "test_stride": STRIDE, "sets": {},
+    }  # fmt: skip
     for name in SETS:
         loader = strided_loader(DATA / f"{name}.xyz", models[0], STRIDE)
         reports = [evaluate(model, loader) for model in models]

@@ -91,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         check_outputs([args.out], args.overwrite)
     machine = describe_machine()
-    lines = [
-        f"# cp rank table; {machine.get('cpu', machine.get('device'))}, {machine.get('cpu_count')} cores, "
-        f"torch {machine.get('torch')}; machine shared with other jobs: times are indicative",
-        "",
-    ]
+    lines = [f"# cp rank table; {machine.get('cpu', machine.get('device'))}, {machine.get('cpu_count')} cores, "
+             f"torch {machine.get('torch')}; machine shared with other jobs: times are indicative", ""]  # fmt: skip
     header = f"{'L':>2} {'backend':>7} {'cp_rank':>7} {'rank':>6} {'rel_err':>9} {'equiv_rmse':>10} {'equiv_max':>9} "
     header += f"{'bound_rms':>9} {'fit_s':>7} {'fwd_ms':>8}"
     lines.append(header)

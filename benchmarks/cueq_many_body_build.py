@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import add_output_arguments, check_outputs, finish_record, quick_3bpa_model, start_record
+from _common import finish_record, parse_json_out, quick_3bpa_model, start_record
 
 STEPS = {
     "build": """
@@ -65,11 +65,9 @@ def measure(step: str, cache: Path, **values) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_output_arguments(parser)
     parser.add_argument("--former", action="store_true", help="also time the former implementation (minutes)")
     parser.add_argument("--repeats", type=int, default=2, help="warm and load measurements (default 2)")
-    args = parser.parse_args()
-    check_outputs([args.out], args.overwrite)
+    args = parse_json_out(parser)
     cueq, gaunt = quick_3bpa_model(many_body="cueq"), quick_3bpa_model(many_body="gaunt")
     record = start_record() | {"threads": 1, "seconds": {}}
     with tempfile.TemporaryDirectory() as folder:

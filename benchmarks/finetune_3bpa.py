@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import SHARED_DATA, check_outputs, equimol_command, strided_loader
+from _common import SHARED_DATA, equimol_command, parse_json_out, strided_loader
 from equimol.train.checkpoints import read_checkpoint
 from equimol.train.evaluate import evaluate
 
@@ -67,28 +67,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="runs/finetune_3bpa", help="folder of the training runs")
-    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"), help="results file")
-    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
-    args = parser.parse_args()
-    check_outputs([args.json], args.overwrite)
+    args = parse_json_out(parser, flag="--json", default=Path(__file__).with_suffix(".json"))
     out = Path(args.out).resolve()
     pretrained = Path(args.pretrained).resolve()
     base_config = pretrained.parent / "config.yaml"  # the pretraining run's own config: same architecture
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     results = {
-        "machine": machine_label(describe_machine()),
-        "pretrained": str(pretrained),
-        "pretrained_test_600K": _test(pretrained),
-        "steps": args.steps,
-        "test_stride": STRIDE,
-        "runs": {},
-    }
+        "machine": machine_label(describe_machine()), "pretrained": str(pretrained),
+        "pretrained_test_600K": _test(pretrained), "steps": args.steps, "test_stride": STRIDE, "runs": {},
+    }  # fmt: skip
     for seed in args.seeds:
-        results["runs"][f"finetune_seed{seed}"] = _train(
-            base_config, out / f"finetune_seed{seed}", args.steps, seed, [f"model.init_from={pretrained}"]
-        )
-        results["runs"][f"scratch_seed{seed}"] = _train(base_config, out / f"scratch_seed{seed}", args.steps, seed, [])
+        for name, extra in (("finetune", [f"model.init_from={pretrained}"]), ("scratch", [])):
+            run = f"{name}_seed{seed}"
+            results["runs"][run] = _train(base_config, out / run, args.steps, seed, extra)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

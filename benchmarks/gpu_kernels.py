@@ -165,13 +165,9 @@ def main(argv=None) -> int:
     record = {
         "benchmark": "gpu_kernels",
         "kind": "CPU interpreter dry run: correctness only, timings are not speeds" if args.dry_run else "GPU run",
-        "machine": machine,
-        "load_average": os.getloadavg(),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
-        "sizes": sizes,
-        "speed_dtype": args.dtype,
-        "molecule": molecule_source,
-    }
+        "machine": machine, "load_average": os.getloadavg(), "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+        "sizes": sizes, "speed_dtype": args.dtype, "molecule": molecule_source,
+    }  # fmt: skip
     run, skip = SectionRecord(record, path), set(filter(None, args.skip.split(",")))
     args.budget_s = args.budget_s or (7200.0 if args.dry_run else 400.0)
     context = Context(device, sizes, getattr(torch, args.dtype), time.monotonic() + args.budget_s, atoms, args)

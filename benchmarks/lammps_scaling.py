@@ -33,35 +33,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from _common import ROOT, check_outputs, markdown_table, quick_3bpa_model, write_json, write_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from _common import markdown_table, write_json, write_markdown  # noqa: E402
+from equimol.microbench.systems import cu_au_box
 
 ELEMENTS = ["Cu", "Au"]
-MAIN = {  # configs/3bpa_quick.yaml's model, with Cu/Au and the "auto" values fixed
-    "channels": 32, "lmax": 1, "sh_lmax": 3, "num_layers": 2, "num_radial_basis": 8, "radial_cutoff": 5.0,
-    "radial_mlp_hidden": [64, 64, 64], "readout_hidden": 16, "tp_backend": "cg", "interaction": "product_basis",
-    "message_lmax": 3, "many_body": "gaunt", "correlation": 3, "self_connection": "species", "readout": "per_layer",
-    "avg_num_neighbors": 40.0, "e0s": None, "energy_shift": 0.0, "energy_scale": 1.0,
-}  # fmt: skip
+MAIN = quick_3bpa_model(species=ELEMENTS, avg_num_neighbors=40.0)  # the main job's model, "auto" values fixed
 TINY = {"channels": 8, "lmax": 1, "num_layers": 2, "num_radial_basis": 6, "radial_cutoff": 4.0,
         "radial_mlp_hidden": [16], "readout_hidden": 8, "avg_num_neighbors": 10.0, "energy_scale": 5.0}  # fmt: skip
 
 
 def box(atoms_wanted: int):
     """Rattled fcc Cu with every 4th atom Au, ``4 k^3`` atoms nearest ``atoms_wanted``, 300 K velocities."""
-    from ase.build import bulk
-    from ase.md.velocitydistribution import thermalize_momenta
-
-    repeat = max(1, round((atoms_wanted / 4) ** (1 / 3)))
-    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((repeat, repeat, repeat))
-    atoms.numbers[::4] = 79
-    atoms.rattle(0.05, seed=1)
-    thermalize_momenta(atoms, 300.0, rng=np.random.default_rng(0))
-    return atoms
+    return cu_au_box(repeat=max(1, round((atoms_wanted / 4) ** (1 / 3))))
 
 
 def write_models(folder: Path, which: str) -> dict[str, Path]:
@@ -134,9 +119,9 @@ def worker(args: argparse.Namespace) -> None:
 def run_worker(coupling: str, model: Path, plugin: Path, atoms: int, steps: int, ranks: int, folder: Path) -> dict:
     result = folder / f"{coupling}_{atoms}_{ranks}_{model.suffix[1:]}.json"
     launcher = Path(sys.executable).parent / "mpirun"
-    command = [str(launcher), "-np", str(ranks), sys.executable, str(Path(__file__).resolve()), "worker"]
-    command += ["--coupling", coupling, "--model", str(model), "--plugin", str(plugin), "--atoms", str(atoms)]
-    command += ["--steps", str(steps), "--result", str(result)]
+    command = [str(launcher), "-np", str(ranks), sys.executable, str(Path(__file__).resolve()), "worker", "--coupling",
+               coupling, "--model", str(model), "--plugin", str(plugin), "--atoms", str(atoms), "--steps", str(steps),
+               "--result", str(result)]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=environment)
     if completed.returncode != 0:
@@ -170,14 +155,10 @@ def measure(args: argparse.Namespace) -> dict:
     plugin = build_plugin()
     record = {
         "command": "python benchmarks/lammps_scaling.py " + " ".join(sys.argv[1:]),
-        "model": args.model,
-        "model_config": MAIN if args.model == "main" else TINY,
-        "dtype": "float32",
-        "machine": describe_machine("cpu"),
-        "threads_per_rank": 1,
-        "load_average_1_5_15_min_at_start": list(os.getloadavg()),
-        "rows": [],
-    }
+        "model": args.model, "model_config": MAIN if args.model == "main" else TINY, "dtype": "float32",
+        "machine": describe_machine("cpu"), "threads_per_rank": 1,
+        "load_average_1_5_15_min_at_start": list(os.getloadavg()), "rows": [],
+    }  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         paths = write_models(Path(args.models or folder), args.model)
         if args.compile_only:
@@ -211,11 +192,7 @@ def write_report(record: dict, stem: str) -> None:
     machine = record["machine"]
     rows = record["rows"]
     baseline = {(row["path"], row["atoms"]): row["atom_steps_per_s"] for row in rows if row["ranks"] == 1}
-    fix_one = {
-        row["atoms"]: row["atom_steps_per_s"]
-        for row in rows
-        if row["path"] == "fix external, eager" and row["ranks"] == 1
-    }
+    fix_one = {atoms: rate for (path, atoms), rate in baseline.items() if path == "fix external, eager"}
     table = [
         [
             row["path"], row["atoms"], row["ranks"], f"{row['atom_steps_per_s']:.1f}",
@@ -238,26 +215,18 @@ def write_report(record: dict, stem: str) -> None:
         "",
     ]
     header = ["path", "atoms", "ranks", "atom-steps/s", "vs 1 rank", "vs fix external", "timed steps"]
-    shares = [
-        f"{atoms} atoms: " + ", ".join(f"{ranks} rank(s) {share:.2f}" for ranks, share in by_ranks.items())
-        for atoms, by_ranks in record["edge_share_per_rank"].items()
-    ]
-    notes = [
-        "",
-        "Largest share of the periodic graph's edges that one rank computes (x-slabs; every layer takes the",
-        "edges into the rank's own atoms; computed, not timed): " + "; ".join(shares) + ".",
-    ]
+    shares = [f"{atoms} atoms: " + ", ".join(f"{ranks} rank(s) {share:.2f}" for ranks, share in by_ranks.items())
+              for atoms, by_ranks in record["edge_share_per_rank"].items()]  # fmt: skip
+    notes = ["", "Largest share of the periodic graph's edges that one rank computes (x-slabs; every layer takes the",
+             "edges into the rank's own atoms; computed, not timed): " + "; ".join(shares) + "."]  # fmt: skip
     write_markdown(stem, lines + markdown_table(header, table) + notes + target_notes(rows))
 
 
 def target_notes(rows: list[dict]) -> list[str]:
     """The issue's two targets, read off the table: 2-rank speed-up of the plugin, plugin vs fix external."""
     rate = {(row["path"], row["atoms"], row["ranks"]): row["atom_steps_per_s"] for row in rows}
-    lines = [
-        "",
-        "Targets (2 ranks at least 1.7x 1 rank at about 4000 atoms; the plugin on 1 rank no slower than",
-        "fix external):",
-    ]
+    lines = ["", "Targets (2 ranks at least 1.7x 1 rank at about 4000 atoms; the plugin on 1 rank no slower than",
+             "fix external):"]  # fmt: skip
     for atoms in sorted({row["atoms"] for row in rows}):
         one = rate.get(("pair_style equimol", atoms, 1))
         if one is None:
@@ -299,8 +268,7 @@ def main() -> None:
             parser.error("--compile-only needs --models FOLDER")
         measure(args)
         return
-    if not args.overwrite and (Path(f"{args.out}.json").exists() or Path(f"{args.out}.md").exists()):
-        parser.error(f"{args.out}.json/.md exist; pass --overwrite to replace them, or --out elsewhere")
+    check_outputs([f"{args.out}.json", f"{args.out}.md"], args.overwrite)
     record = measure(args)
     write_json(args.out, record)
     write_report(record, args.out)

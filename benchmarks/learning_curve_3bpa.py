@@ -10,19 +10,18 @@ skipped when the command is run again, so an interrupted study resumes::
     bash benchmarks/accuracy_vs_mace_3bpa.sh --setup-only        # both virtual environments
     .venv/bin/python benchmarks/learning_curve_3bpa.py run main:0 mace:0 main:1 mace:1
     .venv/bin/python benchmarks/learning_curve_3bpa.py run channels64:0 lmax2:0 --budget 3600
-    .venv/bin/python benchmarks/learning_curve_3bpa.py stopped channels64:0   # test a killed job's snapshots
     .venv/bin/python benchmarks/learning_curve_3bpa.py report [--out PREFIX] [--overwrite]
 
 ``report`` writes ``--out``.json/.md/.png (default ``benchmarks/learning_curve_3bpa``) from every
 finished job in ``--work`` (default ``runs/learning_curve_3bpa``); it refuses to replace an existing
-report without ``--overwrite``.
+report without ``--overwrite``. The report holds the measurements; what they show is written in
+``docs/benchmarks/accuracy.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -59,56 +58,6 @@ def run(args: argparse.Namespace) -> int:
     return 1 if acc.run_queue(todo, args.parallel, job)["failures"] else 0
 
 
-def stopped(args: argparse.Namespace) -> int:
-    """Test the snapshots that an equimol job stopped before its budget wrote (its training process killed)."""
-    paths = acc.prepare_data(args.data_dir, args.work, seed=0, test_limit=args.test_limit)
-    for job in args.jobs:
-        folder = acc.job_folder(args.work, job)
-        if job.startswith("mace:") or not (folder / "curve.jsonl").exists():
-            fail(f"{job} is not a started equimol job in {args.work}")
-        curve = [json.loads(line) for line in (folder / "curve.jsonl").read_text().splitlines()]
-        record = {
-            "job": job, "code": job.split(":")[0], "seed": int(job.split(":")[1]), "budget_cpu_s": args.budget,
-            "overrides": VARIANTS.get(job.split(":")[0]), "stopped_before_budget": True,
-            "load_1min_start_end": [os.getloadavg()[0]] * 2,
-            "validations": [r for r in curve if "event" not in r], "fit_end": None, "snapshots": [],
-        }  # fmt: skip
-        acc.test_job(record, args, paths, args.snapshots)
-        print(f"{job}: tested {len(record['snapshots'])} snapshot(s)")
-    return 0
-
-
-FINDINGS = """
-## Findings
-
-- equimol's main-job model is below MACE small in E and F on test_300K and test_600K at every
-  snapshot, mean of 2 seeds; the force gap is 5 to 11 meV/Å from 540 to 3600 CPU-s, so the lead is
-  not only a fast start. equimol makes about 3.2x as many optimizer steps in the same CPU time.
-- At 3600 CPU-s the main-job model reaches E 0.43 meV/atom and F 20.7 meV/Å on test_300K (seeds 19.8
-  and 21.7) and F 44.7 meV/Å on test_600K.
-- Four variants screened on seed 0 (the same data order as `main:0`), to 3600 CPU-s, against `main:0`'s
-  test_300K F 19.8 meV/Å, E 0.35 meV/atom and test_600K F 42.7 (22.7k steps):
-  - L = 2 node features (`lmax2`, `model.lmax=2`): F 17.7, E 0.29, test_600K F 38.0 with 16.8k steps;
-    behind at 540 CPU-s (F 46.3 against 44.4), level at 1200 (27.4 against 27.6), ahead from 2400 on
-    (20.1 against 21.8). Its second seed (`lmax2:1`) confirms it: at 3600 CPU-s, mean of 2 seeds,
-    F 18.3 meV/Å (seeds 17.7 and 18.9) and E 0.32 meV/atom on test_300K, F 39.6 meV/Å on test_600K:
-    `configs/3bpa_1h.yaml` ships it.
-  - 3 layers (`layers3`): F 19.1, E 0.41, test_600K F 41.0 with 14.4k steps; behind at 540 and 1200
-    CPU-s (51.0 and 28.2 against 44.4 and 27.6), level at 2400 (21.6 against 21.8).
-  - 64 channels (`channels64`): F 20.6, test_600K 42.5 with 11.3k steps; behind at every earlier snapshot.
-  - cosine decay of the learning rate over the CPU budget (`cosine`, `scheduler.name: budget_cosine`):
-    F 21.2, test_600K 44.9: no gain at an hour, as at 540 CPU-s in `accuracy_ablation_3bpa`.
-  Gaunt messages were not screened.
-- `channels64:0` was stopped after its 2400 CPU-s snapshot (to free the machine) and later resumed from
-  its last checkpoint to 3600 CPU-s, compiling again into an emptied cache.
-- `main:1` was interrupted at 2650 CPU-s (the session that ran it ended) and resumed from its last
-  checkpoint with `--resume`: the CPU clock, the data order and the pending snapshots continue, and it
-  compiled again into an emptied cache (about 200 CPU-s more than an uninterrupted run spends on it).
-- The load named above is sampled at the starts and ends of the runs only; read by hand during the
-  runs, the 1-minute load reached 12 to 18 while other work (test suites, builds) shared the machine.
-"""
-
-
 def summarize(records: list[dict]) -> dict:
     """Mean over seeds of every (code, snapshot, test set, metric)."""
     table: dict = {}
@@ -118,10 +67,8 @@ def summarize(records: list[dict]) -> dict:
                 for metric in ("energy_rmse_per_atom", "forces_rmse"):
                     key = (record["code"], snapshot["cpu_s"], name, metric)
                     table.setdefault(key, []).append(snapshot[name][metric])
-    return {
-        "|".join(map(str, key)): {"mean": statistics.fmean(v), "values": v, "seeds": len(v)}
-        for key, v in sorted(table.items())
-    }
+    return {"|".join(map(str, key)): {"mean": statistics.fmean(v), "values": v, "seeds": len(v)}
+            for key, v in sorted(table.items())}  # fmt: skip
 
 
 def plot(records: list[dict], path: Path, title: str) -> None:
@@ -183,9 +130,7 @@ def report(args: argparse.Namespace) -> int:
         "Data: 475 training / 25 validation frames of `3bpa/train_300K.xyz` (split seed 0, the same for every run), "
         "E0s from `3bpa/iso_atoms.xyz`; every snapshot (EMA weights at that CPU time) tested on all 1669 frames of "
         "`test_300K` and 2138 of `test_600K`.",
-        'MACE "small": `'
-        + " ".join(acc.MACE_SMALL)
-        + "`. equimol variants are `configs/3bpa_quick.yaml` with: "
+        f'MACE "small": `{" ".join(acc.MACE_SMALL)}`. equimol variants are `configs/3bpa_quick.yaml` with: '
         + "; ".join(f"`{c}` {' '.join(VARIANTS[c]) or '(as shipped)'}" for c in codes if c != "mace")
         + ".",
         "",
@@ -212,13 +157,13 @@ def report(args: argparse.Namespace) -> int:
     def cell(run: dict, cpu_s: float) -> str:
         s = next((s for s in run["snapshots"] if s["cpu_s"] == cpu_s), None)
         if s is None:
-            return "– (stopped before)" if run.get("stopped_before_budget") else "–"
+            return "–"
         return (f"{s['test_300K']['energy_rmse_per_atom']:.2f} / {s['test_300K']['forces_rmse']:.1f}; "
                 f"{s['test_600K']['energy_rmse_per_atom']:.2f} / {s['test_600K']['forces_rmse']:.1f}")  # fmt: skip
 
     rows = [[r["job"]] + [cell(r, t) for t in times] for r in records]
     lines += markdown_table(["run"] + [f"{t:g} CPU s: 300K; 600K" for t in times], rows)
-    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", FINDINGS]
+    lines += ["", f"Plot: `{Path(out).name}.png`. Command: `{record['command']}`.", ""]
     acc.save_report(out, record, lines, lambda path: plot(records, path, title))
     return 0
 
@@ -230,11 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(config=acc.CONFIG)
     commands = parser.add_subparsers(dest="command", required=True)
     runner = commands.add_parser("run", help="train and test jobs CODE:SEED (mace:0, main:0, channels64:1, ...)")
-    halted = commands.add_parser("stopped", help="test the snapshots of equimol jobs stopped before their budget")
-    for command in (runner, halted):
-        command.add_argument("jobs", nargs="+")
-        acc.add_job_arguments(command, budget=3600.0)
-        command.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
+    runner.add_argument("jobs", nargs="+")
+    acc.add_job_arguments(runner, budget=3600.0)
+    runner.add_argument("--snapshots", type=float, nargs="+", default=[540.0, 1200.0, 2400.0, 3600.0])
     runner.add_argument("--parallel", type=int, default=2, help="jobs at a time, one thread each (default 2)")
     reporter = commands.add_parser("report", help="write --out.{json,md,png} from the finished jobs")
     reporter.add_argument("--out", type=Path, default=ROOT / "benchmarks/learning_curve_3bpa", help="report prefix")
@@ -242,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter.add_argument("--mace-python", type=Path, default=acc.MACE_PYTHON, help="python of the MACE environment")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
-    return {"run": run, "stopped": stopped, "report": report}[args.command](args)
+    return {"run": run, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

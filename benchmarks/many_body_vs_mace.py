@@ -12,12 +12,11 @@ time (CPU time leaves out the slices a loaded machine gives to other jobs).
         --json benchmarks/many_body_vs_mace_cpu.json --markdown benchmarks/many_body_vs_mace_cpu.md
 
 Series: ``mace`` (``mace.modules.symmetric_contraction.SymmetricContraction``, the block of MACE's
-product basis), ``equimol/cg`` (:class:`equimol.manybody.cg.SymmetricProduct`, recursive uuu CG
-products) and ``equimol/gaunt-grid`` (:class:`equimol.manybody.gaunt.GauntSelfProduct`; the table
-of commit 5e0abf7 also has ``equimol/gaunt-fft``, a strategy removed since because it lost to the grid).
-They are not the same function: MACE weighs every generalized coupling path, the Gaunt product one
-fixed combination per degree and order (see ``equimol/manybody/gaunt.py``), so the table compares
-costs at equal shapes, not equal expressivity.
+product basis), ``equimol/cg`` (:class:`equimol.manybody.cg.SymmetricProduct`, recursive uuu CG products)
+and ``equimol/gaunt-grid`` (:class:`equimol.manybody.gaunt.GauntSelfProduct`). They are not the same
+function: MACE weighs every generalized coupling path, the Gaunt product one fixed combination per degree
+and order (see ``equimol/manybody/gaunt.py``), so the table compares costs at equal shapes, not equal
+expressivity.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ from pathlib import Path
 
 from _common import ROOT, check_outputs, interleaved, markdown_table
 
-#: The settings every worker gets and the record keeps: ``worker``'s arguments after ``lmax``, then the threads.
-SETTINGS = ("channels", "nodes", "elements", "correlation", "repeats", "threads")
+#: The settings (and defaults) every worker gets and the record keeps: ``worker``'s arguments after ``lmax``, then
+#: the threads.
+SETTINGS = {"channels": 32, "nodes": 500, "elements": 4, "correlation": 3, "repeats": 5, "threads": 1}
 
 
 def _irreps_string(channels: int, lmax: int) -> str:
@@ -147,12 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["mace", "equimol"], help=argparse.SUPPRESS)
     parser.add_argument("--lmax", default="1,2,3", help="degrees, e.g. 1,2,3")
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--nodes", type=int, default=500)
-    parser.add_argument("--elements", type=int, default=4)
-    parser.add_argument("--correlation", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    for key, default in SETTINGS.items():
+        parser.add_argument(f"--{key}", type=int, default=default)
     parser.add_argument("--mace-python", default=str(ROOT / ".venv-mace" / "bin" / "python"))
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--markdown", dest="markdown_path")
@@ -163,7 +159,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(worker(args.worker, int(args.lmax), *(getattr(args, key) for key in SETTINGS[:-1]))))
+        print(json.dumps(worker(args.worker, int(args.lmax), *(getattr(args, key) for key in list(SETTINGS)[:-1]))))
         return
     from equimol.utils.machine import cpu_model
 
@@ -174,12 +170,9 @@ def main() -> None:
         point["equimol"] = _run_worker(Path(sys.executable), "equimol", args, lmax)
         points.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
-    record = {
-        "benchmark": "many_body_vs_mace",
-        "machine": f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}",
-        "settings": {key: getattr(args, key) for key in SETTINGS},
-        "points": points,
-    }
+    record = {"benchmark": "many_body_vs_mace",
+              "machine": f"{cpu_model()} ({os.cpu_count()} cores), Python {platform.python_version()}",
+              "settings": {key: getattr(args, key) for key in SETTINGS}, "points": points}  # fmt: skip
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     table = markdown(record)

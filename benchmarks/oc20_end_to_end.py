@@ -39,7 +39,7 @@ import ase.io
 import numpy as np
 import torch
 import yaml
-from _common import ROOT, check_outputs, equimol_command
+from _common import ROOT, equimol_command, parse_json_out
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.optimize import BFGS
@@ -99,11 +99,8 @@ def run_eval(model: Path, trajectory: Path, work: Path) -> dict:
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     written = json.loads(out.read_text())
     keys = ("energy_per_atom_mae", "energy_per_atom_rmse", "forces_rmse", "forces_mae")
-    return {
-        "command": " ".join(["equimol", *command[1:]]),
-        **{key: 1e3 * written["metrics"][key] for key in keys},
-        "num_frames": written["num_structures"],
-    }
+    return {"command": " ".join(["equimol", *command[1:]]), **{key: 1e3 * written["metrics"][key] for key in keys},
+            "num_frames": written["num_structures"]}  # fmt: skip
 
 
 def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, steps: int) -> dict:
@@ -128,24 +125,16 @@ def relax(calculator: EquimolCalculator, frames: list[ase.Atoms], fmax: float, s
     dft_initial, dft_final = initial.get_potential_energy(), final.get_potential_energy()
     return {
         "optimizer": f"ase.optimize.BFGS, fmax {fmax} eV/Å on free atoms, at most {steps} steps",
-        "converged": converged,
-        "steps": int(optimizer.nsteps),
-        "cpu_s": cpu,
-        "num_atoms": len(atoms),
-        "num_free": int(free.sum()),
-        "dft_initial_energy": dft_initial,
-        "dft_final_energy": dft_final,
+        "converged": converged, "steps": int(optimizer.nsteps), "cpu_s": cpu, "num_atoms": len(atoms),
+        "num_free": int(free.sum()), "dft_initial_energy": dft_initial, "dft_final_energy": dft_final,
         "dft_relaxation_energy": dft_final - dft_initial,
-        "model_initial_energy": model_initial,
-        "model_relaxed_energy": relaxed,
-        "model_relaxation_energy": relaxed - model_initial,
-        "relaxed_minus_dft_final": relaxed - dft_final,
+        "model_initial_energy": model_initial, "model_relaxed_energy": relaxed,
+        "model_relaxation_energy": relaxed - model_initial, "relaxed_minus_dft_final": relaxed - dft_final,
         "model_at_dft_final_minus_dft_final": model_at_dft_final - dft_final,
-        "rmsd_relaxed_vs_dft_final": rmsd(atoms.positions),
-        "rmsd_initial_vs_dft_final": rmsd(initial.positions),
+        "rmsd_relaxed_vs_dft_final": rmsd(atoms.positions), "rmsd_initial_vs_dft_final": rmsd(initial.positions),
         "max_fixed_atom_displacement": float(moved_fixed),
         "max_free_force_after": float(np.linalg.norm(atoms.get_forces()[free], axis=1).max()),
-    }
+    }  # fmt: skip
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -164,13 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="run folder of `equimol train configs/oc20_quick.yaml`")
     parser.add_argument("--model", type=Path, help="model file to test (default run_dir/model.pt)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "oc20_quick.yaml")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "oc20_end_to_end.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace --json if it exists")
     parser.add_argument("--work", type=Path, help="folder for the eval JSON and plots (default: a temporary one)")
     parser.add_argument("--fmax", type=float, default=0.05, help="BFGS stop, eV/Å")
     parser.add_argument("--steps", type=int, default=1000, help="BFGS step limit")
-    args = parser.parse_args(argv)
-    check_outputs([args.json], args.overwrite)
+    args = parse_json_out(parser, argv, flag="--json", default=ROOT / "benchmarks" / "oc20_end_to_end.json")
     with tempfile.TemporaryDirectory(prefix="oc20_end_to_end_") as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -222,19 +208,14 @@ def evaluate(args: argparse.Namespace, argv: list[str] | None, work: Path) -> in
     info = describe_machine("cpu")
     result = {
         "what": "configs/oc20_quick.yaml trained on 14 OC20 DFT relaxation trajectories, split by trajectory",
-        "machine": machine_label(info),
-        "machine_info": info,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        "machine": machine_label(info), "machine_info": info,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "script_cpu_s": time.process_time() - start,
         "command": " ".join(["python", "benchmarks/oc20_end_to_end.py", *(argv or sys.argv[1:])]),
         "units": {"energy_per_atom": "meV/atom", "forces": "meV/Å", "energy": "eV", "rmsd": "Å"},
-        "model": str(model_path),
-        "training": training_summary(args.run_dir),
-        "shift_per_atom_eV": shift,
-        "num_training_frames": len(residuals),
-        "held_out": held_out,
-    }
+        "model": str(model_path), "training": training_summary(args.run_dir),
+        "shift_per_atom_eV": shift, "num_training_frames": len(residuals), "held_out": held_out,
+    }  # fmt: skip
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0

@@ -69,11 +69,9 @@ def main() -> None:
     wrapped = EquimolModel(model)
     record = {
         "model": "equimol.microbench.systems.small_model(Cu, Pd, Ag, Au), random weights, float64",
-        "steps_per_round": args.steps,
-        "machine": describe_machine("cpu"),
-        "load_average_1_5_15_min_at_start": list(os.getloadavg()),
-        "results": [],
-    }
+        "steps_per_round": args.steps, "machine": describe_machine("cpu"),
+        "load_average_1_5_15_min_at_start": list(os.getloadavg()), "results": [],
+    }  # fmt: skip
     base = periodic_structures()
     for count in (int(value) for value in args.structures.split(",")):
         structures = [base[i % len(base)] for i in range(count)]
@@ -81,13 +79,8 @@ def main() -> None:
         rounds = {"torchsim": partial(torchsim_round, wrapped), "ase_loop": partial(ase_round, model)}
         times = interleaved({name: partial(run, structures, args.steps) for name, run in rounds.items()}, args.rounds)
         rates = {name: atoms * args.steps / statistics.median(values) for name, values in times.items()}
-        entry = {
-            "structures": count,
-            "atoms": atoms,
-            "atoms_steps_per_s": rates,
-            "torchsim_over_ase": rates["torchsim"] / rates["ase_loop"],
-            "seconds": times,
-        }
+        entry = {"structures": count, "atoms": atoms, "atoms_steps_per_s": rates,
+                 "torchsim_over_ase": rates["torchsim"] / rates["ase_loop"], "seconds": times}  # fmt: skip
         record["results"].append(entry)
         print(json.dumps({k: entry[k] for k in ("structures", "atoms", "atoms_steps_per_s", "torchsim_over_ase")}))
     record["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
@@ -105,11 +98,8 @@ def main() -> None:
         "",
     ]
     header = ["structures", "atoms", "TorchSim (atoms·steps/s)", "ASE loop (atoms·steps/s)", "TorchSim / ASE"]
-    rows = [
-        [e["structures"], e["atoms"], *(f"{e['atoms_steps_per_s'][k]:.0f}" for k in ("torchsim", "ase_loop"))]
-        + [f"{e['torchsim_over_ase']:.2f}"]
-        for e in record["results"]
-    ]
+    rows = [[e["structures"], e["atoms"], *(f"{e['atoms_steps_per_s'][k]:.0f}" for k in ("torchsim", "ase_loop")),
+             f"{e['torchsim_over_ase']:.2f}"] for e in record["results"]]  # fmt: skip
     write_markdown(args.out, lines + markdown_table(header, rows))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-from _common import SHARED_DATA, add_output_arguments, check_outputs, markdown_table
+from _common import SHARED_DATA, markdown_table, parse_json_out
 from ase.data import chemical_symbols, covalent_radii
 
 from equimol.graph import neighbor_list
@@ -49,29 +49,21 @@ def summarize(frames: list) -> dict:
     ratios = np.concatenate(ratios)
     ordered = dict(sorted(closest.items(), key=lambda item: item[1]["ratio"]))
     return {
-        "frames": len(frames),
-        "pairs": int(ratios.size),
-        "min_ratio": float(ratios.min()),
-        "quantile_0.1%": float(np.quantile(ratios, 0.001)),
-        "quantile_1%": float(np.quantile(ratios, 0.01)),
+        "frames": len(frames), "pairs": int(ratios.size), "min_ratio": float(ratios.min()),
+        "quantile_0.1%": float(np.quantile(ratios, 0.001)), "quantile_1%": float(np.quantile(ratios, 0.01)),
         "pairs_below": {str(f): int((ratios < f).sum()) for f in FRACTIONS},
         "closest_by_pair": dict(list(ordered.items())[:6]),
-    }
+    }  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
-    add_output_arguments(parser, help="JSON to write (a Markdown table beside it)")
-    args = parser.parse_args()
-    check_outputs([args.out, args.out.with_suffix(".md")], args.overwrite)
-    sets = {
-        f"3BPA {name}": ase.io.read(args.data / "3bpa" / f"{name}.xyz", ":")
-        for name in ("train_300K", "train_mixedT", "test_300K", "test_600K")
-    }
-    trajectories = [
-        ase.io.read(path, ":") for path in sorted((args.data / "oc20" / "dft_relaxation_trajs_2020").glob("*.traj"))
-    ]
+    args = parse_json_out(parser, markdown=True)  # a Markdown table beside the JSON
+    sets = {f"3BPA {name}": ase.io.read(args.data / "3bpa" / f"{name}.xyz", ":")
+            for name in ("train_300K", "train_mixedT", "test_300K", "test_600K")}  # fmt: skip
+    oc20 = sorted((args.data / "oc20" / "dft_relaxation_trajs_2020").glob("*.traj"))
+    trajectories = [ase.io.read(path, ":") for path in oc20]
     sets["OC20 relaxations, all frames"] = [atoms for trajectory in trajectories for atoms in trajectory]
     sets["OC20 relaxations, relaxed (last) frames"] = [trajectory[-1] for trajectory in trajectories]
     results = {"default_fractions": [INNER_FRACTION, OUTER_FRACTION], "sets": {}}
