@@ -108,6 +108,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "main-compile-one-unit-vector with cosine decay to 0 over the CPU budget, every step (scheduler.name: "
         "budget_cosine) instead of the plateau schedule; cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "scheduler.name=budget_cosine")),
+    "main-compile-lr-0.02": (
+        "main-compile-one-unit-vector with a learning rate of 0.02 instead of 0.01; cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02")),
+    "main-compile-ema-0.995": (
+        "main-compile-one-unit-vector with an EMA decay of 0.995 instead of 0.99; cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.ema_decay=0.995")),
     "main-zbl": ("the shipped main job (main-compile) with ZBL repulsion at the default switch radii",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "model.pair_repulsion=zbl")),
     "main-basis-l2": ("main job, atomic basis up to L = 2 (message_lmax; 0.69x CPU per step)",
