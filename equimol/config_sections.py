@@ -157,12 +157,16 @@ class OptimizerConfig:
 class SchedulerConfig:
     """``plateau``: ReduceLROnPlateau on the validation loss; ``cosine``: linear warm-up then cosine decay
     over ``cosine_epochs``; ``budget_cosine``: cosine decay to ``min_lr`` over whichever training budget
-    runs out first, every step (:mod:`equimol.train.budget_schedule`)."""
+    runs out first, after holding the peak rate for ``decay_start`` of it, every step
+    (:mod:`equimol.train.budget_schedule`)."""
 
     name: str = option("plateau", "learning-rate schedule", choices=("plateau", "cosine", "budget_cosine", "none"))
     factor: float = option(0.8, "plateau: factor applied to the learning rate", gt=0, lt=1)
     patience: int = option(50, "plateau: epochs without improvement before the rate drops", ge=0)
     min_lr: float = option(0.0, "lowest learning rate", ge=0)
+    decay_start: float = option(
+        0.0, "budget_cosine: fraction of the budget at the peak rate before the decay begins", ge=0, lt=1
+    )
     warmup_epochs: int = option(0, "cosine: epochs of linear warm-up", ge=0)
     cosine_epochs: int | None = option(None, "cosine: length of the decay in epochs (null: trainer.max_epochs)", ge=1)
 

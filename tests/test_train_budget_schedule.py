@@ -32,6 +32,10 @@ def test_factor_follows_the_cosine_and_the_state_saves_without_the_callable() ->
         clipped = min(value, 1.0)
         expected = 0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * clipped)))
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=0)
+    held = BudgetCosineLR(torch.optim.Adam([parameter], lr=0.01), lambda: progress[0], floor=0.1, start=0.6)
+    for value, expected in ((0.3, 1.0), (0.6, 1.0), (0.8, 0.1 + 0.9 * 0.5), (1.0, 0.1)):
+        progress[0] = value
+        assert held.factor() == pytest.approx(expected, rel=1e-12, abs=0)
     state = scheduler.state_dict()
     assert "progress" not in state
     torch.save(state, io.BytesIO())  # a checkpoint can hold it

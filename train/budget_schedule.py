@@ -5,9 +5,12 @@ advance, so the learning rate can anneal to ``min_lr`` exactly when training sto
 how many epochs the budget buys on a given machine. With progress ``p`` in [0, 1], the largest
 fraction used of any budget that is set,
 
-.. math:: \mathrm{lr}(p) = \mathrm{min\_lr} + (\mathrm{lr} - \mathrm{min\_lr})\, \tfrac12 (1 + \cos \pi p),
+.. math:: \mathrm{lr}(p) = \mathrm{min\_lr} + (\mathrm{lr} - \mathrm{min\_lr})\, \tfrac12 (1 + \cos \pi q),
+   \qquad q = \max\Bigl(0, \frac{p - s}{1 - s}\Bigr),
 
-updated after every optimizer step. ``p`` of a CPU-time or wall-time budget differs a little between
+updated after every optimizer step. ``s`` (``scheduler.decay_start``) holds the peak rate for that
+fraction of the budget and anneals over the rest (a warm-stable-decay schedule); ``s = 0`` is a cosine
+over the whole budget. ``p`` of a CPU-time or wall-time budget differs a little between
 DDP processes, so it is reduced to its maximum over the processes: every process applies the same
 learning rate, and the weights stay identical.
 """
@@ -53,15 +56,18 @@ class BudgetCosineLR(torch.optim.lr_scheduler.LRScheduler):
         optimizer: the optimizer; each group's initial ``lr`` is its peak.
         progress: returns the budget fraction used, in [0, 1] (:func:`budget_progress`).
         floor: ``min_lr / lr`` (the factor at the end of the budget).
+        start: ``s``, the budget fraction at which the decay begins, in [0, 1).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, progress: Callable[[], float], floor: float = 0.0) -> None:
-        self.progress, self.floor = progress, float(floor)
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, progress: Callable[[], float], floor: float = 0.0, start: float = 0.0
+    ) -> None:
+        self.progress, self.floor, self.start = progress, float(floor), float(start)
         super().__init__(optimizer)
 
     def factor(self) -> float:
         """The current multiplier of the peak learning rate."""
-        progress = min(1.0, max(0.0, self.progress()))
+        progress = min(1.0, max(0.0, (self.progress() - self.start) / (1.0 - self.start)))
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def get_lr(self) -> list[float]:

@@ -276,6 +276,7 @@ class PotentialModule(L.LightningModule):
                 optimizer,
                 lambda: budget_progress(self.trainer) if self._trainer is not None else 0.0,
                 schedule.min_lr / config.lr,
+                schedule.decay_start,
             )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         total = schedule.cosine_epochs or self.hparams.max_epochs
