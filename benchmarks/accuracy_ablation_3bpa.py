@@ -88,7 +88,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "main-retain-cutoff-4.5": ("main-retain with a 4.5 Å radial cutoff instead of 5 Å (fewer edges: 0.8x CPU per step)",
         _with(MAIN_RETAIN, "model.radial_cutoff=4.5")),
     "main-compile": (
-        "the shipped main job: main-retain through one compiled energy-and-forces graph (cold compiler cache)",
+        "main-retain through one compiled energy-and-forces graph (Inductor defaults; compilers off the clock)",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-compile-one-unit": (
         "main-compile with each compiled graph built as one C++ unit of scalar loops (cpp_wrapper, "
@@ -167,7 +167,17 @@ FINDINGS = """
   one graph and compiled, 0.12 s per step against 0.18–0.20 s eager (measured alone). About 100 of the
   540 CPU-s go to the compiler, and the runs still make 3198–3391 steps against 2699–2745, reaching
   39.9 ± 3.0 meV/Å (seeds 0-4: 35.8, 44.0, 39.7, 38.9, 41.3) and E 1.7 ± 0.6 meV/atom (seed 4:
-  2.63). Seeds 0 and 1 ran while a 6-minute test run shared the machine. This is the shipped main job.
+  2.63). Seeds 0 and 1 ran while a 6-minute test run shared the machine. Its clock left the compiler's
+  processes out (about 90 CPU-s more than the budget).
+- **The shipped main job** (`main-compile-one-unit-vector`: each graph one C++ unit with vector code, the
+  compiler processes on the clock, cold cache and headers): 38.7 ± 3.3 meV/Å (seeds 0-4: 36.1, 43.5,
+  36.0, 36.9, 40.9), E 1.4 ± 0.4 meV/atom, every E below 2.5 but two F above 40.
+- **Schedules and rates on top of it, 540 CPU-s, cold.** The plateau schedule never lowers the rate
+  within the budget (a constant 0.01, averaged by the EMA). Cosine decay to 0 over the budget
+  (`main-compile-cosine`): 41.6, 41.5 on seeds 0, 1 against 36.1, 43.5. A rate of 0.02
+  (`main-compile-lr-0.02`): 39.6 ± 4.0 on seeds 0-4 (35.7, 35.7, 44.5, 42.6, 39.6), E 1.2 ± 0.3. EMA
+  decay 0.995 (seed 1): 42.5. Rate 0.02 held for 80% of the budget, then a cosine to 0 (`-wsd`, seed 2):
+  41.7 against 44.5. None lowers the mean or the spread: which seeds land high moves between settings.
 - **ZBL at its default switch radii** (`zbl-on` against `zbl-off`, the same overrides otherwise, run
   side by side, seed by seed, on the Xeon at a 1-minute load of 7 to 20 from other work, so both made
   far fewer steps than `main-compile`): F 51.8 ± 4.9 against 52.0 ± 5.5 meV/Å (seeds 0-2: 47.7, 57.3,
