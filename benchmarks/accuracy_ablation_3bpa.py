@@ -110,6 +110,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(scheduler.name: budget_cosine, decay_start: 0.8); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
               "scheduler.decay_start=0.8")),
+    "main-fused-wsd": (
+        "main-compile-lr-0.02-wsd with fused Adam (one kernel per optimizer step, train/module.py since "
+        "commit 'fused Adam'); cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
+              "scheduler.decay_start=0.8")),
+    "main-fused-wsd-0.6": (
+        "main-fused-wsd with the decay from 60% of the CPU budget (scheduler.decay_start: 0.6); cold Inductor "
+        "cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
+              "scheduler.decay_start=0.6")),
     "main-compile-ema-0.995": (
         "main-compile-one-unit-vector with an EMA decay of 0.995 instead of 0.99; cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.ema_decay=0.995")),

