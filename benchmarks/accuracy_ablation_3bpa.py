@@ -110,9 +110,17 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(scheduler.name: budget_cosine, decay_start: 0.8); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
               "scheduler.decay_start=0.8")),
+    "main-fused": (
+        "main-compile-one-unit-vector (the shipped plateau schedule at lr 0.01) with fused Adam, run beside "
+        "main-fused-wsd-0.6 seed by seed; cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
+    "main-fixed-counts": (
+        "main-fused (the shipped config) with the compiled graph built for the batches' fixed atom and structure "
+        "counts (train/compiled_forces.py since commit FIXEDCOMMIT); cold Inductor cache and headers",
+        _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-fused-wsd": (
         "main-compile-lr-0.02-wsd with fused Adam (one kernel per optimizer step, train/module.py since "
-        "commit 'fused Adam'); cold Inductor cache and headers",
+        "commit f02f465); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
               "scheduler.decay_start=0.8")),
     "main-fused-wsd-0.6": (

@@ -90,6 +90,48 @@ def test_compiled_graph_equals_the_eager_model_and_follows_the_weights(many_body
     _assert_equals_eager_on_batches_of_different_sizes(model, compiled)
 
 
+def test_repeated_counts_get_a_graph_of_their_own_and_other_counts_the_graph_for_any():
+    # 3BPA's batches all hold 5 x 27 atoms: a graph with those counts fixed is cheaper to compile and to
+    # run. Batches with those counts but other edge counts use it; a batch with other counts gets the graph
+    # for any counts, and the fixed-count graph still serves its counts afterwards
+    model = _model(interaction="product_basis", message_lmax=2, many_body="gaunt", correlation=2).double()
+    compiled = CompiledForces(model, backend="aot_eager")
+    same = [_batch(MOLECULES[0], seed) for seed in range(3)]
+    assert len({int(batch.edge_index.shape[1]) for batch in same}) > 1  # the edge counts differ
+    other = _batch(MOLECULES[2], seed=4)
+    for batch, graphs in zip([*same, other, same[0]], [[], [(14, 2)], [(14, 2)], [(14, 2), None], [(14, 2), None]]):
+        expected, got = model(batch, compute_forces=True), compiled(batch)
+        for name in ("energy", "node_energy", "forces"):
+            _close(got[name], expected[name])
+        assert list(compiled.graphs) == graphs
+    any_counts = CompiledForces(model, backend="aot_eager", fixed_counts=False)
+    for batch in same[:2]:
+        _close(any_counts(batch)["forces"], model(batch, compute_forces=True)["forces"])
+    assert list(any_counts.graphs) == [None]
+
+
+def test_numel_as_sizes_keeps_a_graph_whole_where_its_sizes_are_fixed():
+    from torch._dynamo.utils import counters
+
+    from equimol.utils.tracing import no_duck_sizing, numel_as_sizes, trace_forces
+
+    def function(x, y):
+        return x * x.numel() + y.sum() * y.numel()
+
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    graph = numel_as_sizes(trace_forces(function, x, y))
+    assert not any(node.target is torch.ops.aten.sym_numel.default for node in graph.graph.nodes)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(graph, backend="aot_eager", dynamic=True)
+    for rows in (4, 5):
+        x = torch.randn(rows, 3, dtype=torch.float64)
+        torch._dynamo.mark_static(x, 0)
+        with no_duck_sizing():
+            _close(compiled(x, y), function(x, y))
+    assert not counters["graph_break"]
+
+
 def test_compiled_stress_equals_the_eager_model():
     model = _model().double()
     compiled = CompiledForces(model, compute_stress=True, backend="aot_eager")
@@ -109,8 +151,10 @@ def test_training_step_uses_the_compiled_graph(monkeypatch):
     monkeypatch.setattr(eager, "log", lambda *args, **kwargs: None)
     monkeypatch.setattr(CompiledForces.__init__, "__defaults__", (False, "aot_eager"))
     batch = _batch(MOLECULES[0], seed=5)
-    _close(module.training_step(batch, 0), eager.training_step(batch, 0))
+    for step in range(2):  # the first step runs the eager model, the second the graph for these counts
+        _close(module.training_step(batch, step), eager.training_step(batch, step))
     assert list(module._compiled_forces) == [False]
+    assert list(module._compiled_forces[False].graphs) == [(14, 2)]
 
 
 def _failing_backend(graph_module, example_inputs):
@@ -121,6 +165,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_model_with_a_warning():
     model = _model().double()
     compiled = CompiledForces(model, backend=_failing_backend)
     batch = _batch(MOLECULES[0], seed=7)
+    compiled(batch)  # the eager model; the compilation is at the second batch
     with pytest.warns(UserWarning, match="trainer.compile_step: the compilation failed"):
         got = compiled(batch)
     _close(got["forces"], model(batch, compute_forces=True)["forces"])
@@ -140,8 +185,10 @@ def test_inductor_compiles_each_graph_as_one_unit_with_the_cpus_vector_isa(monke
     monkeypatch.setattr(torch, "compile", recording_compile)
     model = _model().double()
     batch = _batch(MOLECULES[0], seed=11)
-    _close(CompiledForces(model)(batch)["forces"], model(batch, compute_forces=True)["forces"])
-    CompiledForces(model, backend="aot_eager")(batch)
+    inductor, other = CompiledForces(model), CompiledForces(model, backend="aot_eager")
+    for _ in range(2):
+        _close(inductor(batch)["forces"], model(batch, compute_forces=True)["forces"])
+        other(batch)
     assert [call["backend"] for call in calls] == ["inductor", "aot_eager"]
     assert calls[0]["options"] == {"cpp_wrapper": True, "cpp.vec_isa_ok": True}
     assert calls[1]["options"] is None
@@ -153,4 +200,4 @@ def test_inductor_graph_equals_the_eager_model_on_batches_of_different_sizes():
     model = _model(interaction="product_basis", message_lmax=2, many_body="gaunt", correlation=2).double()
     compiled = CompiledForces(model)
     _assert_equals_eager_on_batches_of_different_sizes(model, compiled)
-    assert compiled._compiled != compiled._function  # compiled, not the eager fallback
+    assert list(compiled.graphs) == [None]  # compiled for any counts, not the eager fallback

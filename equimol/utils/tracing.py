@@ -79,6 +79,31 @@ def trace_forces(function: Callable, *example) -> torch.fx.GraphModule:
         return make_fx(function, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
 
 
+def numel_as_sizes(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` with each ``aten.sym_numel(x)`` replaced by the product of ``x``'s sizes, in place.
+
+    A symbolic trace records a tensor's element count as one operator. Where ``torch.compile`` then holds
+    some sizes fixed (``torch._dynamo.mark_static``), that operator returns a plain ``int``, which dynamo
+    cannot put in a graph: it would break the graph there. A product of ``aten.sym_size`` is the same
+    number and traces either way.
+    """
+    import operator
+
+    nodes = graph.graph
+    for node in list(nodes.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.sym_numel.default:
+            continue
+        tensor, product = node.args[0], None
+        with nodes.inserting_before(node):
+            for axis in range(len(tensor.meta["val"].shape)):
+                size = nodes.call_function(torch.ops.aten.sym_size.int, (tensor, axis))
+                product = size if product is None else nodes.call_function(operator.mul, (product, size))
+        node.replace_all_uses_with(1 if product is None else product)
+        nodes.erase_node(node)
+    graph.recompile()
+    return graph
+
+
 def example_batch(model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
     """Two periodic structures (5 and 3 atoms) of the model's species, as :data:`GRAPH_FIELDS` tensors on the
     model's device: the trace input (sizes dynamic, values free)."""
