@@ -116,7 +116,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-fixed-counts": (
         "main-fused (the shipped config) with the compiled graph built for the batches' fixed atom and structure "
-        "counts (train/compiled_forces.py since commit FIXEDCOMMIT); cold Inductor cache and headers",
+        "counts (train/compiled_forces.py since commit 2000148); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-fused-wsd": (
         "main-compile-lr-0.02-wsd with fused Adam (one kernel per optimizer step, train/module.py since "
