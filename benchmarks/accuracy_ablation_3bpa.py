@@ -110,13 +110,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(scheduler.name: budget_cosine, decay_start: 0.8); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
               "scheduler.decay_start=0.8")),
-    "main-fused": (
-        "main-compile-one-unit-vector (the shipped plateau schedule at lr 0.01) with fused Adam, run beside "
-        "main-fused-wsd-0.6 seed by seed; cold Inductor cache and headers",
-        _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-fixed-counts": (
-        "main-fused (the shipped config) with the compiled graph built for the batches' fixed atom and structure "
-        "counts (train/compiled_forces.py since commit 2000148); cold Inductor cache and headers",
+        "the shipped main job (main-compile-one-unit-vector, fused Adam) with the compiled graph built for the "
+        "batches' fixed atom and structure counts (train/compiled_forces.py since commit 2000148); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
     "main-fused-wsd": (
         "main-compile-lr-0.02-wsd with fused Adam (one kernel per optimizer step, train/module.py since "
@@ -199,6 +195,17 @@ FINDINGS = """
   37.2 ± 3.1 (35.0, 35.6, 41.7, 39.2, 34.4), below the 0.02 rate on every seed and E 1.00 ± 0.09, though
   seeds 0, 1 and 3 ran beside a test-suite run and made 2761-2851 steps; within the spread of the
   shipped job's 38.7 ± 3.3, so not shipped yet.
+- **Fused Adam with the "wsd" schedule, rerun** (`main-fused-wsd`, decay from 80% of the budget, and
+  `main-fused-wsd-0.6`, from 60%; seed by seed, side by side): 40.1 ± 5.1 (32.1, 38.2, 44.4, 44.2, 41.9)
+  and 39.0 ± 4.4 (31.9, 38.4, 42.9, 39.8, 42.3). The machine slowed during the runs: seeds 0 made
+  3320-3386 steps, seeds 1-4 only 2272-2515 (0.117 s a step at first, 0.15-0.16 s later, at the same
+  load of 2): the step count decides more than the schedule. Not shipped.
+- **A compiled graph for fixed atom and structure counts** (`main-fixed-counts`: the shipped config; 3BPA
+  batches always hold 5 x 27 atoms, so train/compiled_forces.py compiles for those counts, the edge count
+  symbolic): 4097-5483 steps in 540 CPU-s (cold compile 114 against 145 CPU-s, step 0.050 against 0.108
+  CPU-s in benchmarks/compile_cost_3bpa_counts.md), F 34.7 ± 2.5 meV/Å (33.1, 38.8, 34.8, 34.0, 32.5), E
+  1.3 ± 0.5 meV/atom (0.89, 1.17, 1.27, 1.10, 2.20). Every seed at or below 40 meV/Å and 2.5 meV/atom,
+  mean below 36. Seeds 0-3 ran two at a time (4097-4499 steps); seed 4 beside the compile benchmark.
 - **ZBL at its default switch radii** (`zbl-on` against `zbl-off`, the same overrides otherwise, run
   side by side, seed by seed, on the Xeon at a 1-minute load of 7 to 20 from other work, so both made
   far fewer steps than `main-compile`): F 51.8 ± 4.9 against 52.0 ± 5.5 meV/Å (seeds 0-2: 47.7, 57.3,

@@ -11,7 +11,7 @@ intra-op thread (``trainer.num_threads: 1``) and no worker processes the clock e
 the same run on an otherwise idle core.
 
 The clock counts from the start of fitting (like Lightning's ``Timer`` for ``max_time``), so it includes
-a compilation made at the first step (``trainer.compile_step``). It is read after every training batch. It is
+a compilation made at the second step (``trainer.compile_step``). It is read after every training batch. It is
 saved in every checkpoint and continues on ``--resume``: a resumed run adds its own CPU time to what the
 interrupted one had used at its last checkpoint (the work done after that checkpoint is done again and
 counted again).
