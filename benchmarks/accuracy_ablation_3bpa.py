@@ -72,6 +72,8 @@ MAIN_STEPS = _with(MAIN_SHIPPED, "trainer.max_steps=4500")
 # ... with freed memory kept by glibc (equimol/utils/allocator.py): the shipped default since it was measured
 MAIN_RETAIN = _with(MAIN_SHIPPED, "trainer.retain_freed_memory=true")
 
+# lr 0.02 held, then a cosine to 0 over the budget (warm-stable-decay)
+WSD = _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine")
 # fmt: off
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "gated": ("first-wave default", GATED),
@@ -110,20 +112,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(scheduler.name: budget_cosine, decay_start: 0.8); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
               "scheduler.decay_start=0.8")),
-    "main-fixed-counts": (
-        "the shipped main job (main-compile-one-unit-vector, fused Adam) with the compiled graph built for the "
-        "batches' fixed atom and structure counts (train/compiled_forces.py since commit 2000148); cold Inductor cache and headers",
+    "main-fixed-counts": ("the shipped main job with fused Adam and the compiled graph built for the batches' "
+        "fixed atom and structure counts (commit 2000148); cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true")),
-    "main-fused-wsd": (
-        "main-compile-lr-0.02-wsd with fused Adam (one kernel per optimizer step, train/module.py since "
-        "commit f02f465); cold Inductor cache and headers",
-        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
-              "scheduler.decay_start=0.8")),
-    "main-fused-wsd-0.6": (
-        "main-fused-wsd with the decay from 60% of the CPU budget (scheduler.decay_start: 0.6); cold Inductor "
-        "cache and headers",
-        _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.lr=0.02", "scheduler.name=budget_cosine",
-              "scheduler.decay_start=0.6")),
+    "main-fused-wsd": ("main-compile-lr-0.02-wsd with fused Adam (train/module.py since commit f02f465); cold "
+        "Inductor cache and headers", _with(WSD, "scheduler.decay_start=0.8")),
+    "main-fused-wsd-0.6": ("main-fused-wsd with the decay from 60% of the CPU budget (scheduler.decay_start: 0.6); "
+        "cold Inductor cache and headers", _with(WSD, "scheduler.decay_start=0.6")),
     "main-compile-ema-0.995": (
         "main-compile-one-unit-vector with an EMA decay of 0.995 instead of 0.99; cold Inductor cache and headers",
         _with(MAIN_RETAIN, "trainer.compile_step=true", "optimizer.ema_decay=0.995")),
@@ -183,29 +178,18 @@ FINDINGS = """
   39.9 ± 3.0 meV/Å (seeds 0-4: 35.8, 44.0, 39.7, 38.9, 41.3) and E 1.7 ± 0.6 meV/atom (seed 4:
   2.63). Seeds 0 and 1 ran while a 6-minute test run shared the machine. Its clock left the compiler's
   processes out (about 90 CPU-s more than the budget).
-- **The shipped main job** (`main-compile-one-unit-vector`: each graph one C++ unit with vector code, the
-  compiler processes on the clock, cold cache and headers): 38.7 ± 3.3 meV/Å (seeds 0-4: 36.1, 43.5,
-  36.0, 36.9, 40.9), E 1.4 ± 0.4 meV/atom, every E below 2.5 but two F above 40.
-- **Schedules and rates on top of it, 540 CPU-s, cold.** The plateau schedule never lowers the rate
-  within the budget (a constant 0.01, averaged by the EMA). Cosine decay to 0 over the budget
-  (`main-compile-cosine`): 41.6, 41.5 on seeds 0, 1 against 36.1, 43.5. A rate of 0.02
-  (`main-compile-lr-0.02`): 39.6 ± 4.0 on seeds 0-4 (35.7, 35.7, 44.5, 42.6, 39.6), E 1.2 ± 0.3. EMA
-  decay 0.995 (seed 1): 42.5. None lowers the mean or the spread: which seeds land high moves between
-  settings. Rate 0.02 held for 80% of the budget, then a cosine to 0 (`main-compile-lr-0.02-wsd`):
-  37.2 ± 3.1 (35.0, 35.6, 41.7, 39.2, 34.4), below the 0.02 rate on every seed and E 1.00 ± 0.09, though
-  seeds 0, 1 and 3 ran beside a test-suite run and made 2761-2851 steps; within the spread of the
-  shipped job's 38.7 ± 3.3, so not shipped yet.
-- **Fused Adam with the "wsd" schedule, rerun** (`main-fused-wsd`, decay from 80% of the budget, and
-  `main-fused-wsd-0.6`, from 60%; seed by seed, side by side): 40.1 ± 5.1 (32.1, 38.2, 44.4, 44.2, 41.9)
-  and 39.0 ± 4.4 (31.9, 38.4, 42.9, 39.8, 42.3). The machine slowed during the runs: seeds 0 made
-  3320-3386 steps, seeds 1-4 only 2272-2515 (0.117 s a step at first, 0.15-0.16 s later, at the same
-  load of 2): the step count decides more than the schedule. Not shipped.
-- **A compiled graph for fixed atom and structure counts** (`main-fixed-counts`: the shipped config; 3BPA
-  batches always hold 5 x 27 atoms, so train/compiled_forces.py compiles for those counts, the edge count
-  symbolic): 4097-5483 steps in 540 CPU-s (cold compile 114 against 145 CPU-s, step 0.050 against 0.108
-  CPU-s in benchmarks/compile_cost_3bpa_counts.md), F 34.7 ± 2.5 meV/Å (33.1, 38.8, 34.8, 34.0, 32.5), E
-  1.3 ± 0.5 meV/atom (0.89, 1.17, 1.27, 1.10, 2.20). Every seed at or below 40 meV/Å and 2.5 meV/atom,
-  mean below 36. Seeds 0-3 ran two at a time (4097-4499 steps); seed 4 beside the compile benchmark.
+- **One C++ unit with vector code** (`main-compile-one-unit-vector`, compiler processes on the clock, cold):
+  38.7 ± 3.3 meV/Å (36.1, 43.5, 36.0, 36.9, 40.9), E 1.4 ± 0.4 meV/atom: two F above 40.
+- **Schedules and rates on top of it, 540 CPU-s, cold.** The plateau schedule never lowers the rate within
+  the budget. Cosine decay to 0 (`main-compile-cosine`): 41.6, 41.5 on seeds 0, 1. Rate 0.02
+  (`main-compile-lr-0.02`): 39.6 ± 4.0. EMA decay 0.995 (seed 1): 42.5. Rate 0.02 held for 80% of the
+  budget, then a cosine (`main-compile-lr-0.02-wsd`): 37.2 ± 3.1, seeds 0, 1, 3 beside a test-suite run
+  (2761-2851 steps). None beyond the spread: which seeds land high moves between settings.
+- **wsd rerun with fused Adam** (`main-fused-wsd`, `main-fused-wsd-0.6`: decay from 80% / 60%): 40.1 ± 5.1
+  and 39.0 ± 4.4; the machine slowed mid-run (seed 0: 3320-3386 steps, seeds 1-4: 2272-2515). Not shipped.
+- **Fixed atom and structure counts in the compiled graph** (`main-fixed-counts`, the shipped config;
+  benchmarks/compile_cost_3bpa_counts.md: cold compile 114 against 145 CPU-s, step 0.050 against 0.108):
+  4097-5483 steps, F 34.7 ± 2.5 (33.1, 38.8, 34.8, 34.0, 32.5), E 1.3 ± 0.5 (max 2.20): every seed <= 40.
 - **ZBL at its default switch radii** (`zbl-on` against `zbl-off`, the same overrides otherwise, run
   side by side, seed by seed, on the Xeon at a 1-minute load of 7 to 20 from other work, so both made
   far fewer steps than `main-compile`): F 51.8 ± 4.9 against 52.0 ± 5.5 meV/Å (seeds 0-2: 47.7, 57.3,

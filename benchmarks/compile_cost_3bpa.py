@@ -35,8 +35,7 @@ SETTINGS: dict[str, tuple[str, dict, bool]] = {  # name: (description, Inductor 
                         ONE_UNIT_VECTOR, False),
     "one-unit-scalar": ("one C++ unit per graph (cpp_wrapper), scalar loops (cpp.vec_isa_ok false); any counts",
                         {"cpp_wrapper": True, "cpp.vec_isa_ok": False}, False),
-    "one-unit-vector-fixed-counts": ("`one-unit-vector` compiled for the batches' atom and structure counts "
-                                     "(5 x 27 atoms; CompiledForces fixed_counts, shipped)", ONE_UNIT_VECTOR, True),
+    "one-unit-vector-fixed-counts": ("`one-unit-vector`, fixed counts: 5 x 27 atoms (shipped)", ONE_UNIT_VECTOR, True),
 }  # fmt: skip
 PHASES = ("bytecode_tracing", "aot_trace_joint_graph", "GraphLowering.run", "Scheduler.__init__", "Scheduler.codegen",
           "compile_file")  # fmt: skip
