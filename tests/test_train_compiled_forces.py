@@ -149,7 +149,7 @@ def test_training_step_uses_the_compiled_graph(monkeypatch):
     module.model.double(), eager.model.double()
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     monkeypatch.setattr(eager, "log", lambda *args, **kwargs: None)
-    monkeypatch.setattr(CompiledForces.__init__, "__defaults__", (False, "aot_eager"))
+    monkeypatch.setattr(CompiledForces.__init__, "__defaults__", (False, "aot_eager", True))
     batch = _batch(MOLECULES[0], seed=5)
     for step in range(2):  # the first step runs the eager model, the second the graph for these counts
         _close(module.training_step(batch, step), eager.training_step(batch, step))
